@@ -1,0 +1,70 @@
+"""Typed settings of a build and the parsing of the strings users write ("24x24", "5x5")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from .errors import InputError
+
+_PAIR = re.compile(r"^\s*(-?\d+)\s*[xX*]\s*(-?\d+)\s*$")
+
+
+def parse_pair(flag: str, text, allowed: str = "HxW with positive integers, e.g. 24x24") -> tuple[int, int]:
+    """Parse "24x24" (or a single "24" meaning 24x24) into a pair of positive ints."""
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        pair = (int(text[0]), int(text[1]))
+    else:
+        text = str(text)
+        m = _PAIR.match(text)
+        if m:
+            pair = (int(m.group(1)), int(m.group(2)))
+        elif text.strip().lstrip("-").isdigit():
+            pair = (int(text), int(text))
+        else:
+            raise InputError(flag, text, allowed, "not of the form HxW")
+    if pair[0] <= 0 or pair[1] <= 0:
+        raise InputError(flag, f"{pair[0]}x{pair[1]}", allowed, "sizes must be positive")
+    return pair
+
+
+def format_pair(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+@dataclass
+class ModelSpec:
+    """Which model to build and with what weights. None means the model's default."""
+
+    name: str = "segmenter_base"
+    checkpoint: str | None = None
+    img_size: tuple[int, int] | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class BuildSettings:
+    """Everything `vitexport build` needs; saved in report.json so any stage can be re-run."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    method: str = "expedite"
+    method_args: dict = field(default_factory=dict)
+    batch: int = 1
+    dynamic_batch: bool = False
+    opset: int = 18
+    seed: int = 0
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    min_cosine: float = 0.99999
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BuildSettings":
+        data = dict(data)
+        model = dict(data.pop("model", {}))
+        if model.get("img_size") is not None:
+            model["img_size"] = tuple(model["img_size"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(model=ModelSpec(**model), **{k: v for k, v in data.items() if k in known})

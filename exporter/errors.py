@@ -1,0 +1,14 @@
+"""Errors a user can fix: each names the flag, the value given and what is allowed."""
+
+
+class InputError(Exception):
+    """A mistake in the user's input. The CLI prints it on one line and exits with 2."""
+
+    def __init__(self, flag: str, value, allowed: str, reason: str | None = None):
+        self.flag, self.value, self.allowed, self.reason = flag, value, allowed, reason
+        text = f"{flag} {value}: {reason + '; ' if reason else ''}allowed: {allowed}"
+        super().__init__(text)
+
+
+class ValidationFailed(Exception):
+    """An artifact does not match the PyTorch reference within the tolerances (exit code 1)."""

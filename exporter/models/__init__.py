@@ -1,0 +1,70 @@
+"""Model adapters and their registry: a name maps to a builder of a `DenseModel`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import ModelSpec
+from ..errors import InputError
+from .base import DenseModel, TokenLayout
+from .checkpoint import load_into
+from .segmenter import SIZES, create_segmenter
+from .vit import create_timm_vit
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[[ModelSpec], DenseModel]
+    description: str
+    pos_embed_key: str | None = None
+    weights_root: str = ""  # submodule whose state dict a checkpoint holds
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> None:
+    MODELS[entry.name] = entry
+
+
+for _size, (_dim, _depth, _heads) in SIZES.items():
+    register(ModelEntry(
+        f"segmenter_{_size}",
+        lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
+        f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
+        pos_embed_key="encoder.pos_embed"))
+
+
+def _is_timm_vit(name: str) -> bool:
+    import timm
+    return name in timm.list_models("vit_*") or name in timm.list_models("deit*")
+
+
+def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
+    """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
+    entry = MODELS.get(spec.name)
+    if entry is None and not _is_timm_vit(spec.name):
+        allowed = ", ".join(MODELS) + ", or a timm ViT name (vit_*, deit*)"
+        raise InputError("--model", spec.name, allowed, "unknown model")
+    if entry is None:
+        if spec.num_classes is not None:
+            raise InputError("--num-classes", spec.num_classes, "only with segmenter_* models",
+                             f"{spec.name} outputs features")
+        entry = ModelEntry(spec.name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
+                           pos_embed_key="pos_embed", weights_root="vit")
+    if spec.num_classes is not None and spec.num_classes <= 0:
+        raise InputError("--num-classes", spec.num_classes, "a positive integer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = entry.build(spec)
+    if spec.checkpoint:
+        target = model.get_submodule(entry.weights_root) if entry.weights_root else model
+        load_into(target, spec.checkpoint, model.layout, entry.pos_embed_key)
+    return model.eval()
+
+
+__all__ = ["DenseModel", "TokenLayout", "MODELS", "create_model", "ModelEntry", "register"]

@@ -1,0 +1,75 @@
+"""The interface between models and methods: a ViT seen as embed -> blocks -> head.
+
+A method never imports a model file. It sees only a `DenseModel`: the token sequence after
+each block, the grid shape of its patch tokens, and the number of prefix tokens before them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How the token sequence of a plain ViT is laid out."""
+
+    grid: tuple[int, int]  # patch-token grid (rows, cols)
+    num_prefix: int  # class / distillation / register tokens before the patch tokens
+    dim: int
+    depth: int
+    num_heads: int
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+class DenseModel(nn.Module):
+    """A dense-prediction ViT split where token-reduction methods cut it.
+
+    Subclasses set `layout`, `taps`, expose `blocks` and implement `embed`, `head_tokens`,
+    `head_map`. `forward` is the unmodified model.
+
+    - `taps`: 0-based indices of the blocks whose outputs feed the head.
+    - `per_token_head`: True when `head_tokens` maps any number of tokens to as many outputs
+      (Segmenter's mask transformer), so a method may run it on reduced tokens and restore
+      the per-token outputs afterwards.
+    - `restore_at_output`: the default placement of restoration for such models.
+    - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
+    """
+
+    layout: TokenLayout
+    taps: tuple[int, ...]
+    per_token_head: bool = False
+    restore_at_output: bool = False
+    output_kind: str = "features"
+    output_names: tuple[str, ...] = ("output",)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order (a view into the wrapped model)."""
+        raise NotImplementedError
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] -> tokens [B, num_prefix + H/P * W/P, C]."""
+        raise NotImplementedError
+
+    def head_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Outputs of the tapped blocks (prefix tokens included) -> per-patch outputs [B, n, D]."""
+        raise NotImplementedError
+
+    def head_map(self, tokens: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Per-patch outputs [B, H/P * W/P, D] -> the model's dense output."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images)
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in self.taps:
+                feats.append(x)
+        return self.head_map(self.head_tokens(feats), images.shape[-2:])

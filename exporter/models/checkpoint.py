@@ -1,0 +1,78 @@
+"""Loading user checkpoints safely: no pickled code, clear errors on mismatched keys."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+
+from ..errors import InputError
+
+FLAG = "--checkpoint"
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a state dict from a .safetensors file or a torch file saved without code."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(FLAG, path, "an existing .pth/.pt/.bin or .safetensors file", "no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            data = load_file(str(p))
+        else:
+            data = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(FLAG, path, "a checkpoint loadable with weights_only=True",
+                         f"refused, it needs code execution to load ({first[:120]})") from None
+    except Exception as err:  # corrupt or truncated files raise many types
+        raise InputError(FLAG, path, "a readable torch or safetensors checkpoint",
+                         f"cannot be read ({type(err).__name__})") from None
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise InputError(FLAG, path, "a state dict of tensors", "holds something else")
+    return data
+
+
+def fit_pos_embed(state: dict, module: torch.nn.Module, key: str, num_prefix: int,
+                  grid: tuple[int, int]) -> None:
+    """Resize a square checkpoint position embedding to the model's grid (bilinear)."""
+    target = dict(module.named_parameters()).get(key)
+    if key not in state or target is None or state[key].shape == target.shape:
+        return
+    n_old = state[key].shape[1] - num_prefix
+    side = int(round(n_old ** 0.5))
+    if side * side == n_old and state[key].shape[2] == target.shape[2]:
+        state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), old_size=[side, side],
+                                            num_prefix_tokens=num_prefix)
+
+
+def load_into(module: torch.nn.Module, path: str, layout, pos_embed_key: str | None = None) -> None:
+    """Load `path` into `module`; every key must match, shapes included.
+
+    A position embedding trained at another resolution is resized first, as Segmenter does.
+    """
+    state = read_state_dict(path)
+    if pos_embed_key is not None:
+        fit_pos_embed(state, module, pos_embed_key, layout.num_prefix, layout.grid)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise InputError(FLAG, path, "a checkpoint with this model's keys", "; ".join(parts))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if state[k].shape != v.shape]
+    if wrong:
+        raise InputError(FLAG, path, "a checkpoint with this model's shapes",
+                         f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})")
+    module.load_state_dict(state, strict=True)

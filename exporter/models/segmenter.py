@@ -1,0 +1,105 @@
+"""Segmenter (Strudel et al., 2021): ViT encoder + mask-transformer decoder.
+
+State-dict keys follow the official release (`encoder.*`, `decoder.*`), so its checkpoints
+load as they are. The encoder is timm's VisionTransformer, whose parameter names already
+match; the decoder is written here with the official names.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from .base import DenseModel
+from .vit import check_img_size, layout_of, vit_embed
+
+# Segmenter uses torch's LayerNorm default eps, not timm's 1e-6.
+LayerNorm = partial(nn.LayerNorm, eps=1e-5)
+
+# name -> (embed dim, depth, heads); all use patch 16 and a 2-layer mask transformer.
+SIZES = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+DEFAULT_IMG_SIZE = (512, 512)
+DEFAULT_CLASSES = 150  # ADE20K
+PATCH = 16
+
+
+class MaskTransformer(nn.Module):
+    """Segmenter's decoder: class embeddings attend with patch tokens; masks by dot product."""
+
+    def __init__(self, n_cls: int, d_encoder: int, d_model: int, n_layers: int = 2):
+        super().__init__()
+        self.n_cls = n_cls
+        n_heads = d_model // 64
+        self.blocks = nn.ModuleList(
+            [Block(d_model, n_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm)
+             for _ in range(n_layers)])
+        self.cls_emb = nn.Parameter(torch.randn(1, n_cls, d_model) * 0.02)
+        self.proj_dec = nn.Linear(d_encoder, d_model)
+        scale = d_model ** -0.5
+        self.proj_patch = nn.Parameter(scale * torch.randn(d_model, d_model))
+        self.proj_classes = nn.Parameter(scale * torch.randn(d_model, d_model))
+        self.decoder_norm = LayerNorm(d_model)
+        self.mask_norm = LayerNorm(n_cls)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, n, d_encoder] -> per-token class logits [B, n, n_cls]."""
+        x = self.proj_dec(x)
+        x = torch.cat((x, self.cls_emb.expand(x.shape[0], -1, -1)), 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.decoder_norm(x)
+        patches, classes = x[:, : -self.n_cls], x[:, -self.n_cls:]
+        patches = F.normalize(patches @ self.proj_patch, dim=-1, eps=0.0)
+        classes = F.normalize(classes @ self.proj_classes, dim=-1, eps=0.0)
+        return self.mask_norm(patches @ classes.transpose(1, 2))
+
+
+class Segmenter(DenseModel):
+    """Per-class logits at input resolution, [B, n_cls, H, W]."""
+
+    output_kind = "segmentation"
+    output_names = ("logits",)
+    per_token_head = True
+    restore_at_output = True  # as the Expedite authors do: reconstruct the mask logits
+
+    def __init__(self, size: str = "base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES):
+        super().__init__()
+        dim, depth, heads = SIZES[size]
+        self.encoder = VisionTransformer(
+            img_size=tuple(img_size), patch_size=PATCH, embed_dim=dim, depth=depth,
+            num_heads=heads, num_classes=1000, norm_layer=LayerNorm, qkv_bias=True)
+        self.decoder = MaskTransformer(num_classes, dim, dim)
+        self.layout = layout_of(self.encoder)
+        self.taps = (depth - 1,)
+        self.num_classes = num_classes
+
+    @property
+    def blocks(self):
+        return self.encoder.blocks
+
+    def embed(self, images):
+        return vit_embed(self.encoder, images)
+
+    def head_tokens(self, feats):
+        return self.decoder(self.encoder.norm(feats[-1])[:, self.layout.num_prefix:])
+
+    def head_map(self, tokens, image_size):
+        B, _, K = tokens.shape
+        H, W = self.layout.grid
+        masks = tokens.transpose(1, 2).reshape(B, K, H, W)
+        return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
+
+
+def create_segmenter(size: str, img_size=None, num_classes=None) -> Segmenter:
+    img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
+    check_img_size(img_size, PATCH)
+    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES)

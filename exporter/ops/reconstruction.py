@@ -1,0 +1,58 @@
+"""Expedite's token reconstruction layer (paper 001, Eq. 4) as fixed-shape tensor operations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .clustering import WEIGHT_FLOOR
+from .distance import squared_distance
+from .grid import window_mask
+
+# Distance given to clusters outside the window, so that top-k never prefers them.
+MASKED_DISTANCE = 3.0e38
+
+
+class TokenReconstruction(nn.Module):
+    """Weights from each pixel to its k most similar clusters, then a gather-and-sum.
+
+    The weights use the pixel features before clustering and the centers at clustering time;
+    `forward` applies them to any per-cluster tensor (refined tokens, or per-class logits).
+    """
+
+    def __init__(self, k: int, tau: float, norm: str = "sum", window: torch.Tensor | None = None):
+        super().__init__()
+        if norm not in ("sum", "l2"):
+            raise ValueError(f"norm must be 'sum' or 'l2', not {norm!r}")
+        self.k, self.tau, self.norm = k, float(tau), norm
+        self.register_buffer("allowed", window, persistent=False)
+
+    @classmethod
+    def for_grid(cls, k, tau, norm, neighbours, grid, cells, window):
+        """`neighbours` 'all': top-k over every cluster; 'window': only the clustering window."""
+        mask = window_mask(grid, cells, window) if neighbours == "window" else None
+        return cls(k, tau, norm, mask)
+
+    def weights(self, z: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices [B, N, k] of the k nearest clusters and their normalised weights (float32)."""
+        d = squared_distance(z.float(), centers.float())
+        if self.allowed is not None:
+            d = torch.where(self.allowed, d, MASKED_DISTANCE)
+        near, index = torch.topk(d, self.k, dim=2, largest=False, sorted=True)
+        # exp(-(d - d_min)/tau): both normalisations cancel the common factor exp(-d_min/tau),
+        # and the shift keeps the weights from underflowing to zero.
+        w = torch.exp((near[..., :1] - near) / self.tau)
+        if self.norm == "sum":
+            w = w / w.sum(-1, keepdim=True).clamp_min(WEIGHT_FLOOR)
+        else:
+            w = w / w.norm(dim=-1, keepdim=True).clamp_min(WEIGHT_FLOOR)
+        return index, w
+
+    def forward(self, values: torch.Tensor, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """values [B, M, D] -> [B, N, D]: sum_j w[b, n, j] * values[b, index[b, n, j]]."""
+        B, M, D = values.shape
+        N, k = index.shape[1], index.shape[2]
+        offset = (torch.arange(B, device=index.device) * M).view(B, 1, 1)
+        picked = values.float().reshape(B * M, D)[(index + offset).reshape(-1)]
+        out = torch.matmul(w.unsqueeze(2), picked.reshape(B, N, k, D)).squeeze(2)
+        return out.to(values.dtype)
