@@ -56,6 +56,8 @@ class BuildSettings:
     atol: float = 1e-3
     rtol: float = 1e-3
     min_cosine: float = 0.99999
+    error_quantile: float = 0.99  # share of elements that must be within atol/rtol
+    min_argmax: float = 0.999  # segmentation: pixels whose argmax class must agree
 
     def to_dict(self) -> dict:
         return asdict(self)

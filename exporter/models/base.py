@@ -21,6 +21,11 @@ class TokenLayout:
     dim: int
     depth: int
     num_heads: int
+    patch: tuple[int, int] = (16, 16)  # pixels per patch token (rows, cols)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.grid[0] * self.patch[0], self.grid[1] * self.patch[1])
 
     @property
     def num_patches(self) -> int:

@@ -11,9 +11,11 @@ from .base import DenseModel, TokenLayout
 
 
 def layout_of(vit: VisionTransformer) -> TokenLayout:
-    blk = vit.blocks[0]
+    patch = vit.patch_embed.patch_size
+    patch = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
     return TokenLayout(grid=tuple(vit.patch_embed.grid_size), num_prefix=vit.num_prefix_tokens,
-                       dim=vit.embed_dim, depth=len(vit.blocks), num_heads=blk.attn.num_heads)
+                       dim=vit.embed_dim, depth=len(vit.blocks),
+                       num_heads=vit.blocks[0].attn.num_heads, patch=patch)
 
 
 def vit_embed(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:

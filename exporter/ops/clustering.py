@@ -36,9 +36,8 @@ class TokenClustering(nn.Module):
         """Adaptive average pooling of [B, H*W, C] to [B, h*w, C], done separably."""
         B, _, C = z.shape
         (H, W), (h, w) = self.grid, self.cells
-        g = z.reshape(B, H, W, C)
-        g = torch.einsum("ih,bhwc->biwc", self.pool_h, g)
-        g = torch.einsum("jw,biwc->bijc", self.pool_w, g)
+        g = torch.matmul(self.pool_h, z.reshape(B, H, W * C))  # rows: [B, h, W*C]
+        g = torch.matmul(self.pool_w, g.reshape(B * h, W, C))  # cols: [B*h, w, C]
         return g.reshape(B, h * w, C)
 
     def assignment(self, z: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""The pipeline of `vitexport build`: load -> patch -> export -> lint -> validate -> report.
+
+Everything is written into a temporary folder beside the output folder and renamed at the
+end, so a failed or interrupted build leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from .config import BuildSettings
+from .errors import InputError
+from .methods import ReducedModel, apply_method
+from .models import create_model
+from .onnx.export import export_onnx
+from .onnx.lint import errors_of, lint
+from .report import read_report, sha256, write_report
+from .validate import validate_onnx
+
+Progress = Callable[[str], None]
+VALIDATION_SAMPLES = 2
+
+
+class ExportRuleError(Exception):
+    """The exported graph breaks an export rule (a forbidden op); the message names it."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextmanager
+def _step(progress: Progress, text: str):
+    start = time.perf_counter()
+    progress(f"{text} ...")
+    yield
+    progress(f"{text} done ({time.perf_counter() - start:.1f}s)")
+
+
+def input_shape(settings: BuildSettings, model) -> tuple[int, int, int, int]:
+    return (settings.batch, 3, *model.layout.image_size)
+
+
+def patched_model(settings: BuildSettings) -> ReducedModel:
+    """The PyTorch reference for `settings` (random weights are seeded, so this is repeatable)."""
+    if settings.batch < 1:
+        raise InputError("--batch", settings.batch, "an integer >= 1")
+    model = create_model(settings.model, seed=settings.seed)
+    return apply_method(model, settings.method, settings.method_args)
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def build(settings: BuildSettings, out: Path, force: bool = False,
+          progress: Progress = _quiet) -> dict:
+    """Run the pipeline; return the report (its validation entries say pass or fail)."""
+    out = Path(out)
+    if out.exists() and not force:  # checked before any slow work
+        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
+    with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
+        reduced = patched_model(settings)
+    shape = input_shape(settings, reduced.model)
+    tmp = prepare_out(out, force)
+    try:
+        with _step(progress, "export ONNX (torch.onnx, dynamo)"):
+            proto = export_onnx(reduced, tmp / "model.onnx", shape, settings.opset,
+                                settings.dynamic_batch)
+        findings = lint(proto)
+        bad = errors_of(findings)
+        if bad:
+            raise ExportRuleError("; ".join(str(f) for f in bad[:5]))
+        report = base_report(settings, reduced, shape)
+        report["lint"] = [f.to_dict() for f in findings]
+        report["artifacts"] = {"onnx": "model.onnx"}
+        with _step(progress, "validate model.onnx in ONNX Runtime against PyTorch"):
+            report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape)
+        report["hashes"] = {p: sha256(tmp / p) for p in report["artifacts"].values()}
+        write_report(tmp, report)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
+    model, method = reduced.model, reduced.method
+    return {
+        "tool": "vitexport",
+        "model": {"name": settings.model.name,
+                  "weights": settings.model.checkpoint or "random",
+                  "input_shape": list(shape), "dynamic_batch": settings.dynamic_batch,
+                  "layout": {"grid": list(model.layout.grid), "num_prefix": model.layout.num_prefix,
+                             "dim": model.layout.dim, "depth": model.layout.depth},
+                  "output_kind": model.output_kind, "outputs": list(model.output_names)},
+        "method": {"name": settings.method, "config": method.config()},
+        "tokens": {"full": model.layout.num_patches, "reduced": method.reduced_tokens()},
+        "settings": settings.to_dict(),
+    }
+
+
+def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path, artifacts: dict,
+                   shape) -> list[dict]:
+    entries = []
+    for key in ("onnx",):
+        if key in artifacts:
+            entries.append(validate_onnx(
+                reduced, folder / artifacts[key], shape, reduced.model.output_names,
+                reduced.model.output_kind, settings.seed, VALIDATION_SAMPLES, settings.atol,
+                settings.rtol, settings.min_cosine, settings.error_quantile, settings.min_argmax))
+    return entries
+
+
+def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> dict:
+    """`vitexport validate OUT`: rebuild the reference from report.json and compare again."""
+    out = Path(out)
+    if not (out / "report.json").is_file():
+        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
+    report = read_report(out)
+    settings = BuildSettings.from_dict(report["settings"])
+    if atol is not None:
+        settings.atol = atol
+    if rtol is not None:
+        settings.rtol = rtol
+    with _step(progress, "rebuild the PyTorch reference"):
+        reduced = patched_model(settings)
+    shape = tuple(report["model"]["input_shape"])
+    with _step(progress, "validate artifacts against PyTorch"):
+        report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape)
+    write_report(out, report)
+    return report
+
+
+def passed(report: dict) -> bool:
+    return all(v["passed"] for v in report.get("validation", []))

@@ -1,0 +1,163 @@
+"""The `vitexport` command: parse flags, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .config import BuildSettings, ModelSpec, format_pair, parse_pair
+from .errors import InputError
+
+DEFAULT_OUT = Path("vitexport-out")
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _progress(text: str) -> None:
+    click.echo(f"  {text}", err=True)
+
+
+class OneLineErrors(click.Group):
+    """Usage mistakes print one line and exit with 2: no usage dump, no traceback."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as err:
+            _echo_err(f"Error: {err.format_message()}")
+            sys.exit(2)
+        except InputError as err:
+            _echo_err(f"Error: {err}")
+            sys.exit(2)
+        except click.exceptions.Abort:
+            _echo_err("Aborted.")
+            sys.exit(130)
+        sys.exit(rv or 0)
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="vitexport")
+def main():
+    """Export token-reduced Vision Transformers for dense prediction to ONNX / TensorRT."""
+
+
+METHOD_FLAGS = [
+    ("--alpha", "alpha", "Blocks run at full resolution before the reduction (1..depth-1)."),
+    ("--hw", "hw", "Clusters / pooled grid h x w, e.g. 24x24."),
+    ("--window", "window", "Expedite lambda: clusters a pixel may join, odd, e.g. 5x5."),
+    ("--iters", "iters", "Expedite kappa: clustering EM iterations."),
+    ("--tau", "tau", "Expedite temperature tau (weights exp(-d/tau))."),
+    ("--k", "k", "Expedite: clusters each token is reconstructed from."),
+    ("--norm", "norm", "Expedite reconstruction weights: sum (paper) | l2 (authors' code)."),
+    ("--neighbours", "neighbours", "Expedite reconstruction from all clusters | the window."),
+    ("--restore", "restore", "Where tokens are restored: output (after the head) | backbone."),
+]
+
+
+def method_options(func):
+    for flag, key, help_text in reversed(METHOD_FLAGS):
+        func = click.option(flag, key, default=None, help=help_text + " Default: the method's.")(func)
+    return func
+
+
+@main.command()
+@click.option("--model", "model_name", default="segmenter_base", show_default=True,
+              help="segmenter_tiny|small|base|large or a timm ViT name (vit_*, deit*).")
+@click.option("--checkpoint", default=None, help="Weights (.pth with weights_only, or .safetensors).")
+@click.option("--img-size", default=None, help="Input HxW (default: the model's, 512x512 for Segmenter).")
+@click.option("--num-classes", type=int, default=None, help="Segmenter classes (default 150).")
+@click.option("--method", default="expedite", show_default=True,
+              help="Token-reduction method (see `vitexport methods`).")
+@method_options
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of the export.")
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17..23).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of random weights and of validation inputs.")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance (default 1e-3).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance (default 1e-3).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: vitexport-out/<model>-<method>).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def build(model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
+          atol, rtol, out, force, **method_args):
+    """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
+    from .build import build as run_build, passed
+
+    size = parse_pair("--img-size", img_size) if img_size is not None else None
+    settings = BuildSettings(
+        model=ModelSpec(model_name, checkpoint, size, num_classes), method=method,
+        method_args={k: v for k, v in method_args.items() if v is not None},
+        batch=batch, dynamic_batch=dynamic_batch, opset=opset, seed=seed)
+    if atol is not None:
+        settings.atol = atol
+    if rtol is not None:
+        settings.rtol = rtol
+    out = out or DEFAULT_OUT / f"{model_name}-{method}"
+    _echo_err(f"vitexport build: {model_name} + {method} -> {out}")
+    from .build import ExportRuleError
+    try:
+        report = run_build(settings, out, force=force, progress=_progress)
+    except ExportRuleError as err:
+        _echo_err(f"Error: the exported graph breaks the export rules: {err}")
+        sys.exit(1)
+    _print_summary(report, out)
+    sys.exit(0 if passed(report) else 1)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--atol", type=float, default=None, help="Absolute tolerance (default: the build's).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance (default: the build's).")
+def validate(out, atol, rtol):
+    """Re-run validation of every artifact in an output folder."""
+    from .build import passed, revalidate
+
+    report = revalidate(out, progress=_progress, atol=atol, rtol=rtol)
+    _print_summary(report, out)
+    sys.exit(0 if passed(report) else 1)
+
+
+@main.command()
+def methods():
+    """List the token-reduction methods with their flags and defaults."""
+    from .methods import METHODS
+
+    for spec in METHODS.values():
+        click.echo(f"{spec.name:14} {spec.description}")
+        for opt in spec.options:
+            click.echo(f"    {opt.flag:14} {opt.help} (default: {opt.default})")
+
+
+@main.command()
+def models():
+    """List the built-in models (any timm ViT name works too)."""
+    from .models import MODELS
+
+    for entry in MODELS.values():
+        click.echo(f"{entry.name:20} {entry.description}")
+    click.echo(f"{'<timm name>':20} any timm VisionTransformer, e.g. vit_base_patch16_224")
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    tok = report["tokens"]
+    click.echo(f"{report['model']['name']} + {report['method']['name']}: "
+               f"{tok['full']} -> {tok['reduced']} tokens; weights: {report['model']['weights']}")
+    for v in report["validation"]:
+        worst = min((o.get("cosine", 0.0) for o in v["outputs"].values()), default=0.0)
+        agree = [o["argmax_agreement"] for o in v["outputs"].values()
+                 if o.get("argmax_agreement") is not None]
+        extra = f", argmax agreement {min(agree):.6f}" if agree else ""
+        max_abs = max((o.get("max_abs", float("inf")) for o in v["outputs"].values()), default=0.0)
+        click.echo(f"  {v['artifact']} ({v['runtime']}): {'PASSED' if v['passed'] else 'FAILED'} "
+                   f"cosine {worst:.8f}, max abs {max_abs:.3g}{extra}")
+    click.echo(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What every token-reduction method provides, and the model it produces.
+
+A method sees a `DenseModel` only through its `TokenLayout`, its blocks and its head hooks.
+The default `run` covers methods that reduce once and restore once (Expedite, pooling):
+they implement `reduce` and `restore`; others override `run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..models.base import DenseModel, TokenLayout
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method flag: its CLI name, the config key, a parser and the default's text."""
+
+    flag: str
+    key: str
+    help: str
+    default: str
+
+
+@dataclass
+class MethodSpec:
+    """A registry entry: `--method name` -> a builder of the method for a model."""
+
+    name: str
+    description: str
+    options: tuple[Option, ...]
+    build: Callable[[DenseModel, dict], "TokenMethod"]
+
+    def check_args(self, args: dict) -> None:
+        """Refuse flags that this method does not use."""
+        keys = {o.key for o in self.options}
+        for key, value in args.items():
+            if key not in keys:
+                flag = "--" + key.replace("_", "-")
+                allowed = ", ".join(o.flag for o in self.options) or "no method flags"
+                raise InputError(flag, value, allowed, f"does not apply to --method {self.name}")
+
+
+class TokenMethod(nn.Module):
+    """A token-reduction method attached to one model layout."""
+
+    name: str = ""
+    restore_at_output: bool = False
+
+    def __init__(self, layout: TokenLayout):
+        super().__init__()
+        self.layout = layout
+        self.cut: int | None = None  # 0-based index of the first block that sees reduced tokens
+
+    def config(self) -> dict:
+        """The resolved settings, as written into report.json."""
+        return {}
+
+    def reduced_tokens(self) -> int:
+        """Number of patch tokens the blocks after the cut process."""
+        return self.layout.num_patches
+
+    def reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def restore(self, x: torch.Tensor, state: Any, num_prefix: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
+        x = model.embed(images)
+        feats, state = [], None
+        for i, blk in enumerate(model.blocks):
+            if i == self.cut:
+                x, state = self.reduce(x)
+            x = blk(x)
+            if i in model.taps:
+                if state is not None and not self.restore_at_output:
+                    feats.append(self.restore(x, state, self.layout.num_prefix))
+                else:
+                    feats.append(x)
+        y = model.head_tokens(feats)
+        if state is not None and self.restore_at_output:
+            y = self.restore(y, state, 0)
+        return model.head_map(y, images.shape[-2:])
+
+
+class ReducedModel(nn.Module):
+    """The patched model: the PyTorch reference that every artifact is compared with."""
+
+    def __init__(self, model: DenseModel, method: TokenMethod):
+        super().__init__()
+        self.model, self.method = model, method
+        self.output_names = model.output_names
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.run(self.model, images)
+
+
+def split_prefix(x: torch.Tensor, num_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[:, :num_prefix], x[:, num_prefix:]
+
+
+def check_int(flag: str, value, low: int, high: int) -> int:
+    """An integer in low..high, or an `InputError` naming the flag."""
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise InputError(flag, value, f"an integer in {low}..{high}")
+    return int(text)
+
+
+def check_positive(flag: str, value) -> float:
+    """A finite number > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise InputError(flag, value, "a finite number > 0")
+    return v
+
+
+def check_choice(flag: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InputError(flag, value, "|".join(choices))
+    return value

@@ -1,0 +1,121 @@
+"""Expedite (Liang et al., NeurIPS 2022): token clustering after block alpha, reconstruction at the end.
+
+Prefix tokens (class, distillation, register) are carried through unclustered. Reconstruction
+weights are computed once, at clustering time, from the features before clustering and the
+centers the clustering produced; they are applied either to the refined tokens at the
+backbone output or, for models whose head works per token (Segmenter), to the head's
+per-token outputs, as the authors do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import format_pair, parse_pair
+from ..errors import InputError
+from ..models.base import DenseModel
+from ..ops import TokenClustering, TokenReconstruction
+from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int, check_positive,
+                   split_prefix)
+
+TOPK_LIMIT = 3840  # TensorRT's largest TopK K
+
+# Paper defaults (001, Table 1 and section 4.3; supplementary Table 1 for Segmenter ADE20K).
+DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 50.0, "k": 20, "norm": "sum", "neighbours": "all"}
+
+
+def default_alpha(depth: int) -> int:
+    """alpha = 10 of 24 blocks for Segmenter ViT-L/16 on ADE20K, scaled to the model's depth."""
+    return max(1, min(depth - 1, round(depth * 10 / 24)))
+
+
+def default_hw(grid: tuple[int, int]) -> tuple[int, int]:
+    """About 0.7 of each side (40x40 -> 28x28, the paper's Segmenter default: ~N/2 tokens)."""
+    return (max(1, round(grid[0] * 0.7)), max(1, round(grid[1] * 0.7)))
+
+
+class Expedite(TokenMethod):
+    name = "expedite"
+
+    def __init__(self, layout, alpha, hw, window, iters, tau, k, norm, neighbours, restore_at_output):
+        super().__init__(layout)
+        self.cut = alpha
+        self.hw, self.window, self.k, self.norm = hw, window, k, norm
+        self.iters, self.tau, self.neighbours = iters, tau, neighbours
+        self.restore_at_output = restore_at_output
+        self.clustering = TokenClustering(layout.grid, hw, window, iters, tau)
+        self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, layout.grid,
+                                                           hw, window)
+
+    def config(self):
+        return {"alpha": self.cut, "hw": format_pair(self.hw), "window": format_pair(self.window),
+                "iters": self.iters, "tau": self.tau, "k": self.k, "norm": self.norm,
+                "neighbours": self.neighbours,
+                "restore": "output" if self.restore_at_output else "backbone"}
+
+    def reduced_tokens(self):
+        return self.hw[0] * self.hw[1]
+
+    def reduce(self, x):
+        prefix, z = split_prefix(x, self.layout.num_prefix)
+        centers = self.clustering(z)
+        index, w = self.reconstruction.weights(z, centers)
+        return torch.cat([prefix, centers], dim=1), (index, w)
+
+    def restore(self, x, state, num_prefix):
+        prefix, clusters = split_prefix(x, num_prefix)
+        return torch.cat([prefix, self.reconstruction(clusters, *state)], dim=1)
+
+
+def build(model: DenseModel, args: dict) -> Expedite:
+    lay = model.layout
+    depth, grid = lay.depth, lay.grid
+    alpha = args.get("alpha")
+    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    hw = default_hw(grid) if args.get("hw") is None else parse_pair("--hw", args["hw"])
+    if hw[0] > grid[0] or hw[1] > grid[1]:
+        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
+                         f"larger than the token grid {format_pair(grid)}")
+    window = parse_pair("--window", args.get("window") or DEFAULTS["window"],
+                        "odd sizes, e.g. 5x5")
+    if window[0] % 2 == 0 or window[1] % 2 == 0:
+        raise InputError("--window", format_pair(window), "odd sizes, e.g. 3x3, 5x5, 7x7")
+    iters = check_int("--iters", args.get("iters", DEFAULTS["iters"]), 1, 100)
+    tau = check_positive("--tau", args.get("tau", DEFAULTS["tau"]))
+    norm = check_choice("--norm", args.get("norm", DEFAULTS["norm"]), ("sum", "l2"))
+    neighbours = check_choice("--neighbours", args.get("neighbours", DEFAULTS["neighbours"]),
+                              ("all", "window"))
+    clusters = hw[0] * hw[1]
+    k_max = clusters if neighbours == "all" else min(clusters, window[0] * window[1])
+    k_max = min(k_max, TOPK_LIMIT)
+    k = args.get("k")
+    k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
+    restore = args.get("restore")
+    if restore is None:
+        at_output = model.restore_at_output
+    else:
+        check_choice("--restore", restore, ("output", "backbone"))
+        if restore == "output" and not model.per_token_head:
+            raise InputError("--restore", restore, "backbone", "this model's head is not per token")
+        at_output = restore == "output"
+    return Expedite(lay, alpha, hw, window, iters, tau, k, norm, neighbours, at_output)
+
+
+SPEC = MethodSpec(
+    "expedite",
+    "token clustering after block alpha, reconstruction at the output (Liang et al. 2022)",
+    (
+        Option("--alpha", "alpha", "blocks run at full resolution before clustering",
+               "round(depth*10/24)"),
+        Option("--hw", "hw", "clusters h x w", "0.7 x grid per side"),
+        Option("--window", "window", "lambda: clusters each pixel may join (odd)", "5x5"),
+        Option("--iters", "iters", "kappa: EM iterations", "5"),
+        Option("--tau", "tau", "temperature (exp(-d/tau))", "50"),
+        Option("--k", "k", "clusters each pixel is reconstructed from", "20"),
+        Option("--norm", "norm", "reconstruction weight normalisation: sum (paper) | l2", "sum"),
+        Option("--neighbours", "neighbours", "reconstruction from: all clusters | window", "all"),
+        Option("--restore", "restore", "where to reconstruct: output | backbone",
+               "output for Segmenter, else backbone"),
+    ),
+    build,
+)

@@ -1,0 +1,15 @@
+"""`--method none`: the unmodified model, the baseline everything is compared with."""
+
+from ..models.base import DenseModel
+from .base import MethodSpec, TokenMethod
+
+
+class NoReduction(TokenMethod):
+    name = "none"
+
+
+def build(model: DenseModel, args: dict) -> NoReduction:
+    return NoReduction(model.layout)
+
+
+SPEC = MethodSpec("none", "the unmodified model (baseline)", (), build)

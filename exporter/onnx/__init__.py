@@ -1,0 +1,1 @@
+"""ONNX stages: export from PyTorch, TensorRT-compatibility lint."""

@@ -1,0 +1,59 @@
+"""Trace a patched model to a standard-op ONNX file with torch.onnx (dynamo exporter)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..errors import InputError
+
+OPSETS = (17, 23)  # supported range of --opset
+# Metadata that holds absolute paths or FX text: dropped so that files are small and equal
+# across machines. The module name scopes stay: the lint names modules with them.
+DROPPED_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+MAX_PROTO_BYTES = 2**31 - 1
+
+
+def export_onnx(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = 18,
+                dynamic_batch: bool = False) -> onnx.ModelProto:
+    """Export `model` for inputs of `input_shape` to `path` and return the saved proto."""
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise InputError("--opset", opset, f"{OPSETS[0]}..{OPSETS[1]}")
+    images = torch.zeros(input_shape)
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
+        if input_shape[0] == 1:  # torch.export specialises a size of 1; trace with 2
+            images = torch.zeros((2, *input_shape[1:]))
+    names = list(getattr(model, "output_names", ("output",)))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (images,), dynamo=True, opset_version=opset, input_names=["images"],
+            output_names=names, dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
+            external_data=False)
+    proto = program.model_proto
+    strip_metadata(proto)
+    save_onnx(proto, path)
+    return proto
+
+
+def strip_metadata(proto: onnx.ModelProto) -> None:
+    for node in proto.graph.node:
+        keep = [p for p in node.metadata_props if p.key not in DROPPED_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    proto.producer_version = ""  # keep bytes independent of the exact torch build
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    """Save, moving weights to `<name>.data` beside it when the proto would exceed 2 GB."""
+    path = Path(path)
+    big = proto.ByteSize() > MAX_PROTO_BYTES
+    onnx.save_model(proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
+                    location=path.name + ".data" if big else None)

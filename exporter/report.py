@@ -1,0 +1,80 @@
+"""report.json (for tools) and report.md (for people) in the output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(out: Path, report: dict) -> None:
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", render_markdown(report))
+
+
+def read_report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def render_markdown(r: dict) -> str:
+    m, meth, tok = r["model"], r["method"], r["tokens"]
+    weights = "random weights" if m["weights"] == "random" else f"checkpoint `{m['weights']}`"
+    lines = [
+        f"# vitexport report: {m['name']} + {meth['name']}",
+        "",
+        f"- Model: `{m['name']}` ({weights}), input {m['input_shape']}",
+        f"- Method: `{meth['name']}` {json.dumps(meth['config'])}",
+        f"- Tokens: {tok['full']} patch tokens, {tok['reduced']} after reduction "
+        f"({tok['reduced'] / tok['full']:.1%})",
+        "",
+        "## Validation",
+        "",
+    ]
+    for v in r.get("validation", []):
+        verdict = "PASSED" if v["passed"] else "FAILED"
+        t = v["tolerances"]
+        lines += [f"**{v['artifact']}** in {v['runtime']}: {verdict} "
+                  f"(atol {t['atol']} or rtol {t['rtol']} at quantile {t['error_quantile']}, "
+                  f"min cosine {t['min_cosine']}, min argmax agreement "
+                  f"{t['min_argmax_agreement']}; {v['samples']} seeded samples)", "",
+                  "| output | max abs | max rel | mean abs | cosine | argmax agreement "
+                  "| outside tolerance |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, o in v["outputs"].items():
+            lines.append(f"| {name} | {_fmt(o.get('max_abs'))} | {_fmt(o.get('max_rel'))} | "
+                         f"{_fmt(o.get('mean_abs'))} | {_fmt(o.get('cosine'))} | "
+                         f"{_fmt(o.get('argmax_agreement'))} | "
+                         f"{_fmt(o.get('mismatch_fraction'))} |")
+        lines.append("")
+    lint = r.get("lint", [])
+    lines += ["## Lint", ""]
+    lines += [f"- {f['severity']}: {f['op']} in `{f['module']}`: {f['message']}" for f in lint] or [
+        "No findings: standard ONNX ops only, no forbidden op."]
+    lines += ["", "## Artifacts", "", "| artifact | file | sha256 |", "|---|---|---|"]
+    for name, path in r["artifacts"].items():
+        lines.append(f"| {name} | {path} | `{r.get('hashes', {}).get(path, '-')}` |")
+    return "\n".join(lines) + "\n"
