@@ -37,23 +37,34 @@ def neighbours(pixel, grid, cells, window):
     return out
 
 
+def neighbour_mask(grid, cells, window):
+    """mask[p, i] = 1 when cluster i is one of pixel p's lambda x lambda neighbours."""
+    N, M = grid[0] * grid[1], cells[0] * cells[1]
+    mask = torch.zeros(N, M, dtype=torch.bool)
+    for p in range(N):
+        mask[p, neighbours(p, grid, cells, window)] = True
+    return mask
+
+
+def sq_dist(a, b):
+    """||a_p - b_i||^2 by broadcasting the difference (no matrix-product shortcut)."""
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+
 def cluster(z, grid, cells, window, iters, tau):
     """Eq. 3 iterated kappa times. z: [N, C] float64 -> centers [h*w, C]."""
     s = initial_centers(z, grid, cells)
-    N, M = z.shape[0], s.shape[0]
+    mask = neighbour_mask(grid, cells, window)
     for _ in range(iters):
-        q = torch.zeros(N, M, dtype=z.dtype)
-        for p in range(N):
-            nb = neighbours(p, grid, cells, window)
-            d = torch.stack([((z[p] - s[i]) ** 2).sum() for i in nb])
-            e = torch.exp(-(d - d.min()) / tau)  # same ratios as exp(-d/tau), without underflow
-            for i, v in zip(nb, e / e.sum()):
-                q[p, i] = v
-        new = torch.zeros_like(s)
-        for i in range(M):
-            total = max(q[:, i].sum().item(), 1e-16)
-            new[i] = sum(q[p, i] * z[p] for p in range(N)) / total
-        s = new
+        d = sq_dist(z, s)
+        # E-step: Q[p, i] = exp(-d/tau) / sum over p's neighbours j of exp(-d_pj/tau).
+        # Subtracting the row minimum leaves every ratio unchanged and avoids underflow.
+        dmin = torch.where(mask, d, torch.inf).min(1, keepdim=True).values
+        e = torch.where(mask, torch.exp(-(d - dmin) / tau), torch.zeros((), dtype=d.dtype))
+        q = e / e.sum(1, keepdim=True)
+        # M-step: S_i = sum_p Q[p, i] Z_p, with Q normalised per cluster.
+        q = q / q.sum(0, keepdim=True).clamp_min(1e-16)
+        s = torch.stack([(q[:, i:i + 1] * z).sum(0) for i in range(s.shape[0])])
     return s
 
 
@@ -62,10 +73,11 @@ def reconstruct(z, centers, refined, k, tau, norm="sum", allowed=None):
     clustering time), weights exp(-d/tau) normalised by their sum (or L2 norm), applied to
     the refined per-cluster values. `allowed[p]`: candidate clusters (default: all)."""
     N, M = z.shape[0], centers.shape[0]
+    d_all = sq_dist(z, centers)
     out = torch.zeros(N, refined.shape[1], dtype=refined.dtype)
     for p in range(N):
         cand = list(range(M)) if allowed is None else allowed[p]
-        d = {i: ((z[p] - centers[i]) ** 2).sum().item() for i in cand}
+        d = {i: d_all[p, i].item() for i in cand}
         near = sorted(cand, key=lambda i: d[i])[:k]
         dmin = d[near[0]]
         wts = {i: math.exp(-(d[i] - dmin) / tau) for i in near}
