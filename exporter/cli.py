@@ -46,22 +46,16 @@ def main():
     """Export token-reduced Vision Transformers for dense prediction to ONNX / TensorRT."""
 
 
-METHOD_FLAGS = [
-    ("--alpha", "alpha", "Blocks run at full resolution before the reduction (1..depth-1)."),
-    ("--hw", "hw", "Clusters / pooled grid h x w, e.g. 24x24."),
-    ("--window", "window", "Expedite lambda: clusters a pixel may join, odd, e.g. 5x5."),
-    ("--iters", "iters", "Expedite kappa: clustering EM iterations."),
-    ("--tau", "tau", "Expedite temperature tau (weights exp(-d/tau))."),
-    ("--k", "k", "Expedite: clusters each token is reconstructed from."),
-    ("--norm", "norm", "Expedite reconstruction weights: sum (paper) | l2 (authors' code)."),
-    ("--neighbours", "neighbours", "Expedite reconstruction from all clusters | the window."),
-    ("--restore", "restore", "Where tokens are restored: output (after the head) | backbone."),
-]
-
-
 def method_options(func):
-    for flag, key, help_text in reversed(METHOD_FLAGS):
-        func = click.option(flag, key, default=None, help=help_text + " Default: the method's.")(func)
+    """One click option per method flag in the registry; all default to None (method's default)."""
+    from .methods import all_options
+
+    for flag, (opt, users) in reversed(list(all_options().items())):
+        text = f"{opt.help} [{', '.join(users)}; default: {opt.default}]"
+        if opt.is_flag:
+            func = click.option(flag, opt.key, is_flag=True, default=None, help=text)(func)
+        else:
+            func = click.option(flag, opt.key, default=None, help=text)(func)
     return func
 
 

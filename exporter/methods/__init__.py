@@ -1,13 +1,20 @@
-"""Token-reduction methods and their registry: `--method name` -> `MethodSpec`."""
+"""Token-reduction methods and their registry: `--method name` -> `MethodSpec`.
+
+Every module in this package that defines `SPEC` (a `MethodSpec`) is registered, so adding a
+method touches one new file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import InputError
 from ..models.base import DenseModel
-from . import expedite, none
 from .base import MethodSpec, Option, ReducedModel, TokenMethod
 
 METHODS: dict[str, MethodSpec] = {}
+ORDER = ("none", "expedite", "ailurus", "token-adapter", "tome", "svit", "pool")
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -15,8 +22,19 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _module in (none, expedite):
-    register(_module.SPEC)
+def _discover() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base":
+            continue
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        if isinstance(spec, MethodSpec):
+            register(spec)
+    order = {n: i for i, n in enumerate(ORDER)}
+    for name in sorted(METHODS, key=lambda n: order.get(n, len(order))):
+        METHODS[name] = METHODS.pop(name)
+
+
+_discover()
 
 
 def get_method(name: str) -> MethodSpec:
@@ -25,13 +43,22 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def all_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every method flag once, with the methods that use it (for the CLI)."""
+    flags: dict[str, tuple[Option, list[str]]] = {}
+    for spec in METHODS.values():
+        for opt in spec.options:
+            flags.setdefault(opt.flag, (opt, []))[1].append(spec.name)
+    return flags
+
+
 def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
     """Patch `model` with method `name`; `args` holds only the flags the user gave."""
     spec = get_method(name)
-    args = {k: v for k, v in args.items() if v is not None}
+    args = {k: v for k, v in args.items() if v is not None and v is not False}
     spec.check_args(args)
     return ReducedModel(model, spec.build(model, args)).eval()
 
 
-__all__ = ["METHODS", "MethodSpec", "Option", "ReducedModel", "TokenMethod", "apply_method",
-           "get_method", "register"]
+__all__ = ["METHODS", "MethodSpec", "Option", "ReducedModel", "TokenMethod", "all_options",
+           "apply_method", "get_method", "register"]

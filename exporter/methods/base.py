@@ -25,6 +25,7 @@ class Option:
     key: str
     help: str
     default: str
+    is_flag: bool = False  # a switch without a value (e.g. --random-gates)
 
 
 @dataclass

@@ -1,0 +1,47 @@
+"""Small models and checks shared by the tests (fast: 64-256 tokens, dim 32)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from exporter.models.segmenter import Segmenter
+from exporter.models.vit import TimmViT
+from exporter.onnx.export import export_onnx
+from exporter.onnx.lint import errors_of, lint
+
+
+def tiny_vit(grid=(8, 8), num_prefix=1, depth=4, dim=32, heads=2, patch=4, seed=0) -> TimmViT:
+    """A random timm ViT with the given patch grid; prefix = class token + register tokens."""
+    torch.manual_seed(seed)
+    vit = VisionTransformer(
+        img_size=(grid[0] * patch, grid[1] * patch), patch_size=patch, embed_dim=dim, depth=depth,
+        num_heads=heads, num_classes=0, class_token=num_prefix > 0,
+        reg_tokens=max(0, num_prefix - 1), global_pool="" if num_prefix == 0 else "token")
+    return TimmViT(vit).eval()
+
+
+def tiny_segmenter(img=(64, 96), classes=5, seed=0) -> Segmenter:
+    """Segmenter with ViT-Ti/16 shapes but few blocks' worth of tokens (img 64x96 -> 4x6 grid)."""
+    torch.manual_seed(seed)
+    return Segmenter("tiny", img, classes).eval()
+
+
+def images_for(model, batch=2, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *model.layout.image_size, generator=g)
+
+
+def export_and_run(module, images: torch.Tensor, path, dynamic_batch=False):
+    """Export `module`, check it has no forbidden op, run it in ONNX Runtime; return outputs."""
+    proto = export_onnx(module, path, tuple(images.shape), dynamic_batch=dynamic_batch)
+    bad = errors_of(lint(proto))
+    assert not bad, [str(f) for f in bad]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": images.numpy()}), proto
+
+
+def max_abs(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
