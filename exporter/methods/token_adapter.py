@@ -1,0 +1,168 @@
+"""Token Adapter (Su, Fei, Luo, 2024): merge whole rows and columns of tokens, restore by matching.
+
+After block alpha the injector ranks rows and columns of the patch-token grid by importance
+(max over channels, then over the line), merges the tokens of the r_h / r_w least important
+rows / columns ("normal" tokens) into their most similar "representative" token (cosine
+similarity, group average) and keeps the "unique" tokens (the unique_ratio most important kept
+rows / columns) intact. The blocks alpha+1 .. restore_after run on [prefix; K_h x K_w tokens];
+then the ejector rebuilds the H x W grid from the similarity between the original tokens and
+the merged, not yet refined, reduced tokens (X_r^m, Table 4c). Prefix tokens (class, register)
+are never merged; they run through every block and come out as they are.
+
+Placement of the ejector: it needs backbone tokens (its similarities are between backbone
+features), so it always runs inside the backbone, after block `--restore-after`, also for
+models whose default is to restore at the output (Segmenter): their head then runs on the full
+token grid. With --restore-after < depth the last blocks run at full resolution again.
+
+Default alpha, from Table 1 (Segmenter ViT-L/16, ADE20K, 640x640: 52.02 mIoU, 273.0 GFLOPs vs
+658.98), counted in multiply-accumulates (C = 1024, 24 blocks, 150 classes, 1 class token):
+    block(n)      = n*12*C^2 + 2*n^2*C      -> block(1601) = 25.39 G, block(785) = 11.14 G
+    patch embed   = 1600 * 768 * C          = 1.26 G
+    decoder(n)    = 2*n*C^2 (proj_dec, proj_patch) + 2*block(n + 150) + 150*C^2 + n*150*C
+                    decoder(1600) = 60.34 G
+    baseline      = 1.26 + 24*25.39 + 60.34 = 671.1 G   (paper: 658.98, within 2 %)
+    r_h = r_w = 0.3 keeps 28 x 28 = 784 tokens; the adapter's own matmuls (two N x 784 x C
+    similarities, the one-hot merge and the m-threshold average) add 4*1600*784*C = 5.1 G:
+    total(alpha)  = 1.26 + alpha*25.39 + (24 - alpha)*11.14 + 60.34 + 5.1
+                  = 334.1 + 14.25*alpha G   -> alpha = 1: 348.3 G, alpha = 2: 362.6 G
+273 G is below even alpha = 0 under this count (the decoder alone costs 60 G on the full
+grid; running it on the reduced grid instead would still give 297.6 + 14.25*alpha G), so the
+paper's counter must omit part of this cost. What the number does imply is the earliest
+injector; alpha = 1 of 24 is the nearest reachable point (348 G, 52 % of the baseline), and the
+default keeps that fraction of the depth: alpha = max(1, round(depth / 24)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..models.base import DenseModel
+from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
+from .base import MethodSpec, Option, TokenMethod, check_choice, check_int, split_prefix
+
+# Table 4 (r_h = r_w = 0.3, m-threshold ejector). Figure 6b's values are not in the text of the
+# paper: it says only that keeping *part* of the kept lines unique beats keeping none, so the
+# default keeps a small share (0.1 of 28 kept lines = 3 unique rows and 3 unique columns).
+# The paper gives no threshold; 0.9 on the cosine similarity admits only near-duplicates of
+# the best match, so m-threshold differs from max where several reduced tokens fit equally well.
+DEFAULTS = {"rows_ratio": 0.3, "cols_ratio": 0.3, "unique_ratio": 0.1, "eject": "m-threshold",
+            "threshold": 0.9}
+EJECT_MODES = ("max", "m-threshold")
+
+
+def default_alpha(depth: int) -> int:
+    """alpha = 1 of 24 blocks for Segmenter ViT-L/16 (see the module docstring), scaled to depth."""
+    return max(1, min(depth - 1, round(depth / 24)))
+
+
+def check_fraction(flag: str, value, low_open: bool = True) -> float:
+    """A number in (0, 1), or in [0, 1) when low_open is False."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    ok = (0 < v < 1) if low_open else (0 <= v < 1)
+    if not ok:
+        raise InputError(flag, value, "a number in (0, 1)" if low_open else "a number in [0, 1)")
+    return v
+
+
+def check_cosine(flag: str, value) -> float:
+    """A cosine-similarity threshold in [-1, 1]."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not -1 <= v <= 1:
+        raise InputError(flag, value, "a number in [-1, 1] (a cosine similarity)")
+    return v
+
+
+class TokenAdapter(TokenMethod):
+    name = "token-adapter"
+    restore_at_output = False  # the ejector needs backbone tokens (module docstring)
+
+    def __init__(self, layout, alpha, restore_after, rows_ratio, cols_ratio, unique_ratio, eject,
+                 threshold):
+        super().__init__(layout)
+        self.cut, self.restore_after = alpha, restore_after
+        self.rows_ratio, self.cols_ratio, self.unique_ratio = rows_ratio, cols_ratio, unique_ratio
+        self.injector = RowColInjector(layout.grid, rows_ratio, cols_ratio, unique_ratio)
+        self.ejector = RowColEjector(eject, threshold)
+
+    def config(self):
+        counts = row_col_counts(self.layout.grid, self.rows_ratio, self.cols_ratio,
+                                self.unique_ratio)
+        return {"alpha": self.cut, "restore_after": self.restore_after,
+                "rows_ratio": self.rows_ratio, "cols_ratio": self.cols_ratio,
+                "unique_ratio": self.unique_ratio, "eject": self.ejector.mode,
+                "threshold": self.ejector.threshold, "normal_rows_cols": list(counts["normal"]),
+                "kept_rows_cols": list(counts["kept"]), "unique_rows_cols": list(counts["unique"])}
+
+    def reduced_tokens(self):
+        return self.injector.num_reduced
+
+    def reduce(self, x):
+        prefix, z = split_prefix(x, self.layout.num_prefix)
+        merged, parts = self.injector(z)
+        w = self.ejector.weights(parts["zn"], merged)
+        return torch.cat([prefix, merged.to(x.dtype)], dim=1), w
+
+    def restore(self, x, state, num_prefix):
+        prefix, reduced = split_prefix(x, num_prefix)
+        return torch.cat([prefix, self.ejector(reduced, state)], dim=1)
+
+    def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
+        x = model.embed(images)
+        feats, state, P = [], None, self.layout.num_prefix
+        for i, blk in enumerate(model.blocks):
+            if i == self.cut:
+                x, state = self.reduce(x)
+            x = blk(x)
+            if i == self.restore_after - 1:
+                x, state = self.restore(x, state, P), None
+            if i in model.taps:
+                # a tap inside the reduced span sees the restored grid; the span goes on reduced
+                feats.append(x if state is None else self.restore(x, state, P))
+        return model.head_map(model.head_tokens(feats), images.shape[-2:])
+
+
+def build(model: DenseModel, args: dict) -> TokenAdapter:
+    lay = model.layout
+    depth = lay.depth
+    if depth < 2:
+        raise InputError("--model", f"depth {depth}", "a ViT with at least 2 blocks",
+                         "token-adapter needs a block before and after the injector")
+    alpha = args.get("alpha")
+    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    restore_after = args.get("restore_after")
+    restore_after = depth if restore_after is None else check_int(
+        "--restore-after", restore_after, alpha + 1, depth)
+    rows = check_fraction("--rows-ratio", args.get("rows_ratio", DEFAULTS["rows_ratio"]))
+    cols = check_fraction("--cols-ratio", args.get("cols_ratio", DEFAULTS["cols_ratio"]))
+    unique = check_fraction("--unique-ratio", args.get("unique_ratio", DEFAULTS["unique_ratio"]),
+                            low_open=False)
+    eject = check_choice("--eject", args.get("eject", DEFAULTS["eject"]), EJECT_MODES)
+    threshold = check_cosine("--threshold", args.get("threshold", DEFAULTS["threshold"]))
+    return TokenAdapter(lay, alpha, restore_after, rows, cols, unique, eject, threshold)
+
+
+SPEC = MethodSpec(
+    "token-adapter",
+    "merge the least important rows and columns of tokens, restore by matching (Su et al. 2024)",
+    (
+        Option("--alpha", "alpha", "blocks run at full resolution before the injector",
+               "max(1, round(depth/24))"),
+        Option("--restore-after", "restore_after", "block after which the ejector restores "
+               "the full grid (alpha < value <= depth)", "depth"),
+        Option("--rows-ratio", "rows_ratio", "r_h: fraction of rows merged, in (0, 1)", "0.3"),
+        Option("--cols-ratio", "cols_ratio", "r_w: fraction of columns merged, in (0, 1)", "0.3"),
+        Option("--unique-ratio", "unique_ratio",
+               "fraction of kept rows/columns left intact, in [0, 1)", "0.1"),
+        Option("--eject", "eject", "ejector matching: max | m-threshold", "m-threshold"),
+        Option("--threshold", "threshold",
+               "m-threshold: cosine similarity at which a reduced token also joins", "0.9"),
+    ),
+    build,
+)
