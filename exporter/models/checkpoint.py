@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
+import zipfile
 from pathlib import Path
 
 import torch
@@ -25,9 +28,12 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         else:
             data = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(FLAG, path, "a checkpoint loadable with weights_only=True",
-                         f"refused, it needs code execution to load ({first[:120]})") from None
+        if _is_pickle(p):
+            raise InputError(FLAG, path, "a checkpoint loadable with weights_only=True (tensors "
+                             "and plain containers)", "refused, it needs code execution to load"
+                             ) from None
+        raise InputError(FLAG, path, "a readable torch or safetensors checkpoint",
+                         f"cannot be read ({type(err).__name__})") from None
     except Exception as err:  # corrupt or truncated files raise many types
         raise InputError(FLAG, path, "a readable torch or safetensors checkpoint",
                          f"cannot be read ({type(err).__name__})") from None
@@ -37,6 +43,23 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise InputError(FLAG, path, "a state dict of tensors", "holds something else")
     return data
+
+
+def _is_pickle(path: Path) -> bool:
+    """True when the file (or a torch zip's data.pkl) parses as a pickle stream; parsing the
+    opcodes runs nothing."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+                data = z.read(name)
+        else:
+            data = path.read_bytes()
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except Exception:
+        return False
 
 
 def fit_pos_embed(state: dict, module: torch.nn.Module, key: str, num_prefix: int,

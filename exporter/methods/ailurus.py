@@ -1,0 +1,145 @@
+"""AiluRus (Li et al., NeurIPS 2023): adaptive resolution by spatial-aware density peaks.
+
+After block alpha the N patch tokens are reduced to M representative tokens: M centers are
+chosen by rho * delta (Eq. 1-3, `DensityPeaksSelection`), every token joins a center and each
+cluster is averaged (center included). The later blocks attend with log(cluster size) added
+to the logits of each key (Eq. 5); prefix tokens (class, register) are carried, size 1, never
+merged. At the output every original position takes its cluster's token: after the decoder
+for Segmenter (the paper, section 4.1), after the last block otherwise.
+
+Defaults follow the paper's reference configuration: clustering after block 2 with 400 of
+1600 tokens (section 3.3, Figure 4, Tables 5-6, for ViT-L and ViT-B alike), i.e. alpha = 2
+and M = N/4; a = 0.9, lambda = 50, k = 1 (Table 7).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..models.base import DenseModel
+from ..ops import run_block
+from ..ops.density_peaks import (TOPK_LIMIT, DensityPeaksSelection, merge_clusters,
+                                 unfold_clusters)
+from .base import MethodSpec, Option, TokenMethod, check_int, split_prefix
+
+DEFAULTS = {"alpha": 2, "cluster_share": 0.25, "spatial_alpha": 0.9, "neighbours": 50, "knn": 1}
+
+
+def default_alpha(depth: int) -> int:
+    """Block 2, where the paper clusters for both ViT-L (24 blocks) and ViT-B (12 blocks)."""
+    return max(1, min(depth - 1, DEFAULTS["alpha"]))
+
+
+def default_clusters(num_patches: int) -> int:
+    """N/4: 400 of 1600 tokens, the paper's running example (its Figure 2 and 4)."""
+    high = min(num_patches - 1, TOPK_LIMIT)
+    return max(1, min(high, round(num_patches * DEFAULTS["cluster_share"])))
+
+
+class AiluRus(TokenMethod):
+    name = "ailurus"
+
+    def __init__(self, layout, alpha, clusters, spatial_alpha, neighbours, knn, restore_at_output):
+        super().__init__(layout)
+        self.cut = alpha
+        self.clusters = clusters
+        self.restore_at_output = restore_at_output
+        self.selection = DensityPeaksSelection(layout.grid, clusters, neighbours, spatial_alpha,
+                                               knn)
+
+    def config(self):
+        sel = self.selection
+        return {"alpha": self.cut, "clusters": self.clusters, "spatial_alpha": sel.spatial_alpha,
+                "spatial_neighbours": int(sel.neighbours.shape[1]), "knn": sel.knn,
+                "restore": "output" if self.restore_at_output else "backbone"}
+
+    def reduced_tokens(self):
+        return self.clusters
+
+    def reduce(self, x):
+        """[B, P + N, C] -> ([B, P + M, C], (sizes [B, P + M], assignment [B, N]))."""
+        prefix, z = split_prefix(x, self.layout.num_prefix)
+        _, assignment = self.selection(z)
+        merged, sizes = merge_clusters(z, assignment, self.clusters)
+        sizes = torch.cat([sizes.new_ones(sizes.shape[0], prefix.shape[1]), sizes], dim=1)
+        return torch.cat([prefix, merged], dim=1), (sizes, assignment)
+
+    def restore(self, x, assignment, num_prefix):
+        prefix, clusters = split_prefix(x, num_prefix)
+        return torch.cat([prefix, unfold_clusters(clusters, assignment)], dim=1)
+
+    def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
+        x = model.embed(images)
+        feats, sizes, assignment = [], None, None
+        for i, blk in enumerate(model.blocks):
+            if i == self.cut:
+                x, (sizes, assignment) = self.reduce(x)
+            x = run_block(blk, x, sizes)
+            if i in model.taps:
+                if assignment is not None and not self.restore_at_output:
+                    feats.append(self.restore(x, assignment, self.layout.num_prefix))
+                else:
+                    feats.append(x)
+        y = model.head_tokens(feats)
+        if assignment is not None and self.restore_at_output:
+            y = unfold_clusters(y, assignment)
+        return model.head_map(y, images.shape[-2:])
+
+
+def check_spatial_alpha(value) -> float:
+    try:
+        a = float(value)
+    except (TypeError, ValueError):
+        a = float("nan")
+    if not 0.0 < a <= 1.0:  # also refuses nan
+        raise InputError("--spatial-alpha", value, "a number in (0, 1]")
+    return a
+
+
+def build(model: DenseModel, args: dict) -> AiluRus:
+    lay = model.layout
+    depth, N = lay.depth, lay.num_patches
+    if N < 2:
+        raise InputError("--img-size", f"{lay.image_size[0]}x{lay.image_size[1]}",
+                         "an image of at least 2 patches", "AiluRus needs tokens to merge")
+    alpha = args.get("alpha")
+    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    clusters = args.get("clusters")
+    if clusters is None:
+        clusters = default_clusters(N)
+    else:
+        clusters = check_int("--clusters", clusters, 1, N - 1)
+        if clusters > TOPK_LIMIT:
+            raise InputError("--clusters", clusters, f"1..{TOPK_LIMIT}",
+                             "TensorRT's TopK takes at most 3840")
+    spatial_alpha = check_spatial_alpha(args.get("spatial_alpha", DEFAULTS["spatial_alpha"]))
+    neighbours = args.get("spatial_neighbours")
+    if neighbours is None:
+        # The paper's 50 assumes ~1000+ tokens; small grids have fewer other tokens.
+        neighbours = min(DEFAULTS["neighbours"], N - 1)
+    else:
+        neighbours = check_int("--spatial-neighbours", neighbours, 1, N - 1)
+    knn_max = min(neighbours, TOPK_LIMIT)
+    knn = check_int("--knn", args.get("knn", DEFAULTS["knn"]), 1, knn_max)
+    at_output = model.restore_at_output and model.per_token_head
+    return AiluRus(lay, alpha, clusters, spatial_alpha, neighbours, knn, at_output)
+
+
+SPEC = MethodSpec(
+    "ailurus",
+    "spatial-aware density peaks clustering after block alpha, unfold at the output "
+    "(Li et al. 2023)",
+    (
+        Option("--alpha", "alpha", "blocks run at full resolution before clustering",
+               "2 (the paper's location)"),
+        Option("--clusters", "clusters", "M: representative tokens kept (1..N-1)",
+               "round(N/4) (400 of 1600 in the paper)"),
+        Option("--spatial-alpha", "spatial_alpha", "a: spatial weight floor of Eq. 2, in (0, 1]",
+               "0.9"),
+        Option("--spatial-neighbours", "spatial_neighbours",
+               "lambda: spatial neighbours per token (1..N-1)", "50, at most N-1"),
+        Option("--knn", "knn", "k: neighbours averaged in the density (1..lambda)", "1"),
+    ),
+    build,
+)

@@ -1,0 +1,86 @@
+"""Pool baseline (paper 001, Tables 3-4): average-pool the token grid, upsample it back.
+
+After block alpha the H x W patch tokens are replaced by their adaptive average pool to
+h x w; the remaining blocks run on [prefix; pooled]; at the restore point the pooled tokens
+are upsampled back to H x W bilinearly (align_corners=False). Prefix tokens are carried
+through and never pooled. It has Expedite's shape (reduce once, restore once, same restore
+placements) and the same defaults, so the two compare at equal token counts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import format_pair, parse_pair
+from ..errors import InputError
+from ..models.base import DenseModel
+from ..ops.pooling import GridPooling, GridUpsampling
+from .base import MethodSpec, Option, TokenMethod, check_choice, check_int, split_prefix
+from .expedite import default_alpha, default_hw
+
+
+class GridPool(TokenMethod):
+    name = "pool"
+
+    def __init__(self, layout, alpha: int, hw: tuple[int, int], restore_at_output: bool):
+        super().__init__(layout)
+        self.cut, self.hw, self.restore_at_output = alpha, tuple(hw), restore_at_output
+        self.pooling = GridPooling(layout.grid, hw)
+        self.upsampling = GridUpsampling(hw, layout.grid)
+
+    def config(self):
+        return {"alpha": self.cut, "hw": format_pair(self.hw),
+                "restore": "output" if self.restore_at_output else "backbone"}
+
+    def reduced_tokens(self):
+        return self.hw[0] * self.hw[1]
+
+    def reduce(self, x):
+        prefix, z = split_prefix(x, self.layout.num_prefix)
+        # The state is empty but not None: the base loop reads None as "not reduced yet".
+        return torch.cat([prefix, self.pooling(z)], dim=1), ()
+
+    def restore(self, x, state, num_prefix):
+        prefix, pooled = split_prefix(x, num_prefix)
+        return torch.cat([prefix, self.upsampling(pooled)], dim=1)
+
+
+def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
+    """--hw as a pair no larger than the token grid."""
+    hw = parse_pair("--hw", value)
+    if hw[0] > grid[0] or hw[1] > grid[1]:
+        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
+                         f"larger than the token grid {format_pair(grid)}")
+    return hw
+
+
+def check_restore(value, model: DenseModel) -> bool:
+    """--restore output|backbone -> restore at the output; output needs a per-token head."""
+    if value is None:
+        return model.restore_at_output
+    check_choice("--restore", value, ("output", "backbone"))
+    if value == "output" and not model.per_token_head:
+        raise InputError("--restore", value, "backbone", "this model's head is not per token")
+    return value == "output"
+
+
+def build(model: DenseModel, args: dict) -> GridPool:
+    lay = model.layout
+    alpha = args.get("alpha")
+    alpha = default_alpha(lay.depth) if alpha is None else check_int("--alpha", alpha, 1, lay.depth - 1)
+    hw = default_hw(lay.grid) if args.get("hw") is None else check_hw(args["hw"], lay.grid)
+    return GridPool(lay, alpha, hw, check_restore(args.get("restore"), model))
+
+
+SPEC = MethodSpec(
+    "pool",
+    "average-pool the token grid after block alpha, bilinear upsampling back (paper 001 baseline)",
+    (
+        Option("--alpha", "alpha", "blocks run at full resolution before pooling",
+               "round(depth*10/24)"),
+        Option("--hw", "hw", "pooled grid h x w", "0.7 x grid per side"),
+        Option("--restore", "restore", "where to upsample: output | backbone",
+               "output for Segmenter, else backbone"),
+    ),
+    build,
+)

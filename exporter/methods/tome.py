@@ -1,0 +1,169 @@
+"""ToMe (Bolya et al., ICLR 2023): bipartite soft matching merges r tokens in every block.
+
+Placement: timm's Block cannot change the token count between its attention and its MLP,
+so instead of forking it, the merge of block i runs just before block i, matched on block
+i's own attention keys (computed from its qkv projection on norm1(x), mean over heads: the
+metric ToMe uses in block i). Block i's attention then already sees the merged tokens; in
+ToMe it sees them unmerged and only the MLP runs merged. This costs one key projection (a
+third of qkv) per merging block and saves the attention on the r merged tokens.
+
+Proportional attention adds log(size) to the attention logits (timm's attn_mask). Dense
+tokens come back by gathering through the position map: at the taps for backbones, or, for
+models whose head works per token (Segmenter), after the decoder has run on the merged tokens,
+as Expedite restores the mask logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from ..models.base import DenseModel, TokenLayout
+from ..ops import run_block
+from ..ops.bipartite import BipartiteSoftMatching, mergeable, unmerge
+from .base import MethodSpec, Option, TokenMethod, check_choice, check_int
+
+DEFAULT_R = 8  # the paper's setting for ViT-L (r = 8 per block), a mild reduction
+
+
+def attention_keys(block, x: torch.Tensor) -> torch.Tensor:
+    """The keys block's attention computes from x, averaged over heads: [B, n, head_dim]."""
+    attn = block.attn
+    B, n, _ = x.shape
+    dim = attn.num_heads * attn.head_dim
+    bias = attn.qkv.bias[dim:2 * dim] if attn.qkv.bias is not None else None
+    k = F.linear(block.norm1(x), attn.qkv.weight[dim:2 * dim], bias)
+    k = attn.k_norm(k.reshape(B, n, attn.num_heads, attn.head_dim))
+    return k.mean(dim=2)
+
+
+class ToMe(TokenMethod):
+    name = "tome"
+
+    def __init__(self, layout: TokenLayout, schedule: list[int], restore_at_output: bool):
+        super().__init__(layout)
+        self.schedule = list(schedule)
+        self.restore_at_output = restore_at_output
+        merged = [i for i, r in enumerate(schedule) if r > 0]
+        self.cut = merged[0] if merged else None
+        self.merges = nn.ModuleDict()
+        n = layout.num_prefix + layout.num_patches
+        for i, r in enumerate(schedule):
+            if r > 0:
+                self.merges[str(i)] = BipartiteSoftMatching(n, r, layout.num_prefix)
+                n -= r
+        self.register_buffer("identity", torch.arange(layout.num_prefix + layout.num_patches),
+                             persistent=False)
+
+    def config(self):
+        return {"r": self.schedule, "alpha": self.cut if self.cut is not None else 0,
+                "merge": "before each block, on its attention keys",
+                "restore": "output" if self.restore_at_output else "backbone"}
+
+    def reduced_tokens(self):
+        return self.layout.num_patches - sum(self.schedule)
+
+    def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
+        x = model.embed(images)
+        sizes = positions = None  # both stay None until the first merge
+        feats = []
+        for i, blk in enumerate(model.blocks):
+            merge = self.merges[str(i)] if str(i) in self.merges else None
+            if merge is not None:
+                if positions is None:
+                    sizes = x.new_ones(x.shape[:2], dtype=torch.float32)
+                    positions = self.identity.view(1, -1).expand(x.shape[0], -1)
+                x, sizes, positions = merge(x, attention_keys(blk, x), sizes, positions)
+            x = run_block(blk, x, sizes)
+            if i in model.taps:
+                restore = positions is not None and not self.restore_at_output
+                feats.append(unmerge(x, positions) if restore else x)
+        y = model.head_tokens(feats)
+        if positions is not None and self.restore_at_output:
+            p = self.layout.num_prefix
+            y = unmerge(y, positions[:, p:] - p)  # prefix tokens stay in front, so shift by p
+        return model.head_map(y, images.shape[-2:])
+
+
+def parse_r(value, depth: int) -> list[int] | int:
+    """'8' -> 8; '0,2,2,...' (one entry per block) -> a list; anything else -> InputError."""
+    items = list(value) if isinstance(value, (list, tuple)) else str(value).split(",")
+    allowed = f"an integer >= 0, or {depth} comma-separated integers >= 0 (one per block)"
+    texts = [str(v).strip() for v in items]
+    if not all(t.isdigit() for t in texts):
+        raise InputError("--r", value, allowed)
+    if len(texts) == 1:
+        return int(texts[0])
+    if len(texts) != depth:
+        raise InputError("--r", value, allowed, f"{len(texts)} entries for {depth} blocks")
+    return [int(t) for t in texts]
+
+
+def make_schedule(layout: TokenLayout, r, alpha: int | None) -> list[int]:
+    """Tokens merged before each block. A single r is clamped per block to what it can merge,
+    as ToMe does, so it never runs out of tokens; a list must fit as given."""
+    depth, p, patches = layout.depth, layout.num_prefix, layout.num_patches
+    parsed = parse_r(r, depth)
+    if isinstance(parsed, int):
+        start = 0 if alpha is None else alpha
+        first = mergeable(p + patches, p)
+        check_int("--r", parsed, 0, first)  # more than the first merging block can take
+        schedule, n = [0] * depth, p + patches
+        for i in range(start, depth):
+            schedule[i] = min(parsed, mergeable(n, p))
+            n -= schedule[i]
+        return schedule
+    if alpha is not None and any(parsed[:alpha]):
+        raise InputError("--r", r, f"zeros for the {alpha} blocks before --alpha {alpha}")
+    total = sum(parsed)
+    if total > patches - 1:
+        raise InputError("--r", r, f"a total of at most {patches - 1}",
+                         f"merges {total} of {patches} patch tokens, leaving fewer than 1")
+    n = p + patches
+    for i, ri in enumerate(parsed):
+        if ri > mergeable(n, p):
+            raise InputError("--r", r, f"at most {mergeable(n, p)} for block {i}",
+                             f"block {i} sees {n - p} patch tokens")
+        n -= ri
+    return parsed
+
+
+def build(model: DenseModel, args: dict) -> ToMe:
+    lay = model.layout
+    attn = model.blocks[0].attn
+    if not all(hasattr(attn, a) for a in ("qkv", "num_heads", "head_dim", "k_norm")):
+        raise InputError("--method", "tome", "models whose blocks use timm's Attention",
+                         f"{type(attn).__name__} has no qkv projection")
+    alpha = args.get("alpha")
+    alpha = None if alpha is None else check_int("--alpha", alpha, 0, lay.depth - 1)
+    r = args.get("r")
+    if r is None:  # the default shrinks to what tiny grids allow; a given value never does
+        r = min(DEFAULT_R, mergeable(lay.num_prefix + lay.num_patches, lay.num_prefix))
+    schedule = make_schedule(lay, r, alpha)
+    restore = args.get("restore")
+    if restore is None:
+        at_output = model.restore_at_output
+    else:
+        check_choice("--restore", restore, ("output", "backbone"))
+        if restore == "output" and not model.per_token_head:
+            raise InputError("--restore", restore, "backbone", "this model's head is not per token")
+        at_output = restore == "output"
+    if at_output and len(model.taps) > 1 and any(schedule[min(model.taps) + 1:max(model.taps) + 1]):
+        raise InputError("--restore", "output", "backbone",
+                         "the model's taps would see different token counts")
+    return ToMe(lay, schedule, at_output)
+
+SPEC = MethodSpec(
+    "tome",
+    "bipartite soft matching merges r tokens per block, proportional attention (Bolya et al. 2023)",
+    (
+        Option("--r", "r", "tokens merged per block, or one count per block (comma-separated)",
+               str(DEFAULT_R)),
+        Option("--alpha", "alpha", "blocks run at full resolution before merging starts", "0"),
+        Option("--restore", "restore", "where to unmerge: output | backbone",
+               "output for Segmenter, else backbone"),
+    ),
+    build,
+)

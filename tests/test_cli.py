@@ -1,0 +1,129 @@
+"""The command line: one-line errors with exit code 2 and nothing written; full builds."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from exporter.cli import main
+from exporter.methods import METHODS
+
+TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def assert_one_line_error(result, flag):
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    errors = [l for l in lines if l.startswith("Error:")]
+    assert len(errors) == 1 and flag in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+BAD = [
+    (["--hw", "24"], None, "--hw"),  # 24x24 > 4x6 grid
+    (["--hw", "3by4"], None, "--hw"),
+    (["--hw", "0x4"], None, "--hw"),
+    (["--hw", "5x4"], None, "--hw"),
+    (["--alpha", "12"], None, "--alpha"),
+    (["--alpha", "0"], None, "--alpha"),
+    (["--k", "13", "--hw", "3x4"], None, "--k"),
+    (["--img-size", "65x96"], "img", "--img-size"),
+    (["--model", "vit_nope"], "model", "--model"),
+    (["--method", "magic"], None, "--method"),
+    (["--checkpoint", "missing.pth"], None, "--checkpoint"),
+    (["--window", "4x4"], None, "--window"),
+]
+
+
+@pytest.mark.parametrize("extra,replace,flag", BAD)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, extra, replace, flag):
+    args = ["build", *TINY, "--out", str(tmp_path / "out")]
+    if replace == "img":
+        args[args.index("--img-size") + 1] = extra[1]
+        extra = []
+    if replace == "model":
+        args[args.index("--model") + 1] = extra[1]
+        args = [a for a in args if a not in ("--num-classes", "5")]
+        extra = []
+    result = run([*args, *extra])
+    assert_one_line_error(result, flag)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 64)
+    result = run(["build", *TINY, "--checkpoint", str(bad), "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, "--checkpoint")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"encoder.something": torch.zeros(2)}, wrong)
+    result = run(["build", *TINY, "--checkpoint", str(wrong), "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, "--checkpoint")
+    assert "encoder.something" in result.output and "missing" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_out_needs_force(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run(["build", *TINY, "--out", str(out)])
+    assert_one_line_error(result, "--out")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_flag_of_another_method_is_refused(tmp_path):
+    result = run(["build", *TINY, "--method", "none", "--hw", "3x4", "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, "--hw")
+
+
+def test_methods_lists_every_method_and_flag():
+    result = run(["methods"])
+    assert result.exit_code == 0
+    for spec in METHODS.values():
+        assert spec.name in result.output
+        for opt in spec.options:
+            assert opt.flag in result.output
+
+
+def test_validate_of_a_folder_without_report(tmp_path):
+    assert_one_line_error(run(["validate", str(tmp_path)]), "OUT")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,extra", [("expedite", ["--hw", "3x4", "--k", "6"]), ("none", [])])
+def test_build_then_validate(tmp_path, method, extra):
+    out = tmp_path / "out"
+    result = run(["build", *TINY, "--method", method, *extra, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["weights"] == "random"
+    assert report["model"]["input_shape"] == [1, 3, 64, 96]
+    assert report["method"]["name"] == method
+    assert report["tokens"]["full"] == 24
+    assert report["tokens"]["reduced"] == (12 if method == "expedite" else 24)
+    assert report["artifacts"]["onnx"] == "model.onnx"
+    (entry,) = report["validation"]
+    assert entry["runtime"] == "onnxruntime" and entry["passed"]
+    logits = entry["outputs"]["logits"]
+    assert logits["cosine"] >= 0.99999 and logits["argmax_agreement"] >= 0.999
+    assert "random weights" in (out / "report.md").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+    again = run(["validate", str(out)])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "report.json").read_text())["validation"][0]["passed"]
+
+
+@pytest.mark.slow
+def test_failed_validation_exits_1(tmp_path):
+    out = tmp_path / "out"
+    result = run(["build", *TINY, "--hw", "3x4", "--atol", "0", "--rtol", "0", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    # zero tolerance: float rounding differences between ORT and PyTorch must fail it
+    assert not report["validation"][0]["passed"]
+    assert result.exit_code == 1

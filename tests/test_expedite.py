@@ -1,0 +1,117 @@
+"""Expedite as a method: the patched model equals a forward pass built on the literal reference."""
+
+import itertools
+
+import pytest
+import torch
+
+from exporter.errors import InputError
+from exporter.methods import apply_method
+from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
+from tests.reference import expedite as ref
+
+TOL = 1e-5
+
+
+def reference_forward(model, images, cfg):
+    """Run the model block by block, clustering and reconstructing with the literal reference."""
+    lay = model.layout
+    hw = tuple(int(v) for v in cfg["hw"].split("x"))
+    window = tuple(int(v) for v in cfg["window"].split("x"))
+    allowed = None
+    if cfg["neighbours"] == "window":
+        allowed = [ref.neighbours(p, lay.grid, hw, window) for p in range(lay.num_patches)]
+    outs = []
+    with torch.no_grad():
+        for b in range(images.shape[0]):
+            x = model.embed(images[b:b + 1])
+            for blk in model.blocks[:cfg["alpha"]]:
+                x = blk(x)
+            reduced, z, s = ref.expedite_tokens(x[0].double(), lay.num_prefix, lay.grid, hw, window,
+                                                cfg["iters"], cfg["tau"])
+            x = reduced.float().unsqueeze(0)
+            for blk in model.blocks[cfg["alpha"]:]:
+                x = blk(x)
+
+            def rebuild(values):
+                return ref.reconstruct(z, s, values.double(), cfg["k"], cfg["tau"], cfg["norm"],
+                                       allowed).float()
+
+            if cfg["restore"] == "output":
+                y = rebuild(model.head_tokens([x])[0])
+            else:
+                p = lay.num_prefix
+                full = torch.cat([x[0, :p], rebuild(x[0, p:])]).unsqueeze(0)
+                y = model.head_tokens([full])[0]
+            outs.append(model.head_map(y.unsqueeze(0), images.shape[-2:]))
+    return torch.cat(outs)
+
+
+FLAGS = list(itertools.product(["sum", "l2"], ["all", "window"], ["output", "backbone"]))
+
+
+@pytest.mark.parametrize("norm,neighbours,restore", FLAGS)
+@pytest.mark.parametrize("grid,hw,prefix", [((6, 10), "4x7", 1), ((8, 8), "5x5", 0),
+                                            ((7, 5), "3x4", 3)])
+def test_patched_vit_equals_reference(grid, hw, prefix, norm, neighbours, restore):
+    model = tiny_vit(grid, num_prefix=prefix)
+    args = {"alpha": 2, "hw": hw, "window": "3x3", "iters": 3, "tau": 5.0, "k": 4, "norm": norm,
+            "neighbours": neighbours, "restore": restore}
+    reduced = apply_method(model, "expedite", args)
+    images = images_for(model, batch=2)
+    with torch.no_grad():
+        got = reduced(images)
+    expect = reference_forward(model, images, reduced.method.config())
+    assert got.shape == expect.shape
+    assert max_abs(got, expect) <= TOL
+
+
+def test_segmenter_reconstructs_class_logits_by_default():
+    model = tiny_segmenter()
+    reduced = apply_method(model, "expedite", {"hw": "3x4", "k": 5})
+    cfg = reduced.method.config()
+    assert cfg["restore"] == "output"
+    images = images_for(model, batch=2)
+    with torch.no_grad():
+        got = reduced(images)
+    assert got.shape == (2, 5, 64, 96)
+    assert max_abs(got, reference_forward(model, images, cfg)) <= TOL
+
+
+def test_export_matches_pytorch(tmp_path):
+    model = tiny_vit((6, 10), num_prefix=1)
+    reduced = apply_method(model, "expedite", {"alpha": 2, "hw": "4x7", "k": 6, "tau": 5})
+    images = images_for(model, batch=2)
+    (out,), _ = export_and_run(reduced, images, tmp_path / "m.onnx")
+    with torch.no_grad():
+        assert max_abs(out, reduced(images)) <= 1e-4
+
+
+def test_reduced_token_count_and_defaults():
+    model = tiny_segmenter(img=(160, 160))  # 10x10 grid, 12 blocks
+    cfg = apply_method(model, "expedite", {}).method.config()
+    assert cfg["alpha"] == 5 and cfg["hw"] == "7x7" and cfg["k"] == 20 and cfg["tau"] == 50.0
+    reduced = apply_method(model, "expedite", {"hw": "4x5"})
+    assert reduced.method.reduced_tokens() == 20
+
+
+@pytest.mark.parametrize("args,flag", [
+    ({"hw": "11x4"}, "--hw"), ({"hw": "0x4"}, "--hw"), ({"hw": "axb"}, "--hw"),
+    ({"alpha": 0}, "--alpha"), ({"alpha": 12}, "--alpha"), ({"k": 17, "hw": "4x4"}, "--k"),
+    ({"k": 10, "neighbours": "window", "window": "3x3"}, "--k"), ({"window": "4x4"}, "--window"),
+    ({"tau": -1}, "--tau"), ({"norm": "max"}, "--norm"), ({"iters": 0}, "--iters"),
+    ({"clusters": 5}, "--clusters"),
+])
+def test_bad_flags_name_the_flag(args, flag):
+    model = tiny_segmenter(img=(160, 160))
+    with pytest.raises(InputError) as err:
+        apply_method(model, "expedite", args)
+    assert err.value.flag == flag
+    assert "allowed" in str(err.value)
+
+
+def test_restore_output_needs_per_token_head():
+    model = tiny_vit((6, 10))
+    model.per_token_head = False
+    with pytest.raises(InputError, match="--restore"):
+        apply_method(model, "expedite", {"restore": "output"})
