@@ -1,0 +1,241 @@
+"""SViT with a fixed capacity: export form == literal reference, reactivation, gates files,
+ONNX Runtime == PyTorch, flag errors.
+
+Like tests/test_pool.py, the export form meets the float64 reference in float64; the ONNX test
+compares float32 with float32.
+"""
+
+import copy
+import json
+import pickle
+
+import pytest
+import torch
+
+from exporter.errors import InputError
+from exporter.methods import apply_method
+from exporter.ops.gating import CapacityGate, rank_tokens
+from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
+from tests.reference import svit as ref
+
+TOL = 1e-5
+
+
+def _reduced(model, **args):
+    args = {k: (v if isinstance(v, bool) else str(v)) for k, v in args.items()}
+    return apply_method(model, "svit", args)
+
+
+def _run_double(reduced, images):
+    with torch.no_grad():
+        return copy.deepcopy(reduced).double()(images.double())
+
+
+def test_ranks_break_ties_by_index():
+    scores = torch.tensor([[0.5, 2.0, 0.5, -1.0, 2.0, 0.5, 0.0]])
+    rank = rank_tokens(scores, torch.arange(7))
+    by_rank = sorted(range(7), key=lambda i: int(rank[0, i]))
+    assert by_rank == ref.chosen_tokens(scores[0].tolist(), 7) == [1, 4, 0, 2, 5, 6, 3]
+
+
+def test_equal_scores_choose_the_first_tokens():
+    """Gates whose output ignores the token: every score ties, so tokens 0..k-1 are processed."""
+    model = tiny_vit((4, 4), num_prefix=1)
+    reduced = _reduced(model, random_gates=True, keep_ratio=0.5, alpha=3)
+    gate = reduced.method.gates["3"]
+    torch.nn.init.zeros_(gate.gate.fc2.weight)
+    with torch.no_grad():
+        x = model.embed(images_for(model, batch=2))
+        rank = gate.select(x[:, 1:])
+    assert (rank == torch.arange(16)).all()
+
+
+CASES = [  # non-square grids, with and without prefix tokens, several capacities
+    pytest.param(lambda: tiny_vit((6, 5), num_prefix=0), dict(keep_ratio=0.5), id="vit-6x5-p0"),
+    pytest.param(lambda: tiny_vit((5, 7), num_prefix=2), dict(keep_ratio=0.7, alpha=2), id="vit-5x7-p2"),
+    pytest.param(lambda: tiny_vit((4, 9), num_prefix=1), dict(keep_ratio=0.2, alpha=1), id="vit-4x9-p1"),
+    pytest.param(lambda: tiny_segmenter((64, 96)), dict(keep_ratio=0.6), id="segmenter"),
+]
+
+
+@pytest.mark.parametrize("make,args", CASES)
+def test_model_equals_reference(make, args):
+    model = make()
+    reduced = _reduced(model, random_gates=True, **args)
+    m = reduced.method
+    images = images_for(model, batch=3, seed=4)
+    got = _run_double(reduced, images)
+    expect, _ = ref.run(model, m.gate_state(), images, m.cut, m.capacity)
+    assert got.shape == expect.shape
+    assert (got - expect).abs().max() <= TOL
+    with torch.no_grad():  # the gating really changed the output
+        assert (model(images) - reduced(images)).abs().max() > 1e-3
+
+
+def _export_form_choices(reduced, images):
+    """Per image and gated block, the patch tokens the export form processes (via hooks)."""
+    P, k = reduced.method.layout.num_prefix, reduced.method.capacity
+    seen = {}
+
+    def hook(module, inputs):
+        block, x = inputs
+        rank = module.select(x[:, P:])
+        seen[index_of[module]] = [sorted((r < k).nonzero().flatten().tolist()) for r in rank]
+
+    index_of = {g: int(i) for i, g in reduced.method.gates.items()}
+    handles = [g.register_forward_pre_hook(hook) for g in index_of]
+    try:
+        with torch.no_grad():
+            reduced(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_pruned_tokens_are_reactivated():
+    model = tiny_vit((5, 6), num_prefix=1)
+    reduced = _reduced(model, random_gates=True, keep_ratio=0.5, alpha=1)
+    m = reduced.method
+    images = images_for(model, batch=2, seed=5)
+    _, chosen = ref.run(model, m.gate_state(), images, m.cut, m.capacity)
+    ours = _export_form_choices(reduced, images)
+    blocks = range(m.cut, m.layout.depth)
+    for b in range(len(images)):
+        assert [sorted(chosen[b][i]) for i in blocks] == [ours[i][b] for i in blocks]
+    reactivated = [(b, i, j, n) for b in range(len(images)) for i in blocks for j in blocks if j > i
+                   for n in range(m.layout.num_patches)
+                   if n not in chosen[b][i] and n in chosen[b][j]]
+    assert reactivated, "no token dropped by one block was chosen by a later one"
+
+
+def test_full_capacity_is_the_dense_model():
+    model = tiny_vit((4, 5), num_prefix=2)
+    images = images_for(model, batch=2)
+    with torch.no_grad():
+        dense, got = model(images), _reduced(model, random_gates=True, keep_ratio=1)(images)
+    assert (dense - got).abs().max() <= TOL
+
+
+def test_onnx_runtime_matches_pytorch_and_reference(tmp_path):
+    # One export (they are slow): prefix tokens, non-square grid, dynamic batch.
+    model = tiny_vit((5, 7), num_prefix=2)
+    reduced = _reduced(model, random_gates=True, keep_ratio=0.6, alpha=1)
+    m = reduced.method
+    images = images_for(model, batch=3, seed=6)
+    (out,), proto = export_and_run(reduced, images, tmp_path / "svit.onnx", dynamic_batch=True)
+    with torch.no_grad():
+        torch_out = reduced(images).numpy()
+    assert max_abs(out, torch_out) <= TOL
+    assert max_abs(out, ref.run(model, m.gate_state(), images, m.cut, m.capacity)[0]) <= TOL
+    ops = {n.op_type for n in proto.graph.node}
+    assert "TopK" not in ops and "ScatterND" not in ops
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_gates_file_round_trip(fmt, tmp_path):
+    model = tiny_vit((4, 6), num_prefix=1)
+    source = _reduced(model, random_gates=True, alpha=2)
+    state = {k: v.clone() for k, v in source.method.gate_state().items()}
+    path = tmp_path / f"gates.{fmt}"
+    if fmt == "pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    loaded = _reduced(model, gates=path)  # alpha comes from the file's first gate
+    assert loaded.method.cut == 2 and loaded.method.config()["gates"] == str(path)
+    images = images_for(model, batch=2)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), source(images))
+
+
+def _gates_error(tmp_path, state, **args):
+    path = tmp_path / "gates.pth"
+    torch.save(state, path)
+    with pytest.raises(InputError) as err:
+        _reduced(tiny_vit((4, 6), num_prefix=1), gates=path, **args)
+    assert err.value.flag == "--gates"
+    return str(err.value)
+
+
+def _good_gates():
+    return dict(_reduced(tiny_vit((4, 6), num_prefix=1), random_gates=True, alpha=2).method.gate_state())
+
+
+def test_gates_file_with_wrong_shape_or_keys(tmp_path):
+    state = _good_gates()
+    state["gates.3.fc1.weight"] = torch.zeros(8, 16)  # C is 32
+    del state["gates.2.fc2.bias"]
+    state["gates.3.norm.weight"] = torch.zeros(32)
+    text = _gates_error(tmp_path, state)
+    assert "missing gates.2.fc2.bias" in text
+    assert "gates.3.fc1.weight has shape [8, 16], expected [8, 32]" in text
+    assert "unexpected gates.3.norm.weight" in text
+
+
+def test_gates_file_for_other_blocks(tmp_path):
+    text = _gates_error(tmp_path, _good_gates(), alpha=1)  # file has gates for blocks 2, 3
+    assert "missing gates.1.fc1.weight" in text and "(and " in text
+
+
+def test_gates_file_that_needs_code_is_refused(tmp_path):
+    path = tmp_path / "gates.pth"
+    path.write_bytes(pickle.dumps(InputError("x", 1, "y"), protocol=2))
+    with pytest.raises(InputError, match="--gates .*refused"):
+        _reduced(tiny_vit((4, 4)), gates=path)
+
+
+def test_without_gates_refuses():
+    with pytest.raises(InputError, match="--random-gates") as err:
+        _reduced(tiny_vit((4, 4)))
+    assert err.value.flag == "--gates"
+    with pytest.raises(InputError, match="one of --gates PATH or --random-gates"):
+        _reduced(tiny_vit((4, 4)), gates="x.pth", random_gates=True)
+
+
+@pytest.mark.parametrize("args,flag", [
+    (dict(keep_ratio=0), "--keep-ratio"),
+    (dict(keep_ratio=-0.5), "--keep-ratio"),
+    (dict(keep_ratio=1.01), "--keep-ratio"),
+    (dict(keep_ratio="nan"), "--keep-ratio"),
+    (dict(keep_ratio="half"), "--keep-ratio"),
+    (dict(alpha=0), "--alpha"),
+    (dict(alpha=4), "--alpha"),  # depth 4: 1..3
+    (dict(hw="2x2"), "--hw"),  # a pool/Expedite flag
+])
+def test_bad_flags_raise_input_error(args, flag):
+    with pytest.raises(InputError) as err:
+        _reduced(tiny_vit((4, 4)), random_gates=True, **args)
+    assert err.value.flag == flag
+    assert "allowed" in str(err.value)
+
+
+def test_defaults():
+    m = _reduced(tiny_segmenter((64, 96)), random_gates=True).method  # 12 blocks, 24 tokens
+    assert m.config() == {"alpha": 3, "keep_ratio": 0.7, "capacity": 17, "gates": "random"}
+    assert m.reduced_tokens() == 17 and sorted(m.gates, key=int) == [str(i) for i in range(3, 12)]
+    assert all(isinstance(g, CapacityGate) and g.gate.fc1.out_features == 48 for g in m.gates.values())
+
+
+@pytest.mark.slow
+def test_cli_build_segmenter(tmp_path):
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+
+    base = ["build", "--model", "segmenter_tiny", "--img-size", "64x96", "--method", "svit"]
+    refused = CliRunner().invoke(main, base + ["--out", str(tmp_path / "no-gates")])
+    assert refused.exit_code == 2
+    lines = refused.output.strip().splitlines()
+    assert lines[-1].startswith("Error: --gates") and "--random-gates" in lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    assert not (tmp_path / "no-gates").exists()
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, base + ["--random-gates", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"]["config"]["gates"] == "random"
+    assert report["tokens"] == {"full": 24, "reduced": 17}
+    assert report["validation"] and all(v["passed"] for v in report["validation"])
