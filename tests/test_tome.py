@@ -36,7 +36,8 @@ def run_chain(x, metric_of, schedule, num_prefix):
 
 # (tokens incl. prefix, prefix, r): odd and even counts, no / class / class+registers prefix,
 # r from 1 to the most one layer can merge.
-LAYERS = [(17, 1, 1), (17, 1, 8), (24, 0, 12), (24, 0, 5), (31, 5, 6), (31, 5, 13), (9, 2, 3)]
+LAYERS = [(17, 1, 1), (17, 1, 8), (24, 0, 12), (24, 0, 5), (31, 5, 6), (31, 5, 13), (9, 2, 3),
+          (3, 0, 2), (5, 0, 3)]  # more merged than left: every A token into the B ones
 
 
 @pytest.mark.parametrize("n,prefix,r", LAYERS)
@@ -46,8 +47,9 @@ def test_merge_layer_equals_reference(n, prefix, r):
     metric = torch.randn(B, n, D, generator=gen(100 + n + r))
     sizes = torch.randint(1, 5, (B, n), generator=gen(7)).float()  # as after earlier merges
     layer = BipartiteSoftMatching(n, r, prefix)
-    target = layer.plan(metric)
-    got_x, got_sizes = layer.merge(x, sizes, target)
+    plan = layer.plan(metric)
+    target = plan.target
+    got_x, got_sizes = layer.merge(x, sizes, plan)
     assert got_x.shape == (B, n - r, C)
     for b in range(B):
         ex, es, et = ref.merge_layer(x[b].double(), metric[b].double(), sizes[b].tolist(), r, prefix)
@@ -102,7 +104,7 @@ def test_ties_go_to_the_lower_index():
     keys = signed_basis(B, n, D, seed=5)
     x = torch.randn(B, n, 4, generator=gen(6))
     layer = BipartiteSoftMatching(n, 7, prefix)
-    target = layer.plan(keys)
+    target = layer.plan(keys).target
     for b in range(B):
         assert target[b].tolist() == ref.merge_layer(x[b].double(), keys[b].double(), [1.0] * n, 7,
                                                      prefix)[2]

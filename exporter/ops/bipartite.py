@@ -9,11 +9,15 @@ distillation, register) are never merged and never merged into.
 Layout convention: the surviving tokens keep their original relative order, so prefix tokens
 stay in front and A/B keep alternating over the image. Every step is a static-shape
 comparison, cumsum, gather or one-hot matmul: no TopK, scatter, NonZero or control flow.
+The comparison tables are [n_a, n_a] and [n - r, n] booleans per image; the only matmul with
+the channel dimension is [n - r, r] (the merged tokens into their slots).
 A layer also returns `target`, the new index of every input token; composing these maps
 gives, for each original position, the token that now holds it (`compose`, `unmerge`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +34,15 @@ def mergeable(num_tokens: int, num_prefix: int) -> int:
     a_free = (num_tokens + 1) // 2 - (num_prefix + 1) // 2
     b_free = num_tokens // 2 - num_prefix // 2
     return max(0, a_free) if b_free > 0 else 0
+
+
+class MergePlan(NamedTuple):
+    """One layer's merge. All int64, sequence positions unless said otherwise."""
+
+    target: torch.Tensor  # [B, n]: output index of every input token
+    kept: torch.Tensor  # [B, n - r]: the input token each output slot starts from
+    sources: torch.Tensor  # [B, r]: the merged-away A tokens
+    source_slot: torch.Tensor  # [B, r]: the output index each of them joins
 
 
 class BipartiteSoftMatching(nn.Module):
@@ -55,13 +68,14 @@ class BipartiteSoftMatching(nn.Module):
         idx = torch.arange(n_a)
         self.register_buffer("earlier", idx.view(1, -1) < idx.view(-1, 1), persistent=False)
         self.register_buffer("slots", torch.arange(num_tokens - r), persistent=False)
+        self.register_buffer("ranks", torch.arange(r), persistent=False)
 
     @property
     def num_out(self) -> int:
         return self.num_tokens - self.r
 
-    def plan(self, metric: torch.Tensor) -> torch.Tensor:
-        """metric [B, n, D] -> target [B, n] (int64): the output index of every input token."""
+    def plan(self, metric: torch.Tensor) -> MergePlan:
+        """metric [B, n, D] -> which tokens merge, and where every token goes."""
         m = metric.float()
         m = m / m.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
         scores = torch.matmul(m[:, 0::2], m[:, 1::2].transpose(1, 2))  # cosine, [B, n_a, n_b]
@@ -73,7 +87,8 @@ class BipartiteSoftMatching(nn.Module):
         # tokens ahead of it: exact, identical in every runtime, and free of TopK's K limit.
         ahead = (best.unsqueeze(1) > best.unsqueeze(2)) | (
             (best.unsqueeze(1) == best.unsqueeze(2)) & self.earlier)
-        merged = ahead.sum(dim=2) < self.r  # [B, n_a]
+        rank = ahead.sum(dim=2)  # a permutation of 0..n_a-1
+        merged = rank < self.r  # [B, n_a]
         # Where each token goes, in sequence positions: merged A tokens to their B match.
         dest_a = torch.where(merged, match * 2 + 1, self.a_pos)
         dest_b = self.b_pos.view(1, -1).expand(match.shape[0], -1)
@@ -82,25 +97,35 @@ class BipartiteSoftMatching(nn.Module):
         kept = kept.index_select(1, self.to_sequence)
         # Survivors keep their order: the output index of a kept token is the count of kept
         # tokens before it; a merged token takes the output index of its destination.
-        new_index = torch.cumsum(kept.to(torch.int64), dim=1) - 1
-        return new_index.gather(1, dest)
+        kept_before = torch.cumsum(kept.to(torch.int64), dim=1)
+        target = (kept_before - 1).gather(1, dest)
+        # Inverse maps by counting, not scattering: slot t holds the kept token with t kept
+        # tokens before it; source k is the A token of rank k.
+        kept_index = (kept_before.unsqueeze(1) <= self.slots.view(1, -1, 1)).sum(dim=2)
+        of_rank = rank.unsqueeze(1) == self.ranks.view(1, -1, 1)  # [B, r, n_a]
+        sources = (of_rank * self.a_pos.view(1, 1, -1)).sum(dim=2)
+        return MergePlan(target, kept_index, sources, target.gather(1, sources))
 
-    def merge(self, x: torch.Tensor, sizes: torch.Tensor, target: torch.Tensor
+    def merge(self, x: torch.Tensor, sizes: torch.Tensor, plan: MergePlan
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Size-weighted average of the tokens sharing a target, as one one-hot matmul."""
-        onehot = (target.unsqueeze(1) == self.slots.view(1, -1, 1)).to(torch.float32)
-        weights = onehot * sizes.float().unsqueeze(1)  # [B, n_out, n]
-        new_sizes = weights.sum(dim=2)
-        out = torch.matmul(weights, x.float()) / new_sizes.unsqueeze(2)
-        return out.to(x.dtype), new_sizes
+        """Size-weighted average: gather the kept tokens, add the r merged ones by a one-hot
+        matmul ([n - r, r], not [n - r, n]: its cost stays small next to the block's)."""
+        sizes = sizes.float()
+        weighted = x.float() * sizes.unsqueeze(2)
+        into = (plan.source_slot.unsqueeze(1) == self.slots.view(1, -1, 1)).to(torch.float32)
+        new_sizes = sizes.gather(1, plan.kept) + torch.matmul(into, sizes.gather(1, plan.sources)
+                                                              .unsqueeze(2)).squeeze(2)
+        out = gather_tokens(weighted, plan.kept) + torch.matmul(into, gather_tokens(weighted,
+                                                                                   plan.sources))
+        return (out / new_sizes.unsqueeze(2)).to(x.dtype), new_sizes
 
     def forward(self, x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor,
                 positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Merge r tokens: x [B, n, C], sizes [B, n], positions [B, N0] (original position ->
         token index) -> the same for n - r tokens."""
-        target = self.plan(metric)
-        x, sizes = self.merge(x, sizes, target)
-        return x, sizes, compose(positions, target)
+        plan = self.plan(metric)
+        x, sizes = self.merge(x, sizes, plan)
+        return x, sizes, compose(positions, plan.target)
 
 
 def compose(positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -108,7 +133,11 @@ def compose(positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target.gather(1, positions)
 
 
+def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """tokens [B, n, D], index [B, m] -> [B, m, D]."""
+    return tokens.gather(1, index.unsqueeze(2).expand(-1, -1, tokens.shape[2]))
+
+
 def unmerge(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """tokens [B, n, D] -> [B, N0, D]: every original position takes the token holding it."""
-    index = positions.unsqueeze(2).expand(-1, -1, tokens.shape[2])
-    return tokens.gather(1, index)
+    return gather_tokens(tokens, positions)
