@@ -20,7 +20,9 @@ from .models import create_model
 from .onnx.export import export_onnx
 from .onnx.lint import errors_of, lint
 from .report import read_report, sha256, write_report
-from .validate import validate_onnx
+from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
+                         shapes_of, write_build_script)
+from .validate import plugin_graph_runner, validate_onnx
 
 Progress = Callable[[str], None]
 VALIDATION_SAMPLES = 2
@@ -86,7 +88,12 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         report = base_report(settings, reduced, shape)
         report["lint"] = [f.to_dict() for f in findings]
         report["artifacts"] = {"onnx": "model.onnx"}
-        with _step(progress, "validate model.onnx in ONNX Runtime against PyTorch"):
+        if settings.plugins:
+            with _step(progress, "replace irregular subgraphs by TensorRT plugin nodes"):
+                write_plugin_graph(proto, tmp / "model.plugins.onnx", settings.method)
+            report["artifacts"]["onnx_plugins"] = "model.plugins.onnx"
+        report["engine"] = engine_stage(settings, tmp, report, shape, progress)
+        with _step(progress, "validate the artifacts against PyTorch"):
             report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape)
         report["hashes"] = {p: sha256(tmp / p) for p in report["artifacts"].values()}
         write_report(tmp, report)
@@ -115,16 +122,73 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     }
 
 
+PLUGIN_METHODS = ("expedite",)
+
+
+def write_plugin_graph(proto, path: Path, method: str) -> None:
+    """model.plugins.onnx: the portable graph with each reconstruction as one plugin node."""
+    from .onnx.export import save_onnx
+    from .onnx.plugins import use_topk_reconstruct_plugin
+
+    if method not in PLUGIN_METHODS:
+        raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
+                         f"--method {method} has no plugin op")
+    save_onnx(use_topk_reconstruct_plugin(proto), path)
+
+
+def engine_settings(settings: BuildSettings) -> EngineSettings:
+    lib = settings.plugin_library or (PLUGIN_LIBRARY if settings.plugins else None)
+    return EngineSettings(precision=settings.precision, workspace_mib=settings.workspace_mib,
+                          opt_level=settings.opt_level, plugin_library=lib)
+
+
+def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, progress) -> dict:
+    """Write build_engine.sh always; build the engine when asked and TensorRT is importable."""
+    eng = engine_settings(settings)
+    eng.check()
+    source = report["artifacts"].get("onnx_plugins", report["artifacts"]["onnx"])
+    profile = shapes_of(shape, settings.dynamic_batch)
+    write_build_script(folder, source, eng, profile)
+    report["artifacts"]["build_script"] = "build_engine.sh"
+    result = {"requested": settings.engine, "built": False, "source": source,
+              "precision": eng.precision}
+    if settings.engine:
+        try:
+            with _step(progress, "build TensorRT engine (polygraphy)"):
+                build_engine(folder / source, folder / "model.engine", eng, profile)
+            report["artifacts"]["engine"] = "model.engine"
+            result["built"] = True
+        except TensorRTUnavailable as err:
+            progress(f"engine skipped: {err}")
+            result["skipped"] = str(err)
+    return result
+
+
 def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path, artifacts: dict,
                    shape) -> list[dict]:
     entries = []
-    for key in ("onnx",):
-        if key in artifacts:
-            entries.append(validate_onnx(
-                reduced, folder / artifacts[key], shape, reduced.model.output_names,
-                reduced.model.output_kind, settings.seed, VALIDATION_SAMPLES, settings.atol,
-                settings.rtol, settings.min_cosine, settings.error_quantile, settings.min_argmax))
+    for key, runtime in (("onnx", "onnxruntime"), ("onnx_plugins", "onnxruntime+plugins"),
+                         ("engine", "tensorrt")):
+        if key not in artifacts:
+            continue
+        path = folder / artifacts[key]
+        runner = None
+        if key == "onnx_plugins":
+            runner = plugin_graph_runner(path, runtime)
+        elif key == "engine":
+            runner = tensorrt_runner(path, runtime)
+        entries.append(validate_onnx(
+            reduced, path, shape, reduced.model.output_names, reduced.model.output_kind,
+            settings.seed, VALIDATION_SAMPLES, settings.atol, settings.rtol, settings.min_cosine,
+            settings.error_quantile, settings.min_argmax, runtime_runner=runner, runtime=runtime))
     return entries
+
+
+def tensorrt_runner(path: Path, name: str):
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
 
 
 def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> dict:
@@ -143,6 +207,30 @@ def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> 
     shape = tuple(report["model"]["input_shape"])
     with _step(progress, "validate artifacts against PyTorch"):
         report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape)
+    write_report(out, report)
+    return report
+
+
+def engine_for_folder(out: Path, precision: str = "fp32", workspace_mib=None, opt_level=None,
+                      plugin_library=None, progress: Progress = _quiet) -> dict:
+    """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
+    out = Path(out)
+    if not (out / "report.json").is_file():
+        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
+    report = read_report(out)
+    settings = BuildSettings.from_dict(report["settings"])
+    settings.engine, settings.precision = True, precision
+    settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
+    settings.plugin_library = plugin_library or settings.plugin_library
+    shape = tuple(report["model"]["input_shape"])
+    report["engine"] = engine_stage(settings, out, report, shape, progress)
+    if report["engine"]["built"]:
+        with _step(progress, "validate the engine against PyTorch"):
+            reduced = patched_model(settings)
+            keep = {"engine": report["artifacts"]["engine"]}
+            report["validation"] = [v for v in report["validation"] if v["runtime"] != "tensorrt"]
+            report["validation"] += run_validation(settings, reduced, out, keep, shape)
+        report.setdefault("hashes", {})["model.engine"] = sha256(out / "model.engine")
     write_report(out, report)
     return report
 

@@ -75,11 +75,19 @@ def method_options(func):
               help="Seed of random weights and of validation inputs.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance (default 1e-3).")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance (default 1e-3).")
+@click.option("--plugins", is_flag=True,
+              help="Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU).")
+@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT).")
+@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32.")
+@click.option("--workspace", type=int, default=None, help="TensorRT workspace in MiB.")
+@click.option("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0..5.")
+@click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so for the engine.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 def build(model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
-          atol, rtol, out, force, **method_args):
+          atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, out, force,
+          **method_args):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
     from .build import build as run_build, passed
 
@@ -87,7 +95,9 @@ def build(model_name, checkpoint, img_size, num_classes, method, batch, dynamic_
     settings = BuildSettings(
         model=ModelSpec(model_name, checkpoint, size, num_classes), method=method,
         method_args={k: v for k, v in method_args.items() if v is not None},
-        batch=batch, dynamic_batch=dynamic_batch, opset=opset, seed=seed)
+        batch=batch, dynamic_batch=dynamic_batch, opset=opset, seed=seed, plugins=plugins,
+        engine=engine, precision=precision, workspace_mib=workspace, opt_level=opt_level,
+        plugin_library=plugin_lib)
     if atol is not None:
         settings.atol = atol
     if rtol is not None:
@@ -115,6 +125,23 @@ def validate(out, atol, rtol):
     report = revalidate(out, progress=_progress, atol=atol, rtol=rtol)
     _print_summary(report, out)
     sys.exit(0 if passed(report) else 1)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32.")
+@click.option("--workspace", type=int, default=None, help="TensorRT workspace in MiB.")
+@click.option("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0..5.")
+@click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so.")
+def engine(out, precision, workspace, opt_level, plugin_lib):
+    """Build the TensorRT engine of an output folder and validate it."""
+    from .build import engine_for_folder, passed
+
+    report = engine_for_folder(out, precision, workspace, opt_level, plugin_lib, progress=_progress)
+    if report["engine"]["built"]:
+        _print_summary(report, out)
+        sys.exit(0 if passed(report) else 1)
+    click.echo(f"no engine built; build_engine.sh written in {out}")
 
 
 @main.command()

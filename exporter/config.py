@@ -58,6 +58,12 @@ class BuildSettings:
     min_cosine: float = 0.99999
     error_quantile: float = 0.99  # share of elements that must be within atol/rtol
     min_argmax: float = 0.999  # segmentation: pixels whose argmax class must agree
+    plugins: bool = False  # also write model.plugins.onnx with TensorRT plugin nodes
+    engine: bool = False  # also build a TensorRT engine (when TensorRT is importable)
+    precision: str = "fp32"
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    plugin_library: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,1 @@
+"""TensorRT stage: engine building through polygraphy's loaders; imported lazily."""
