@@ -52,7 +52,8 @@ def test_merge_layer_equals_reference(n, prefix, r):
     got_x, got_sizes = layer.merge(x, sizes, plan)
     assert got_x.shape == (B, n - r, C)
     for b in range(B):
-        ex, es, et = ref.merge_layer(x[b].double(), metric[b].double(), sizes[b].tolist(), r, prefix)
+        ex, es, et = ref.merge_layer(x[b].double(), metric[b].double(), sizes[b].tolist(), r,
+                                     prefix)
         assert target[b].tolist() == et
         assert (got_x[b].double() - ex).abs().max() <= TOL
         assert got_sizes[b].tolist() == es
@@ -67,8 +68,8 @@ def test_chain_and_position_map_equal_reference(n, prefix, schedule):
     proj = torch.randn(C, 8, generator=gen(1))
     got_x, got_sizes, got_pos = run_chain(x, lambda t: t @ proj, schedule, prefix)
     for b in range(B):
-        ex, es, where = ref.merge_layers(x[b].double(), [lambda t: t @ proj.double()] * len(schedule),
-                                         schedule, prefix)
+        metrics = [lambda t: t @ proj.double()] * len(schedule)
+        ex, es, where = ref.merge_layers(x[b].double(), metrics, schedule, prefix)
         assert got_pos[b].tolist() == where
         assert got_sizes[b].tolist() == es
         assert (got_x[b].double() - ex).abs().max() <= TOL
@@ -248,8 +249,10 @@ def test_bad_flags_raise_input_error(flags, flag):
     assert str(err.value.value) in str(err.value) and "allowed" in str(err.value)
 
 
-def test_largest_allowed_values_pass():
+def test_accepted_schedules():
     model = tiny_vit((6, 10), 1)
+    assert apply_method(model, "tome", {"r": "4", "alpha": "1"}).method.schedule == [0, 4, 4, 4]
+    # the largest values each block allows
     assert apply_method(model, "tome", {"r": "30"}).method.schedule[0] == 30
     assert apply_method(model, "tome", {"r": "30,15,7,4"}).method.reduced_tokens() == 4
     assert apply_method(model, "tome", {"r": "0,0,3,3", "alpha": "2"}).method.cut == 2

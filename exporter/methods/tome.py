@@ -58,7 +58,7 @@ class ToMe(TokenMethod):
                              persistent=False)
 
     def config(self):
-        return {"r": self.schedule, "alpha": self.cut if self.cut is not None else 0,
+        return {"r": self.schedule, "alpha": self.cut,  # None: r is 0 everywhere
                 "merge": "before each block, on its attention keys",
                 "restore": "output" if self.restore_at_output else "backbone"}
 
@@ -109,7 +109,9 @@ def make_schedule(layout: TokenLayout, r, alpha: int | None) -> list[int]:
     if isinstance(parsed, int):
         start = 0 if alpha is None else alpha
         first = mergeable(p + patches, p)
-        check_int("--r", parsed, 0, first)  # more than the first merging block can take
+        if parsed > first:
+            raise InputError("--r", r, f"an integer in 0..{first}",
+                             f"a block seeing {patches} patch tokens can merge at most {first}")
         schedule, n = [0] * depth, p + patches
         for i in range(start, depth):
             schedule[i] = min(parsed, mergeable(n, p))

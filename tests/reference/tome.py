@@ -13,7 +13,8 @@ import torch
 
 
 def cosine(u, v):
-    return float(torch.dot(u, v)) / (math.sqrt(float(torch.dot(u, u))) * math.sqrt(float(torch.dot(v, v))))
+    norm_u, norm_v = math.sqrt(float(torch.dot(u, u))), math.sqrt(float(torch.dot(v, v)))
+    return float(torch.dot(u, v)) / (norm_u * norm_v)
 
 
 def merge_layer(x, metric, sizes, r, num_prefix):
