@@ -6,6 +6,7 @@ compares float32 with float32.
 """
 
 import copy
+import functools
 import json
 import pickle
 
@@ -19,6 +20,8 @@ from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, t
 from tests.reference import svit as ref
 
 TOL = 1e-5
+# Building the tiny Segmenter costs seconds; methods wrap it without changing its weights.
+segmenter = functools.lru_cache(maxsize=1)(lambda: tiny_segmenter((64, 96)))
 
 
 def _reduced(model, **args):
@@ -54,7 +57,7 @@ CASES = [  # non-square grids, with and without prefix tokens, several capacitie
     pytest.param(lambda: tiny_vit((6, 5), num_prefix=0), dict(keep_ratio=0.5), id="vit-6x5-p0"),
     pytest.param(lambda: tiny_vit((5, 7), num_prefix=2), dict(keep_ratio=0.7, alpha=2), id="vit-5x7-p2"),
     pytest.param(lambda: tiny_vit((4, 9), num_prefix=1), dict(keep_ratio=0.2, alpha=1), id="vit-4x9-p1"),
-    pytest.param(lambda: tiny_segmenter((64, 96)), dict(keep_ratio=0.6), id="segmenter"),
+    pytest.param(segmenter, dict(keep_ratio=0.6), id="segmenter"),
 ]
 
 
@@ -174,6 +177,12 @@ def test_gates_file_with_wrong_shape_or_keys(tmp_path):
     assert "unexpected gates.3.norm.weight" in text
 
 
+def test_gates_file_with_nan(tmp_path):
+    state = _good_gates()
+    state["gates.2.fc1.bias"][3] = float("nan")
+    assert "gates.2.fc1.bias has non-finite values" in _gates_error(tmp_path, state)
+
+
 def test_gates_file_for_other_blocks(tmp_path):
     text = _gates_error(tmp_path, _good_gates(), alpha=1)  # file has gates for blocks 2, 3
     assert "missing gates.1.fc1.weight" in text and "(and " in text
@@ -212,7 +221,7 @@ def test_bad_flags_raise_input_error(args, flag):
 
 
 def test_defaults():
-    m = _reduced(tiny_segmenter((64, 96)), random_gates=True).method  # 12 blocks, 24 tokens
+    m = _reduced(segmenter(), random_gates=True).method  # 12 blocks, 24 tokens
     assert m.config() == {"alpha": 3, "keep_ratio": 0.7, "capacity": 17, "gates": "random"}
     assert m.reduced_tokens() == 17 and sorted(m.gates, key=int) == [str(i) for i in range(3, 12)]
     assert all(isinstance(g, CapacityGate) and g.gate.fc1.out_features == 48 for g in m.gates.values())

@@ -125,6 +125,8 @@ def fit_gates(state: dict, path: str, alpha: int, depth: int, dim: int) -> dict[
                 problems.append(f"missing {key}")
             elif list(state[key].shape) != shape:
                 problems.append(f"{key} has shape {list(state[key].shape)}, expected {shape}")
+            elif not torch.isfinite(state[key].float()).all():  # NaN scores would break the ranking
+                problems.append(f"{key} has non-finite values")
     problems += [f"unexpected {k}" for k in sorted(state) if k not in expected]
     if problems:
         more = f" (and {len(problems) - SHOWN_MISMATCHES} more)" if len(problems) > SHOWN_MISMATCHES else ""

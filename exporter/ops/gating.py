@@ -36,7 +36,8 @@ def rank_tokens(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     s_i, s_j = scores.unsqueeze(2), scores.unsqueeze(1)  # [B, N, 1], [B, 1, N]
     earlier = index.view(1, 1, -1) < index.view(1, -1, 1)  # [1, N(i), N(j)]: j before i
     beats = (s_j > s_i) | ((s_j == s_i) & earlier)
-    return beats.sum(dim=2)
+    # count in int32: the [B, N, N] intermediate is half the size of an int64 one
+    return beats.sum(dim=2, dtype=torch.int32).long()
 
 
 def order_of(rank: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
