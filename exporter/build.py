@@ -191,13 +191,19 @@ def tensorrt_runner(path: Path, name: str):
     return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
 
 
-def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> dict:
-    """`vitexport validate OUT`: rebuild the reference from report.json and compare again."""
+def read_folder(out: Path) -> tuple[dict, BuildSettings]:
+    """The report and build settings of an output folder written by `vitexport build`."""
     out = Path(out)
     if not (out / "report.json").is_file():
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
     report = read_report(out)
-    settings = BuildSettings.from_dict(report["settings"])
+    return report, BuildSettings.from_dict(report["settings"])
+
+
+def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> dict:
+    """`vitexport validate OUT`: rebuild the reference from report.json and compare again."""
+    out = Path(out)
+    report, settings = read_folder(out)
     if atol is not None:
         settings.atol = atol
     if rtol is not None:
@@ -215,10 +221,7 @@ def engine_for_folder(out: Path, precision: str = "fp32", workspace_mib=None, op
                       plugin_library=None, progress: Progress = _quiet) -> dict:
     """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
     out = Path(out)
-    if not (out / "report.json").is_file():
-        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
-    report = read_report(out)
-    settings = BuildSettings.from_dict(report["settings"])
+    report, settings = read_folder(out)
     settings.engine, settings.precision = True, precision
     settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
     settings.plugin_library = plugin_library or settings.plugin_library

@@ -50,8 +50,9 @@ def method_options(func):
     """One click option per method flag in the registry; all default to None (method's default)."""
     from .methods import all_options
 
-    for flag, (opt, users) in reversed(list(all_options().items())):
-        text = f"{opt.help} [{', '.join(users)}; default: {opt.default}]"
+    for flag, uses in reversed(list(all_options().items())):
+        opt = uses[0][1]
+        text = "; ".join(f"{name}: {o.help} (default {o.default})" for name, o in uses)
         if opt.is_flag:
             func = click.option(flag, opt.key, is_flag=True, default=None, help=text)(func)
         else:
@@ -142,6 +143,25 @@ def engine(out, precision, workspace, opt_level, plugin_lib):
         _print_summary(report, out)
         sys.exit(0 if passed(report) else 1)
     click.echo(f"no engine built; build_engine.sh written in {out}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Timed runs of each model, interleaved.")
+@click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
+def bench(out, runs, warmup, threads):
+    """Time an output folder's model against its --method none baseline, side by side."""
+    from .bench import bench_folder
+
+    report = bench_folder(out, runs, warmup, threads, progress=_progress)
+    b = report["bench"]
+    click.echo(f"baseline {b['baseline_ms']:.1f} ms, {b['gflops']['baseline']:.2f} GFLOPs | "
+               f"reduced {b['reduced_ms']:.1f} ms, {b['gflops']['reduced']:.2f} GFLOPs | "
+               f"speed-up {b['speedup']:.2f}x (GFLOPs ratio {b['gflops_ratio']:.2f}x)")
+    click.echo(f"report: {Path(out) / 'report.md'}")
 
 
 @main.command()

@@ -70,6 +70,16 @@ def render_markdown(r: dict) -> str:
                          f"{_fmt(o.get('argmax_agreement'))} | "
                          f"{_fmt(o.get('mismatch_fraction'))} |")
         lines.append("")
+    b = r.get("bench")
+    if b:
+        lines += ["## Speed (ONNX Runtime, CPU, same run, interleaved)", "",
+                  "| | baseline (`--method none`) | reduced |", "|---|---|---|",
+                  f"| latency, median ms | {b['baseline_ms']:.1f} | {b['reduced_ms']:.1f} |",
+                  f"| GFLOPs (MACs) | {b['gflops']['baseline']:.2f} | {b['gflops']['reduced']:.2f} |",
+                  f"| patch tokens after the cut | {b['tokens']['full']} | {b['tokens']['reduced']} |",
+                  "", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x "
+                  f"(speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it). "
+                  f"{b['gflops_convention']}.", ""]
     lint = r.get("lint", [])
     lines += ["## Lint", ""]
     lines += [f"- {f['severity']}: {f['op']} in `{f['module']}`: {f['message']}" for f in lint] or [

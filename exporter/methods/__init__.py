@@ -43,12 +43,12 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def all_options() -> dict[str, tuple[Option, list[str]]]:
-    """Every method flag once, with the methods that use it (for the CLI)."""
-    flags: dict[str, tuple[Option, list[str]]] = {}
+def all_options() -> dict[str, list[tuple[str, Option]]]:
+    """Every method flag once, with (method, its Option) for each method that uses it."""
+    flags: dict[str, list[tuple[str, Option]]] = {}
     for spec in METHODS.values():
         for opt in spec.options:
-            flags.setdefault(opt.flag, (opt, []))[1].append(spec.name)
+            flags.setdefault(opt.flag, []).append((spec.name, opt))
     return flags
 
 

@@ -1,0 +1,116 @@
+"""Latency and GFLOPs of the baseline and the reduced model, measured side by side in one run.
+
+GFLOPs follow the papers' convention (mmcv / fvcore): one multiply-accumulate counts as one
+FLOP, and only matrix products and convolutions are counted (elementwise ops, softmax, norms
+are not). They are counted on the PyTorch model with torch's FlopCounterMode, with timm's fused
+attention switched off during the count so that the attention matrix products are seen.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@contextmanager
+def unfused_attention(module: torch.nn.Module):
+    """Temporarily run timm attention as explicit matmuls (the fused kernel is not counted)."""
+    changed = [m for m in module.modules() if getattr(m, "fused_attn", False)]
+    for m in changed:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.fused_attn = True
+
+
+def count_gflops(module: torch.nn.Module, input_shape) -> float:
+    """Multiply-accumulates (in G) of one forward pass at `input_shape` (batch 1 recommended)."""
+    images = torch.zeros(tuple(input_shape))
+    with torch.no_grad(), unfused_attention(module), FlopCounterMode(display=False) as counter:
+        module(images)
+    return counter.get_total_flops() / 2e9
+
+
+def onnx_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def interleaved_latency(sessions: dict, input_shape, runs: int = 10, warmup: int = 2,
+                        seed: int = 0) -> dict:
+    """Median and spread (ms) per session, runs interleaved so that noise hits all alike."""
+    feed = {"images": np.random.default_rng(seed).standard_normal(input_shape, dtype=np.float32)}
+    for sess in sessions.values():
+        for _ in range(warmup):
+            sess.run(None, feed)
+    times = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    out = {}
+    for name, t in times.items():
+        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+        out[name] = {"median_ms": statistics.median(t), "p25_ms": q[0], "p75_ms": q[2],
+                     "min_ms": min(t), "runs": len(t)}
+    return out
+
+
+def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None = None,
+                 progress=lambda text: None) -> dict:
+    """`vitexport bench OUT`: the folder's model.onnx against the same model with `--method none`.
+
+    The baseline is exported once into OUT/baseline.onnx (kept for later runs).
+    """
+    from dataclasses import replace
+
+    from .build import patched_model, read_folder
+    from .onnx.export import export_onnx
+    from .report import sha256, write_report
+
+    report, settings = read_folder(out)
+    out = Path(out)
+    shape = tuple(report["model"]["input_shape"])
+    base_settings = replace(settings, method="none", method_args={})
+    baseline = patched_model(base_settings)
+    if not (out / "baseline.onnx").is_file():
+        progress("export the baseline (--method none) to baseline.onnx ...")
+        tmp = out / f".baseline.onnx.tmp"
+        export_onnx(baseline, tmp, shape, settings.opset, settings.dynamic_batch)
+        tmp.replace(out / "baseline.onnx")
+        report["artifacts"]["baseline_onnx"] = "baseline.onnx"
+        report.setdefault("hashes", {})["baseline.onnx"] = sha256(out / "baseline.onnx")
+    progress("count GFLOPs ...")
+    one = (1, *shape[1:])
+    gflops = {"baseline": count_gflops(baseline, one),
+              "reduced": count_gflops(patched_model(settings), one)}
+    progress(f"time both in ONNX Runtime, {runs} interleaved runs ...")
+    sessions = {"baseline": onnx_session(out / "baseline.onnx", threads),
+                "reduced": onnx_session(out / report["artifacts"]["onnx"], threads)}
+    lat = interleaved_latency(sessions, shape, runs, warmup, settings.seed)
+    base_ms, red_ms = lat["baseline"]["median_ms"], lat["reduced"]["median_ms"]
+    report["bench"] = {
+        "runtime": "onnxruntime-cpu",
+        "baseline_ms": base_ms, "reduced_ms": red_ms, "speedup": base_ms / red_ms,
+        "gflops": gflops, "gflops_ratio": gflops["baseline"] / gflops["reduced"],
+        "speedup_vs_gflops_ratio": (base_ms / red_ms) / (gflops["baseline"] / gflops["reduced"]),
+        "gflops_convention": "multiply-accumulates of matmul/conv counted as FLOPs (mmcv/fvcore)",
+        "token_ops_share": None,
+        "token_ops_note": "not measured yet: needs the token ops to carry their own module scope",
+        "tokens": report["tokens"], "latency": lat, "runs": runs, "warmup": warmup,
+    }
+    write_report(out, report)
+    return report

@@ -1,0 +1,39 @@
+"""GFLOPs counting follows the papers' convention; bench reports both models side by side."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.bench import count_gflops
+from exporter.cli import main
+from exporter.config import ModelSpec
+from exporter.models import create_model
+
+
+def vit_block_macs(n, c):
+    """Multiply-accumulates of one ViT block: qkv + proj + mlp (12 n c^2) and attention (2 n^2 c)."""
+    return 12 * n * c * c + 2 * n * n * c
+
+
+def test_gflops_count_attention_and_blocks():
+    model = create_model(ModelSpec("vit_tiny_patch16_224", None, (64, 96)))
+    n, c, depth = 4 * 6 + 1, 192, 12
+    patch_embed = 4 * 6 * c * 3 * 16 * 16
+    expect = (depth * vit_block_macs(n, c) + patch_embed) / 1e9
+    assert count_gflops(model, (1, 3, 64, 96)) == pytest.approx(expect, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_bench_reports_baseline_and_reduced(tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", "segmenter_tiny", "--img-size", "128x128", "--num-classes", "5"]
+    assert CliRunner().invoke(main, ["build", *args, "--hw", "4x4", "--out", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    b = json.loads((out / "report.json").read_text())["bench"]
+    assert b["gflops"]["baseline"] > b["gflops"]["reduced"] > 0
+    assert b["baseline_ms"] > 0 and b["reduced_ms"] > 0
+    assert b["speedup"] == pytest.approx(b["baseline_ms"] / b["reduced_ms"])
+    assert (out / "baseline.onnx").is_file()
+    assert "Speed" in (out / "report.md").read_text()
