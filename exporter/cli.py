@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .config import BuildSettings, ModelSpec, format_pair, parse_pair
+from .config import BuildSettings, ModelSpec, parse_pair
 from .errors import InputError
 
 DEFAULT_OUT = Path("vitexport-out")

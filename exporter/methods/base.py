@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel, TokenLayout
 
@@ -129,3 +130,22 @@ def check_choice(flag: str, value, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InputError(flag, value, "|".join(choices))
     return value
+
+
+def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
+    """--hw as a pair no larger than the token grid."""
+    hw = parse_pair("--hw", value)
+    if hw[0] > grid[0] or hw[1] > grid[1]:
+        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
+                         f"larger than the token grid {format_pair(grid)}")
+    return hw
+
+
+def check_restore(value, model: DenseModel) -> bool:
+    """--restore output|backbone -> restore at the output; output needs a per-token head."""
+    if value is None:
+        return model.restore_at_output
+    check_choice("--restore", value, ("output", "backbone"))
+    if value == "output" and not model.per_token_head:
+        raise InputError("--restore", value, "backbone", "this model's head is not per token")
+    return value == "output"

@@ -15,8 +15,8 @@ from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops import TokenClustering, TokenReconstruction
-from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int, check_positive,
-                   split_prefix)
+from .base import (MethodSpec, Option, TokenMethod, check_choice, check_hw, check_int,
+                   check_positive, check_restore, split_prefix)
 
 TOPK_LIMIT = 3840  # TensorRT's largest TopK K
 
@@ -72,10 +72,7 @@ def build(model: DenseModel, args: dict) -> Expedite:
     depth, grid = lay.depth, lay.grid
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-    hw = default_hw(grid) if args.get("hw") is None else parse_pair("--hw", args["hw"])
-    if hw[0] > grid[0] or hw[1] > grid[1]:
-        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
-                         f"larger than the token grid {format_pair(grid)}")
+    hw = default_hw(grid) if args.get("hw") is None else check_hw(args["hw"], grid)
     window = parse_pair("--window", args.get("window") or DEFAULTS["window"],
                         "odd sizes, e.g. 5x5")
     if window[0] % 2 == 0 or window[1] % 2 == 0:
@@ -90,14 +87,7 @@ def build(model: DenseModel, args: dict) -> Expedite:
     k_max = min(k_max, TOPK_LIMIT)
     k = args.get("k")
     k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
-    restore = args.get("restore")
-    if restore is None:
-        at_output = model.restore_at_output
-    else:
-        check_choice("--restore", restore, ("output", "backbone"))
-        if restore == "output" and not model.per_token_head:
-            raise InputError("--restore", restore, "backbone", "this model's head is not per token")
-        at_output = restore == "output"
+    at_output = check_restore(args.get("restore"), model)
     return Expedite(lay, alpha, hw, window, iters, tau, k, norm, neighbours, at_output)
 
 

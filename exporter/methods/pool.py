@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from ..config import format_pair, parse_pair
-from ..errors import InputError
+from ..config import format_pair
 from ..models.base import DenseModel
 from ..ops.pooling import GridPooling, GridUpsampling
-from .base import MethodSpec, Option, TokenMethod, check_choice, check_int, split_prefix
+from .base import (MethodSpec, Option, TokenMethod, check_hw, check_int, check_restore,
+                   split_prefix)
 from .expedite import default_alpha, default_hw
 
 
@@ -43,25 +43,6 @@ class GridPool(TokenMethod):
     def restore(self, x, state, num_prefix):
         prefix, pooled = split_prefix(x, num_prefix)
         return torch.cat([prefix, self.upsampling(pooled)], dim=1)
-
-
-def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
-    """--hw as a pair no larger than the token grid."""
-    hw = parse_pair("--hw", value)
-    if hw[0] > grid[0] or hw[1] > grid[1]:
-        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
-                         f"larger than the token grid {format_pair(grid)}")
-    return hw
-
-
-def check_restore(value, model: DenseModel) -> bool:
-    """--restore output|backbone -> restore at the output; output needs a per-token head."""
-    if value is None:
-        return model.restore_at_output
-    check_choice("--restore", value, ("output", "backbone"))
-    if value == "output" and not model.per_token_head:
-        raise InputError("--restore", value, "backbone", "this model's head is not per token")
-    return value == "output"
 
 
 def build(model: DenseModel, args: dict) -> GridPool:
