@@ -88,7 +88,7 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
     baseline = patched_model(base_settings)
     if not (out / "baseline.onnx").is_file():
         progress("export the baseline (--method none) to baseline.onnx ...")
-        tmp = out / f".baseline.onnx.tmp"
+        tmp = out / ".baseline.onnx.tmp"
         export_onnx(baseline, tmp, shape, settings.opset, settings.dynamic_batch)
         tmp.replace(out / "baseline.onnx")
         report["artifacts"]["baseline_onnx"] = "baseline.onnx"
