@@ -65,26 +65,13 @@ class AiluRus(TokenMethod):
         sizes = torch.cat([sizes.new_ones(sizes.shape[0], prefix.shape[1]), sizes], dim=1)
         return torch.cat([prefix, merged], dim=1), (sizes, assignment)
 
-    def restore(self, x, assignment, num_prefix):
+    def restore(self, x, state, num_prefix):
         prefix, clusters = split_prefix(x, num_prefix)
-        return torch.cat([prefix, unfold_clusters(clusters, assignment)], dim=1)
+        return torch.cat([prefix, unfold_clusters(clusters, state[1])], dim=1)
 
-    def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
-        x = model.embed(images)
-        feats, sizes, assignment = [], None, None
-        for i, blk in enumerate(model.blocks):
-            if i == self.cut:
-                x, (sizes, assignment) = self.reduce(x)
-            x = run_block(blk, x, sizes)
-            if i in model.taps:
-                if assignment is not None and not self.restore_at_output:
-                    feats.append(self.restore(x, assignment, self.layout.num_prefix))
-                else:
-                    feats.append(x)
-        y = model.head_tokens(feats)
-        if assignment is not None and self.restore_at_output:
-            y = unfold_clusters(y, assignment)
-        return model.head_map(y, images.shape[-2:])
+    def block_forward(self, block, x, state):
+        # Size-aware attention (Eq. 5) in every block after the merge.
+        return run_block(block, x, None if state is None else state[0])
 
 
 def check_spatial_alpha(value) -> float:

@@ -73,13 +73,17 @@ class TokenMethod(nn.Module):
     def restore(self, x: torch.Tensor, state: Any, num_prefix: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def block_forward(self, block: nn.Module, x: torch.Tensor, state: Any) -> torch.Tensor:
+        """One block on the current tokens (`state` is None before the cut)."""
+        return block(x)
+
     def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
         x = model.embed(images)
         feats, state = [], None
         for i, blk in enumerate(model.blocks):
             if i == self.cut:
                 x, state = self.reduce(x)
-            x = blk(x)
+            x = self.block_forward(blk, x, state)
             if i in model.taps:
                 if state is not None and not self.restore_at_output:
                     feats.append(self.restore(x, state, self.layout.num_prefix))
