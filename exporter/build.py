@@ -122,18 +122,18 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     }
 
 
-PLUGIN_METHODS = ("expedite",)
+PLUGIN_METHODS = ("expedite", "ailurus")
 
 
 def write_plugin_graph(proto, path: Path, method: str) -> None:
-    """model.plugins.onnx: the portable graph with each reconstruction as one plugin node."""
+    """model.plugins.onnx: the portable graph with each irregular subgraph as one plugin node."""
     from .onnx.export import save_onnx
-    from .onnx.plugins import use_topk_reconstruct_plugin
+    from .onnx.plugins import use_plugins
 
     if method not in PLUGIN_METHODS:
         raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
                          f"--method {method} has no plugin op")
-    save_onnx(use_topk_reconstruct_plugin(proto), path)
+    save_onnx(use_plugins(proto, method), path)
 
 
 def engine_settings(settings: BuildSettings) -> EngineSettings:

@@ -17,10 +17,12 @@ import numpy as np
 import onnx
 
 from ..ops.clustering import WEIGHT_FLOOR
+from ..ops.density_peaks import NOT_A_CANDIDATE
 from ..ops.reconstruction import MASKED_DISTANCE
 
 PLUGIN_DOMAIN = "trt.plugins"
 TOPK_RECONSTRUCT = "TopKMaskedReconstruct"
+DPC_SELECT = "DPCSelect"
 PLUGIN_VERSION = "1"
 NORMS = ("sum", "l2")  # attribute `norm` is the index into this tuple
 BACKENDS = ("ort", "reference")
@@ -54,6 +56,50 @@ def topk_masked_reconstruct(z: np.ndarray, centers: np.ndarray, values: np.ndarr
     return np.einsum("bnk,bnkd->bnd", w, picked).astype(np.float32)
 
 
+def dpc_select(z: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, *, clusters: int,
+               knn: int) -> tuple[np.ndarray, np.ndarray]:
+    """The DPCSelect op: z [B,N,C], neighbours [N,lambda], weights [lambda] ->
+    (centers [B,M] int32 ascending token indices, assignment [B,N] int32 cluster slots).
+
+    Same steps and tie rules as `DensityPeaksSelection.forward`, in float32.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    nb = np.asarray(neighbours, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float32)
+    B, N, C = z.shape
+    lam = nb.shape[1]
+    if nb.shape[0] != N or weights.shape != (lam,):
+        raise ValueError(f"neighbours {nb.shape} and weights {weights.shape} do not fit N = {N}")
+    if not 1 <= clusters <= N - 1:
+        raise ValueError(f"clusters = {clusters} is out of range: allowed 1..{N - 1} (N - 1)")
+    if not 1 <= knn <= lam:
+        raise ValueError(f"knn = {knn} is out of range: allowed 1..{lam} (lambda)")
+    w = np.sqrt(((z[:, nb] - z[:, :, None]) ** 2).sum(-1)) * weights  # [B, N, lambda]
+    neg_log_rho = np.sort(w, axis=-1)[..., :knn].mean(-1, dtype=np.float32)
+    denser = neg_log_rho[:, nb] < neg_log_rho[..., None]
+    nearest_denser = np.where(denser, w, np.float32(NOT_A_CANDIDATE)).min(-1)
+    log_peak = np.float32(1.0) + np.log(np.float32(1.0) + w.max(axis=(1, 2))) + neg_log_rho.max(1)
+    with np.errstate(divide="ignore"):  # log(0) = -inf for duplicate tokens, as in the graph
+        log_delta = np.where(denser.any(-1), np.log(nearest_denser), log_peak[:, None])
+    score = (log_delta - neg_log_rho).astype(np.float32)
+    # Rank by (score descending, index ascending): a stable sort of -score keeps lower indices first.
+    order = np.argsort(-score, axis=1, kind="stable")
+    centers = np.sort(order[:, :clusters], axis=1)
+    is_center = np.zeros((B, N), dtype=bool)
+    np.put_along_axis(is_center, centers, True, axis=1)
+    slot = np.cumsum(is_center, axis=1) - 1
+    neighbour_is_center = is_center[:, nb]
+    # argmin returns the first minimum: the spatially nearer neighbour on equal values.
+    best = np.where(neighbour_is_center, w, np.float32(NOT_A_CANDIDATE)).argmin(-1)
+    via_neighbour = np.take_along_axis(slot, nb[np.arange(N), best], axis=1)
+    feats = np.take_along_axis(z, centers[..., None], axis=1)  # [B, M, C]
+    d = (z * z).sum(-1, keepdims=True) + (feats * feats).sum(-1)[:, None] - 2.0 * (z @ feats.transpose(0, 2, 1))
+    via_any = np.maximum(d, 0.0).argmin(-1)
+    assignment = np.where(is_center, slot,
+                          np.where(neighbour_is_center.any(-1), via_neighbour, via_any))
+    return centers.astype(np.int32), assignment.astype(np.int32)
+
+
 def _attributes(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -71,7 +117,14 @@ def _reference_ops() -> list:
             return (topk_masked_reconstruct(z, centers, values, mask if has_mask else None,
                                             k=int(k), tau=float(tau), norm=int(norm)),)
 
-    return [TopKMaskedReconstruct]
+    class DPCSelect(OpRun):
+        op_domain = PLUGIN_DOMAIN
+
+        def _run(self, z, neighbours, weights, clusters=None, knn=None, plugin_version=None,
+                 plugin_namespace=None):
+            return dpc_select(z, neighbours, weights, clusters=int(clusters), knn=int(knn))
+
+    return [TopKMaskedReconstruct, DPCSelect]
 
 
 # ---- ONNX Runtime with onnxruntime-extensions --------------------------------------------------------
@@ -106,6 +159,14 @@ def _register_ort_ops() -> None:
         return topk_masked_reconstruct(z, centers, values, mask if attrs["has_mask"] else None,
                                        k=int(attrs["k"]), tau=float(attrs["tau"]),
                                        norm=int(attrs["norm"]))
+
+    @onnx_op(op_type=f"{PLUGIN_DOMAIN}::{DPC_SELECT}",
+             inputs=[dt.dt_float, dt.dt_int32, dt.dt_float], outputs=[dt.dt_int32, dt.dt_int32],
+             attrs={"clusters": dt.dt_int64, "knn": dt.dt_int64, "plugin_version": dt.dt_string,
+                    "plugin_namespace": dt.dt_string})
+    def _dpc_select(z, neighbours, weights, **attrs):
+        return dpc_select(z, neighbours, weights, clusters=int(attrs["clusters"]),
+                          knn=int(attrs["knn"]))
 
     _ORT_OPS_REGISTERED = True
 

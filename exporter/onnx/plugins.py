@@ -20,6 +20,16 @@ How the subgraph is found:
    ReduceL2 (l2 norm) and the Where in front of the TopK; z and centers are the operands of the
    distance MatMul(z, Transpose(centers)).
 Every step checks what it expects and raises PluginSurgeryError naming what it did not find.
+
+`use_dpc_select_plugin` replaces each AiluRus selection (`DensityPeaksSelection`: scores, the
+two TopKs, ranking and assignment) by one DPCSelect node (z, neighbours, weights) ->
+(centers [B, M], assignment [B, N]), both int32; a Cast restores the graph's int64 for the
+consumers. The group is found by module metadata as above; its only non-constant input is z,
+the rank weights are the constant of the Mul after the Sqrt, the neighbour table the constant
+indices of the Gather/GatherND that picks neighbour features from z, knn and M the k of the
+smallest-k and largest-k TopKs.
+
+`use_plugins` applies every surgery whose subgraph is in the graph.
 """
 
 from __future__ import annotations
@@ -31,9 +41,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .plugin_ops import NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT
+from .plugin_ops import DPC_SELECT, NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT
 
 RECONSTRUCTION_CLASS = "exporter.ops.reconstruction.TokenReconstruction"
+SELECTION_CLASS = "exporter.ops.density_peaks.DensityPeaksSelection"
 HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 DISTANCE_SEARCH_DEPTH = 8  # nodes between the distance MatMul and the TopK (Sub, Add, Clip, Where)
@@ -206,6 +217,16 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Nod
     return node
 
 
+def _export_with_plugin_domain(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
+    graph.cleanup().toposort()
+    result = gs.export_onnx(graph)
+    result.ir_version = model.ir_version  # gs/onnx would write a newer IR than ONNX Runtime reads
+    del result.opset_import[:]
+    result.opset_import.extend([o for o in model.opset_import if o.domain != PLUGIN_DOMAIN])
+    result.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return result
+
+
 def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of `model` with every Expedite reconstruction as one TopKMaskedReconstruct node.
 
@@ -220,10 +241,164 @@ def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     groups = _groups([n for n in graph.nodes if n.name in names])
     for number, group in enumerate(groups):
         _replace_group(graph, group, number)
-    graph.cleanup().toposort()
-    result = gs.export_onnx(graph)
-    result.ir_version = model.ir_version  # gs/onnx would write a newer IR than ONNX Runtime reads
-    del result.opset_import[:]
-    result.opset_import.extend([o for o in model.opset_import if o.domain != PLUGIN_DOMAIN])
-    result.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
-    return result
+    return _export_with_plugin_domain(graph, model)
+
+
+# ---- DPCSelect -------------------------------------------------------------------------------------
+
+def selection_node_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the nodes exported from a DensityPeaksSelection forward (module metadata)."""
+    return {n.name for n in model.graph.node
+            if SELECTION_CLASS in _metadata(n, HIERARCHY_KEY)
+            or any(s.endswith("method.selection") for s in _metadata(n, SCOPES_KEY))}
+
+
+def _topk_k(node: gs.Node) -> int:
+    k = _constant(node.inputs[1])
+    if k is None:
+        raise PluginSurgeryError(f"{node.name}: the TopK's k is not constant")
+    return int(np.asarray(k).reshape(-1)[0])
+
+
+def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray:
+    """The [N, lambda] indices with which the group gathers neighbour features from z."""
+    tables = []
+    for node in z.outputs:
+        if id(node) not in members:
+            continue
+        if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 1 and node.inputs[0] is z:
+            tables.append(_constant(node.inputs[1]))
+        elif node.op == "Transpose" and list(node.attrs.get("perm", [])) == [1, 0, 2]:
+            for gather in node.outputs[0].outputs:
+                if gather.op == "GatherND" and int(gather.attrs.get("batch_dims", 0)) == 0:
+                    index = _constant(gather.inputs[1])
+                    if index is not None and index.ndim == 3 and index.shape[2] == 1:
+                        tables.append(index[..., 0])
+    tables = [t for t in tables if t is not None]
+    if len(tables) != 1:
+        raise PluginSurgeryError(f"selection group {number}: expected one constant gather of neighbour "
+                                 f"features from z ({z.name}), found {len(tables)}")
+    return np.asarray(tables[0])
+
+
+def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Node:
+    members = {id(n) for n in group}
+    inputs = []
+    for node in group:
+        for t in node.inputs:
+            p = _producer(t)
+            if (p is None or id(p) not in members) and _constant(t) is None \
+                    and all(t is not o for o in inputs):
+                inputs.append(t)
+    if len(inputs) != 1 or (inputs[0].shape is not None and len(inputs[0].shape) != 3):
+        raise PluginSurgeryError(f"selection group {number}: expected one input z [B, N, C], "
+                                 f"found {[(t.name, t.shape) for t in inputs]}")
+    z = inputs[0]
+
+    sqrt = [n for n in group if n.op == "Sqrt"]
+    muls = [c for n in sqrt for c in n.outputs[0].outputs if c.op == "Mul" and id(c) in members]
+    if len(muls) != 1:
+        raise PluginSurgeryError(f"selection group {number}: expected one Mul(Sqrt(.), weights)")
+    weighted = muls[0]
+    weights = [_constant(t) for t in weighted.inputs if _producer(t) is not sqrt[0]]
+    if len(weights) != 1 or weights[0] is None or weights[0].ndim != 1:
+        raise PluginSurgeryError(f"{weighted.name}: the rank weights are not a constant vector")
+    weights = weights[0].astype(np.float32)
+
+    table = _neighbour_table(z, members, number)
+    N = z.shape[1] if z.shape is not None and isinstance(z.shape[1], int) else table.shape[0]
+    if table.shape != (N, weights.shape[0]) or table.min() < 0 or table.max() >= N:
+        raise PluginSurgeryError(f"selection group {number}: neighbour table {table.shape} does not fit "
+                                 f"N = {N} tokens and lambda = {weights.shape[0]} weights")
+
+    smallest = [n for n in group if n.op == "TopK" and int(n.attrs.get("largest", 1)) == 0
+                and n.inputs[0] is weighted.outputs[0]]
+    largest = [n for n in group if n.op == "TopK" and int(n.attrs.get("largest", 1)) == 1]
+    if len(smallest) != 1 or not largest:
+        raise PluginSurgeryError(f"selection group {number}: expected the density's smallest-k TopK "
+                                 f"and the centers' largest-k TopK")
+    knn = _topk_k(smallest[0])
+    clusters = {_topk_k(n) for n in largest}
+    if len(clusters) != 1:
+        raise PluginSurgeryError(f"selection group {number}: the largest-k TopKs disagree on M: {clusters}")
+    clusters = clusters.pop()
+
+    outputs = [t for n in group for t in n.outputs
+               if t in graph.outputs or any(id(c) not in members for c in t.outputs)]
+    roles = {}
+    for t in outputs:
+        if t.shape is None or len(t.shape) != 2 or t.shape[1] not in (N, clusters):
+            raise PluginSurgeryError(f"selection output {t.name} has shape {t.shape}: expected "
+                                     f"[B, {clusters}] (centers) or [B, {N}] (assignment)")
+        role = "assignment" if t.shape[1] == N else "centers"
+        if role in roles:
+            raise PluginSurgeryError(f"selection group {number}: two outputs look like the {role}")
+        roles[role] = t
+    if not roles:
+        raise PluginSurgeryError(f"selection group {number}: no output is used")
+
+    prefix = f"{DPC_SELECT.lower()}_{number}"
+    plugin_outputs = []
+    for role in ("centers", "assignment"):
+        original = roles.get(role)
+        batch = original.shape[0] if original is not None else z.shape[0]
+        out = gs.Variable(f"{prefix}_{role}", dtype=np.int32,
+                          shape=[batch, clusters if role == "centers" else N])
+        plugin_outputs.append(out)
+        if original is None:
+            continue
+        original.inputs.clear()  # detach the old producer; cleanup() drops the lowering
+        if original.dtype in (np.int32, onnx.TensorProto.INT32):
+            graph.nodes.append(gs.Node("Identity", f"{prefix}_{role}_identity", inputs=[out],
+                                       outputs=[original]))
+        else:  # TensorRT's plugin writes int32; the graph's consumers expect int64
+            to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(original.dtype)) \
+                if not isinstance(original.dtype, int) else original.dtype
+            graph.nodes.append(gs.Node("Cast", f"{prefix}_{role}_cast", attrs={"to": int(to)},
+                                       inputs=[out], outputs=[original]))
+    node = gs.Node(op=DPC_SELECT, name=f"{DPC_SELECT}_{number}", domain=PLUGIN_DOMAIN,
+                   attrs={"clusters": clusters, "knn": knn,
+                          "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""},
+                   inputs=[z, gs.Constant(f"{prefix}_neighbours", table.astype(np.int32)),
+                           gs.Constant(f"{prefix}_weights", weights)],
+                   outputs=plugin_outputs)
+    graph.nodes.append(node)
+    return node
+
+
+def use_dpc_select_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy of `model` with every AiluRus center selection as one DPCSelect node.
+
+    Raises:
+        PluginSurgeryError: no selection found, or one whose shape is not the expected lowering.
+    """
+    names = selection_node_names(model)
+    if not names:
+        raise PluginSurgeryError(f"no node of {SELECTION_CLASS} in the graph (was it exported with "
+                                 "--method ailurus, and the metadata kept?)")
+    graph = gs.import_onnx(model)
+    for number, group in enumerate(_groups([n for n in graph.nodes if n.name in names])):
+        _replace_selection(graph, group, number)
+    return _export_with_plugin_domain(graph, model)
+
+
+# (finder of the subgraph, surgery) per plugin, in the order they are applied.
+PLUGIN_SURGERIES = ((reconstruction_node_names, use_topk_reconstruct_plugin),
+                    (selection_node_names, use_dpc_select_plugin))
+
+
+def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.ModelProto:
+    """Apply every plugin surgery whose subgraph is in `model`.
+
+    Raises:
+        PluginSurgeryError: none of the plugins' subgraphs is in the graph (`method` is named).
+    """
+    applied = False
+    for find, surgery in PLUGIN_SURGERIES:
+        if find(model):
+            model = surgery(model)
+            applied = True
+    if not applied:
+        raise PluginSurgeryError(f"no subgraph that a TensorRT plugin replaces in the graph"
+                                 f"{f' of --method {method}' if method else ''}")
+    return model
