@@ -11,6 +11,7 @@ from ..config import ModelSpec
 from ..errors import InputError
 from .base import DenseModel, TokenLayout
 from .checkpoint import load_into
+from .dpt import CONFIGS as DPT_CONFIGS, create_dpt
 from .segmenter import SIZES, create_segmenter
 from .vit import create_timm_vit
 
@@ -37,6 +38,14 @@ for _size, (_dim, _depth, _heads) in SIZES.items():
         lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
         f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
         pos_embed_key="encoder.pos_embed"))
+
+_DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}
+for _size, _cfg in DPT_CONFIGS.items():
+    # DPT has no classes: --num-classes is ignored. The position embedding keeps the
+    # checkpoint's 24x24 grid and is resized in the forward, so no resize at load time.
+    register(ModelEntry(
+        f"dpt_{_size}", lambda spec, s=_size: create_dpt(s, spec.img_size),
+        f"DPT {_DPT_BACKBONES[_size]} (taps {list(_cfg.taps)}) + reassemble/fusion depth head"))
 
 
 def _is_timm_vit(name: str) -> bool:

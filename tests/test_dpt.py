@@ -1,0 +1,194 @@
+"""DPT adapters: official key names load, shapes at square and non-square sizes, ONNX equals
+PyTorch, Expedite restores before every reassemble after the cut."""
+
+import json
+
+import pytest
+import torch
+
+from exporter.config import ModelSpec
+from exporter.methods import apply_method
+from exporter.models import create_model
+from exporter.models.dpt import DPT, DPTConfig
+from tests.helpers import export_and_run, max_abs
+
+# The official ViT-B/16 layout at a tenth of the width and a third of the depth: same code
+# path (project readout, four ViT taps), exports in seconds instead of half a minute.
+TINY_BASE = DPTConfig(64, 4, 2, (0, 1, 2, 3), (16, 32, 64, 64))
+
+
+def tiny_dpt(img=(64, 96), seed=0) -> DPT:
+    torch.manual_seed(seed)
+    model = DPT(TINY_BASE, img, features=32).eval()
+    # random weights end in a ReLU that zeroes most pixels; a positive bias keeps them alive
+    torch.nn.init.constant_(model.scratch.output_conv[4].bias, 1.0)
+    return model
+
+
+def official_dpt_keys(backbone: str):
+    """Key names and shapes of the official DPT depth checkpoints (isl-org/DPT dpt/vit.py,
+    blocks.py, models.py), written out from that layout at 384x384 (24x24 grid)."""
+    dim, depth, widths = {"base": (768, 12, (96, 192, 384, 768)),
+                          "hybrid": (768, 12, (256, 512, 768, 768))}[backbone]
+    vit = "pretrained.model"
+    keys = {f"{vit}.cls_token": (1, 1, dim), f"{vit}.pos_embed": (1, 577, dim),
+            f"{vit}.norm.weight": (dim,), f"{vit}.norm.bias": (dim,),
+            f"{vit}.head.weight": (1000, dim), f"{vit}.head.bias": (1000,)}
+    for i in range(depth):
+        p = f"{vit}.blocks.{i}"
+        keys.update({
+            f"{p}.norm1.weight": (dim,), f"{p}.norm1.bias": (dim,),
+            f"{p}.attn.qkv.weight": (3 * dim, dim), f"{p}.attn.qkv.bias": (3 * dim,),
+            f"{p}.attn.proj.weight": (dim, dim), f"{p}.attn.proj.bias": (dim,),
+            f"{p}.norm2.weight": (dim,), f"{p}.norm2.bias": (dim,),
+            f"{p}.mlp.fc1.weight": (4 * dim, dim), f"{p}.mlp.fc1.bias": (4 * dim,),
+            f"{p}.mlp.fc2.weight": (dim, 4 * dim), f"{p}.mlp.fc2.bias": (dim,)})
+    if backbone == "hybrid":
+        rn = f"{vit}.patch_embed.backbone"
+        keys.update({f"{rn}.stem.conv.weight": (64, 3, 7, 7), f"{rn}.stem.norm.weight": (64,),
+                     f"{rn}.stem.norm.bias": (64,)})
+        c_in = 64
+        for s, (n_blocks, mid) in enumerate([(3, 64), (4, 128), (9, 256)]):
+            out = 4 * mid
+            for b in range(n_blocks):
+                p = f"{rn}.stages.{s}.blocks.{b}"
+                if b == 0:
+                    keys.update({f"{p}.downsample.conv.weight": (out, c_in, 1, 1),
+                                 f"{p}.downsample.norm.weight": (out,),
+                                 f"{p}.downsample.norm.bias": (out,)})
+                for j, shape in enumerate([(mid, c_in if b == 0 else out, 1, 1),
+                                           (mid, mid, 3, 3), (out, mid, 1, 1)], start=1):
+                    keys.update({f"{p}.conv{j}.weight": shape, f"{p}.norm{j}.weight": shape[:1],
+                                 f"{p}.norm{j}.bias": shape[:1]})
+            c_in = out
+        keys.update({f"{vit}.patch_embed.proj.weight": (dim, 1024, 1, 1),
+                     f"{vit}.patch_embed.proj.bias": (dim,)})
+    else:
+        keys.update({f"{vit}.patch_embed.proj.weight": (dim, 3, 16, 16),
+                     f"{vit}.patch_embed.proj.bias": (dim,)})
+    # reassemble: [0] project readout, [3] 1x1 conv, [4] resample (none at 1/16)
+    resample = {1: ("T", 4), 2: ("T", 2), 4: ("S", 3)}
+    for i in range(3 if backbone == "hybrid" else 1, 5):
+        w = widths[i - 1]
+        p = f"pretrained.act_postprocess{i}"
+        keys.update({f"{p}.0.project.0.weight": (dim, 2 * dim), f"{p}.0.project.0.bias": (dim,),
+                     f"{p}.3.weight": (w, dim, 1, 1), f"{p}.3.bias": (w,)})
+        if i in resample:
+            k = resample[i][1]
+            keys.update({f"{p}.4.weight": (w, w, k, k), f"{p}.4.bias": (w,)})
+    for i in range(1, 5):
+        keys[f"scratch.layer{i}_rn.weight"] = (256, widths[i - 1], 3, 3)
+        p = f"scratch.refinenet{i}"
+        for unit in ("resConfUnit1", "resConfUnit2"):
+            for conv in ("conv1", "conv2"):
+                keys.update({f"{p}.{unit}.{conv}.weight": (256, 256, 3, 3),
+                             f"{p}.{unit}.{conv}.bias": (256,)})
+        keys.update({f"{p}.out_conv.weight": (256, 256, 1, 1), f"{p}.out_conv.bias": (256,)})
+    keys.update({"scratch.output_conv.0.weight": (128, 256, 3, 3),
+                 "scratch.output_conv.0.bias": (128,),
+                 "scratch.output_conv.2.weight": (32, 128, 3, 3),
+                 "scratch.output_conv.2.bias": (32,),
+                 "scratch.output_conv.4.weight": (1, 32, 1, 1),
+                 "scratch.output_conv.4.bias": (1,)})
+    return keys
+
+
+@pytest.mark.parametrize("backbone,img", [("base", (64, 96)), ("hybrid", (32, 64))])
+def test_official_checkpoint_loads_every_key(tmp_path, backbone, img):
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=g) * 0.02
+             for k, s in official_dpt_keys(backbone).items()}
+    path = tmp_path / "dpt.pt"
+    torch.save(state, path)  # the release saves a bare state dict
+    model = create_model(ModelSpec(f"dpt_{backbone}", str(path), img))
+    own = model.state_dict()
+    assert set(own) == set(state)
+    assert all(torch.equal(own[k], state[k]) for k in state)  # pos_embed kept at 24x24 too
+    with torch.no_grad():
+        depth = model(torch.randn(1, 3, *img))
+    assert depth.shape == (1, 1, *img) and torch.isfinite(depth).all()
+
+
+def test_hybrid_stage_features_live_for_one_forward():
+    model = create_model(ModelSpec("dpt_hybrid", None, (32, 48)))
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 48)).shape == (1, 1, 32, 48)
+    assert model._stage_feats is None  # nothing kept between forwards
+    with pytest.raises(RuntimeError, match="embed"):
+        model.head_tokens([torch.zeros(1, 7, 768)] * 2)
+
+
+@pytest.mark.parametrize("img", [(64, 64), (64, 96), (96, 48), (48, 80)])  # 48x80: odd grid 3x5
+def test_depth_at_input_resolution(img):
+    model = tiny_dpt(img)
+    assert model.layout.grid == (img[0] // 16, img[1] // 16)
+    with torch.no_grad():
+        depth = model(torch.randn(2, 3, *img))
+    assert depth.shape == (2, 1, *img)
+    assert (depth >= 0).all()  # the head ends in a ReLU: non-negative inverse depth
+
+
+def test_position_embedding_resized_from_the_checkpoint_grid():
+    model = tiny_dpt((64, 96))
+    pos = model._pos_embed()
+    assert pos.shape == (1, 1 + 4 * 6, 64)
+    assert torch.equal(pos[:, 0], model.pretrained.model.pos_embed[:, 0])  # class token as is
+    at_train = DPT(TINY_BASE, (384, 384), features=32)
+    assert at_train._pos_embed() is at_train.pretrained.model.pos_embed
+
+
+@pytest.mark.parametrize("readout", ["ignore", "add", "project"])
+def test_readouts(readout):
+    torch.manual_seed(0)
+    model = DPT(TINY_BASE, (32, 32), readout=readout, features=16).eval()
+    has_project = any(".project." in k for k in model.state_dict())
+    assert has_project == (readout == "project")
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_onnx_equals_pytorch(tmp_path):
+    model = tiny_dpt((64, 96))
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(images)
+    assert ref.std() > 1e-3  # a live output, not a constant
+    (out,), _ = export_and_run(model, images, tmp_path / "dpt.onnx")
+    assert max_abs(out, ref) <= 1e-4
+
+
+def test_expedite_restores_before_each_reassemble_and_exports(tmp_path):
+    model = tiny_dpt((64, 96))
+    seen = []
+    original = model.head_tokens
+    model.head_tokens = lambda feats: seen.append([f.shape for f in feats]) or original(feats)
+    reduced = apply_method(model, "expedite", {"alpha": 2, "hw": "2x3"})
+    assert reduced.method.cut == 2 and not reduced.method.restore_at_output
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = reduced(images)
+        full = model(images)
+    # taps 2 and 3 come after the cut, yet the head sees every tap at the full 4x6 grid
+    assert seen[0] == [torch.Size([2, 1 + 24, 64])] * 4
+    assert ref.shape == (2, 1, 64, 96)
+    assert 0 < max_abs(ref, full) < 0.1 * float(full.abs().max())
+    del model.head_tokens  # back to the method, so the export traces the plain module
+    (out,), _ = export_and_run(reduced, images, tmp_path / "dpt_expedite.onnx")
+    assert max_abs(out, ref) <= 1e-4
+
+
+@pytest.mark.slow
+def test_cli_build_dpt_base_with_expedite(tmp_path):
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", "--model", "dpt_base", "--img-size", "128x160",
+                                       "--method", "expedite", "--hw", "6x8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["output_kind"] == "depth"
+    validations = report["validation"]
+    assert validations and all(v["passed"] for v in validations), validations
+    outputs = [o for v in validations for o in v["outputs"].values()]
+    assert outputs and all(o["argmax_agreement"] is None for o in outputs)
