@@ -18,7 +18,7 @@ from .errors import InputError
 from .methods import ReducedModel, apply_method
 from .models import create_model
 from .onnx.export import export_onnx
-from .onnx.lint import errors_of, lint
+from .onnx.lint import errors_of, lint, lint_folder
 from .report import read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
@@ -30,6 +30,23 @@ VALIDATION_SAMPLES = 2
 
 class ExportRuleError(Exception):
     """The exported graph breaks an export rule (a forbidden op); the message names it."""
+
+
+def check_rules(findings: dict) -> list[dict]:
+    """Raise ExportRuleError on any lint error; return every finding for the report."""
+    bad = [f"{name}: {f}" for name, fs in findings.items() for f in errors_of(fs)]
+    if bad:
+        raise ExportRuleError("; ".join(bad[:5]))
+    return [{"artifact": name, **f.to_dict()} for name, fs in findings.items() for f in fs]
+
+
+def lint_existing(out: Path) -> dict:
+    """`vitexport lint OUT`: lint every ONNX artifact again and record the findings."""
+    report, _ = read_folder(out)
+    findings = lint_folder(out, report["artifacts"])
+    report["lint"] = [{"artifact": n, **f.to_dict()} for n, fs in findings.items() for f in fs]
+    write_report(Path(out), report)
+    return report
 
 
 def _quiet(_: str) -> None:
@@ -81,17 +98,14 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         with _step(progress, "export ONNX (torch.onnx, dynamo)"):
             proto = export_onnx(reduced, tmp / "model.onnx", shape, settings.opset,
                                 settings.dynamic_batch)
-        findings = lint(proto)
-        bad = errors_of(findings)
-        if bad:
-            raise ExportRuleError("; ".join(str(f) for f in bad[:5]))
+        check_rules({"model.onnx": lint(proto)})
         report = base_report(settings, reduced, shape)
-        report["lint"] = [f.to_dict() for f in findings]
         report["artifacts"] = {"onnx": "model.onnx"}
         if settings.plugins:
             with _step(progress, "replace irregular subgraphs by TensorRT plugin nodes"):
                 write_plugin_graph(proto, tmp / "model.plugins.onnx", settings.method)
             report["artifacts"]["onnx_plugins"] = "model.plugins.onnx"
+        report["lint"] = check_rules(lint_folder(tmp, report["artifacts"]))
         report["engine"] = engine_stage(settings, tmp, report, shape, progress)
         with _step(progress, "validate the artifacts against PyTorch"):
             report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape)

@@ -165,6 +165,21 @@ def bench(out, runs, warmup, threads):
 
 
 @main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+def lint(out):
+    """Check an output folder's ONNX files against the export rules and TensorRT's parser."""
+    from .build import lint_existing
+
+    report = lint_existing(out)
+    for f in report["lint"]:
+        click.echo(f"{f['artifact']}: {f['severity']}: {f['op']} in '{f['module']}': {f['message']}")
+    errors = [f for f in report["lint"] if f["severity"] == "error"]
+    click.echo(f"{len(errors)} errors, {len(report['lint']) - len(errors)} warnings "
+               f"in {', '.join(n for n in report['artifacts'].values() if n.endswith('.onnx'))}")
+    sys.exit(1 if errors else 0)
+
+
+@main.command()
 def methods():
     """List the token-reduction methods with their flags and defaults."""
     from .methods import METHODS

@@ -82,7 +82,8 @@ def render_markdown(r: dict) -> str:
                   f"{b['gflops_convention']}.", ""]
     lint = r.get("lint", [])
     lines += ["## Lint", ""]
-    lines += [f"- {f['severity']}: {f['op']} in `{f['module']}`: {f['message']}" for f in lint] or [
+    lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
+              f"{f['message']}" for f in lint] or [
         "No findings: standard ONNX ops only, no forbidden op."]
     lines += ["", "## Artifacts", "", "| artifact | file | sha256 |", "|---|---|---|"]
     for name, path in r["artifacts"].items():

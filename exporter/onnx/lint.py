@@ -27,6 +27,8 @@ FORBIDDEN = {
 }
 SEQUENCE_PREFIXES = ("Sequence", "SplitToSequence", "ConcatFromSequence")
 STANDARD_DOMAINS = ("", "ai.onnx")
+PLUGIN_ATTRIBUTE_TYPES = (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT,
+                          onnx.AttributeProto.STRING)
 
 
 @dataclass
@@ -67,8 +69,12 @@ def _constants(graph: onnx.GraphProto) -> dict:
     return values
 
 
-def lint(proto: onnx.ModelProto, allow_custom: bool = False) -> list[Finding]:
-    """Return every rule violation found in `proto` (empty when it is clean)."""
+def lint(proto: onnx.ModelProto, plugins: tuple[str, ...] = ()) -> list[Finding]:
+    """Return every rule violation found in `proto` (empty when it is clean).
+
+    `plugins`: op types of the TensorRT plugins this graph may hold (custom-domain nodes of
+    other types are errors: the parser would find no plugin for them).
+    """
     findings = []
     consts = _constants(proto.graph)
 
@@ -77,8 +83,18 @@ def lint(proto: onnx.ModelProto, allow_custom: bool = False) -> list[Finding]:
 
     for node in proto.graph.node:
         op = node.op_type
-        if node.domain not in STANDARD_DOMAINS and not allow_custom:
-            add("error", node, f"custom domain '{node.domain}' in a portable graph")
+        if node.domain not in STANDARD_DOMAINS:
+            if op not in plugins:
+                add("error", node, f"custom op in domain '{node.domain}' with no vitexport plugin")
+            for attr in node.attribute:
+                if attr.type not in PLUGIN_ATTRIBUTE_TYPES:
+                    add("error", node, f"plugin attribute '{attr.name}' of type "
+                        f"{onnx.AttributeProto.AttributeType.Name(attr.type)}: the TensorRT "
+                        "parser turns only scalar INT/FLOAT and STRING into plugin fields")
+            if onnx.defs.has(op):
+                add("error", node, "plugin name equals a standard ONNX op: the parser looks "
+                    "plugins up by op_type alone")
+            continue
         if op in FORBIDDEN:
             add("error", node, f"forbidden op ({FORBIDDEN[op]})")
         elif op.startswith(SEQUENCE_PREFIXES):
@@ -88,6 +104,8 @@ def lint(proto: onnx.ModelProto, allow_custom: bool = False) -> list[Finding]:
             if reduction != "none":
                 add("error", node, f"scatter with reduction '{reduction}'")
         elif op == "TopK" and len(node.input) > 1:
+            if any(a.name == "sorted" and a.i == 0 for a in node.attribute):
+                add("error", node, "TopK with sorted=0 (TensorRT returns sorted results only)")
             k = consts.get(node.input[1])
             if k is None:
                 add("error", node, "TopK with a K that is not a constant")
@@ -98,3 +116,17 @@ def lint(proto: onnx.ModelProto, allow_custom: bool = False) -> list[Finding]:
 
 def errors_of(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == "error"]
+
+
+def lint_folder(folder, artifacts: dict) -> dict[str, list[Finding]]:
+    """Findings for every ONNX artifact of an output folder, keyed by file name."""
+    from pathlib import Path
+
+    from .plugin_ops import DPC_SELECT, TOPK_RECONSTRUCT
+
+    out = {}
+    for key, name in artifacts.items():
+        if name.endswith(".onnx"):
+            proto = onnx.load(str(Path(folder) / name), load_external_data=False)
+            out[name] = lint(proto, plugins=(TOPK_RECONSTRUCT, DPC_SELECT) if key == "onnx_plugins" else ())
+    return out
