@@ -136,3 +136,15 @@ def test_every_registered_model_builds():
     for name in MODELS:
         model = create_model(ModelSpec(name, None, (32, 32), 2))
         assert model.layout.grid == (2, 2)
+
+
+def test_every_dpt_builds_with_official_taps():
+    # dpt_large builds here only (ViT-L is slow to run); taps are DPT's reassemble hooks
+    taps = {"dpt_base": (2, 5, 8, 11), "dpt_large": (5, 11, 17, 23), "dpt_hybrid": (8, 11)}
+    assert sorted(n for n in MODELS if n.startswith("dpt_")) == sorted(taps)
+    for name, expect in taps.items():
+        model = create_model(ModelSpec(name, None, (64, 64)))
+        assert model.taps == expect and model.layout.grid == (4, 4)
+        assert model.output_kind == "depth" and not model.per_token_head
+        assert all(k.startswith(("pretrained.model.", "pretrained.act_postprocess", "scratch."))
+                   for k in model.state_dict())

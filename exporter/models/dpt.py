@@ -13,11 +13,13 @@ sides are multiples of 16 (e.g. KITTI's 1216x352) runs with an unchanged checkpo
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
-import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import StdConv2dSame
+from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -162,6 +164,19 @@ def depth_head(features: int) -> nn.Sequential:
         nn.Conv2d(32, 1, 1), nn.ReLU(), nn.Identity())
 
 
+def resnet50_embed(dim: int) -> nn.Module:
+    """The R50+ViT-B/16 patch embedding: timm's ResNetV2 (stages of 3, 4, 9 blocks, output
+    1024 channels at 1/16) and a 1x1 projection, under timm's names `backbone` and `proj`.
+
+    Built from the pieces rather than timm's HybridEmbed, which sizes itself with a probe
+    forward of the ResNet (seconds at 384x384); its forward is not used here anyway."""
+    embed = nn.Module()
+    embed.backbone = ResNetV2(layers=(3, 4, 9), num_classes=0, global_pool="", preact=False,
+                              stem_type="same", conv_layer=partial(StdConv2dSame, eps=1e-8))
+    embed.proj = nn.Conv2d(1024, dim, 1)
+    return embed
+
+
 class DPT(DenseModel):
     """Relative inverse depth at input resolution, [B, 1, H, W] (DPT's raw output)."""
 
@@ -180,13 +195,11 @@ class DPT(DenseModel):
         # num_classes=1000: the official backbones keep timm's classifier, so its keys exist.
         # weight_init="skip": these are random weights until a checkpoint loads; PyTorch's
         # seeded default init is enough and timm's full init costs seconds for ViT-L.
+        self.pretrained.model = VisionTransformer(
+            img_size=TRAIN_SIZE, patch_size=PATCH, embed_dim=dim, depth=depth, num_heads=heads,
+            num_classes=1000, qkv_bias=True, weight_init="skip")
         if self.hybrid:
-            self.pretrained.model = timm.create_model(
-                "vit_base_r50_s16_384", pretrained=False, num_classes=1000, weight_init="skip")
-        else:
-            self.pretrained.model = VisionTransformer(
-                img_size=TRAIN_SIZE, patch_size=PATCH, embed_dim=dim, depth=depth, num_heads=heads,
-                num_classes=1000, qkv_bias=True, weight_init="skip")
+            self.pretrained.model.patch_embed = resnet50_embed(dim)
         # "skip" leaves these two uninitialised (torch.empty)
         nn.init.normal_(self.pretrained.model.cls_token, std=0.02)
         nn.init.normal_(self.pretrained.model.pos_embed, std=0.02)
