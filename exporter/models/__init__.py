@@ -11,7 +11,8 @@ from ..config import ModelSpec
 from ..errors import InputError
 from .base import DenseModel, TokenLayout
 from .checkpoint import load_into
-from .dpt import CONFIGS as DPT_CONFIGS, create_dpt
+from .dpt import CONFIGS as DPT_CONFIGS
+from .dpt import create_dpt
 from .segmenter import SIZES, create_segmenter
 from .vit import create_timm_vit
 
