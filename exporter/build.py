@@ -22,7 +22,7 @@ from .onnx.lint import errors_of, lint, lint_folder
 from .report import read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
-from .validate import plugin_graph_runner, validate_onnx
+from .validate import half_precision_runner, plugin_graph_runner, validate_onnx
 
 Progress = Callable[[str], None]
 VALIDATION_SAMPLES = 2
@@ -105,6 +105,10 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
             with _step(progress, "replace irregular subgraphs by TensorRT plugin nodes"):
                 write_plugin_graph(proto, tmp / "model.plugins.onnx", settings.method)
             report["artifacts"]["onnx_plugins"] = "model.plugins.onnx"
+        if settings.precision == "fp16":
+            with _step(progress, "export the half-precision model (token ops stay float32)"):
+                export_half(reduced, tmp / "model.fp16.onnx", shape, settings)
+            report["artifacts"]["onnx_fp16"] = "model.fp16.onnx"
         report["lint"] = check_rules(lint_folder(tmp, report["artifacts"]))
         report["engine"] = engine_stage(settings, tmp, report, shape, progress)
         with _step(progress, "validate the artifacts against PyTorch"):
@@ -150,6 +154,23 @@ def write_plugin_graph(proto, path: Path, method: str) -> None:
     save_onnx(use_plugins(proto, method), path)
 
 
+# A half-precision model is held to looser numbers than float32 (10-bit mantissa).
+FP16_TOLERANCES = {"atol": 5e-2, "rtol": 5e-2, "min_cosine": 0.999, "min_argmax": 0.99}
+
+
+def export_half(reduced: ReducedModel, path: Path, shape, settings: BuildSettings) -> None:
+    """model.fp16.onnx: the model's weights and activations in float16, the method's token
+    operations (own buffers, float32 casts inside) in float32. TensorRT networks are strongly
+    typed, so this file is what an fp16 engine is built from."""
+    import copy
+
+    import torch
+
+    half = copy.deepcopy(reduced)
+    half.model.half()
+    export_onnx(half, path, shape, settings.opset, settings.dynamic_batch, dtype=torch.float16)
+
+
 def engine_settings(settings: BuildSettings) -> EngineSettings:
     lib = settings.plugin_library or (PLUGIN_LIBRARY if settings.plugins else None)
     return EngineSettings(precision=settings.precision, workspace_mib=settings.workspace_mib,
@@ -160,7 +181,8 @@ def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, pro
     """Write build_engine.sh always; build the engine when asked and TensorRT is importable."""
     eng = engine_settings(settings)
     eng.check()
-    source = report["artifacts"].get("onnx_plugins", report["artifacts"]["onnx"])
+    arts = report["artifacts"]
+    source = arts.get("onnx_fp16") or arts.get("onnx_plugins") or arts["onnx"]
     profile = shapes_of(shape, settings.dynamic_batch)
     write_build_script(folder, source, eng, profile)
     report["artifacts"]["build_script"] = "build_engine.sh"
@@ -182,19 +204,25 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
                    shape) -> list[dict]:
     entries = []
     for key, runtime in (("onnx", "onnxruntime"), ("onnx_plugins", "onnxruntime+plugins"),
-                         ("engine", "tensorrt")):
+                         ("onnx_fp16", "onnxruntime-fp16"), ("engine", "tensorrt")):
         if key not in artifacts:
             continue
         path = folder / artifacts[key]
         runner = None
+        tol = {"atol": settings.atol, "rtol": settings.rtol, "min_cosine": settings.min_cosine,
+               "min_argmax": settings.min_argmax}
         if key == "onnx_plugins":
             runner = plugin_graph_runner(path, runtime)
+        elif key == "onnx_fp16":
+            runner = half_precision_runner(path, shape, reduced.model.output_names, runtime)
+            tol = {k: max(v, FP16_TOLERANCES[k]) if k in ("atol", "rtol") else min(v, FP16_TOLERANCES[k])
+                   for k, v in tol.items()}
         elif key == "engine":
             runner = tensorrt_runner(path, runtime)
         entries.append(validate_onnx(
             reduced, path, shape, reduced.model.output_names, reduced.model.output_kind,
-            settings.seed, VALIDATION_SAMPLES, settings.atol, settings.rtol, settings.min_cosine,
-            settings.error_quantile, settings.min_argmax, runtime_runner=runner, runtime=runtime))
+            settings.seed, VALIDATION_SAMPLES, tol["atol"], tol["rtol"], tol["min_cosine"],
+            settings.error_quantile, tol["min_argmax"], runtime_runner=runner, runtime=runtime))
     return entries
 
 

@@ -79,7 +79,7 @@ def method_options(func):
 @click.option("--plugins", is_flag=True,
               help="Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU).")
 @click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT).")
-@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32.")
+@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32 | fp16 (fp16 also writes model.fp16.onnx).")
 @click.option("--workspace", type=int, default=None, help="TensorRT workspace in MiB.")
 @click.option("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0..5.")
 @click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so for the engine.")
@@ -130,7 +130,7 @@ def validate(out, atol, rtol):
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32.")
+@click.option("--precision", default="fp32", show_default=True, help="Engine precision: fp32 | fp16 (fp16 also writes model.fp16.onnx).")
 @click.option("--workspace", type=int, default=None, help="TensorRT workspace in MiB.")
 @click.option("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0..5.")
 @click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so.")

@@ -77,6 +77,19 @@ def plugin_graph_runner(path: Path, name: str) -> BaseRunner:
                           outputs, name)
 
 
+def half_precision_runner(path: Path, input_shape, output_names, name: str) -> BaseRunner:
+    """Runs a float16 ONNX in ONNX Runtime on the same float32 inputs (cast in, cast out)."""
+    from .bench import onnx_session
+
+    session = onnx_session(path)
+
+    def run(feeds):
+        outs = session.run(None, {"images": feeds["images"].astype(np.float16)})
+        return [o.astype(np.float32) for o in outs]
+
+    return FunctionRunner(run, input_shape, output_names, name)
+
+
 def seeded_inputs(shape, seed: int, count: int) -> list[dict]:
     """`count` feed dicts of standard-normal images, the same for every runner and every run."""
     rng = np.random.default_rng(seed)

@@ -68,3 +68,23 @@ def test_engine_is_built_and_validated_with_tensorrt(tmp_path):
     assert report["engine"]["built"] and (out / "model.engine").is_file()
     (trt,) = [v for v in report["validation"] if v["runtime"] == "tensorrt"]
     assert trt["passed"] and result.exit_code == 0
+
+
+@pytest.mark.slow
+def test_fp16_onnx_is_written_validated_and_used_for_the_engine(tmp_path):
+    import onnx
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision",
+                                       "fp16", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    (half,) = [v for v in report["validation"] if v["runtime"] == "onnxruntime-fp16"]
+    assert half["passed"] and half["outputs"]["logits"]["cosine"] >= 0.999
+    proto = onnx.load(str(out / "model.fp16.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    # the token operations stay float32: the clustering's distance products run in float
+    types = {i.name: i.data_type for i in proto.graph.initializer}
+    assert types["method.clustering.pool_h"] == onnx.TensorProto.FLOAT
+    assert onnx.TensorProto.FLOAT16 in types.values()  # the model's weights
+    assert "--onnx=model.fp16.onnx" in (out / "build_engine.sh").read_text()

@@ -20,16 +20,16 @@ MAX_PROTO_BYTES = 2**31 - 1
 
 
 def export_onnx(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = 18,
-                dynamic_batch: bool = False) -> onnx.ModelProto:
-    """Export `model` for inputs of `input_shape` to `path` and return the saved proto."""
+                dynamic_batch: bool = False, dtype: torch.dtype = torch.float32) -> onnx.ModelProto:
+    """Export `model` for inputs of `input_shape` (and `dtype`) to `path`; return the proto."""
     if not OPSETS[0] <= opset <= OPSETS[1]:
         raise InputError("--opset", opset, f"{OPSETS[0]}..{OPSETS[1]}")
-    images = torch.zeros(input_shape)
+    images = torch.zeros(input_shape, dtype=dtype)
     dynamic_shapes = None
     if dynamic_batch:
         dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
         if input_shape[0] == 1:  # torch.export specialises a size of 1; trace with 2
-            images = torch.zeros((2, *input_shape[1:]))
+            images = torch.zeros((2, *input_shape[1:]), dtype=dtype)
     names = list(getattr(model, "output_names", ("output",)))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InputError
 
 PLUGIN_LIBRARY = "libvitexport_plugins.so"
-PRECISIONS = ("fp32",)  # fp16 (a half-precision ONNX with float32 token ops) is not built yet
+PRECISIONS = ("fp32", "fp16")
 
 
 class TensorRTUnavailable(Exception):
