@@ -32,6 +32,25 @@ def test_engine_settings_are_checked(kwargs, flag):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method,extra,plugin", [
+    ("expedite", ["--hw", "3x4", "--k", "6"], "TopKMaskedReconstruct"),
+    ("ailurus", ["--clusters", "8"], "DPCSelect")])
+def test_plugin_graph_holds_the_plugin_nodes_and_validates(tmp_path, method, extra, plugin):
+    import onnx
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", *TINY, "--method", method, *extra, "--plugins",
+                                       "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    proto = onnx.load(str(out / "model.plugins.onnx"))
+    custom = [n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")]
+    assert custom == [plugin]
+    report = json.loads((out / "report.json").read_text())
+    (entry,) = [v for v in report["validation"] if v["runtime"] == "onnxruntime+plugins"]
+    assert entry["passed"] and entry["outputs"]["logits"]["cosine"] >= 0.99999
+
+
+@pytest.mark.slow
 def test_build_with_plugins_and_engine(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x4", "--k", "6", "--plugins",
