@@ -123,7 +123,7 @@ def test_random_weights_are_seeded():
     (ModelSpec("resnet50"), "--model"), (ModelSpec("nope"), "--model"),
     (ModelSpec("segmenter_tiny", None, (65, 64)), "--img-size"),
     (ModelSpec("vit_tiny_patch16_224", None, (100, 64)), "--img-size"),
-    (ModelSpec("vit_tiny_patch16_224", None, None, 3), "--num-classes"),
+    (ModelSpec("vit_tiny_patch16_224", None, (64, 64), 3), "--num-classes"),
     (ModelSpec("segmenter_tiny", None, None, 0), "--num-classes"),
 ])
 def test_bad_model_input(spec, flag):
@@ -133,9 +133,15 @@ def test_bad_model_input(spec, flag):
 
 
 def test_every_registered_model_builds():
-    for name in MODELS:
-        model = create_model(ModelSpec(name, None, (32, 32), 2))
+    for name, entry in MODELS.items():
+        model = create_model(ModelSpec(name, None, (32, 32), 2 if entry.takes_classes else None))
         assert model.layout.grid == (2, 2)
+
+
+def test_num_classes_refused_where_there_are_no_classes():
+    with pytest.raises(InputError, match="no classes") as err:
+        create_model(ModelSpec("dpt_base", None, (32, 32), 3))
+    assert err.value.flag == "--num-classes"
 
 
 def test_every_dpt_builds_with_official_taps():

@@ -24,6 +24,7 @@ class ModelEntry:
     description: str
     pos_embed_key: str | None = None
     weights_root: str = ""  # submodule whose state dict a checkpoint holds
+    takes_classes: bool = False  # whether --num-classes applies
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -38,12 +39,12 @@ for _size, (_dim, _depth, _heads) in SIZES.items():
         f"segmenter_{_size}",
         lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
         f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
-        pos_embed_key="encoder.pos_embed"))
+        pos_embed_key="encoder.pos_embed", takes_classes=True))
 
 _DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}
 for _size, _cfg in DPT_CONFIGS.items():
-    # DPT has no classes: --num-classes is ignored. The position embedding keeps the
-    # checkpoint's 24x24 grid and is resized in the forward, so no resize at load time.
+    # The position embedding keeps the checkpoint's 24x24 grid and is resized in the forward,
+    # so no resize at load time.
     register(ModelEntry(
         f"dpt_{_size}", lambda spec, s=_size: create_dpt(s, spec.img_size),
         f"DPT {_DPT_BACKBONES[_size]} (taps {list(_cfg.taps)}) + reassemble/fusion depth head"))
@@ -61,11 +62,11 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
         allowed = ", ".join(MODELS) + ", or a timm ViT name (vit_*, deit*)"
         raise InputError("--model", spec.name, allowed, "unknown model")
     if entry is None:
-        if spec.num_classes is not None:
-            raise InputError("--num-classes", spec.num_classes, "only with segmenter_* models",
-                             f"{spec.name} outputs features")
         entry = ModelEntry(spec.name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
                            pos_embed_key="pos_embed", weights_root="vit")
+    if spec.num_classes is not None and not entry.takes_classes:
+        raise InputError("--num-classes", spec.num_classes, "only with segmenter_* models",
+                         f"{spec.name} has no classes")
     if spec.num_classes is not None and spec.num_classes <= 0:
         raise InputError("--num-classes", spec.num_classes, "a positive integer")
     with torch.random.fork_rng(devices=[]):
