@@ -18,8 +18,8 @@ def run(args):
 
 def assert_one_line_error(result, flag):
     assert result.exit_code == 2, result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    errors = [l for l in lines if l.startswith("Error:")]
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1 and flag in errors[0], result.output
     assert "Traceback" not in result.output
 

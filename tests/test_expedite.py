@@ -33,7 +33,7 @@ def reference_forward(model, images, cfg):
             for blk in model.blocks[cfg["alpha"]:]:
                 x = blk(x)
 
-            def rebuild(values):
+            def rebuild(values, z=z, s=s):
                 return ref.reconstruct(z, s, values.double(), cfg["k"], cfg["tau"], cfg["norm"],
                                        allowed).float()
 

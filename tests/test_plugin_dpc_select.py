@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from exporter.build import PLUGIN_METHODS
 from exporter.methods import apply_method
