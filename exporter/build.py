@@ -73,10 +73,8 @@ def patched_model(settings: BuildSettings) -> ReducedModel:
     return apply_method(model, settings.method, settings.method_args)
 
 
-def prepare_out(out: Path, force: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not force:
-        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
+def prepare_out(out: Path) -> Path:
+    """A fresh temporary folder beside `out`, renamed to `out` when the build succeeds."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -88,12 +86,11 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
           progress: Progress = _quiet) -> dict:
     """Run the pipeline; return the report (its validation entries say pass or fail)."""
     out = Path(out)
-    if out.exists() and not force:  # checked before any slow work
-        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
+    check_settings(settings, out, force)  # before any slow work
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     shape = input_shape(settings, reduced.model)
-    tmp = prepare_out(out, force)
+    tmp = prepare_out(out)
     try:
         with _step(progress, "export ONNX (torch.onnx, dynamo)"):
             proto = export_onnx(reduced, tmp / "model.onnx", shape, settings.opset,
@@ -124,6 +121,16 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     return report
 
 
+def check_settings(settings: BuildSettings, out: Path, force: bool) -> None:
+    """Refuse the flags that can be judged without building anything."""
+    if out.exists() and not force:
+        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
+    if settings.plugins and settings.method not in PLUGIN_METHODS:
+        raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
+                         f"--method {settings.method} has no plugin op")
+    engine_settings(settings).check()
+
+
 def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     model, method = reduced.model, reduced.method
     return {
@@ -148,9 +155,6 @@ def write_plugin_graph(proto, path: Path, method: str) -> None:
     from .onnx.export import save_onnx
     from .onnx.plugins import use_plugins
 
-    if method not in PLUGIN_METHODS:
-        raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
-                         f"--method {method} has no plugin op")
     save_onnx(use_plugins(proto, method), path)
 
 

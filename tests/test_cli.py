@@ -127,3 +127,12 @@ def test_failed_validation_exits_1(tmp_path):
     # zero tolerance: float rounding differences between ORT and PyTorch must fail it
     assert not report["validation"][0]["passed"]
     assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("extra,flag", [(["--method", "pool", "--plugins"], "--plugins"),
+                                        (["--precision", "int8"], "--precision")])
+def test_engine_and_plugin_flags_refused_before_any_work(tmp_path, extra, flag):
+    result = run(["build", *TINY, *extra, "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, flag)
+    assert "load segmenter_tiny" not in result.output  # refused before the model was built
+    assert list(tmp_path.iterdir()) == []
