@@ -161,6 +161,8 @@ def bench(out, runs, warmup, threads):
     click.echo(f"baseline {b['baseline_ms']:.1f} ms, {b['gflops']['baseline']:.2f} GFLOPs | "
                f"reduced {b['reduced_ms']:.1f} ms, {b['gflops']['reduced']:.2f} GFLOPs | "
                f"speed-up {b['speedup']:.2f}x (GFLOPs ratio {b['gflops_ratio']:.2f}x)")
+    if b["token_ops_share"] is not None:
+        click.echo(f"token operations: {b['token_ops_share']:.1%} of the reduced model's kernel time")
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 

@@ -79,7 +79,10 @@ def render_markdown(r: dict) -> str:
                   f"| patch tokens after the cut | {b['tokens']['full']} | {b['tokens']['reduced']} |",
                   "", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x "
                   f"(speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it). "
-                  f"{b['gflops_convention']}.", ""]
+                  f"{b['gflops_convention']}.", "",
+                  "Token operations (the method's own modules, ONNX Runtime profiler): "
+                  + (f"{b['token_ops_share']:.1%} of the reduced model's kernel time."
+                     if b.get("token_ops_share") is not None else "not measured."), ""]
     lint = r.get("lint", [])
     lines += ["## Lint", ""]
     lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "

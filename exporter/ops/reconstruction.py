@@ -13,11 +13,11 @@ from .grid import window_mask
 MASKED_DISTANCE = 3.0e38
 
 
-class TokenReconstruction(nn.Module):
-    """Weights from each pixel to its k most similar clusters, then a gather-and-sum.
+class ReconstructionWeights(nn.Module):
+    """Each pixel's k nearest clusters and their normalised weights exp(-d/tau).
 
-    The weights use the pixel features before clustering and the centers at clustering time;
-    `forward` applies them to any per-cluster tensor (refined tokens, or per-class logits).
+    A module of its own so that its nodes carry their own scope in the exported graph (the
+    benchmark tells token operations apart by scope).
     """
 
     def __init__(self, k: int, tau: float, norm: str = "sum", window: torch.Tensor | None = None):
@@ -27,13 +27,7 @@ class TokenReconstruction(nn.Module):
         self.k, self.tau, self.norm = k, float(tau), norm
         self.register_buffer("allowed", window, persistent=False)
 
-    @classmethod
-    def for_grid(cls, k, tau, norm, neighbours, grid, cells, window):
-        """`neighbours` 'all': top-k over every cluster; 'window': only the clustering window."""
-        mask = window_mask(grid, cells, window) if neighbours == "window" else None
-        return cls(k, tau, norm, mask)
-
-    def weights(self, z: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices [B, N, k] of the k nearest clusters and their normalised weights (float32)."""
         d = squared_distance(z.float(), centers.float())
         if self.allowed is not None:
@@ -47,6 +41,28 @@ class TokenReconstruction(nn.Module):
         else:
             w = w / w.norm(dim=-1, keepdim=True).clamp_min(WEIGHT_FLOOR)
         return index, w
+
+
+class TokenReconstruction(nn.Module):
+    """Weights from each pixel to its k most similar clusters, then a gather-and-sum.
+
+    The weights use the pixel features before clustering and the centers at clustering time;
+    `forward` applies them to any per-cluster tensor (refined tokens, or per-class logits).
+    """
+
+    def __init__(self, k: int, tau: float, norm: str = "sum", window: torch.Tensor | None = None):
+        super().__init__()
+        self.weighting = ReconstructionWeights(k, tau, norm, window)
+
+    @classmethod
+    def for_grid(cls, k, tau, norm, neighbours, grid, cells, window):
+        """`neighbours` 'all': top-k over every cluster; 'window': only the clustering window."""
+        mask = window_mask(grid, cells, window) if neighbours == "window" else None
+        return cls(k, tau, norm, mask)
+
+    def weights(self, z: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices [B, N, k] of the k nearest clusters and their normalised weights (float32)."""
+        return self.weighting(z, centers)
 
     def forward(self, values: torch.Tensor, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """values [B, M, D] -> [B, N, D]: sum_j w[b, n, j] * values[b, index[b, n, j]]."""
