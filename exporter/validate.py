@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-from polygraphy.comparator import Comparator, CompareFunc
+from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
 # The report carries the numbers; polygraphy would print its own verdict lines to stdout.
@@ -136,7 +136,8 @@ def validate_onnx(reference: torch.nn.Module, onnx_path: Path, input_shape, outp
     data = seeded_inputs(input_shape, seed, samples)
     results = Comparator.run([torch_runner, runner], data_loader=data)
     accuracy = Comparator.compare_accuracy(
-        results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol, check_shapes=True, check_error_stat="quantile",
+        results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True,
+                                                check_error_stat="quantile",
                                         error_quantile=error_quantile))
     tolerance_ok = bool(accuracy)
     axis = 1 if output_kind == "segmentation" else None
