@@ -138,7 +138,7 @@ def validate_onnx(reference: torch.nn.Module, onnx_path: Path, input_shape, outp
     accuracy = Comparator.compare_accuracy(
         results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True,
                                                 check_error_stat="quantile",
-                                        error_quantile=error_quantile))
+                                                error_quantile=error_quantile))
     tolerance_ok = bool(accuracy)
     axis = 1 if output_kind == "segmentation" else None
     ref_iters, run_iters = results[torch_runner.name], results[runner.name]
