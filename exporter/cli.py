@@ -61,13 +61,16 @@ def method_options(func):
 
 
 @main.command()
-@click.option("--model", "model_name", default="segmenter_base", show_default=True,
-              help="segmenter_tiny|small|base|large or a timm ViT name (vit_*, deit*).")
+@click.option("--preset", default=None,
+              help="A paper's settings by name (see `vitexport presets`); explicit flags win.")
+@click.option("--model", "model_name", default=None,
+              help="segmenter_tiny|small|base|large, dpt_base|large|hybrid, or a timm ViT name "
+                   "(vit_*, deit*). Default: segmenter_base.")
 @click.option("--checkpoint", default=None, help="Weights (.pth with weights_only, or .safetensors).")
 @click.option("--img-size", default=None, help="Input HxW (default: the model's, 512x512 for Segmenter).")
 @click.option("--num-classes", type=int, default=None, help="Segmenter classes (default 150).")
-@click.option("--method", default="expedite", show_default=True,
-              help="Token-reduction method (see `vitexport methods`).")
+@click.option("--method", default=None,
+              help="Token-reduction method (see `vitexport methods`). Default: expedite.")
 @method_options
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size of the export.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
@@ -86,16 +89,21 @@ def method_options(func):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-def build(model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
+def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
           atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, out, force,
           **method_args):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
     from .build import build as run_build, passed
 
+    from .presets import resolve
+
     size = parse_pair("--img-size", img_size) if img_size is not None else None
+    spec, method, method_args = resolve(
+        preset, ModelSpec(model_name, checkpoint, size, num_classes), method,
+        {k: v for k, v in method_args.items() if v is not None})
+    model_name = spec.name
     settings = BuildSettings(
-        model=ModelSpec(model_name, checkpoint, size, num_classes), method=method,
-        method_args={k: v for k, v in method_args.items() if v is not None},
+        model=spec, method=method, method_args=method_args,
         batch=batch, dynamic_batch=dynamic_batch, opset=opset, seed=seed, plugins=plugins,
         engine=engine, precision=precision, workspace_mib=workspace, opt_level=opt_level,
         plugin_library=plugin_lib)
@@ -190,6 +198,21 @@ def methods():
         click.echo(f"{spec.name:14} {spec.description}")
         for opt in spec.options:
             click.echo(f"    {opt.flag:14} {opt.help} (default: {opt.default})")
+
+
+@main.command()
+def presets():
+    """List the presets: the papers' settings by name, with the table each comes from."""
+    from .presets import PRESETS
+
+    for p in PRESETS.values():
+        args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.args.items())
+        click.echo(f"{p.name:26} {p.source}")
+        click.echo(f"{'':26} --model {p.model} --img-size {p.img_size[0]}x{p.img_size[1]} "
+                   f"--method {p.method} {args}"
+                   + (f" --num-classes {p.num_classes}" if p.num_classes else ""))
+        if p.note:
+            click.echo(f"{'':26} note: {p.note}")
 
 
 @main.command()

@@ -1,0 +1,78 @@
+"""The papers' hyper-parameter tables as named presets (`--preset NAME`).
+
+A preset fills in the model, input size, method and method flags; any flag given explicitly
+on the command line wins. Sources: supplementary of paper 001 (file 000) Tables 1 and 3, and
+the AiluRus and Token Adapter defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import ModelSpec
+from .errors import InputError
+
+DEFAULT_MODEL = "segmenter_base"
+DEFAULT_METHOD = "expedite"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    source: str
+    model: str
+    img_size: tuple[int, int]
+    method: str
+    args: dict = field(default_factory=dict)
+    num_classes: int | None = None
+    note: str = ""
+
+
+def _expedite(alpha, hw, window, tau, k, iters=5):
+    return {"alpha": alpha, "hw": hw, "window": window, "iters": iters, "tau": tau, "k": k}
+
+
+PRESETS = {p.name: p for p in [
+    Preset("segmenter-ade20k", "000 Table 1 (Segmenter ViT-L/16, ADE20K); input 000 Table 3",
+           "segmenter_large", (640, 640), "expedite", _expedite(10, "28x28", "5x5", 50, 20), 150),
+    Preset("segmenter-cityscapes", "000 Table 1 (Segmenter ViT-L/16, Cityscapes); input Table 3",
+           "segmenter_large", (768, 768), "expedite", _expedite(12, "32x32", "5x5", 50, 20), 19),
+    Preset("segmenter-pascal-context", "000 Table 1 (Segmenter ViT-L/16, PASCAL-Context); Table 3",
+           "segmenter_large", (480, 480), "expedite", _expedite(14, "15x15", "5x5", 50, 20), 60),
+    Preset("dpt-kitti", "000 Table 1 (DPT R50+ViT-B/16, KITTI); input 1216x352 (Table 3)",
+           "dpt_hybrid", (352, 1216), "expedite", _expedite(2, "22x36", "5x5", 5, 20),
+           note="the paper clusters the 22x76 grid into 28x28 = 784 tokens; clusters may not "
+                "exceed the grid's 22 rows here, so 22x36 = 792"),
+    Preset("dpt-nyuv2", "000 Table 1 (DPT R50+ViT-B/16, NYUv2); input 640x480 (Table 3)",
+           "dpt_hybrid", (480, 640), "expedite", _expedite(3, "16x16", "7x7", 10, 50)),
+    Preset("swag-vit-h14", "000 Table 1 (SWAG ViT-H/14); input 518x518 (Table 3)",
+           "vit_huge_patch14_224", (518, 518), "expedite", _expedite(8, "25x25", "7x7", 1, 20)),
+    Preset("swag-vit-l16", "000 Table 1 (SWAG ViT-L/16); input 512x512 (Table 3)",
+           "vit_large_patch16_224", (512, 512), "expedite", _expedite(8, "22x22", "9x9", 1, 20)),
+    Preset("ailurus-ade20k", "002 section 3.3 and Table 7 (400 of 1600 tokens after block 2)",
+           "segmenter_large", (640, 640), "ailurus",
+           {"alpha": 2, "clusters": 400, "spatial_alpha": 0.9, "spatial_neighbours": 50, "knn": 1},
+           150),
+    Preset("token-adapter-ade20k", "003 Table 4 defaults (rows and columns ratio 0.3)",
+           "segmenter_large", (640, 640), "token-adapter",
+           {"rows_ratio": 0.3, "cols_ratio": 0.3}, 150),
+]}
+
+
+def resolve(preset: str | None, model: ModelSpec, method: str | None,
+            method_args: dict) -> tuple[ModelSpec, str, dict]:
+    """Fill what the user left None from the preset, then from the project defaults."""
+    if preset is None:
+        return (ModelSpec(model.name or DEFAULT_MODEL, model.checkpoint, model.img_size,
+                          model.num_classes), method or DEFAULT_METHOD, method_args)
+    if preset not in PRESETS:
+        raise InputError("--preset", preset, "|".join(PRESETS), "unknown preset")
+    p = PRESETS[preset]
+    chosen = method or p.method
+    args = dict(p.args) if chosen == p.method else {}
+    args.update(method_args)
+    spec = ModelSpec(model.name or p.model, model.checkpoint,
+                     model.img_size or (p.img_size if not model.name else None),
+                     model.num_classes if model.num_classes is not None else
+                     (p.num_classes if not model.name else None))
+    return spec, chosen, args

@@ -1,0 +1,47 @@
+"""Presets: the papers' tables resolve to settings every method accepts; explicit flags win."""
+
+import pytest
+import torch
+
+from exporter.config import ModelSpec
+from exporter.errors import InputError
+from exporter.methods import apply_method
+from exporter.models import create_model
+from exporter.presets import PRESETS, resolve
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_applies_to_its_model(name):
+    spec, method, args = resolve(name, ModelSpec(None), None, {})
+    with torch.device("meta"):  # shapes only: no memory for ViT-L/H weights
+        model = create_model(spec)
+    reduced = apply_method(model, method, args)
+    cfg = reduced.method.config()
+    for key in ("alpha", "hw", "clusters"):
+        if key in args:
+            assert cfg[key] == args[key]
+
+
+def test_segmenter_ade20k_is_the_papers_table_row():
+    spec, method, args = resolve("segmenter-ade20k", ModelSpec(None), None, {})
+    assert (spec.name, spec.img_size, spec.num_classes) == ("segmenter_large", (640, 640), 150)
+    assert (method, args["alpha"], args["hw"], args["tau"], args["k"]) == ("expedite", 10, "28x28", 50, 20)
+
+
+def test_explicit_flags_override_the_preset():
+    spec, method, args = resolve("segmenter-ade20k", ModelSpec(None, None, (512, 512)), None,
+                                 {"hw": "24x24"})
+    assert spec.img_size == (512, 512) and args["hw"] == "24x24" and args["alpha"] == 10
+    spec, method, args = resolve("segmenter-ade20k", ModelSpec(None), "pool", {})
+    assert method == "pool" and args == {}  # another method: the preset's method flags drop
+
+
+def test_no_preset_means_project_defaults():
+    spec, method, args = resolve(None, ModelSpec(None), None, {})
+    assert (spec.name, method, args) == ("segmenter_base", "expedite", {})
+
+
+def test_unknown_preset():
+    with pytest.raises(InputError) as err:
+        resolve("nope", ModelSpec(None), None, {})
+    assert err.value.flag == "--preset" and "segmenter-ade20k" in err.value.allowed
