@@ -7,9 +7,7 @@ compiled, and the plugin graph runs on the CPU implementation.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,20 +19,34 @@ import pytest
 from exporter.build import PLUGIN_METHODS
 from exporter.methods import apply_method
 from exporter.onnx.export import export_onnx
-from exporter.onnx.plugin_ops import (DPC_SELECT, PLUGIN_DOMAIN, dpc_select,
-                                      ort_extensions_available, run_plugin_graph)
-from exporter.onnx.plugins import (PluginSurgeryError, selection_node_names, use_dpc_select_plugin,
-                                   use_plugins)
+from exporter.onnx.plugin_ops import (
+    DPC_SELECT,
+    PLUGIN_DOMAIN,
+    dpc_select,
+    ort_extensions_available,
+    run_plugin_graph,
+)
+from exporter.onnx.plugins import (
+    PluginSurgeryError,
+    selection_node_names,
+    use_dpc_select_plugin,
+    use_plugins,
+)
 from exporter.ops.density_peaks import DensityPeaksSelection
 
 from .helpers import images_for, max_abs, tiny_vit
 from .test_ailurus import column_features, features
+from .toolchain import (
+    CXX,
+    NVCC,
+    WRAPPER_SKIP_REASON,
+    can_compile_wrapper,
+    compile_wrapper,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "dpc_select"
 HOST_SOURCE = Path(__file__).parent / "native" / "dpc_select_host.cpp"
-NVCC = shutil.which("nvcc")
-CXX = shutil.which("g++")
 TOL = 1e-5
 BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
     not ort_extensions_available(), reason="onnxruntime-extensions is not installed"))]
@@ -140,30 +152,10 @@ def test_host_math_builds_with_nvcc(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def _tensorrt_include() -> Path | None:
-    # Only TensorRT_ROOT: CI has no TensorRT and skips this; set it to run the compile check.
-    root = os.environ.get("TensorRT_ROOT")
-    if root and (Path(root) / "include" / "NvInferRuntime.h").is_file():
-        return Path(root) / "include"
-    return None
-
-
-def _cuda_include() -> Path | None:
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda", "/usr"]
-    for root in filter(None, roots):
-        if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
-            return Path(root) / "include"
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(CXX is None or _tensorrt_include() is None or _cuda_include() is None,
-                    reason="set TensorRT_ROOT to a TensorRT with include/ (and have CUDA headers, g++)")
+@pytest.mark.skipif(not can_compile_wrapper(), reason=WRAPPER_SKIP_REASON)
 def test_plugin_wrapper_compiles(tmp_path):
-    result = subprocess.run([CXX, "-std=c++17", "-c", "-Wall", "-Wextra", "-Werror",
-                             "-Wno-deprecated-declarations", "-isystem", str(_tensorrt_include()),
-                             f"-I{_cuda_include()}", str(PLUGIN_DIR / "dpcSelectPlugin.cpp"),
-                             "-o", str(tmp_path / "plugin.o")], capture_output=True, text=True)
+    result = compile_wrapper(PLUGIN_DIR / "dpcSelectPlugin.cpp", tmp_path / "plugin.o")
     assert result.returncode == 0, result.stderr
 
 

@@ -7,9 +7,7 @@ compiled, and the plugin graph runs on the CPU implementation.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,19 +19,30 @@ import torch
 
 from exporter.methods import apply_method
 from exporter.onnx.export import export_onnx
-from exporter.onnx.plugin_ops import (NORMS, PLUGIN_DOMAIN, TOPK_RECONSTRUCT, ort_extensions_available,
-                                      run_plugin_graph, topk_masked_reconstruct)
+from exporter.onnx.plugin_ops import (
+    NORMS,
+    PLUGIN_DOMAIN,
+    TOPK_RECONSTRUCT,
+    ort_extensions_available,
+    run_plugin_graph,
+    topk_masked_reconstruct,
+)
 from exporter.onnx.plugins import PluginSurgeryError, use_topk_reconstruct_plugin
 from exporter.ops import TokenReconstruction
 from exporter.ops.grid import window_mask
 
 from .helpers import images_for, max_abs, tiny_segmenter, tiny_vit
+from .toolchain import (
+    CXX,
+    NVCC,
+    WRAPPER_SKIP_REASON,
+    can_compile_wrapper,
+    compile_wrapper,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "topk_masked_reconstruct"
 HOST_SOURCE = Path(__file__).parent / "native" / "topk_reconstruct_host.cpp"
-NVCC = shutil.which("nvcc")
-CXX = shutil.which("g++")
 KERNEL_TOL = 1e-5
 GRAPH_TOL = 1e-4
 BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
@@ -111,31 +120,10 @@ def test_kernel_compiles(tmp_path, arch):
     assert out.stat().st_size > 0
 
 
-def _tensorrt_include() -> Path | None:
-    roots = [os.environ.get("TensorRT_ROOT"), "/usr", "/usr/local/tensorrt", "/opt/tensorrt"]
-    for root in filter(None, roots):
-        for sub in ("include", "include/x86_64-linux-gnu"):
-            if (Path(root) / sub / "NvInferRuntime.h").is_file():
-                return Path(root) / sub
-    return None
-
-
-def _cuda_include() -> Path | None:
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda", "/usr"]
-    for root in filter(None, roots):
-        if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
-            return Path(root) / "include"
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(CXX is None or _tensorrt_include() is None or _cuda_include() is None,
-                    reason="TensorRT headers (set TensorRT_ROOT), CUDA headers or g++ not found")
+@pytest.mark.skipif(not can_compile_wrapper(), reason=WRAPPER_SKIP_REASON)
 def test_plugin_wrapper_compiles(tmp_path):
-    result = subprocess.run([CXX, "-std=c++17", "-c", "-Wall", "-Wextra", "-Werror",
-                             "-Wno-deprecated-declarations", "-isystem", str(_tensorrt_include()),
-                             f"-I{_cuda_include()}", str(PLUGIN_DIR / "topkMaskedReconstructPlugin.cpp"),
-                             "-o", str(tmp_path / "plugin.o")], capture_output=True, text=True)
+    result = compile_wrapper(PLUGIN_DIR / "topkMaskedReconstructPlugin.cpp", tmp_path / "plugin.o")
     assert result.returncode == 0, result.stderr
 
 

@@ -1,0 +1,43 @@
+"""Compilers and headers for the plugin tests: found here, skipped with a reason where absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+NVCC = shutil.which("nvcc")
+CXX = shutil.which("g++")
+WRAPPER_SKIP_REASON = ("TensorRT headers (set TensorRT_ROOT to a TensorRT with include/), "
+                       "CUDA headers or g++ not found")
+
+
+def tensorrt_include() -> Path | None:
+    roots = [os.environ.get("TensorRT_ROOT"), "/usr", "/usr/local/tensorrt", "/opt/tensorrt"]
+    for root in filter(None, roots):
+        for sub in ("include", "include/x86_64-linux-gnu"):
+            if (Path(root) / sub / "NvInferRuntime.h").is_file():
+                return Path(root) / sub
+    return None
+
+
+def cuda_include() -> Path | None:
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda", "/usr"]
+    for root in filter(None, roots):
+        if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
+            return Path(root) / "include"
+    return None
+
+
+def can_compile_wrapper() -> bool:
+    return CXX is not None and tensorrt_include() is not None and cuda_include() is not None
+
+
+def compile_wrapper(source: Path, out: Path) -> subprocess.CompletedProcess:
+    """Compile a plugin .cpp against the TensorRT headers (warnings are errors, except the
+    deprecations inside TensorRT's own headers)."""
+    return subprocess.run([CXX, "-std=c++17", "-c", "-Wall", "-Wextra", "-Werror",
+                           "-Wno-deprecated-declarations", "-isystem", str(tensorrt_include()),
+                           f"-I{cuda_include()}", str(source), "-o", str(out)],
+                          capture_output=True, text=True)
