@@ -15,13 +15,8 @@ from exporter.errors import InputError
 from exporter.methods import apply_method, get_method
 from exporter.methods.ailurus import build
 from exporter.models.base import TokenLayout
-from exporter.ops.density_peaks import (
-    DensityPeaksSelection,
-    merge_clusters,
-    rank_weights,
-    spatial_neighbours,
-    unfold_clusters,
-)
+from exporter.ops.density_peaks import (DensityPeaksSelection, merge_clusters, rank_weights,
+                                        spatial_neighbours, unfold_clusters)
 from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
 from tests.reference import ailurus as ref
 

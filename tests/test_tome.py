@@ -12,12 +12,7 @@ from click.testing import CliRunner
 
 from exporter.errors import InputError
 from exporter.methods import METHODS, all_options, apply_method
-from exporter.ops.bipartite import (
-    MASKED_SCORE,
-    BipartiteSoftMatching,
-    mergeable,
-    unmerge,
-)
+from exporter.ops.bipartite import MASKED_SCORE, BipartiteSoftMatching, mergeable, unmerge
 from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
 from tests.reference import tome as ref
 
