@@ -41,6 +41,7 @@ from .toolchain import (
     NVCC,
     WRAPPER_SKIP_REASON,
     can_compile_wrapper,
+    compile_kernel,
     compile_wrapper,
 )
 
@@ -137,9 +138,7 @@ def test_kernel_math_fallback_is_exercised(host_program, tmp_path):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_kernel_compiles(tmp_path, arch):
     out = tmp_path / "kernel.o"
-    result = subprocess.run([NVCC, "-c", f"-arch={arch}", "-std=c++17",
-                             str(PLUGIN_DIR / "dpcSelectKernel.cu"), "-o", str(out)],
-                            capture_output=True, text=True)
+    result = compile_kernel(PLUGIN_DIR / "dpcSelectKernel.cu", arch, out)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 0
 

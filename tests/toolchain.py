@@ -41,3 +41,9 @@ def compile_wrapper(source: Path, out: Path) -> subprocess.CompletedProcess:
                            "-Wno-deprecated-declarations", "-isystem", str(tensorrt_include()),
                            f"-I{cuda_include()}", str(source), "-o", str(out)],
                           capture_output=True, text=True)
+
+
+def compile_kernel(source: Path, arch: str, out: Path) -> subprocess.CompletedProcess:
+    """`nvcc -c` of a plugin's .cu for one GPU architecture (sm_80, sm_90)."""
+    return subprocess.run([NVCC, "-c", f"-arch={arch}", "-std=c++17", str(source), "-o", str(out)],
+                          capture_output=True, text=True)

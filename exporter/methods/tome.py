@@ -157,6 +157,7 @@ def build(model: DenseModel, args: dict) -> ToMe:
                          "the model's taps would see different token counts")
     return ToMe(lay, schedule, at_output)
 
+
 SPEC = MethodSpec(
     "tome",
     "bipartite soft matching merges r tokens per block, proportional attention (Bolya et al. 2023)",
