@@ -41,7 +41,9 @@ class TorchRunner(BaseRunner):
             out = self.model(images)
             self.inference_time = time.perf_counter() - start
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return OrderedDict((n, o.float().numpy()) for n, o in zip(self.output_names, outs))
+        # polygraphy views outputs as flat arrays: a transposed feature map must be copied
+        return OrderedDict((n, o.float().contiguous().numpy())
+                           for n, o in zip(self.output_names, outs))
 
 
 class FunctionRunner(BaseRunner):
