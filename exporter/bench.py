@@ -113,30 +113,48 @@ def token_ops_share(onnx_path: Path, input_shape, runs: int = 3, threads: int | 
             "kernel_ms_per_run": total / 1e3 / (runs + 1), "token_nodes": len(token_nodes)}
 
 
+def baseline_settings(settings):
+    """The same build with `--method none`."""
+    from dataclasses import replace
+
+    return replace(settings, method="none", method_args={})
+
+
+def export_baseline(folder: Path, settings, shape, report: dict, baseline=None,
+                    progress=lambda text: None) -> Path:
+    """folder/baseline.onnx: the same model with `--method none`, exported once and kept;
+    recorded in the report's artifacts and hashes."""
+    from .build import patched_model
+    from .onnx.export import export_onnx
+    from .report import sha256
+
+    path = Path(folder) / "baseline.onnx"
+    if not path.is_file():
+        progress("export the baseline (--method none) to baseline.onnx ...")
+        if baseline is None:
+            baseline = patched_model(baseline_settings(settings))
+        tmp = path.with_name(".baseline.onnx.tmp")
+        export_onnx(baseline, tmp, shape, settings.opset, settings.dynamic_batch)
+        tmp.replace(path)
+    report["artifacts"]["baseline_onnx"] = path.name
+    report.setdefault("hashes", {})[path.name] = sha256(path)
+    return path
+
+
 def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None = None,
                  progress=lambda text: None) -> dict:
     """`vitexport bench OUT`: the folder's model.onnx against the same model with `--method none`.
 
     The baseline is exported once into OUT/baseline.onnx (kept for later runs).
     """
-    from dataclasses import replace
-
     from .build import patched_model, read_folder
-    from .onnx.export import export_onnx
-    from .report import sha256, write_report
+    from .report import write_report
 
     report, settings = read_folder(out)
     out = Path(out)
     shape = tuple(report["model"]["input_shape"])
-    base_settings = replace(settings, method="none", method_args={})
-    baseline = patched_model(base_settings)
-    if not (out / "baseline.onnx").is_file():
-        progress("export the baseline (--method none) to baseline.onnx ...")
-        tmp = out / ".baseline.onnx.tmp"
-        export_onnx(baseline, tmp, shape, settings.opset, settings.dynamic_batch)
-        tmp.replace(out / "baseline.onnx")
-        report["artifacts"]["baseline_onnx"] = "baseline.onnx"
-        report.setdefault("hashes", {})["baseline.onnx"] = sha256(out / "baseline.onnx")
+    baseline = patched_model(baseline_settings(settings))
+    export_baseline(out, settings, shape, report, baseline, progress)
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
     gflops = {"baseline": count_gflops(baseline, one),

@@ -90,6 +90,7 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     shape = input_shape(settings, reduced.model)
+    data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
     tmp = prepare_out(out)
     try:
         with _step(progress, "export ONNX (torch.onnx, dynamo)"):
@@ -110,6 +111,9 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         report["engine"] = engine_stage(settings, tmp, report, shape, progress)
         with _step(progress, "validate the artifacts against PyTorch"):
             report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape)
+        if data is not None:
+            report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
+                                                progress)
         report["hashes"] = {p: sha256(tmp / p) for p in report["artifacts"].values()}
         write_report(tmp, report)
         if out.exists():
@@ -119,6 +123,61 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+# Models that come with their own validation data: evaluated on every build.
+DIGITS_MODEL = "segmenter_digits"
+DIGITS_EVAL_COUNT = 500  # the whole digits val split
+
+
+def eval_set(settings: BuildSettings, model):
+    """The eval set of this build (--eval-data, or the digits val split for segmenter_digits),
+    checked against the model; None when there is nothing to evaluate on."""
+    from .accuracy import check_eval_set, load_eval_set
+
+    name = settings.model.name
+    if settings.eval_data is None and name != DIGITS_MODEL:
+        if settings.eval_count is not None:
+            raise InputError("--eval-count", settings.eval_count,
+                             f"only with --eval-data FILE or --model {DIGITS_MODEL}")
+        return None
+    if model.output_kind != "segmentation":
+        raise InputError("--eval-data", settings.eval_data, "only with segmentation models",
+                         f"{name} predicts {model.output_kind}")
+    classes = getattr(model, "num_classes", None) or model.decoder.n_cls
+    size = model.layout.image_size
+    if settings.eval_data is not None:
+        return load_eval_set(settings.eval_data, classes, size, settings.eval_count)
+    count = DIGITS_EVAL_COUNT if settings.eval_count is None else settings.eval_count
+    if count < 1:
+        raise InputError("--eval-count", count, "an integer >= 1")
+    from .demo.data import make_split, to_input
+
+    if size[0] != size[1]:
+        raise InputError("--img-size", f"{size[0]}x{size[1]}", "a square size",
+                         "the digits canvases are square")
+    images, labels = make_split("val", count, size=size[0])
+    return check_eval_set(to_input(images).numpy(), labels.astype("int64"), classes, size, None,
+                          f"digits val split ({count} images)")
+
+
+def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path, report: dict,
+                   shape, data, progress: Progress) -> dict:
+    """mIoU of baseline.onnx (`--method none`) and model.onnx in ONNX Runtime, and retention."""
+    from .accuracy import accuracy_entry, evaluate_onnx
+    from .bench import export_baseline
+
+    classes = getattr(reduced.model, "num_classes", None) or reduced.model.decoder.n_cls
+    batch = None if settings.dynamic_batch else settings.batch
+    with _step(progress, f"evaluate mIoU on {len(data)} images in ONNX Runtime"):
+        red = evaluate_onnx(folder / report["artifacts"]["onnx"], data, classes, batch, progress,
+                            "reduced")
+        if settings.method == "none":
+            base = red  # the model is its own baseline
+        else:
+            path = export_baseline(folder, settings, shape, report, progress=progress)
+            base = evaluate_onnx(path, data, classes, batch, progress, "baseline")
+    return accuracy_entry(base, red, data.source)
 
 
 def check_settings(settings: BuildSettings, out: Path, force: bool) -> None:

@@ -86,12 +86,17 @@ def method_options(func):
 @click.option("--workspace", type=int, default=None, help="TensorRT workspace in MiB.")
 @click.option("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0..5.")
 @click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so for the engine.")
+@click.option("--eval-data", default=None,
+              help="An .npz of images float32 [N,3,H,W] and labels int [N,H,W] (255 = ignore): "
+                   "report mIoU of baseline and reduced model (default for segmenter_digits: "
+                   "its validation split).")
+@click.option("--eval-count", type=int, default=None, help="Evaluate only the first N images.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
-          atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, out, force,
-          **method_args):
+          atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, eval_data,
+          eval_count, out, force, **method_args):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
     from .build import build as run_build, passed
 
@@ -106,7 +111,7 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
         model=spec, method=method, method_args=method_args,
         batch=batch, dynamic_batch=dynamic_batch, opset=opset, seed=seed, plugins=plugins,
         engine=engine, precision=precision, workspace_mib=workspace, opt_level=opt_level,
-        plugin_library=plugin_lib)
+        plugin_library=plugin_lib, eval_data=eval_data, eval_count=eval_count)
     if atol is not None:
         settings.atol = atol
     if rtol is not None:
@@ -190,6 +195,22 @@ def lint(out):
 
 
 @main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--image", type=click.Path(path_type=Path), default=None,
+              help="Picture to run (resized to the model's input). Default: the first digits "
+                   "validation image for segmenter_digits, else a synthetic image.")
+def visualize(out, image):
+    """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
+    from .visualize import visualize_folder
+
+    result = visualize_folder(out, image, progress=_progress)
+    for note in result["notes"]:
+        click.echo(note)
+    for path in result["files"]:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
 def methods():
     """List the token-reduction methods with their flags and defaults."""
     from .methods import METHODS
@@ -237,6 +258,11 @@ def _print_summary(report: dict, out: Path) -> None:
         max_abs = max((o.get("max_abs", float("inf")) for o in v["outputs"].values()), default=0.0)
         click.echo(f"  {v['artifact']} ({v['runtime']}): {'PASSED' if v['passed'] else 'FAILED'} "
                    f"cosine {worst:.8f}, max abs {max_abs:.3g}{extra}")
+    a = report.get("accuracy")
+    if a:
+        ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
+        click.echo(f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
+                   f"{a['reduced']:.4f}, retention {ret}")
     click.echo(f"report: {out / 'report.md'}")
 
 

@@ -64,6 +64,8 @@ class BuildSettings:
     workspace_mib: int | None = None
     opt_level: int | None = None
     plugin_library: str | None = None
+    eval_data: str | None = None  # .npz of images and labels for mIoU (see accuracy.py)
+    eval_count: int | None = None  # evaluate only the first N images
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,6 +40,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.2f}"
+
+
 def render_markdown(r: dict) -> str:
     m, meth, tok = r["model"], r["method"], r["tokens"]
     weights = "random weights" if m["weights"] == "random" else f"checkpoint `{m['weights']}`"
@@ -70,6 +74,15 @@ def render_markdown(r: dict) -> str:
                          f"{_fmt(o.get('argmax_agreement'))} | "
                          f"{_fmt(o.get('mismatch_fraction'))} |")
         lines.append("")
+    a = r.get("accuracy")
+    if a:
+        ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
+        lines += [f"## Accuracy ({a['data']}, {a['images']} images, {a['runtime']})", "",
+                  "| | baseline (`--method none`) | reduced |", "|---|---|---|",
+                  f"| {a['metric']} (%) | {_pct(a['baseline'])} | {_pct(a['reduced'])} |",
+                  f"| pixel accuracy (%) | {_pct(a['pixel_accuracy']['baseline'])} | "
+                  f"{_pct(a['pixel_accuracy']['reduced'])} |",
+                  "", f"Retention (reduced / baseline {a['metric']}): {ret}.", ""]
     b = r.get("bench")
     if b:
         lines += ["## Speed (ONNX Runtime, CPU, same run, interleaved)", "",

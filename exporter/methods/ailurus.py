@@ -69,6 +69,9 @@ class AiluRus(TokenMethod):
         prefix, clusters = split_prefix(x, num_prefix)
         return torch.cat([prefix, unfold_clusters(clusters, state[1])], dim=1)
 
+    def assign(self, x):
+        return self.selection(split_prefix(x, self.layout.num_prefix)[1])[1]
+
     def block_forward(self, block, x, state):
         # Size-aware attention (Eq. 5) in every block after the merge.
         return run_block(block, x, None if state is None else state[0])

@@ -73,6 +73,21 @@ class TokenMethod(nn.Module):
     def restore(self, x: torch.Tensor, state: Any, num_prefix: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def assignment(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor | None:
+        """For pictures: for each patch token, the reduced token it went to, [B, N] int64 (equal
+        ids = one reduced token; -1 = pruned), or None for a method without such a map.
+        Runs the model up to the cut and calls `assign`; not part of the exported graph."""
+        if self.cut is None:
+            return None
+        x = model.embed(images)
+        for blk in list(model.blocks)[: self.cut]:
+            x = self.block_forward(blk, x, None)
+        return self.assign(x)
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor | None:
+        """`assignment` from the tokens that reach the cut, x [B, P + N, C]."""
+        return None
+
     def block_forward(self, block: nn.Module, x: torch.Tensor, state: Any) -> torch.Tensor:
         """One block on the current tokens (`state` is None before the cut)."""
         return block(x)

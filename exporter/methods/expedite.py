@@ -15,6 +15,8 @@ from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops import TokenClustering, TokenReconstruction
+from ..ops.distance import squared_distance
+from ..ops.grid import window_mask
 from .base import (MethodSpec, Option, TokenMethod, check_choice, check_hw, check_int,
                    check_positive, check_restore, split_prefix)
 
@@ -65,6 +67,14 @@ class Expedite(TokenMethod):
     def restore(self, x, state, num_prefix):
         prefix, clusters = split_prefix(x, num_prefix)
         return torch.cat([prefix, self.reconstruction(clusters, *state)], dim=1)
+
+    def assign(self, x):
+        # argmax of the soft assignment = the nearest center inside the pixel's window
+        _, z = split_prefix(x, self.layout.num_prefix)
+        z = z.float()
+        d = squared_distance(z, self.clustering(z).float())
+        allowed = window_mask(self.layout.grid, self.hw, self.window).to(d.device)
+        return torch.where(allowed, d, float("inf")).argmin(dim=2)
 
 
 def build(model: DenseModel, args: dict) -> Expedite:

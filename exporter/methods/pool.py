@@ -13,6 +13,7 @@ import torch
 
 from ..config import format_pair
 from ..models.base import DenseModel
+from ..ops.grid import own_cell
 from ..ops.pooling import GridPooling, GridUpsampling
 from .base import (MethodSpec, Option, TokenMethod, check_hw, check_int, check_restore,
                    split_prefix)
@@ -43,6 +44,12 @@ class GridPool(TokenMethod):
     def restore(self, x, state, num_prefix):
         prefix, pooled = split_prefix(x, num_prefix)
         return torch.cat([prefix, self.upsampling(pooled)], dim=1)
+
+
+    def assign(self, x):
+        # the pooled cell whose bin starts at or before each token (bins may overlap)
+        cells = own_cell(self.layout.grid, self.hw).to(x.device)
+        return cells.view(1, -1).expand(x.shape[0], -1)
 
 
 def build(model: DenseModel, args: dict) -> GridPool:

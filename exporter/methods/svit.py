@@ -82,6 +82,14 @@ class SViT(TokenMethod):
         return model.head_map(model.head_tokens(feats), images.shape[-2:])
 
 
+    def assign(self, x):
+        # the first gated block: processed tokens keep their own id, skipped ones get -1
+        z = x[:, self.layout.num_prefix:]
+        rank = self.gates[str(self.cut)].select(z)
+        own = torch.arange(z.shape[1], device=z.device).expand_as(rank)
+        return torch.where(rank < self.capacity, own, -1)
+
+
 def capacity_of(keep_ratio: float, num_patches: int) -> int:
     return max(1, min(num_patches, round(keep_ratio * num_patches)))
 

@@ -113,6 +113,10 @@ class TokenAdapter(TokenMethod):
         prefix, reduced = split_prefix(x, num_prefix)
         return torch.cat([prefix, self.ejector(reduced, state)], dim=1)
 
+    def assign(self, x):
+        # slot of the kept grid each token was merged into
+        return self.injector(split_prefix(x, self.layout.num_prefix)[1])[1]["target"]
+
     def run(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor:
         x = model.embed(images)
         feats, state, P = [], None, self.layout.num_prefix

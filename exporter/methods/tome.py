@@ -93,6 +93,26 @@ class ToMe(TokenMethod):
         return model.head_map(y, images.shape[-2:])
 
 
+    def assignment(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor | None:
+        """The merged token holding each patch token after the last merge (see `run`)."""
+        if self.cut is None:
+            return None
+        last = max(int(i) for i in self.merges)
+        x = model.embed(images)
+        sizes = positions = None
+        for i, blk in enumerate(list(model.blocks)[: last + 1]):
+            if str(i) in self.merges:
+                if positions is None:
+                    sizes = x.new_ones(x.shape[:2], dtype=torch.float32)
+                    positions = self.identity.view(1, -1).expand(x.shape[0], -1)
+                x, sizes, positions = self.merges[str(i)](x, attention_keys(blk, x), sizes,
+                                                          positions)
+            if i < last:
+                x = run_block(blk, x, sizes)
+        p = self.layout.num_prefix
+        return positions[:, p:] - p
+
+
 def parse_r(value, depth: int) -> list[int] | int:
     """'8' -> 8; '0,2,2,...' (one entry per block) -> a list; anything else -> InputError."""
     items = list(value) if isinstance(value, (list, tuple)) else str(value).split(",")
