@@ -1,0 +1,131 @@
+"""`vitexport visualize`: the method assignment hooks, the pictures and their sizes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from exporter.cli import main
+from exporter.config import BuildSettings, ModelSpec
+from exporter.methods import apply_method
+from exporter.visualize import reconstruction_picture
+
+from .helpers import images_for, tiny_segmenter
+
+
+def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
+    """An output folder as `vitexport build` leaves it, as far as visualize reads it."""
+    name, size, classes = model
+    settings = BuildSettings(model=ModelSpec(name, None, size, classes), method=method,
+                             method_args=args or {})
+    out = tmp_path / f"out-{method}"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"settings": settings.to_dict()}))
+    return out
+
+
+def sizes(out):
+    return {p.name: Image.open(p).size for p in sorted((out / "visualize").glob("*.png"))}
+
+
+# segmenter_tiny at 64x96 (a 4x6 grid of 16-pixel patches): pictures enlarged 4x so that the
+# smaller side reaches 256; prediction.png holds two 384-wide panels and an 8-pixel gap.
+ALL = {"tokens.png": (384, 256), "reconstruction.png": (384, 256), "prediction.png": (776, 256)}
+
+
+@pytest.mark.parametrize("method,args", [
+    ("expedite", {"hw": "2x3"}),
+    ("ailurus", {"clusters": 6}),
+    ("tome", {}),
+    ("token-adapter", {}),
+    ("pool", {"hw": "2x3"}),
+    ("svit", {"random_gates": True}),
+])
+def test_pictures_written_with_their_sizes(tmp_path, method, args):
+    out = folder(tmp_path, method, args)
+    result = CliRunner().invoke(main, ["visualize", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sizes(out) == ALL
+    assert "synthetic" in result.output
+
+
+def test_method_without_assignment_still_pictures_predictions(tmp_path):
+    out = folder(tmp_path, "none")
+    result = CliRunner().invoke(main, ["visualize", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no token assignment" in result.output
+    assert sizes(out) == {"prediction.png": (776, 256)}
+
+
+def test_given_image_is_resized_and_bad_image_refused(tmp_path):
+    out = folder(tmp_path, "expedite", {"hw": "2x3"})
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.full((50, 30, 3), 200, np.uint8)).save(png)
+    result = CliRunner().invoke(main, ["visualize", str(out), "--image", str(png)])
+    assert result.exit_code == 0, result.output
+    assert sizes(out) == ALL
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    result = CliRunner().invoke(main, ["visualize", str(out), "--image", str(bad)])
+    assert result.exit_code == 2 and "--image" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_feature_model_pictures(tmp_path):
+    # timm ViT-Ti/16 at 64x64: features [1, 192, 4, 4] shown as principal components
+    out = folder(tmp_path, "pool", {"hw": "2x2"}, ("vit_tiny_patch16_224", (64, 64), None))
+    result = CliRunner().invoke(main, ["visualize", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sizes(out) == {"tokens.png": (256, 256), "reconstruction.png": (256, 256),
+                          "prediction.png": (520, 256)}
+
+
+def distinct(ids):
+    return len(torch.unique(ids[ids >= 0]))
+
+
+def test_assignments_map_every_patch_token_to_a_reduced_token():
+    model = tiny_segmenter(img=(64, 96))  # 24 patch tokens
+    images = images_for(model, batch=2)
+    n = model.layout.num_patches
+    cases = {
+        "expedite": ({"hw": "2x3"}, lambda k: 1 <= k <= 6),  # argmax may leave clusters empty
+        "pool": ({"hw": "2x3"}, lambda k: k == 6),  # every cell owns the tokens of its bin
+        "ailurus": ({"clusters": 5}, lambda k: k == 5),  # each cluster holds its center
+        "tome": ({"r": "4,4,4" + ",0" * 9}, lambda k: k == n - 12),  # 4 merged in 3 blocks
+        "token-adapter": ({}, lambda k: 1 <= k <= 12),  # 3 x 4 kept grid at r = 0.3
+    }
+    for name, (args, ok) in cases.items():
+        reduced = apply_method(model, name, args)
+        with torch.no_grad():
+            ids = reduced.method.assignment(model, images)
+        assert ids.shape == (2, n) and ids.dtype == torch.int64, name
+        assert ids.min() >= 0, name
+        for b in range(2):
+            assert ok(distinct(ids[b])), (name, distinct(ids[b]))
+    svit = apply_method(model, "svit", {"random_gates": True, "keep_ratio": 0.5})
+    with torch.no_grad():
+        ids = svit.method.assignment(model, images)
+    assert ((ids >= 0).sum(1) == 12).all()  # capacity 12 of 24 processed, the rest pruned
+    assert apply_method(model, "none", {}).method.assignment(model, images) is None
+
+
+def test_pool_assignment_is_the_grid_of_cells():
+    model = tiny_segmenter(img=(64, 64))  # 4x4 grid pooled to 2x2: 2x2 blocks of tokens
+    reduced = apply_method(model, "pool", {"hw": "2x2"})
+    ids = reduced.method.assignment(model, images_for(model, batch=1))[0]
+    expect = [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]
+    assert ids.tolist() == expect
+
+
+def test_reconstruction_paints_each_token_with_its_mean_colour():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[0, 0], image[0, 1], image[1, 0], image[1, 1] = 10, 30, 100, 7
+    ids = np.array([[4, 4], [9, -1]])  # two pixels in token 4, one in 9, one pruned
+    out = reconstruction_picture(image, ids, 1)
+    assert out[0, 0].tolist() == [20, 20, 20] and out[0, 1].tolist() == [20, 20, 20]
+    assert out[1, 0].tolist() == [100, 100, 100]
+    assert out[1, 1].tolist() == [96, 96, 96]  # pruned: grey
