@@ -1,0 +1,188 @@
+"""The retention table: every method at several settings, mIoU retained, GFLOPs and speed-up.
+
+    python -m exporter.demo.table --out docs/accuracy.md
+
+The counterpart of paper 001 Table 2 (cluster size vs GFLOPs and mIoU) and paper 002 Table 1
+(slight / mild / extreme reduction) for this tool: the same model is exported once with
+`--method none` and once per row, every row's ONNX is validated against its PyTorch reference,
+both are evaluated in ONNX Runtime on the same images, and both are timed side by side.
+Settings are fractions of the model's token grid, so any segmentation model fits.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from ..config import BuildSettings, ModelSpec, format_pair
+from ..errors import InputError
+
+DEFAULT_MODEL = "segmenter_digits"
+
+
+def side(grid, share):
+    return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
+
+
+def rows_for(layout) -> list[tuple[str, dict, str]]:
+    """(method, flags, what the setting is) for every row, from the model's token grid."""
+    grid, n = layout.grid, layout.num_patches
+    rows = [("none", {}, "baseline")]
+    for share in (0.7, 0.5, 0.35):  # paper 001 Table 2 sweeps h x w from 0.2 to 0.8 of a side
+        rows.append(("expedite", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
+    for share in (0.7, 0.5):  # paper 001 Table 3: pooling at the same sizes
+        rows.append(("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
+    for share, name in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):  # paper 002 Table 1
+        m = max(1, round(n * share))
+        rows.append(("ailurus", {"clusters": m}, f"clusters {m} ({name})"))
+    for ratio in (0.2, 0.3):
+        rows.append(("token-adapter", {"rows_ratio": ratio, "cols_ratio": ratio},
+                      f"rows/cols ratio {ratio}"))
+    depth = layout.depth
+    for share in (0.25, 0.5):  # tokens merged away by the last block
+        r = max(1, round(n * share / depth))
+        rows.append(("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
+    for keep in (0.7, 0.5):
+        rows.append(("svit", {"random_gates": True, "keep_ratio": keep},
+                      f"keep {keep}, random gates"))
+    return rows
+
+
+def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress) -> dict:
+    from ..accuracy import evaluate_onnx
+    from ..bench import count_gflops, interleaved_latency, onnx_session
+    from ..build import eval_set, input_shape, patched_model, run_validation
+    from ..onnx.export import export_onnx
+
+    base_settings = BuildSettings(model=model_spec, method="none", eval_data=eval_data,
+                                  eval_count=count)
+    baseline = patched_model(base_settings)
+    model = baseline.model
+    data = eval_set(base_settings, model)
+    if data is None:
+        raise InputError("--eval-data", "(none)", f"a file, or --model {DEFAULT_MODEL}")
+    classes = getattr(model, "num_classes", None) or model.decoder.n_cls
+    shape = input_shape(base_settings, model)
+    one = (1, *shape[1:])
+    progress(f"baseline: export, evaluate on {len(data)} images")
+    export_onnx(baseline, work / "baseline.onnx", shape)
+    base_eval = evaluate_onnx(work / "baseline.onnx", data, classes, 1)
+    base_session = onnx_session(work / "baseline.onnx")
+    base_gflops = count_gflops(baseline, one)
+    rows = []
+    for i, (method, args, label) in enumerate(rows_for(model.layout)):
+        start = time.perf_counter()
+        settings = replace(base_settings, method=method, method_args=args)
+        if method == "none":
+            reduced, path, valid, ev = baseline, work / "baseline.onnx", True, base_eval
+        else:
+            reduced = patched_model(settings)
+            path = work / f"{i:02d}-{method}.onnx"
+            export_onnx(reduced, path, shape)
+            checks = run_validation(settings, reduced, work, {"onnx": path.name}, shape)
+            valid = all(c["passed"] for c in checks)
+            ev = evaluate_onnx(path, data, classes, 1)
+        lat = interleaved_latency({"baseline": base_session, "reduced": onnx_session(path)},
+                                  shape, runs, warmup=2, seed=0)
+        gflops = count_gflops(reduced, one)
+        row = {"method": method, "setting": label, "flags": args,
+               "tokens": reduced.method.reduced_tokens(), "gflops": gflops,
+               "gflops_ratio": base_gflops / gflops,
+               "speedup": lat["baseline"]["median_ms"] / lat["reduced"]["median_ms"],
+               "reduced_ms": lat["reduced"]["median_ms"], "miou": ev["miou"],
+               "retention": ev["miou"] / base_eval["miou"] if base_eval["miou"] else None,
+               "validated": valid}
+        rows.append(row)
+        progress(f"{method} {label}: mIoU {row['miou']:.4f} ({row['retention']:.1%}), "
+                 f"{gflops:.3f} GFLOPs, speed-up {row['speedup']:.2f}x "
+                 f"({time.perf_counter() - start:.0f}s)")
+    return {"model": model_spec.name, "weights": model_spec.checkpoint or None,
+            "tokens": model.layout.num_patches, "grid": model.layout.grid,
+            "depth": model.layout.depth, "images": len(data), "data": data.source,
+            "baseline_miou": base_eval["miou"], "baseline_gflops": base_gflops, "runs": runs,
+            "rows": rows}
+
+
+def render(result: dict, trained: bool, command: str) -> str:
+    g = result["grid"]
+    weights = ("trained weights (`exporter/demo/weights/`)" if trained else
+               "**random weights: the checkpoint was not available when this table was made, "
+               "so the mIoU numbers below measure agreement with an untrained model, not "
+               "accuracy**")
+    lines = [
+        "# Accuracy retention",
+        "",
+        "Every method in `vitexport methods` at two or three settings on the same model, each "
+        "exported to ONNX, validated against its PyTorch reference, evaluated in ONNX Runtime "
+        "(CPU) and timed side by side with the `--method none` export: this tool's counterpart "
+        "of paper 001 Table 2 (cluster size against GFLOPs and mIoU) and paper 002 Table 1 "
+        "(slight, mild and extreme reduction).",
+        "",
+        f"- Model: `{result['model']}` ({weights}), {g[0]}x{g[1]} = {result['tokens']} patch "
+        f"tokens, {result['depth']} blocks",
+        f"- Data: {result['data']}, {result['images']} images; baseline mIoU "
+        f"{100 * result['baseline_miou']:.2f}, {result['baseline_gflops']:.3f} GFLOPs",
+        "- mIoU: one confusion matrix over all pixels of all images, mean over the classes "
+        "present; retention = reduced mIoU / baseline mIoU",
+        "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
+        "convention, see [performance.md](performance.md)); speed-up: median ONNX Runtime CPU "
+        f"latency of the baseline over the reduced model, {result['runs']} interleaved runs at "
+        "batch 1 on a shared machine (expect a few percent of noise)",
+        "- SViT rows use seeded random gates (no trained gates exist for this model), so they "
+        "show the cost of the capacity, not the accuracy trained gates would keep",
+        f"- Regenerate: `{command}`",
+        "",
+        "| method | setting | tokens after cut | GFLOPs | GFLOPs ratio | speed-up | mIoU | "
+        "retention | validated |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        ret = f"{r['retention']:.1%}" if r["retention"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['setting']} | {r['tokens']} | {r['gflops']:.3f} | "
+                     f"{r['gflops_ratio']:.2f}x | {r['speedup']:.2f}x | {100 * r['miou']:.2f} | "
+                     f"{ret} | {'yes' if r['validated'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Markdown file.")
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True)
+@click.option("--checkpoint", default=None, help="Weights for --model (default: the model's).")
+@click.option("--img-size", default=None, help="Input HxW (default: the model's).")
+@click.option("--num-classes", type=int, default=None)
+@click.option("--eval-data", default=None, help="An .npz as for `vitexport build --eval-data`.")
+@click.option("--eval-count", type=int, default=None, help="First N images (default: all).")
+@click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_count, runs):
+    """Write the retention table of every method to OUT."""
+    import json
+    import tempfile
+
+    from ..config import parse_pair
+    from ..report import write_atomic
+
+    def progress(text):
+        click.echo(f"  {text}", err=True)
+
+    try:
+        size = parse_pair("--img-size", img_size) if img_size else None
+        spec = ModelSpec(model_name, checkpoint, size, num_classes)
+        with tempfile.TemporaryDirectory() as work:
+            result = measure(spec, eval_data, eval_count, runs, Path(work), progress)
+    except InputError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(2)
+    shipped = model_name == DEFAULT_MODEL and any((Path(__file__).parent / "weights").glob("*"))
+    trained = bool(checkpoint) or shipped
+    argv = " ".join(["python -m exporter.demo.table", *sys.argv[1:]])
+    write_atomic(Path(out), render(result, trained, argv))
+    write_atomic(Path(out).with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
