@@ -112,9 +112,12 @@ def default_image(model_name: str, size: tuple[int, int]) -> tuple[np.ndarray, s
     return synthetic_image(size), "a synthetic image"
 
 
-def pixel_ids(tokens: np.ndarray, grid: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
-    """Per-patch ids [N] -> per-pixel ids [H, W]."""
-    return np.repeat(np.repeat(tokens.reshape(grid), patch[0], 0), patch[1], 1)
+def pixel_ids(tokens: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Per-patch ids [N] -> per-pixel ids [H, W] (nearest patch; grid x patch may fall short
+    of the input, e.g. behind a convolutional stem)."""
+    rows = np.minimum(np.arange(size[0]) * grid[0] // size[0], grid[0] - 1)
+    cols = np.minimum(np.arange(size[1]) * grid[1] // size[1], grid[1] - 1)
+    return tokens.reshape(grid)[rows[:, None], cols[None, :]]
 
 
 def boundaries(ids: np.ndarray) -> np.ndarray:
@@ -239,8 +242,9 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
         notes.append(f"--method {settings.method} has no token assignment to draw; "
                      "only the predictions are pictured")
     else:
-        pix = pixel_ids(ids[0].cpu().numpy(), lay.grid, lay.patch)
-        save_png(tokens_picture(image.astype(np.float64), pix, lay.patch, s),
+        pix = pixel_ids(ids[0].cpu().numpy(), lay.grid, size)
+        patch = (size[0] // lay.grid[0], size[1] // lay.grid[1])
+        save_png(tokens_picture(image.astype(np.float64), pix, patch, s),
                  folder / "tokens.png")
         save_png(reconstruction_picture(image, pix, s), folder / "reconstruction.png")
         files += [folder / "tokens.png", folder / "reconstruction.png"]
