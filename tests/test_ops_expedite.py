@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from exporter.ops import TokenClustering, TokenReconstruction, pool_matrix, window_mask
+from exporter.ops.clustering import DenseClustering
+from exporter.ops.grid import WindowTiles
 from tests.reference import expedite as ref
 
 TOL = 1e-5
@@ -72,6 +74,46 @@ def test_reconstruction_equals_reference(grid, cells, norm, neighbours):
         expect = ref.reconstruct(z[b].double(), centers[b].double(), refined[b].double(), k, 5.0,
                                  norm, allowed)
         assert (got[b].double() - expect).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("grid,cells,window", [((8, 8), (4, 4), (3, 3)), ((32, 32), (24, 24), (5, 5)),
+                                               ((22, 76), (16, 16), (5, 3)), ((7, 5), (3, 4), (3, 3))])
+def test_window_tiles_cover_every_window_pair_once(grid, cells, window):
+    """Every (pixel, allowed cluster) pair of the dense mask sits in exactly one tile slot,
+    and each cluster's gather slots are exactly the slots that hold it."""
+    dense = window_mask(grid, cells, window)
+    for tile in (1, 2, 3, max(cells)):
+        t = WindowTiles(grid, cells, window, tile)
+        seen = torch.zeros_like(dense, dtype=torch.long)
+        rows = t.pixels.unsqueeze(2).expand_as(t.allowed)[t.allowed]
+        cols = t.clusters.unsqueeze(1).expand_as(t.allowed)[t.allowed]
+        seen.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
+        assert torch.equal(seen, dense.long())
+        assert torch.equal(t.valid.sum(), torch.tensor(grid[0] * grid[1]))
+        assert not t.allowed[:, :, -1].any()  # the "none" slot stays empty
+        flat = t.clusters.reshape(-1)
+        real = t.gather % t.Q != t.Q - 1
+        owner = torch.arange(cells[0] * cells[1]).unsqueeze(1).expand_as(t.gather)
+        assert torch.equal(flat[t.gather[real]], owner[real])  # slots hold their cluster
+        used = t.allowed.any(1).reshape(-1).nonzero().flatten()  # slots some pixel may join
+        assert set(used.tolist()) <= set(t.gather[real].tolist())
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 5])
+def test_tiled_clustering_equals_dense_form(tile):
+    grid, cells, window = (20, 18), (14, 10), (5, 3)
+    z = features(2, grid[0] * grid[1], 12, seed=11) * 20  # large norms: shifts must hold
+    tiled = TokenClustering(grid, cells, window, iters=4, tau=50.0, tile=tile)
+    dense = DenseClustering(grid, cells, window, iters=4, tau=50.0)
+    assert (tiled(z) - dense(z)).abs().max() <= 1e-4 * z.abs().max()
+
+
+@pytest.mark.parametrize("grid,cells", [((8, 8), (4, 4)), ((7, 5), (3, 4))])
+def test_dense_clustering_equals_reference(grid, cells):
+    z = features(1, grid[0] * grid[1], 16, seed=5)
+    got = DenseClustering(grid, cells, (3, 3), iters=3, tau=5.0)(z)
+    expect = ref.cluster(z[0].double(), grid, cells, (3, 3), 3, 5.0)
+    assert (got[0].double() - expect).abs().max() <= TOL
 
 
 def test_clustering_keeps_float32_under_half_inputs():

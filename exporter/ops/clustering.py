@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .distance import squared_distance
-from .grid import own_cell, pool_matrix, window_mask
+from .grid import WindowTiles, own_cell, pool_matrix, window_mask
 
 # Logit given to clusters outside a pixel's window: exp() of it is 0 in float32, and it is
 # finite in float16, unlike 1e16 or inf.
@@ -15,12 +15,16 @@ MASKED_LOGIT = -1.0e4
 WEIGHT_FLOOR = 1.0e-16
 
 
-class TokenClustering(nn.Module):
-    """Cluster an H x W token grid into h x w centers by local soft k-means.
+class DenseClustering(nn.Module):
+    """Cluster an H x W token grid into h x w centers by local soft k-means (dense form).
 
     Centers start as the adaptive average pool of the grid; each of `iters` EM steps computes,
     per pixel, softmax(-d/tau) over the clusters of its window, then sets every center to the
     weighted mean of the pixels (weights normalised per cluster). Runs in float32.
+
+    This is the authors' formulation: a [N, h*w] distance matrix per step, most of it masked
+    away. `TokenClustering` computes the same thing on the windows only; this form is kept as
+    the benchmark's point of comparison.
     """
 
     def __init__(self, grid: tuple[int, int], cells: tuple[int, int], window: tuple[int, int],
@@ -58,4 +62,54 @@ class TokenClustering(nn.Module):
             q = self.assignment(z, centers)
             q = q / q.sum(dim=1, keepdim=True).clamp_min(WEIGHT_FLOOR)
             centers = torch.matmul(q.transpose(1, 2), z)
+        return centers.to(dtype)
+
+
+class TokenClustering(DenseClustering):
+    """The same clustering computed tile by tile (see `WindowTiles`).
+
+    Each EM step gathers, for every tile, the centers its pixels may see, and computes the
+    soft assignments in a [P, Q] block (Q = (tile + lambda - 1)^2 + 1). Each cluster's new
+    center is the sum of its partial sums over the few tiles that see it, divided by the sum
+    of its weights: the same weighted mean as the dense form, at about
+    (tile + lambda - 1)^2 / (h w) of its multiply-accumulates.
+
+    Two rewrites keep it to one matrix product each way:
+    - logits: -(d - d_own)/tau with d = |z|^2 + |c|^2 - 2 z.c; |z|^2 cancels, so the logit is
+      [z, 1] . [2c/tau, -|c|^2/tau] minus the same at the own cell;
+    - update: [z, 1] weighted by the assignment gives the weighted sum and the weight at once.
+    Padded pixel slots hold zeros (also in the 1 column), so they add nothing.
+    """
+
+    def __init__(self, grid, cells, window, iters: int, tau: float, tile: int | None = None):
+        super().__init__(grid, cells, window, iters, tau)
+        del self.allowed, self.own  # the dense tables are not used
+        tiles = WindowTiles(grid, cells, window, tile)
+        self.tile = tiles.tile
+        for name in ("pixels", "valid", "clusters", "allowed", "own", "gather"):
+            self.register_buffer(name, getattr(tiles, name), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        dtype = z.dtype
+        z = z.float()
+        B, _, C = z.shape
+        T, P = self.pixels.shape
+        Q = self.clusters.shape[1]
+        centers = self.initial_centers(z)
+        ones = z.new_ones(B, z.shape[1], 1)
+        zt = torch.cat([z, ones], dim=2).index_select(1, self.pixels.reshape(-1))
+        zt = (zt.reshape(B, T, P, C + 1) * self.valid.to(z.dtype).unsqueeze(-1))
+        zt = zt.reshape(B * T, P, C + 1)
+        own = self.own.view(1, T, P, 1).expand(B, T, P, 1)
+        for _ in range(self.iters):
+            cc = (centers * centers).sum(-1, keepdim=True)
+            ct = torch.cat([centers * (2.0 / self.tau), cc * (-1.0 / self.tau)], dim=2)
+            ct = ct.index_select(1, self.clusters.reshape(-1)).reshape(B * T, Q, C + 1)
+            s = torch.matmul(zt, ct.transpose(1, 2)).reshape(B, T, P, Q)
+            logits = torch.where(self.allowed, s - s.gather(3, own), MASKED_LOGIT)
+            q = torch.softmax(logits, dim=3).reshape(B * T, P, Q)
+            part = torch.matmul(q.transpose(1, 2), zt).reshape(B, T * Q, C + 1)
+            total = part.index_select(1, self.gather.reshape(-1))
+            total = total.reshape(B, -1, self.gather.shape[1], C + 1).sum(2)  # [B, M, C+1]
+            centers = total[..., :C] / total[..., C:].clamp_min(WEIGHT_FLOOR)
         return centers.to(dtype)
