@@ -201,7 +201,7 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
                              "dim": model.layout.dim, "depth": model.layout.depth},
                   "output_kind": model.output_kind, "outputs": list(model.output_names)},
         "method": {"name": settings.method, "config": method.config()},
-        "tokens": {"full": model.layout.num_patches, "reduced": method.reduced_tokens()},
+        "tokens": {"full": method.full_tokens(), "reduced": method.reduced_tokens()},
         "settings": settings.to_dict(),
     }
 

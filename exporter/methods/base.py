@@ -37,6 +37,13 @@ class MethodSpec:
     description: str
     options: tuple[Option, ...]
     build: Callable[[DenseModel, dict], "TokenMethod"]
+    families: tuple[str, ...] = ("vit",)  # model families (DenseModel.family) it has a form for
+
+    def check_family(self, model: DenseModel) -> None:
+        family = getattr(model, "family", "vit")
+        if family not in self.families:
+            raise InputError("--method", self.name, f"a model family in {'|'.join(self.families)}",
+                             f"{self.name} has no {family} form")
 
     def check_args(self, args: dict) -> None:
         """Refuse flags that this method does not use."""
@@ -65,6 +72,10 @@ class TokenMethod(nn.Module):
 
     def reduced_tokens(self) -> int:
         """Number of patch tokens the blocks after the cut process."""
+        return self.layout.num_patches
+
+    def full_tokens(self) -> int:
+        """Number of patch tokens those blocks process in the unmodified model."""
         return self.layout.num_patches
 
     def reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:

@@ -19,6 +19,8 @@ from ..ops.distance import squared_distance
 from ..ops.grid import window_mask
 from .base import (MethodSpec, Option, TokenMethod, check_choice, check_hw, check_int,
                    check_positive, check_restore, split_prefix)
+from .expedite_swin import build_swin
+from .swin_window import is_swin, refuse_swin_flags
 
 TOPK_LIMIT = 3840  # TensorRT's largest TopK K
 
@@ -78,6 +80,9 @@ class Expedite(TokenMethod):
 
 
 def build(model: DenseModel, args: dict) -> Expedite:
+    if is_swin(model):
+        return build_swin(model, args)
+    refuse_swin_flags(args)
     lay = model.layout
     depth, grid = lay.depth, lay.grid
     alpha = args.get("alpha")
@@ -116,6 +121,11 @@ SPEC = MethodSpec(
         Option("--neighbours", "neighbours", "reconstruction from: all clusters | window", "all"),
         Option("--restore", "restore", "where to reconstruct: output | backbone",
                "output for Segmenter, else backbone"),
+        Option("--stage", "stage", "Swin: stage (1-based) whose windows are clustered; --alpha "
+               "then counts that stage's blocks", "the deepest stage"),
+        Option("--window-hw", "window_hw", "Swin: clustered window k x k (K x K before)",
+               "2/3 of K per side"),
     ),
     build,
+    families=("vit", "swin"),
 )

@@ -12,4 +12,4 @@ def build(model: DenseModel, args: dict) -> NoReduction:
     return NoReduction(model.layout)
 
 
-SPEC = MethodSpec("none", "the unmodified model (baseline)", (), build)
+SPEC = MethodSpec("none", "the unmodified model (baseline)", (), build, families=("vit", "swin"))

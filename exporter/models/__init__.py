@@ -9,11 +9,13 @@ import torch
 
 from ..config import ModelSpec
 from ..errors import InputError
-from .base import DenseModel, TokenLayout
+from .base import DenseModel, TokenLayout, WindowStage
 from .checkpoint import load_into
 from .dpt import CONFIGS as DPT_CONFIGS
 from .dpt import create_dpt
 from .segmenter import SIZES, create_segmenter
+from .swin import convert_state as swin_convert_state
+from .swin import create_swin, is_timm_swin
 from .vit import create_timm_vit
 
 
@@ -25,6 +27,7 @@ class ModelEntry:
     pos_embed_key: str | None = None
     weights_root: str = ""  # submodule whose state dict a checkpoint holds
     takes_classes: bool = False  # whether --num-classes applies
+    convert_state: Callable | None = None  # checkpoint layout -> the module's names
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -58,8 +61,11 @@ def _is_timm_vit(name: str) -> bool:
 def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
     entry = MODELS.get(spec.name)
+    if entry is None and is_timm_swin(spec.name):
+        entry = ModelEntry(spec.name, lambda s: create_swin(s.name, s.img_size), "timm Swin",
+                           weights_root="swin", convert_state=swin_convert_state)
     if entry is None and not _is_timm_vit(spec.name):
-        allowed = ", ".join(MODELS) + ", or a timm ViT name (vit_*, deit*)"
+        allowed = ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
         raise InputError("--model", spec.name, allowed, "unknown model")
     if entry is None:
         entry = ModelEntry(spec.name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
@@ -74,8 +80,9 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
         model = entry.build(spec)
     if spec.checkpoint:
         target = model.get_submodule(entry.weights_root) if entry.weights_root else model
-        load_into(target, spec.checkpoint, model.layout, entry.pos_embed_key)
+        load_into(target, spec.checkpoint, model.layout, entry.pos_embed_key, entry.convert_state)
     return model.eval()
 
 
-__all__ = ["DenseModel", "TokenLayout", "MODELS", "create_model", "ModelEntry", "register"]
+__all__ = ["DenseModel", "TokenLayout", "WindowStage", "MODELS", "create_model", "ModelEntry",
+           "register"]

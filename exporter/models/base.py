@@ -32,6 +32,19 @@ class TokenLayout:
         return self.grid[0] * self.grid[1]
 
 
+@dataclass(frozen=True)
+class WindowStage:
+    """One stage of a windowed hierarchical backbone (Swin): the steps first..first+depth-1
+    run on a [B, H, W, C] token map with attention inside window[0] x window[1] windows."""
+
+    grid: tuple[int, int]
+    window: tuple[int, int]
+    dim: int
+    num_heads: int
+    first: int  # flat index of the stage's first step in `blocks`
+    depth: int
+
+
 class DenseModel(nn.Module):
     """A dense-prediction ViT split where token-reduction methods cut it.
 
@@ -44,7 +57,11 @@ class DenseModel(nn.Module):
       the per-token outputs afterwards.
     - `restore_at_output`: the default placement of restoration for such models.
     - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
+    - `family`: "vit" (a plain token sequence [B, prefix + H*W, C] between blocks) or "swin"
+      (a [B, H, W, C] map per stage, described by `stages`); methods check it.
     """
+
+    family: str = "vit"
 
     layout: TokenLayout
     taps: tuple[int, ...]

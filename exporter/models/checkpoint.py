@@ -75,12 +75,16 @@ def fit_pos_embed(state: dict, module: torch.nn.Module, key: str, num_prefix: in
                                             num_prefix_tokens=num_prefix)
 
 
-def load_into(module: torch.nn.Module, path: str, layout, pos_embed_key: str | None = None) -> None:
+def load_into(module: torch.nn.Module, path: str, layout, pos_embed_key: str | None = None,
+              convert=None) -> None:
     """Load `path` into `module`; every key must match, shapes included.
 
     A position embedding trained at another resolution is resized first, as Segmenter does.
+    `convert(state, module)`, when given, maps a checkpoint's layout to the module's names first.
     """
     state = read_state_dict(path)
+    if convert is not None:
+        state = convert(state, module)
     if pos_embed_key is not None:
         fit_pos_embed(state, module, pos_embed_key, layout.num_prefix, layout.grid)
     own = module.state_dict()

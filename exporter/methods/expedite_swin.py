@@ -1,0 +1,88 @@
+"""Expedite's Swin form (paper 001, "Extension to Swin Transformer", Figure 3): the window token
+clustering layer and the window token reconstruction layer.
+
+Inside each K x K attention window of one stage, after `alpha` of its blocks, the tokens are
+clustered into k x k (the clustering of the plain form on the window's grid: adaptive-pool
+initial centers, lambda x lambda neighbourhood, kappa EM steps); the remaining blocks of the
+stage run with window k on the clustered map (bias table resized bilinearly, shift k//2); at
+the end of the stage each window is reconstructed from its own k x k refined tokens (Eq. 4,
+weights from the features before clustering and the centers at clustering time). All windows
+of a batch are clustered as one batch of [K*K, C] sequences.
+
+Defaults: Table 2 of the supplementary (Mask2Former + Swin-L, ADE20K): clustering after block 4
+of the 18 of stage 3 (the paper's alpha = 8 counts the 4 blocks of stages 1-2), 12x12 -> 8x8,
+lambda 5x5, kappa 5, tau 100, k 10; alpha and k x k scale with the stage's depth and window.
+"""
+
+from __future__ import annotations
+
+from ..config import format_pair, parse_pair
+from ..errors import InputError
+from ..models.base import DenseModel
+from ..ops import TokenClustering, TokenReconstruction
+from ..ops.windows import window_merge, window_partition
+from .base import check_choice, check_int, check_positive
+from .swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
+
+DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 100.0, "k": 10, "norm": "sum", "neighbours": "all"}
+VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
+
+
+def default_alpha(depth: int) -> int:
+    """4 of the 18 blocks of Swin-L's stage 3, scaled to the stage's depth."""
+    return max(1, min(depth - 1, round(depth * 4 / 18)))
+
+
+def default_window_hw(window: tuple[int, int]) -> tuple[int, int]:
+    """12x12 -> 8x8 (two thirds per side), at least 1 and below K."""
+    return tuple(max(1, min(w - 1, round(w * 2 / 3))) for w in window)
+
+
+class WindowExpedite(WindowReduction):
+    name = "expedite"
+
+    def __init__(self, model, stage, alpha, reduced_window, lam, iters, tau, k, norm, neighbours):
+        st = model.stages[stage - 1]
+        super().__init__(model, stage, alpha, st.depth, reduced_window)
+        self.lam, self.iters, self.tau, self.k = lam, iters, tau, k
+        self.norm, self.neighbours = norm, neighbours
+        self.clustering = TokenClustering(st.window, reduced_window, lam, iters, tau)
+        self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, st.window,
+                                                           reduced_window, lam)
+
+    def config(self):
+        return {**self.window_config(), "lambda": format_pair(self.lam), "iters": self.iters,
+                "tau": self.tau, "k": self.k, "norm": self.norm, "neighbours": self.neighbours}
+
+    def reduce(self, x):
+        z = window_partition(x, self.window)  # [B*nW, K*K, C]
+        centers = self.clustering(z)  # [B*nW, k*k, C]
+        index, w = self.reconstruction.weights(z, centers)
+        return window_merge(centers, self.reduced_window, self.counts), (index, w)
+
+    def restore(self, x, state, num_prefix=0):
+        refined = window_partition(x, self.reduced_window)
+        return window_merge(self.reconstruction(refined, *state), self.window, self.counts)
+
+
+def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
+    refuse_flags(args, VIT_ONLY, "--stage, --alpha, --window-hw on Swin models",
+                 "the Swin form clusters per window and reconstructs at the end of the stage")
+    stage = check_stage(model, args.get("stage"))
+    st = model.stages[stage - 1]
+    alpha = args.get("alpha")
+    alpha = default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
+    hw = check_window_hw(args.get("window_hw"), st.window, stage, default_window_hw(st.window))
+    lam = parse_pair("--window", args.get("window") or DEFAULTS["window"], "odd sizes, e.g. 5x5")
+    if lam[0] % 2 == 0 or lam[1] % 2 == 0:
+        raise InputError("--window", format_pair(lam), "odd sizes, e.g. 3x3, 5x5, 7x7")
+    iters = check_int("--iters", args.get("iters", DEFAULTS["iters"]), 1, 100)
+    tau = check_positive("--tau", args.get("tau", DEFAULTS["tau"]))
+    norm = check_choice("--norm", args.get("norm", DEFAULTS["norm"]), ("sum", "l2"))
+    neighbours = check_choice("--neighbours", args.get("neighbours", DEFAULTS["neighbours"]),
+                              ("all", "window"))
+    clusters = hw[0] * hw[1]
+    k_max = clusters if neighbours == "all" else min(clusters, lam[0] * lam[1])
+    k = args.get("k")
+    k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
+    return WindowExpedite(model, stage, alpha, hw, lam, iters, tau, k, norm, neighbours)

@@ -1,0 +1,168 @@
+"""Swin backbones (timm names) and the Swin window forms of Expedite and Token Adapter."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from timm.models.swin_transformer import SwinTransformer
+
+from exporter.config import ModelSpec
+from exporter.errors import InputError
+from exporter.methods import apply_method
+from exporter.models import create_model
+from exporter.models.swin import Swin
+from tests.helpers import export_and_run, max_abs
+from tests.reference import swin as ref
+
+TOL = 1e-5
+
+
+def tiny_swin(img=128, window=4, depths=(2, 2, 4, 2), dim=16, seed=0) -> Swin:
+    """A random timm Swin: grids img/4, /8, /16, /32 (32, 16, 8, 4 at 128)."""
+    torch.manual_seed(seed)
+    swin = SwinTransformer(img_size=img, patch_size=4, embed_dim=dim, depths=depths,
+                           num_heads=(1, 2, 2, 4), window_size=window, num_classes=0)
+    for m in swin.modules():  # non-zero biases, so that every weight matters
+        if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm)) and m.bias is not None:
+            torch.nn.init.normal_(m.bias, std=0.1)
+    return Swin(swin).eval()
+
+
+def images(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *model.layout.image_size, generator=g)
+
+
+def reference_outputs(model, x, stage, alpha, end, reduced_window, pair):
+    """The literal reference, float64, one image at a time -> list of [B, C, H, W]."""
+    swin = copy.deepcopy(model.swin).double()
+    reduce, restore = pair
+    with torch.no_grad():
+        per_image = [ref.run(swin, img.double(), stage, alpha, end, reduced_window, reduce, restore)
+                     for img in x]
+    return [torch.stack([p[s] for p in per_image]) for s in range(len(per_image[0]))]
+
+
+def test_swin_outputs_equal_timm_features():
+    model = tiny_swin()
+    x = images(model)
+    with torch.no_grad():
+        outs = model(x)
+        want = model.swin.forward_intermediates(x, norm=True, intermediates_only=True)
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8),
+                                              (2, 128, 4, 4)]
+    for o, w in zip(outs, want):
+        assert max_abs(o, w) == 0.0
+
+
+def test_literal_swin_blocks_equal_timm():
+    """The reference Swin block (shift, mask, bias) is the model: holds the reference honest."""
+    model = tiny_swin()
+    x = images(model, batch=1)
+    with torch.no_grad():
+        want = model(x)
+    got = reference_outputs(model, x, stage=1, alpha=99, end=99, reduced_window=None,
+                            pair=(None, None))
+    for o, w in zip(got, want):
+        assert max_abs(o, w) < TOL
+
+
+EXPEDITE_CASES = [
+    # img, window K, stage, alpha, k x k: stage 3 of a 128 input has 2x2 windows (shifted
+    # blocks), stage 4 one window (no shift); a 5x5 window on a 160 input has 2x2 of them.
+    (128, 4, 3, 1, (3, 3)),
+    (128, 4, 3, 2, (2, 3)),
+    (128, 4, 4, 1, (3, 3)),
+    (160, 5, 3, 1, (3, 3)),
+]
+
+
+@pytest.mark.parametrize("img,window,stage,alpha,hw", EXPEDITE_CASES)
+def test_window_expedite_equals_reference(img, window, stage, alpha, hw):
+    model = tiny_swin(img, window)
+    args = {"stage": stage, "alpha": alpha, "window_hw": f"{hw[0]}x{hw[1]}", "window": "3x3",
+            "iters": 3, "tau": 5.0, "k": 4}
+    reduced = apply_method(model, "expedite", args)
+    st = model.stages[stage - 1]
+    x = images(model)
+    with torch.no_grad():
+        got = reduced(x)
+    want = reference_outputs(model, x, stage, alpha, st.depth, hw,
+                             ref.expedite_window(st.window, hw, (3, 3), 3, 5.0, 4, "sum"))
+    for o, w in zip(got, want):
+        assert max_abs(o, w) < TOL
+    # the stage after the cut really changed, the stages before did not
+    with torch.no_grad():
+        base = model(x)
+    assert max_abs(got[stage - 1], base[stage - 1]) > 1e-3
+    assert all(max_abs(got[s], base[s]) == 0.0 for s in range(stage - 1))
+    assert reduced.method.reduced_tokens() < reduced.method.full_tokens()
+
+
+def test_reduced_blocks_use_bilinear_table_and_leave_the_model_alone():
+    model = tiny_swin()
+    before = {k: v.clone() for k, v in model.swin.state_dict().items()}
+    reduced = apply_method(model, "expedite", {"stage": 3, "alpha": 1, "window_hw": "3x3"})
+    blk = reduced.method.blocks[0]
+    orig = model.stages[2].first + 1
+    table = model.blocks[orig].block.attn.relative_position_bias_table
+    want = ref.bilinear_table(table.detach().double(), (4, 4), (3, 3))
+    assert blk.attn.relative_position_bias_table.shape == (25, 2)
+    assert max_abs(blk.attn.relative_position_bias_table.detach(), want) < 1e-6
+    assert blk.shift_size == (1, 1) and blk.window_size == (3, 3)
+    for k, v in model.swin.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.blocks[orig].block.window_size == (4, 4)
+
+
+@pytest.mark.slow
+def test_window_expedite_exports_and_matches(tmp_path):
+    model = tiny_swin()
+    reduced = apply_method(model, "expedite", {"stage": 3, "alpha": 1, "window_hw": "3x3"})
+    x = images(model)
+    outs, _ = export_and_run(reduced, x, tmp_path / "m.onnx")
+    with torch.no_grad():
+        want = reduced(x)
+    assert len(outs) == 4
+    for o, w in zip(outs, want):
+        assert max_abs(o, w) < 1e-4
+
+
+@pytest.mark.parametrize("args,flag", [
+    ({"stage": 5}, "--stage"),
+    ({"stage": 0}, "--stage"),
+    ({"window_hw": "4x4"}, "--window-hw"),
+    ({"window_hw": "3x5"}, "--window-hw"),
+    ({"alpha": 4}, "--alpha"),
+    ({"hw": "8x8"}, "--hw"),
+    ({"restore": "output"}, "--restore"),
+])
+def test_window_expedite_refuses_bad_flags(args, flag):
+    with pytest.raises(InputError) as err:
+        apply_method(tiny_swin(), "expedite", args)
+    assert err.value.flag == flag
+
+
+def test_swin_flags_refused_on_plain_vit():
+    from tests.helpers import tiny_vit
+
+    for args, flag in (({"window_hw": "3x3"}, "--window-hw"), ({"stage": 2}, "--stage")):
+        with pytest.raises(InputError) as err:
+            apply_method(tiny_vit(), "expedite", args)
+        assert err.value.flag == flag
+
+
+@pytest.mark.parametrize("method", ["ailurus", "tome", "pool", "svit"])
+def test_methods_without_swin_form_are_refused(method):
+    with pytest.raises(InputError) as err:
+        apply_method(tiny_swin(), method, {})
+    assert err.value.flag == "--method" and "swin" in str(err.value)
+
+
+def test_none_on_swin_is_the_model():
+    model = tiny_swin()
+    x = images(model)
+    with torch.no_grad():
+        a, b = model(x), apply_method(model, "none", {})(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
