@@ -166,3 +166,68 @@ def test_none_on_swin_is_the_model():
     with torch.no_grad():
         a, b = model(x), apply_method(model, "none", {})(x)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+ADAPTER_CASES = [
+    # img, window K, stage, alpha, restore_after, rows, cols, unique, eject
+    (128, 4, 3, 1, 4, 0.3, 0.3, 0.4, "m-threshold"),
+    (128, 4, 3, 2, 3, 0.3, 0.5, 0.0, "max"),
+    (128, 4, 4, 1, 2, 0.3, 0.3, 0.4, "max"),
+    (160, 5, 3, 1, 4, 0.4, 0.2, 0.3, "m-threshold"),
+]
+
+
+@pytest.mark.parametrize("img,window,stage,alpha,end,rows,cols,unique,eject", ADAPTER_CASES)
+def test_window_token_adapter_equals_reference(img, window, stage, alpha, end, rows, cols, unique,
+                                               eject):
+    model = tiny_swin(img, window)
+    args = {"stage": stage, "alpha": alpha, "restore_after": end, "rows_ratio": rows,
+            "cols_ratio": cols, "unique_ratio": unique, "eject": eject, "threshold": 0.5}
+    reduced = apply_method(model, "token-adapter", args)
+    st = model.stages[stage - 1]
+    _, kept, _ = ref.adapter_ref.counts(window, window, rows, cols, unique)
+    assert reduced.method.reduced_window == kept
+    x = images(model)
+    with torch.no_grad():
+        got = reduced(x)
+    want = reference_outputs(model, x, stage, alpha, end, kept,
+                             ref.adapter_window(st.window, rows, cols, unique, eject, 0.5))
+    for o, w in zip(got, want):
+        assert max_abs(o, w) < TOL
+    with torch.no_grad():
+        base = model(x)
+    assert max_abs(got[stage - 1], base[stage - 1]) > 1e-3
+    assert all(max_abs(got[s], base[s]) == 0.0 for s in range(stage - 1))
+
+
+@pytest.mark.slow
+def test_window_token_adapter_exports_and_matches(tmp_path):
+    model = tiny_swin()
+    reduced = apply_method(model, "token-adapter", {"stage": 3, "alpha": 1})
+    x = images(model)
+    outs, _ = export_and_run(reduced, x, tmp_path / "m.onnx")
+    with torch.no_grad():
+        want = reduced(x)
+    for o, w in zip(outs, want):
+        assert max_abs(o, w) < 1e-4
+
+
+@pytest.mark.parametrize("args,flag", [
+    ({"stage": 5}, "--stage"),
+    ({"alpha": 4}, "--alpha"),
+    ({"alpha": 2, "restore_after": 2}, "--restore-after"),
+    ({"window_hw": "3x3"}, "--window-hw"),
+    ({"rows_ratio": 1.0}, "--rows-ratio"),
+])
+def test_window_token_adapter_refuses_bad_flags(args, flag):
+    with pytest.raises(InputError) as err:
+        apply_method(tiny_swin(), "token-adapter", args)
+    assert err.value.flag == flag
+
+
+def test_token_adapter_stage_refused_on_plain_vit():
+    from tests.helpers import tiny_vit
+
+    with pytest.raises(InputError) as err:
+        apply_method(tiny_vit(), "token-adapter", {"stage": 3})
+    assert err.value.flag == "--stage"

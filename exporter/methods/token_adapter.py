@@ -40,6 +40,8 @@ from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
 from .base import MethodSpec, Option, TokenMethod, check_choice, check_int, split_prefix
+from .swin_window import is_swin, refuse_flags
+from .token_adapter_swin import build_swin
 
 # Table 4 (r_h = r_w = 0.3, m-threshold ejector). Figure 6b's values are not in the text of the
 # paper: it says only that keeping *part* of the kept lines unique beats keeping none, so the
@@ -133,6 +135,10 @@ class TokenAdapter(TokenMethod):
 
 
 def build(model: DenseModel, args: dict) -> TokenAdapter:
+    if is_swin(model):
+        return build_swin(model, args, DEFAULTS, EJECT_MODES, check_fraction, check_cosine)
+    refuse_flags(args, {"stage": "--stage"}, "only with Swin models (swin_*)",
+                 "does not apply to a plain ViT")
     lay = model.layout
     depth = lay.depth
     if depth < 2:
@@ -167,6 +173,9 @@ SPEC = MethodSpec(
         Option("--eject", "eject", "ejector matching: max | m-threshold", "m-threshold"),
         Option("--threshold", "threshold",
                "m-threshold: cosine similarity at which a reduced token also joins", "0.9"),
+        Option("--stage", "stage", "Swin: stage (1-based) whose windows are reduced; --alpha "
+               "and --restore-after then count that stage's blocks", "the deepest stage"),
     ),
     build,
+    families=("vit", "swin"),
 )
