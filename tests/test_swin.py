@@ -231,3 +231,141 @@ def test_token_adapter_stage_refused_on_plain_vit():
     with pytest.raises(InputError) as err:
         apply_method(tiny_vit(), "token-adapter", {"stage": 3})
     assert err.value.flag == "--stage"
+
+
+def documented_keys(depths, dim, heads, window, mlp_ratio=4, patch=4, classes=1000):
+    """timm's Swin state-dict names and shapes, written from its documented layout (the names
+    official Swin checkpoints map to): patch embedding, per stage a patch merging (stages 2-4)
+    and blocks, the final norm and the classifier."""
+    keys = {"patch_embed.proj.weight": (dim, 3, patch, patch), "patch_embed.proj.bias": (dim,),
+            "patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)}
+    for s, (depth, h) in enumerate(zip(depths, heads)):
+        d = dim * 2 ** s
+        if s > 0:
+            keys[f"layers.{s}.downsample.norm.weight"] = (2 * d,)
+            keys[f"layers.{s}.downsample.norm.bias"] = (2 * d,)
+            keys[f"layers.{s}.downsample.reduction.weight"] = (d, 2 * d)
+        for b in range(depth):
+            p = f"layers.{s}.blocks.{b}."
+            keys.update({
+                p + "norm1.weight": (d,), p + "norm1.bias": (d,),
+                p + "attn.relative_position_bias_table": ((2 * window - 1) ** 2, h),
+                p + "attn.qkv.weight": (3 * d, d), p + "attn.qkv.bias": (3 * d,),
+                p + "attn.proj.weight": (d, d), p + "attn.proj.bias": (d,),
+                p + "norm2.weight": (d,), p + "norm2.bias": (d,),
+                p + "mlp.fc1.weight": (mlp_ratio * d, d), p + "mlp.fc1.bias": (mlp_ratio * d,),
+                p + "mlp.fc2.weight": (d, mlp_ratio * d), p + "mlp.fc2.bias": (d,)})
+    last = dim * 2 ** (len(depths) - 1)
+    keys.update({"norm.weight": (last,), "norm.bias": (last,), "head.fc.weight": (classes, last),
+                 "head.fc.bias": (classes,)})
+    return keys
+
+
+def random_state(keys, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=g) for k, shape in keys.items()}
+
+
+def test_swin_tiny_has_exactly_the_documented_keys():
+    model = create_model(ModelSpec("swin_tiny_patch4_window7_224"))
+    own = {k: tuple(v.shape) for k, v in model.swin.state_dict().items()}
+    want = documented_keys((2, 2, 6, 2), 96, (3, 6, 12, 24), 7)
+    want = {k: v for k, v in want.items() if not k.startswith("head.")}  # the backbone has no classifier
+    assert own == want
+
+
+def test_checkpoint_with_timm_names_loads_every_key(tmp_path):
+    from exporter.models.checkpoint import load_into
+    from exporter.models.swin import convert_state
+
+    model = tiny_swin()
+    state = random_state(documented_keys((2, 2, 4, 2), 16, (1, 2, 2, 4), 4))
+    path = tmp_path / "swin.pth"
+    torch.save(state, path)
+    load_into(model.swin, str(path), model.layout, None, convert_state)
+    own = model.swin.state_dict()
+    used = [k for k in state if k in own]
+    assert sorted(used) == sorted(own)  # every weight of the model came from the file
+    assert sorted(set(state) - set(used)) == ["head.fc.bias", "head.fc.weight"]  # the classifier
+    for k in own:
+        assert torch.equal(own[k], state[k]), k
+
+    for broken, what in (({k: v for k, v in state.items() if k != "norm.weight"}, "missing"),
+                         ({**state, "layers.0.blocks.9.norm1.weight": torch.ones(16)}, "unexpected")):
+        torch.save(broken, path)
+        with pytest.raises(InputError) as err:
+            load_into(model.swin, str(path), model.layout, None, convert_state)
+        assert err.value.flag == "--checkpoint" and what in str(err.value)
+
+
+def test_checkpoint_in_the_official_layout_is_renamed(tmp_path):
+    """Microsoft's release keeps patch merging at the end of a stage, buffers, and `head.*`."""
+    import re
+
+    from exporter.models.checkpoint import load_into
+    from exporter.models.swin import convert_state
+
+    model = tiny_swin()
+    state = random_state(documented_keys((2, 2, 4, 2), 16, (1, 2, 2, 4), 4))
+    official = {}
+    for k, v in state.items():
+        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+        official[k.replace("head.fc.", "head.")] = v
+        if k.endswith("attn.relative_position_bias_table"):
+            official[k.replace("bias_table", "index")] = torch.zeros(16, 16, dtype=torch.long)
+    path = tmp_path / "official.pth"
+    torch.save({"model": official}, path)
+    load_into(model.swin, str(path), model.layout, None, convert_state)
+    assert torch.equal(model.swin.layers[1].downsample.reduction.weight,
+                       state["layers.1.downsample.reduction.weight"])
+
+
+def test_bad_image_size_names_the_allowed_sizes():
+    with pytest.raises(InputError) as err:
+        create_model(ModelSpec("swin_tiny_patch4_window7_224", img_size=(512, 512)))
+    assert err.value.flag == "--img-size" and "224x224" in str(err.value)
+
+
+def test_larger_swin_at_another_size_builds_its_stages():
+    model = create_model(ModelSpec("swin_tiny_patch4_window7_224", img_size=(448, 224)))
+    assert [st.grid for st in model.stages] == [(112, 56), (56, 28), (28, 14), (14, 7)]
+    assert model.layout.image_size == (448, 224)
+
+
+SWIN_T = ["--model", "swin_tiny_patch4_window7_224"]
+
+
+@pytest.mark.parametrize("args,flag", [
+    (SWIN_T + ["--method", "ailurus"], "--method"),
+    (SWIN_T + ["--method", "expedite", "--window-hw", "7x7"], "--window-hw"),
+    (SWIN_T + ["--method", "expedite", "--stage", "5"], "--stage"),
+    (SWIN_T + ["--img-size", "256x256"], "--img-size"),
+    (["--model", "vit_tiny_patch16_224", "--method", "expedite", "--window-hw", "3x3"],
+     "--window-hw"),
+])
+def test_cli_bad_swin_input_one_line_exit_2_nothing_written(tmp_path, args, flag):
+    from tests.test_cli import assert_one_line_error, run
+
+    out = tmp_path / "out"
+    result = run(["build", *args, "--out", str(out)])
+    assert_one_line_error(result, flag)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_build_swin_tiny_expedite_validates(tmp_path):
+    import json
+
+    from tests.test_cli import run
+
+    out = tmp_path / "out"
+    result = run(["build", *SWIN_T, "--method", "expedite", "--stage", "3", "--alpha", "2",
+                  "--window-hw", "5x5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["outputs"] == ["stage1", "stage2", "stage3", "stage4"]
+    assert report["tokens"] == {"full": 196, "reduced": 100}
+    assert report["method"]["config"]["window_hw"] == "5x5"
+    (entry,) = report["validation"]
+    assert entry["passed"]
+    assert all(o["cosine"] >= 0.99999 for o in entry["outputs"].values())

@@ -15,6 +15,7 @@ grid, window and steps; `window_block` gives a copy of a block for a reduced gri
 from __future__ import annotations
 
 import copy
+import warnings
 
 import timm
 import torch
@@ -102,7 +103,9 @@ class Swin(DenseModel):
         table = resize_bias_table(block.attn.relative_position_bias_table, old, tuple(window))
         # timm's set_input_size rebuilds index and mask for the new window, but resizes the
         # table with its own interpolation; the bilinear table is put back afterwards.
-        block.set_input_size(feat_size=tuple(grid), window_size=tuple(window))
+        with warnings.catch_warnings():  # timm's own resize warns about its indexing
+            warnings.simplefilter("ignore")
+            block.set_input_size(feat_size=tuple(grid), window_size=tuple(window))
         if tuple(block.attn.window_size) != tuple(window):
             raise ValueError(f"window {window} does not fit grid {grid}")
         block.attn.relative_position_bias_table = nn.Parameter(table, requires_grad=False)
