@@ -210,6 +210,28 @@ def visualize(out, image):
         click.echo(f"wrote {path}")
 
 
+@main.command("train-demo")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for segmenter_digits.safetensors/.json (default: the package's weights).")
+@click.option("--steps", type=int, default=None, help="Steps on 32x32 canvases (default 550).")
+@click.option("--full-steps", type=int, default=None,
+              help="Final steps on full 64x64 canvases (default 30).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-count", type=int, default=None,
+              help="Validation canvases for the recorded mIoU (default 500).")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+def train_demo(out, steps, full_steps, seed, eval_count, threads):
+    """Train the digits Segmenter (the default model) and write its weights and metadata."""
+    from .demo import train
+
+    args = {k: v for k, v in {"steps": steps, "full_steps": full_steps,
+                              "eval_count": eval_count}.items() if v is not None}
+    meta = train.train(out or train.WEIGHTS_DIR, seed=seed, log=_progress, threads=threads,
+                       command=" ".join(["vitexport"] + sys.argv[1:]), **args)
+    click.echo(f"val mIoU {meta['val_miou']:.4f} ({meta['val_count']} canvases), "
+               f"{meta['train_seconds']:.0f} s")
+
+
 @main.command()
 def methods():
     """List the token-reduction methods with their flags and defaults."""

@@ -85,13 +85,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def render(rng: np.random.Generator, pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render(rng: np.random.Generator, pool: np.ndarray, size: int,
+           digits: tuple[int, int] = DIGITS_PER_CANVAS) -> tuple[np.ndarray, np.ndarray]:
     """One canvas: (image uint8 [size, size, 3], label uint8 [size, size])."""
     images, target = _digits()
     img = _background(rng, size)
     label = np.zeros((size, size), np.uint8)
     lo, hi = DIGIT_SIZES
-    for _ in range(int(rng.integers(DIGITS_PER_CANVAS[0], DIGITS_PER_CANVAS[1] + 1))):
+    for _ in range(int(rng.integers(digits[0], digits[1] + 1))):
         k = int(pool[rng.integers(len(pool))])
         h = min(int(rng.integers(lo, hi + 1)), size)
         w = min(max(4, round(h * rng.uniform(0.7, 1.0))), size)

@@ -27,6 +27,7 @@ class ModelEntry:
     pos_embed_key: str | None = None
     weights_root: str = ""  # submodule whose state dict a checkpoint holds
     takes_classes: bool = False  # whether --num-classes applies
+    default_weights: Callable[[], str] | None = None  # path of weights used without --checkpoint
     convert_state: Callable | None = None  # checkpoint layout -> the module's names
 
 
@@ -43,6 +44,25 @@ for _size, (_dim, _depth, _heads) in SIZES.items():
         lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
         f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
         pos_embed_key="encoder.pos_embed", takes_classes=True))
+
+
+def _digits(spec: ModelSpec) -> DenseModel:
+    from ..demo.weights import config
+    cfg = config()
+    size = spec.img_size or (cfg["canvas"], cfg["canvas"])
+    return create_segmenter((cfg["dim"], cfg["depth"], cfg["heads"]), size, cfg["num_classes"],
+                            cfg["patch"], cfg["decoder_layers"])
+
+
+def _digits_weights() -> str:
+    from ..demo.weights import WEIGHTS
+    return str(WEIGHTS)
+
+
+register(ModelEntry(
+    "segmenter_digits", _digits,
+    "Segmenter trained on handwritten digits (64x64 canvases, patch 2: 32x32 tokens, 11 classes; "
+    "vitexport train-demo)", pos_embed_key="encoder.pos_embed", default_weights=_digits_weights))
 
 _DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}
 for _size, _cfg in DPT_CONFIGS.items():
@@ -71,16 +91,18 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
         entry = ModelEntry(spec.name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
                            pos_embed_key="pos_embed", weights_root="vit")
     if spec.num_classes is not None and not entry.takes_classes:
-        raise InputError("--num-classes", spec.num_classes, "only with segmenter_* models",
+        raise InputError("--num-classes", spec.num_classes,
+                         "only with segmenter_tiny/small/base/large",
                          f"{spec.name} has no classes")
     if spec.num_classes is not None and spec.num_classes <= 0:
         raise InputError("--num-classes", spec.num_classes, "a positive integer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = entry.build(spec)
-    if spec.checkpoint:
+    checkpoint = spec.checkpoint or (entry.default_weights() if entry.default_weights else None)
+    if checkpoint:
         target = model.get_submodule(entry.weights_root) if entry.weights_root else model
-        load_into(target, spec.checkpoint, model.layout, entry.pos_embed_key, entry.convert_state)
+        load_into(target, checkpoint, model.layout, entry.pos_embed_key, entry.convert_state)
     return model.eval()
 
 

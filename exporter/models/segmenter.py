@@ -71,13 +71,15 @@ class Segmenter(DenseModel):
     per_token_head = True
     restore_at_output = True  # as the Expedite authors do: reconstruct the mask logits
 
-    def __init__(self, size: str = "base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES):
+    def __init__(self, size="base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES,
+                 patch: int = PATCH, decoder_layers: int = 2):
         super().__init__()
-        dim, depth, heads = SIZES[size]
+        # size: a name in SIZES or an explicit (embed dim, depth, heads)
+        dim, depth, heads = SIZES[size] if isinstance(size, str) else size
         self.encoder = VisionTransformer(
-            img_size=tuple(img_size), patch_size=PATCH, embed_dim=dim, depth=depth,
+            img_size=tuple(img_size), patch_size=patch, embed_dim=dim, depth=depth,
             num_heads=heads, num_classes=1000, norm_layer=LayerNorm, qkv_bias=True)
-        self.decoder = MaskTransformer(num_classes, dim, dim)
+        self.decoder = MaskTransformer(num_classes, dim, dim, decoder_layers)
         self.layout = layout_of(self.encoder)
         self.taps = (depth - 1,)
         self.num_classes = num_classes
@@ -99,7 +101,8 @@ class Segmenter(DenseModel):
         return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
 
 
-def create_segmenter(size: str, img_size=None, num_classes=None) -> Segmenter:
+def create_segmenter(size, img_size=None, num_classes=None, patch: int = PATCH,
+                     decoder_layers: int = 2) -> Segmenter:
     img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
-    check_img_size(img_size, PATCH)
-    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES)
+    check_img_size(img_size, patch)
+    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, patch, decoder_layers)
