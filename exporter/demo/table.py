@@ -39,7 +39,7 @@ def rows_for(layout) -> list[tuple[str, dict, str]]:
     for share, name in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):  # paper 002 Table 1
         m = max(1, round(n * share))
         rows.append(("ailurus", {"clusters": m}, f"clusters {m} ({name})"))
-    for ratio in (0.2, 0.3):
+    for ratio in (0.3, 0.5):  # paper 003's default, and a heavier cut
         rows.append(("token-adapter", {"rows_ratio": ratio, "cols_ratio": ratio},
                       f"rows/cols ratio {ratio}"))
     depth = layout.depth
@@ -176,8 +176,9 @@ def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_cou
     except InputError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
-    shipped = model_name == DEFAULT_MODEL and any((Path(__file__).parent / "weights").glob("*"))
-    trained = bool(checkpoint) or shipped
+    from ..models import weights_of
+
+    trained = weights_of(spec) != "random"
     argv = " ".join(["python -m exporter.demo.table", *sys.argv[1:]])
     write_atomic(Path(out), render(result, trained, argv))
     write_atomic(Path(out).with_suffix(".json"), json.dumps(result, indent=2) + "\n")
