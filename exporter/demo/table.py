@@ -90,7 +90,8 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress)
                                   shape, runs, warmup=2, seed=0)
         gflops = count_gflops(reduced, one)
         row = {"method": method, "setting": label, "flags": args,
-               "tokens": reduced.method.reduced_tokens(), "gflops": gflops,
+               "cut": reduced.method.cut, "tokens": reduced.method.reduced_tokens(),
+               "gflops": gflops,
                "gflops_ratio": base_gflops / gflops,
                "speedup": lat["baseline"]["median_ms"] / lat["reduced"]["median_ms"],
                "reduced_ms": lat["reduced"]["median_ms"], "miou": ev["miou"],
@@ -131,18 +132,21 @@ def render(result: dict, trained: bool, command: str) -> str:
         "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
         "convention, see [performance.md](performance.md)); speed-up: median ONNX Runtime CPU "
         f"latency of the baseline over the reduced model, {result['runs']} interleaved runs at "
-        "batch 1 on a shared machine (expect a few percent of noise)",
+        "batch 1 on a shared machine; the `none` row times the baseline against itself and so "
+        "shows the noise of the measurement",
         "- SViT rows use seeded random gates (no trained gates exist for this model), so they "
         "show the cost of the capacity, not the accuracy trained gates would keep",
         f"- Regenerate: `{command}`",
         "",
-        "| method | setting | tokens after cut | GFLOPs | GFLOPs ratio | speed-up | mIoU | "
-        "retention | validated |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | setting | first reduced block | patch tokens after reduction | GFLOPs | "
+        "GFLOPs ratio | speed-up | mIoU (%) | retention | validated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         ret = f"{r['retention']:.1%}" if r["retention"] is not None else "-"
-        lines.append(f"| {r['method']} | {r['setting']} | {r['tokens']} | {r['gflops']:.3f} | "
+        cut = "-" if r["cut"] is None else r["cut"]
+        lines.append(f"| {r['method']} | {r['setting']} | {cut} | {r['tokens']} | "
+                     f"{r['gflops']:.3f} | "
                      f"{r['gflops_ratio']:.2f}x | {r['speedup']:.2f}x | {100 * r['miou']:.2f} | "
                      f"{ret} | {'yes' if r['validated'] else 'NO'} |")
     return "\n".join(lines) + "\n"
