@@ -33,10 +33,29 @@ def unfused_attention(module: torch.nn.Module):
 
 def count_gflops(module: torch.nn.Module, input_shape) -> float:
     """Multiply-accumulates (in G) of one forward pass at `input_shape` (batch 1 recommended)."""
-    images = torch.zeros(tuple(input_shape))
+    # on the module's device: "meta" modules count without allocating or computing anything
+    device = next(module.parameters()).device
+    images = torch.zeros(tuple(input_shape), device=device)
     with torch.no_grad(), unfused_attention(module), FlopCounterMode(display=False) as counter:
         module(images)
     return counter.get_total_flops() / 2e9
+
+
+def count_settings_gflops(settings, input_shape=None) -> float:
+    """GFLOPs of a build's model without its weights: built on the "meta" device, so even
+    ViT-L at 768x768 counts in seconds and no memory (the count depends on shapes only)."""
+    from dataclasses import replace
+
+    from .methods import apply_method
+    from .models import create_model
+
+    with torch.device("meta"):
+        model = create_model(replace(settings.model, checkpoint=None), settings.seed)
+    # the method's index tables are built on the CPU (they are computed), then moved
+    reduced = apply_method(model, settings.method, dict(settings.method_args)).to("meta")
+    if input_shape is None:
+        input_shape = (1, 3, *model.layout.image_size)
+    return count_gflops(reduced, input_shape)
 
 
 def onnx_session(path: Path, threads: int | None = None):
@@ -120,32 +139,52 @@ def baseline_settings(settings):
     return replace(settings, method="none", method_args={})
 
 
-def export_baseline(folder: Path, settings, shape, report: dict, baseline=None,
-                    progress=lambda text: None) -> Path:
-    """folder/baseline.onnx: the same model with `--method none`, exported once and kept;
-    recorded in the report's artifacts and hashes."""
+def export_variant(folder: Path, name: str, settings, shape, report: dict, model=None,
+                   progress=lambda text: None) -> Path:
+    """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
+    kept; recorded in the report's artifacts and hashes."""
     from .build import patched_model
     from .onnx.export import export_onnx
     from .report import sha256
 
-    path = Path(folder) / "baseline.onnx"
+    path = Path(folder) / f"{name}.onnx"
     if not path.is_file():
-        progress("export the baseline (--method none) to baseline.onnx ...")
-        if baseline is None:
-            baseline = patched_model(baseline_settings(settings))
-        tmp = path.with_name(".baseline.onnx.tmp")
-        export_onnx(baseline, tmp, shape, settings.opset, settings.dynamic_batch)
+        progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
+        model = patched_model(settings) if model is None else model
+        tmp = path.with_name(f".{path.name}.tmp")
+        export_onnx(model, tmp, shape, settings.opset, settings.dynamic_batch)
         tmp.replace(path)
-    report["artifacts"]["baseline_onnx"] = path.name
+    report["artifacts"][f"{name}_onnx"] = path.name
     report.setdefault("hashes", {})[path.name] = sha256(path)
     return path
+
+
+def export_baseline(folder: Path, settings, shape, report: dict, baseline=None,
+                    progress=lambda text: None) -> Path:
+    """folder/baseline.onnx: the same model with `--method none`."""
+    return export_variant(folder, "baseline", baseline_settings(settings), shape, report,
+                          baseline, progress)
+
+
+def authors_settings(settings):
+    """The same build with the method's own flags for the authors' formulation, or None."""
+    from dataclasses import replace
+
+    from .methods import METHODS
+
+    form = getattr(METHODS.get(settings.method), "authors_form", None)
+    if not form or all(settings.method_args.get(k) == v for k, v in form.items()):
+        return None
+    return replace(settings, method_args={**settings.method_args, **form})
 
 
 def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None = None,
                  progress=lambda text: None) -> dict:
     """`vitexport bench OUT`: the folder's model.onnx against the same model with `--method none`.
 
-    The baseline is exported once into OUT/baseline.onnx (kept for later runs).
+    The baseline is exported once into OUT/baseline.onnx (kept for later runs). When the method
+    has an authors' formulation that differs from the build's (Expedite's dense clustering), it
+    is exported into OUT/authors_form.onnx and timed and profiled in the same run.
     """
     from .build import patched_model, read_folder
     from .report import write_report
@@ -153,23 +192,29 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
     report, settings = read_folder(out)
     out = Path(out)
     shape = tuple(report["model"]["input_shape"])
-    baseline = patched_model(baseline_settings(settings))
-    export_baseline(out, settings, shape, report, baseline, progress)
+    variants = {"baseline": baseline_settings(settings)}
+    authors = authors_settings(settings)
+    if authors is not None:
+        variants["authors_form"] = authors
+    models = {name: patched_model(s) for name, s in variants.items()}
+    paths = {name: export_variant(out, name, variants[name], shape, report, models[name], progress)
+             for name in variants}
+    paths["reduced"] = out / report["artifacts"]["onnx"]
+    reduced = patched_model(settings)
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
-    gflops = {"baseline": count_gflops(baseline, one),
-              "reduced": count_gflops(patched_model(settings), one)}
-    progress(f"time both in ONNX Runtime, {runs} interleaved runs ...")
-    sessions = {"baseline": onnx_session(out / "baseline.onnx", threads),
-                "reduced": onnx_session(out / report["artifacts"]["onnx"], threads)}
+    gflops = {"baseline": count_gflops(models["baseline"], one),
+              "reduced": count_gflops(reduced, one)}
+    progress(f"time them in ONNX Runtime, {runs} interleaved runs ...")
+    sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
     lat = interleaved_latency(sessions, shape, runs, warmup, settings.seed)
     base_ms, red_ms = lat["baseline"]["median_ms"], lat["reduced"]["median_ms"]
     progress("profile the token operations ...")
-    share = token_ops_share(out / report["artifacts"]["onnx"], shape, threads=threads,
-                            seed=settings.seed)
+    share = token_ops_share(paths["reduced"], shape, threads=threads, seed=settings.seed)
     report["bench"] = {
         "runtime": "onnxruntime-cpu",
         "baseline_ms": base_ms, "reduced_ms": red_ms, "speedup": base_ms / red_ms,
+        "spread_ms": {name: [v["p25_ms"], v["p75_ms"]] for name, v in lat.items()},
         "gflops": gflops, "gflops_ratio": gflops["baseline"] / gflops["reduced"],
         "speedup_vs_gflops_ratio": (base_ms / red_ms) / (gflops["baseline"] / gflops["reduced"]),
         "gflops_convention": "multiply-accumulates of matmul/conv counted as FLOPs (mmcv/fvcore)",
@@ -177,5 +222,12 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
         "token_ops": share,
         "tokens": report["tokens"], "latency": lat, "runs": runs, "warmup": warmup,
     }
+    if authors is not None:
+        progress("profile the token operations of the authors' formulation ...")
+        a_share = token_ops_share(paths["authors_form"], shape, threads=threads, seed=settings.seed)
+        report["bench"]["authors_form"] = {
+            "flags": variants["authors_form"].method_args, "ms": lat["authors_form"]["median_ms"],
+            "gflops": count_gflops(models["authors_form"], one),
+            "token_ops_share": a_share["share"], "token_ops": a_share}
     write_report(out, report)
     return report

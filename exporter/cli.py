@@ -64,11 +64,11 @@ def method_options(func):
 @click.option("--preset", default=None,
               help="A paper's settings by name (see `vitexport presets`); explicit flags win.")
 @click.option("--model", "model_name", default=None,
-              help="segmenter_tiny|small|base|large, dpt_base|large|hybrid, or a timm ViT name "
-                   "(vit_*, deit*). Default: segmenter_base.")
+              help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, or a timm ViT "
+                   "name (vit_*, deit*). Default: segmenter_digits (trained, shipped).")
 @click.option("--checkpoint", default=None, help="Weights (.pth with weights_only, or .safetensors).")
-@click.option("--img-size", default=None, help="Input HxW (default: the model's, 512x512 for Segmenter).")
-@click.option("--num-classes", type=int, default=None, help="Segmenter classes (default 150).")
+@click.option("--img-size", default=None, help="Input HxW (default: the model's, 64x64 for segmenter_digits, 512x512 for other Segmenters).")
+@click.option("--num-classes", type=int, default=None, help="Segmenter classes (default 150; segmenter_digits has 11).")
 @click.option("--method", default=None,
               help="Token-reduction method (see `vitexport methods`). Default: expedite.")
 @method_options
@@ -94,9 +94,11 @@ def method_options(func):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--bench", "run_bench", is_flag=True,
+              help="Then time the result against --method none (as `vitexport bench OUT`).")
 def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
           atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, eval_data,
-          eval_count, out, force, **method_args):
+          eval_count, out, force, run_bench, **method_args):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
     from .build import build as run_build, passed
 
@@ -124,6 +126,12 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
     except ExportRuleError as err:
         _echo_err(f"Error: the exported graph breaks the export rules: {err}")
         sys.exit(1)
+    if run_bench:
+        from .bench import bench_folder
+        from .report import format_bench
+
+        report = bench_folder(out, progress=_progress)
+        click.echo(format_bench(report["bench"]))
     _print_summary(report, out)
     sys.exit(0 if passed(report) else 1)
 
@@ -168,14 +176,11 @@ def engine(out, precision, workspace, opt_level, plugin_lib):
 def bench(out, runs, warmup, threads):
     """Time an output folder's model against its --method none baseline, side by side."""
     from .bench import bench_folder
+    from .report import format_bench
 
     report = bench_folder(out, runs, warmup, threads, progress=_progress)
     b = report["bench"]
-    click.echo(f"baseline {b['baseline_ms']:.1f} ms, {b['gflops']['baseline']:.2f} GFLOPs | "
-               f"reduced {b['reduced_ms']:.1f} ms, {b['gflops']['reduced']:.2f} GFLOPs | "
-               f"speed-up {b['speedup']:.2f}x (GFLOPs ratio {b['gflops_ratio']:.2f}x)")
-    if b["token_ops_share"] is not None:
-        click.echo(f"token operations: {b['token_ops_share']:.1%} of the reduced model's kernel time")
+    click.echo(format_bench(b))
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 
@@ -266,6 +271,8 @@ def models():
     for entry in MODELS.values():
         click.echo(f"{entry.name:20} {entry.description}")
     click.echo(f"{'<timm name>':20} any timm VisionTransformer, e.g. vit_base_patch16_224")
+    click.echo(f"{'<timm swin name>':20} any timm SwinTransformer, e.g. swin_tiny_patch4_window7_224 "
+               "(outputs: the four stage maps)")
 
 
 def _print_summary(report: dict, out: Path) -> None:

@@ -85,17 +85,7 @@ def render_markdown(r: dict) -> str:
                   "", f"Retention (reduced / baseline {a['metric']}): {ret}.", ""]
     b = r.get("bench")
     if b:
-        lines += ["## Speed (ONNX Runtime, CPU, same run, interleaved)", "",
-                  "| | baseline (`--method none`) | reduced |", "|---|---|---|",
-                  f"| latency, median ms | {b['baseline_ms']:.1f} | {b['reduced_ms']:.1f} |",
-                  f"| GFLOPs (MACs) | {b['gflops']['baseline']:.2f} | {b['gflops']['reduced']:.2f} |",
-                  f"| patch tokens after the cut | {b['tokens']['full']} | {b['tokens']['reduced']} |",
-                  "", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x "
-                  f"(speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it). "
-                  f"{b['gflops_convention']}.", "",
-                  "Token operations (the method's own modules, ONNX Runtime profiler): "
-                  + (f"{b['token_ops_share']:.1%} of the reduced model's kernel time."
-                     if b.get("token_ops_share") is not None else "not measured."), ""]
+        lines += ["## Speed (ONNX Runtime, CPU, same run, interleaved)", "", format_bench(b), ""]
     lint = r.get("lint", [])
     lines += ["## Lint", ""]
     lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
@@ -105,3 +95,32 @@ def render_markdown(r: dict) -> str:
     for name, path in r["artifacts"].items():
         lines.append(f"| {name} | {path} | `{r.get('hashes', {}).get(path, '-')}` |")
     return "\n".join(lines) + "\n"
+
+
+def _spread(b: dict, name: str) -> str:
+    lo, hi = b.get("spread_ms", {}).get(name, (None, None))
+    return f"{lo:.1f}-{hi:.1f}" if lo is not None else "-"
+
+
+def format_bench(b: dict) -> str:
+    """The side-by-side table of `vitexport bench` (Markdown, also readable in a terminal)."""
+    share = lambda s: f"{s:.1%}" if s is not None else "-"  # noqa: E731
+    rows = [("baseline (`--method none`)", "baseline", b["baseline_ms"], b["gflops"]["baseline"],
+             b["tokens"]["full"], None),
+            ("reduced", "reduced", b["reduced_ms"], b["gflops"]["reduced"], b["tokens"]["reduced"],
+             b.get("token_ops_share"))]
+    a = b.get("authors_form")
+    if a:
+        flags = " ".join(f"--{k} {v}" for k, v in a["flags"].items() if k not in ("hw",))
+        rows.append((f"reduced, authors' form (`{flags}`)", "authors_form", a["ms"], a["gflops"],
+                     b["tokens"]["reduced"], a.get("token_ops_share")))
+    lines = ["| model | median ms | p25-p75 ms | speed-up | GFLOPs (MACs) | tokens | token ops |",
+             "|---|---|---|---|---|---|---|"]
+    for label, key, ms, gf, tokens, tok in rows:
+        lines.append(f"| {label} | {ms:.1f} | {_spread(b, key)} | {b['baseline_ms'] / ms:.2f}x | "
+                     f"{gf:.2f} | {tokens} | {share(tok)} |")
+    lines += ["", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x (the "
+              f"speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it); {b['runs']} interleaved "
+              f"runs after {b['warmup']} warm-up. GFLOPs: {b['gflops_convention']}. Token ops: "
+              "share of the model's ONNX Runtime kernel time spent in the method's own modules."]
+    return "\n".join(lines)

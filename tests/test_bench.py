@@ -27,8 +27,10 @@ def test_gflops_count_attention_and_blocks():
 @pytest.mark.slow
 def test_bench_reports_baseline_and_reduced(tmp_path):
     out = tmp_path / "out"
-    args = ["--model", "segmenter_tiny", "--img-size", "128x128", "--num-classes", "5"]
-    assert CliRunner().invoke(main, ["build", *args, "--hw", "4x4", "--out", str(out)]).exit_code == 0
+    # 12x12 tokens into 8x8 clusters: large enough that the windows leave clusters out
+    args = ["--model", "segmenter_tiny", "--img-size", "192x192", "--num-classes", "5"]
+    result = CliRunner().invoke(main, ["build", *args, "--hw", "8x8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     b = json.loads((out / "report.json").read_text())["bench"]
@@ -38,4 +40,24 @@ def test_bench_reports_baseline_and_reduced(tmp_path):
     assert (out / "baseline.onnx").is_file()
     # clustering and reconstruction take some, but not all, of the reduced model's time
     assert 0 < b["token_ops_share"] < 1 and b["token_ops"]["token_nodes"] > 0
-    assert "Speed" in (out / "report.md").read_text()
+    for name in ("baseline", "reduced", "authors_form"):
+        lo, hi = b["spread_ms"][name]
+        assert 0 < lo <= hi
+    # the authors' dense clustering is timed beside the tiled one and does more products
+    a = b["authors_form"]
+    assert a["flags"]["clustering"] == "dense" and (out / "authors_form.onnx").is_file()
+    assert a["gflops"] > b["gflops"]["reduced"] and 0 < a["token_ops_share"] < 1
+    text = (out / "report.md").read_text()
+    assert "Speed" in text and "authors' form" in text and "p25-p75" in result.output
+
+
+@pytest.mark.slow
+def test_build_bench_flag_runs_the_benchmark(tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", "segmenter_tiny", "--img-size", "64x64", "--num-classes", "3",
+            "--method", "pool", "--out", str(out), "--bench"]
+    result = CliRunner().invoke(main, ["build", *args])
+    assert result.exit_code == 0, result.output
+    b = json.loads((out / "report.json").read_text())["bench"]
+    assert b["baseline_ms"] > 0 and "authors_form" not in b
+    assert "speed-up" in result.output

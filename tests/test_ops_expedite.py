@@ -105,7 +105,14 @@ def test_tiled_clustering_equals_dense_form(tile):
     z = features(2, grid[0] * grid[1], 12, seed=11) * 20  # large norms: shifts must hold
     tiled = TokenClustering(grid, cells, window, iters=4, tau=50.0, tile=tile)
     dense = DenseClustering(grid, cells, window, iters=4, tau=50.0)
+    assert tiled.tile == tile
     assert (tiled(z) - dense(z)).abs().max() <= 1e-4 * z.abs().max()
+
+
+def test_tiles_are_skipped_when_windows_cover_the_grid():
+    """8x8 -> 4x4 with 5x5 windows: every pixel sees (nearly) every cluster; dense is cheaper."""
+    assert TokenClustering((8, 8), (4, 4), (5, 5), iters=1, tau=1.0).tile is None
+    assert TokenClustering((32, 32), (24, 24), (5, 5), iters=1, tau=1.0).tile is not None
 
 
 @pytest.mark.parametrize("grid,cells", [((8, 8), (4, 4)), ((7, 5), (3, 4))])

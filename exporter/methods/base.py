@@ -38,6 +38,8 @@ class MethodSpec:
     options: tuple[Option, ...]
     build: Callable[[DenseModel, dict], "TokenMethod"]
     families: tuple[str, ...] = ("vit",)  # model families (DenseModel.family) it has a form for
+    # flags that switch to the authors' own formulation (same result), timed beside ours by bench
+    authors_form: dict | None = None
 
     def check_family(self, model: DenseModel) -> None:
         family = getattr(model, "family", "vit")
@@ -72,6 +74,10 @@ class TokenMethod(nn.Module):
 
     def reduced_tokens(self) -> int:
         """Number of patch tokens the blocks after the cut process."""
+        return self.layout.num_patches
+
+    def full_tokens(self) -> int:
+        """Number of patch tokens those blocks process in the unmodified model."""
         return self.layout.num_patches
 
     def full_tokens(self) -> int:

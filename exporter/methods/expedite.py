@@ -15,6 +15,7 @@ from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops import TokenClustering, TokenReconstruction
+from ..ops.clustering import DenseClustering
 from ..ops.distance import squared_distance
 from ..ops.grid import window_mask
 from .base import (MethodSpec, Option, TokenMethod, check_choice, check_hw, check_int,
@@ -25,7 +26,10 @@ from .swin_window import is_swin, refuse_swin_flags
 TOPK_LIMIT = 3840  # TensorRT's largest TopK K
 
 # Paper defaults (001, Table 1 and section 4.3; supplementary Table 1 for Segmenter ADE20K).
-DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 50.0, "k": 20, "norm": "sum", "neighbours": "all"}
+DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 50.0, "k": 20, "norm": "sum", "neighbours": "all",
+            "clustering": "tiled"}
+# Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison.
+CLUSTERING = {"tiled": TokenClustering, "dense": DenseClustering}
 
 
 def default_alpha(depth: int) -> int:
@@ -41,13 +45,15 @@ def default_hw(grid: tuple[int, int]) -> tuple[int, int]:
 class Expedite(TokenMethod):
     name = "expedite"
 
-    def __init__(self, layout, alpha, hw, window, iters, tau, k, norm, neighbours, restore_at_output):
+    def __init__(self, layout, alpha, hw, window, iters, tau, k, norm, neighbours, restore_at_output,
+                 clustering="tiled"):
         super().__init__(layout)
         self.cut = alpha
         self.hw, self.window, self.k, self.norm = hw, window, k, norm
         self.iters, self.tau, self.neighbours = iters, tau, neighbours
         self.restore_at_output = restore_at_output
-        self.clustering = TokenClustering(layout.grid, hw, window, iters, tau)
+        self.formulation = clustering
+        self.clustering = CLUSTERING[clustering](layout.grid, hw, window, iters, tau)
         self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, layout.grid,
                                                            hw, window)
 
@@ -55,7 +61,8 @@ class Expedite(TokenMethod):
         return {"alpha": self.cut, "hw": format_pair(self.hw), "window": format_pair(self.window),
                 "iters": self.iters, "tau": self.tau, "k": self.k, "norm": self.norm,
                 "neighbours": self.neighbours,
-                "restore": "output" if self.restore_at_output else "backbone"}
+                "restore": "output" if self.restore_at_output else "backbone",
+                "clustering": self.formulation}
 
     def reduced_tokens(self):
         return self.hw[0] * self.hw[1]
@@ -103,7 +110,9 @@ def build(model: DenseModel, args: dict) -> Expedite:
     k = args.get("k")
     k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
     at_output = check_restore(args.get("restore"), model)
-    return Expedite(lay, alpha, hw, window, iters, tau, k, norm, neighbours, at_output)
+    clustering = check_choice("--clustering", args.get("clustering", DEFAULTS["clustering"]),
+                              tuple(CLUSTERING))
+    return Expedite(lay, alpha, hw, window, iters, tau, k, norm, neighbours, at_output, clustering)
 
 
 SPEC = MethodSpec(
@@ -125,7 +134,10 @@ SPEC = MethodSpec(
                "then counts that stage's blocks", "the deepest stage"),
         Option("--window-hw", "window_hw", "Swin: clustered window k x k (K x K before)",
                "2/3 of K per side"),
+        Option("--clustering", "clustering",
+               "tiled: windows only | dense: the authors' all-pairs form (same result)", "tiled"),
     ),
     build,
     families=("vit", "swin"),
+    authors_form={"clustering": "dense"},
 )

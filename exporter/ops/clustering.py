@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .distance import squared_distance
-from .grid import WindowTiles, own_cell, pool_matrix, window_mask
+from .grid import WindowTiles, best_tile, own_cell, pool_matrix, tile_cost, window_mask
 
 # Logit given to clusters outside a pixel's window: exp() of it is 0 in float32, and it is
 # finite in float16, unlike 1e16 or inf.
@@ -83,13 +83,19 @@ class TokenClustering(DenseClustering):
 
     def __init__(self, grid, cells, window, iters: int, tau: float, tile: int | None = None):
         super().__init__(grid, cells, window, iters, tau)
+        tile = best_tile(grid, cells, window) if tile is None else tile
+        dense_cost = 2 * grid[0] * grid[1] * cells[0] * cells[1]
+        self.tile = tile if tile_cost(grid, cells, window, tile) < dense_cost else None
+        if self.tile is None:  # windows that cover (nearly) every cluster: tiles cannot save
+            return
         del self.allowed, self.own  # the dense tables are not used
         tiles = WindowTiles(grid, cells, window, tile)
-        self.tile = tiles.tile
         for name in ("pixels", "valid", "clusters", "allowed", "own", "gather"):
             self.register_buffer(name, getattr(tiles, name), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.tile is None:
+            return super().forward(z)
         dtype = z.dtype
         z = z.float()
         B, _, C = z.shape
