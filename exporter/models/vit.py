@@ -56,26 +56,41 @@ class TimmViT(DenseModel):
 
 
 def create_timm_vit(name: str, img_size: tuple[int, int] | None) -> TimmViT:
-    """Build a timm ViT offline (no download) at the given input size."""
+    """Build a timm ViT offline (no download) at the given input size (H, W)."""
     kwargs = {"pretrained": False, "num_classes": 0, "dynamic_img_size": False}
     if img_size is not None:
         kwargs["img_size"] = tuple(img_size)
+    # Name and input size are checked on the meta device first: a wrong size is refused
+    # before ViT-H's 630M weights are allocated and initialised.
+    with torch.device("meta"):
+        probe = _create(name, kwargs)
+    check_img_size(img_size, probe.patch_embed.patch_size)
+    return TimmViT(_create(name, kwargs))
+
+
+def _create(name: str, kwargs: dict) -> VisionTransformer:
     try:
         vit = timm.create_model(name, **kwargs)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError, AssertionError) as err:
         raise InputError("--model", name, "a timm VisionTransformer name, e.g. vit_base_patch16_224",
-                         str(err).splitlines()[0]) from None
+                         str(err).splitlines()[0] if str(err) else type(err).__name__) from None
     if not isinstance(vit, VisionTransformer):
         raise InputError("--model", name, "a timm VisionTransformer name (not "
                          f"{type(vit).__name__}), e.g. vit_base_patch16_224")
-    check_img_size(img_size, vit.patch_embed.patch_size)
-    return TimmViT(vit)
+    return vit
 
 
 def check_img_size(img_size, patch_size) -> None:
+    """Both sides must be whole multiples of the patch; the error names the nearest sizes."""
     if img_size is None:
         return
     ph, pw = patch_size if isinstance(patch_size, (tuple, list)) else (patch_size, patch_size)
-    if img_size[0] % ph or img_size[1] % pw:
-        raise InputError("--img-size", f"{img_size[0]}x{img_size[1]}",
-                         f"sizes divisible by the patch size {ph}x{pw}")
+    H, W = img_size
+    if H % ph or W % pw:
+        below = (H // ph * ph, W // pw * pw)
+        above = (-(-H // ph) * ph, -(-W // pw) * pw)
+        near = [f"{h}x{w}" for h, w in (below, above) if h > 0 and w > 0]
+        raise InputError("--img-size", f"{H}x{W}",
+                         f"HxW with H a multiple of {ph} and W a multiple of {pw} "
+                         f"(nearest: {' or '.join(dict.fromkeys(near))})",
+                         f"not divisible by the patch size {ph}x{pw}")

@@ -1,0 +1,151 @@
+"""Large plain ViTs (SWAG ViT-L/16 512, ViT-H/14 518): patch 14, non-square inputs, presets.
+
+The real models are far too big for the suite; a small timm architecture with the same code
+path (patch 14, registered under a timm name so that `--model` resolves it like any timm ViT)
+stands in for them, and the large ones are checked on the meta device (shapes only).
+"""
+
+import inspect
+import json
+
+import numpy as np
+import onnx
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer
+
+from exporter.cli import main
+from exporter.config import ModelSpec
+from exporter.methods import apply_method
+from exporter.models import create_model
+from exporter.presets import resolve
+
+from .helpers import export_and_run, images_for, max_abs, tiny_vit
+
+_VIT_ARGS = set(inspect.signature(VisionTransformer).parameters)
+
+
+@register_model
+def vit_test_patch14(pretrained=False, **kwargs):
+    """A ViT with patch 14 and ViT-H/14's layout (class token, no registers), 3 blocks, dim 32."""
+    kwargs = {k: v for k, v in kwargs.items() if k in _VIT_ARGS}  # drop timm's cache/cfg args
+    return VisionTransformer(**{"patch_size": 14, "embed_dim": 32, "depth": 3, "num_heads": 2,
+                                **kwargs})
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+# 70x126 (HxW) -> a 5 x 9 grid: rows and columns differ, so a swap would show.
+SMALL = ["--model", "vit_test_patch14", "--img-size", "70x126"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,extra,reduced", [
+    ("expedite", ["--alpha", "1", "--hw", "3x6", "--window", "3x3", "--k", "4"], 18),
+    # 2 of 5 rows and 3 of 9 columns merged away: 3 x 6 tokens kept
+    ("token-adapter", ["--rows-ratio", "0.4", "--cols-ratio", "0.3334"], 18),
+])
+def test_patch14_non_square_build_validates(tmp_path, method, extra, reduced):
+    out = tmp_path / "out"
+    result = run(["build", *SMALL, "--method", method, *extra, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["input_shape"] == [1, 3, 70, 126]
+    assert report["model"]["layout"]["grid"] == [5, 9]
+    assert report["tokens"] == {"full": 45, "reduced": reduced}
+    (entry,) = report["validation"]
+    assert entry["passed"] and entry["outputs"]["features"]["cosine"] >= 0.99999
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert dims == [1, 32, 5, 9]
+
+
+@pytest.mark.parametrize("num_prefix", [0, 1, 5])  # no class token; class token; + 4 registers
+def test_feature_map_rows_are_image_rows(num_prefix):
+    model = tiny_vit(grid=(5, 9), num_prefix=num_prefix, depth=2, patch=14)
+    assert model.layout.image_size == (70, 126) and model.layout.num_prefix == num_prefix
+    images = images_for(model)
+    with torch.no_grad():
+        got = model(images)
+        # timm's own forward: the patch tokens in row-major order after the prefix tokens
+        tokens = model.vit.forward_features(images)[:, num_prefix:]
+    assert got.shape == (2, 32, 5, 9)
+    expected = tokens.reshape(2, 5, 9, 32).permute(0, 3, 1, 2)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_prefix", [0, 5])
+def test_expedite_keeps_prefix_tokens_out_of_the_clusters(num_prefix):
+    model = tiny_vit(grid=(5, 9), num_prefix=num_prefix, depth=2, patch=14)
+    reduced = apply_method(model, "expedite", {"alpha": 1, "hw": "3x6", "window": "3x3", "k": 4})
+    x = torch.randn(2, num_prefix + 45, 32)
+    tokens, _ = reduced.method.reduce(x)
+    assert tokens.shape == (2, num_prefix + 18, 32)
+    assert torch.equal(tokens[:, :num_prefix], x[:, :num_prefix])
+
+
+@pytest.mark.slow
+def test_patch14_registers_non_square_export_matches_pytorch(tmp_path):
+    model = tiny_vit(grid=(5, 9), num_prefix=5, depth=2, patch=14)
+    reduced = apply_method(model, "expedite", {"alpha": 1, "hw": "3x6", "window": "3x3", "k": 4})
+    images = images_for(model, batch=1)
+    (out,), _ = export_and_run(reduced, images, tmp_path / "m.onnx")
+    with torch.no_grad():
+        ref = reduced(images).numpy()
+    assert out.shape == (1, 32, 5, 9)
+    assert max_abs(out, ref) < 1e-4
+    assert np.abs(ref).max() > 0.1  # not a trivially small output
+
+
+# Supplementary of paper 001 (file 000): Table 1 (alpha, h x w, lambda, kappa, tau, k, grid,
+# depth L) and Table 3 (input resolution), rows "SWAG ViT-H/14" and "SWAG ViT-L/16".
+SWAG = {
+    "swag-vit-h14": dict(model="vit_huge_patch14_224", img=(518, 518), alpha=8, grid=(37, 37),
+                         depth=32, hw="25x25", window="7x7", iters=5, tau=1, k=20, dim=1280),
+    "swag-vit-l16": dict(model="vit_large_patch16_224", img=(512, 512), alpha=8, grid=(32, 32),
+                         depth=24, hw="22x22", window="9x9", iters=5, tau=1, k=20, dim=1024),
+}
+
+
+@pytest.mark.parametrize("name", list(SWAG))
+def test_swag_presets_are_the_papers_rows(name):
+    row = SWAG[name]
+    spec, method, args = resolve(name, ModelSpec(None), None, {})
+    assert (spec.name, spec.img_size, method) == (row["model"], row["img"], "expedite")
+    for key in ("alpha", "hw", "window", "iters", "tau", "k"):
+        assert args[key] == row[key], key
+    with torch.device("meta"):  # shapes only: ViT-H has 630M weights
+        model = create_model(spec)
+    reduced = apply_method(model, method, args)  # index tables are built on the CPU
+    lay = model.layout
+    assert (lay.grid, lay.depth, lay.dim, lay.num_prefix) == (row["grid"], row["depth"],
+                                                              row["dim"], 1)
+    h, w = map(int, row["hw"].split("x"))
+    assert reduced.method.reduced_tokens() == h * w
+    assert reduced.method.cut == row["alpha"]  # blocks 0..alpha-1 run on all tokens
+
+
+@pytest.mark.parametrize("args,nearest", [
+    (["--preset", "swag-vit-h14", "--img-size", "512x512"], "504x504 or 518x518"),
+    (["--model", "vit_huge_patch14_224", "--img-size", "518x520"], "518x518 or 518x532"),
+    (["--model", "vit_large_patch16_224", "--img-size", "352x1210"], "352x1200 or 352x1216"),
+    (SMALL[:2] + ["--img-size", "10x126"], "14x126"),
+])
+def test_img_size_not_divisible_by_the_patch(tmp_path, args, nearest):
+    result = run(["build", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "--img-size" in lines[0] and nearest in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timm_name_resolves_to_patch14_non_square_grid():
+    model = create_model(ModelSpec("vit_test_patch14", None, (70, 126)))
+    assert model.layout.grid == (5, 9) and model.layout.patch == (14, 14)
+    assert "vit_test_patch14" in timm.list_models("vit_*")
