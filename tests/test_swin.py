@@ -69,20 +69,20 @@ def test_literal_swin_blocks_equal_timm():
 
 
 EXPEDITE_CASES = [
-    # img, window K, stage, alpha, k x k: stage 3 of a 128 input has 2x2 windows (shifted
-    # blocks), stage 4 one window (no shift); a 5x5 window on a 160 input has 2x2 of them.
-    (128, 4, 3, 1, (3, 3)),
-    (128, 4, 3, 2, (2, 3)),
-    (128, 4, 4, 1, (3, 3)),
-    (160, 5, 3, 1, (3, 3)),
+    # img, window K, stage, alpha, k x k, clustering: stage 3 of a 128 input has 2x2 windows
+    # (shifted blocks), stage 4 one window (no shift); a 5x5 window on a 160 input has 2x2.
+    (128, 4, 3, 1, (3, 3), "dense"),
+    (128, 4, 3, 2, (2, 3), "tiled"),
+    (128, 4, 4, 1, (3, 3), "dense"),
+    (160, 5, 3, 1, (3, 3), "tiled"),
 ]
 
 
-@pytest.mark.parametrize("img,window,stage,alpha,hw", EXPEDITE_CASES)
-def test_window_expedite_equals_reference(img, window, stage, alpha, hw):
+@pytest.mark.parametrize("img,window,stage,alpha,hw,clustering", EXPEDITE_CASES)
+def test_window_expedite_equals_reference(img, window, stage, alpha, hw, clustering):
     model = tiny_swin(img, window)
     args = {"stage": stage, "alpha": alpha, "window_hw": f"{hw[0]}x{hw[1]}", "window": "3x3",
-            "iters": 3, "tau": 5.0, "k": 4}
+            "iters": 3, "tau": 5.0, "k": 4, "clustering": clustering}
     reduced = apply_method(model, "expedite", args)
     st = model.stages[stage - 1]
     x = images(model)

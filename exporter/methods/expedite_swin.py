@@ -19,12 +19,16 @@ from __future__ import annotations
 from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel
-from ..ops import TokenClustering, TokenReconstruction
+from ..ops import TokenReconstruction
+from ..ops.clustering import DenseClustering, TokenClustering
 from ..ops.windows import window_merge, window_partition
 from .base import check_choice, check_int, check_positive
 from .swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
 
-DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 100.0, "k": 10, "norm": "sum", "neighbours": "all"}
+DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 100.0, "k": 10, "norm": "sum", "neighbours": "all",
+            "clustering": "dense"}
+# A window holds few clusters (k*k), most inside every lambda window: tiling saves nothing there.
+CLUSTERING = {"dense": DenseClustering, "tiled": TokenClustering}
 VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
 
 
@@ -41,18 +45,20 @@ def default_window_hw(window: tuple[int, int]) -> tuple[int, int]:
 class WindowExpedite(WindowReduction):
     name = "expedite"
 
-    def __init__(self, model, stage, alpha, reduced_window, lam, iters, tau, k, norm, neighbours):
+    def __init__(self, model, stage, alpha, reduced_window, lam, iters, tau, k, norm, neighbours,
+                 clustering="dense"):
         st = model.stages[stage - 1]
         super().__init__(model, stage, alpha, st.depth, reduced_window)
         self.lam, self.iters, self.tau, self.k = lam, iters, tau, k
-        self.norm, self.neighbours = norm, neighbours
-        self.clustering = TokenClustering(st.window, reduced_window, lam, iters, tau)
+        self.norm, self.neighbours, self.formulation = norm, neighbours, clustering
+        self.clustering = CLUSTERING[clustering](st.window, reduced_window, lam, iters, tau)
         self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, st.window,
                                                            reduced_window, lam)
 
     def config(self):
         return {**self.window_config(), "lambda": format_pair(self.lam), "iters": self.iters,
-                "tau": self.tau, "k": self.k, "norm": self.norm, "neighbours": self.neighbours}
+                "tau": self.tau, "k": self.k, "norm": self.norm, "neighbours": self.neighbours,
+                "clustering": self.formulation}
 
     def reduce(self, x):
         z = window_partition(x, self.window)  # [B*nW, K*K, C]
@@ -85,4 +91,6 @@ def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
     k_max = clusters if neighbours == "all" else min(clusters, lam[0] * lam[1])
     k = args.get("k")
     k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
-    return WindowExpedite(model, stage, alpha, hw, lam, iters, tau, k, norm, neighbours)
+    clustering = check_choice("--clustering", args.get("clustering", DEFAULTS["clustering"]),
+                              tuple(CLUSTERING))
+    return WindowExpedite(model, stage, alpha, hw, lam, iters, tau, k, norm, neighbours, clustering)
