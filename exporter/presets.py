@@ -40,9 +40,8 @@ PRESETS = {p.name: p for p in [
     Preset("segmenter-pascal-context", "000 Table 1 (Segmenter ViT-L/16, PASCAL-Context); Table 3",
            "segmenter_large", (480, 480), "expedite", _expedite(14, "15x15", "5x5", 50, 20), 60),
     Preset("dpt-kitti", "000 Table 1 (DPT R50+ViT-B/16, KITTI); input 1216x352 (Table 3)",
-           "dpt_hybrid", (352, 1216), "expedite", _expedite(2, "22x36", "5x5", 5, 20),
-           note="the paper clusters the 22x76 grid into 28x28 = 784 tokens; clusters may not "
-                "exceed the grid's 22 rows here, so 22x36 = 792"),
+           "dpt_hybrid", (352, 1216), "expedite", _expedite(2, "28x28", "5x5", 5, 20),
+           note="28 cluster rows over the grid's 22 token rows, as in the paper"),
     Preset("dpt-nyuv2", "000 Table 1 (DPT R50+ViT-B/16, NYUv2); input 640x480 (Table 3)",
            "dpt_hybrid", (480, 640), "expedite", _expedite(3, "16x16", "7x7", 10, 50)),
     Preset("swag-vit-h14", "000 Table 1 (SWAG ViT-H/14); input 518x518 (Table 3)",

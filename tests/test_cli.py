@@ -28,7 +28,7 @@ BAD = [
     (["--hw", "24"], None, "--hw"),  # 24x24 > 4x6 grid
     (["--hw", "3by4"], None, "--hw"),
     (["--hw", "0x4"], None, "--hw"),
-    (["--hw", "5x4"], None, "--hw"),
+    (["--hw", "13x4"], None, "--hw"),  # 13 rows on 4: some clusters beyond every 5x5 window
     (["--alpha", "12"], None, "--alpha"),
     (["--alpha", "0"], None, "--alpha"),
     (["--k", "13", "--hw", "3x4"], None, "--k"),

@@ -96,7 +96,7 @@ def test_reduced_token_count_and_defaults():
 
 
 @pytest.mark.parametrize("args,flag", [
-    ({"hw": "11x4"}, "--hw"), ({"hw": "0x4"}, "--hw"), ({"hw": "axb"}, "--hw"),
+    ({"hw": "31x4"}, "--hw"), ({"hw": "0x4"}, "--hw"), ({"hw": "axb"}, "--hw"),
     ({"alpha": 0}, "--alpha"), ({"alpha": 12}, "--alpha"), ({"k": 17, "hw": "4x4"}, "--k"),
     ({"k": 10, "neighbours": "window", "window": "3x3"}, "--k"), ({"window": "4x4"}, "--window"),
     ({"tau": -1}, "--tau"), ({"norm": "max"}, "--norm"), ({"iters": 0}, "--iters"),

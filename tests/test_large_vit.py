@@ -149,3 +149,48 @@ def test_timm_name_resolves_to_patch14_non_square_grid():
     model = create_model(ModelSpec("vit_test_patch14", None, (70, 126)))
     assert model.layout.grid == (5, 9) and model.layout.patch == (14, 14)
     assert "vit_test_patch14" in timm.list_models("vit_*")
+
+
+def test_more_cluster_rows_than_token_rows_matches_the_paper_form():
+    # 6 cluster rows over 4 token rows (as DPT KITTI's 28 over 22): centers start by adaptive
+    # pooling that repeats rows, and every cluster is still inside some token's 3x3 window.
+    from exporter.ops import TokenClustering
+
+    from .reference.expedite import cluster
+
+    grid, cells, window = (4, 9), (6, 5), (3, 3)
+    z = torch.randn(1, 36, 8, generator=torch.Generator().manual_seed(0))
+    got = TokenClustering(grid, cells, window, 3, 2.0)(z)[0]
+    ref = cluster(z[0].double(), grid, cells, window, 3, 2.0)
+    assert got.shape == (30, 8)
+    assert torch.allclose(got.double(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw,window,ok", [("6x5", "3x3", True), ("8x9", "3x3", True),
+                                          ("9x9", "3x3", False), ("5x9", "1x1", False)])
+def test_cluster_rows_beyond_the_grid_only_where_windows_reach(hw, window, ok):
+    from exporter.errors import InputError
+
+    model = tiny_vit(grid=(4, 9), depth=2, patch=14)
+    args = {"alpha": 1, "hw": hw, "window": window, "k": 4}
+    if ok:
+        assert apply_method(model, "expedite", args).method.config()["hw"] == hw
+        return
+    with pytest.raises(InputError) as err:
+        apply_method(model, "expedite", args)
+    # 3x3: rows of cells floor(r*8/4) = 0, 2, 4, 6 reach 0..7; 1x1: only the 4 own rows
+    assert err.value.flag == "--hw" and err.value.allowed.startswith(
+        "1..8 x" if window == "3x3" else "1..4 x")
+
+
+def test_dpt_kitti_preset_is_the_papers_row():
+    # 000 Table 1, DPT R50+ViT-B/16 KITTI: alpha 2, 76 x 22 patches (W x H), 28 x 28 clusters,
+    # lambda 5x5, kappa 5, tau 5, k 20; Table 3: input 1216 x 352 (W x H).
+    spec, method, args = resolve("dpt-kitti", ModelSpec(None), None, {})
+    assert (spec.name, spec.img_size, method) == ("dpt_hybrid", (352, 1216), "expedite")
+    assert (args["alpha"], args["hw"], args["window"], args["iters"], args["tau"], args["k"]) == (
+        2, "28x28", "5x5", 5, 5, 20)
+    with torch.device("meta"):
+        model = create_model(spec)
+    assert model.layout.grid == (22, 76)
+    assert apply_method(model, method, args).method.reduced_tokens() == 784

@@ -17,8 +17,8 @@ from ..models.base import DenseModel
 from ..ops import TokenClustering, TokenReconstruction
 from ..ops.clustering import DenseClustering
 from ..ops.distance import squared_distance
-from ..ops.grid import window_mask
-from .base import (MethodSpec, Option, TokenMethod, check_choice, check_hw, check_int,
+from ..ops.grid import cell_of, window_mask
+from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int,
                    check_positive, check_restore, split_prefix)
 from .expedite_swin import build_swin
 from .swin_window import is_swin, refuse_swin_flags
@@ -86,6 +86,33 @@ class Expedite(TokenMethod):
         return torch.where(allowed, d, float("inf")).argmin(dim=2)
 
 
+def reachable(size: int, cells: int, window: int) -> bool:
+    """Every one of `cells` cluster rows lies within window//2 of some token row's own cell."""
+    own = cell_of(size, cells)
+    return bool(((own[:, None] - torch.arange(cells)[None, :]).abs() <= window // 2).any(0).all())
+
+
+def max_cells(size: int, window: int) -> int:
+    """Most cluster rows over `size` token rows such that every cluster can receive tokens."""
+    top = size
+    while top < size * window and reachable(size, top + 1, window):
+        top += 1
+    return top
+
+
+def check_cluster_hw(value, grid: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
+    """--hw may exceed the token grid, as in the paper's DPT KITTI setting (28 cluster rows on
+    22 token rows): soft k-means then spreads each token over several clusters. What it may not
+    do is leave a cluster outside every token's window (its center would be a constant)."""
+    hw = parse_pair("--hw", value)
+    if all(c <= g or reachable(g, c, w) for c, g, w in zip(hw, grid, window)):
+        return hw
+    top = (max_cells(grid[0], window[0]), max_cells(grid[1], window[1]))
+    raise InputError("--hw", format_pair(hw), f"1..{top[0]} x 1..{top[1]} with --window "
+                     f"{format_pair(window)}", f"some clusters would be outside every token's "
+                     f"window on the {format_pair(grid)} token grid")
+
+
 def build(model: DenseModel, args: dict) -> Expedite:
     if is_swin(model):
         return build_swin(model, args)
@@ -94,11 +121,11 @@ def build(model: DenseModel, args: dict) -> Expedite:
     depth, grid = lay.depth, lay.grid
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-    hw = default_hw(grid) if args.get("hw") is None else check_hw(args["hw"], grid)
     window = parse_pair("--window", args.get("window") or DEFAULTS["window"],
                         "odd sizes, e.g. 5x5")
     if window[0] % 2 == 0 or window[1] % 2 == 0:
         raise InputError("--window", format_pair(window), "odd sizes, e.g. 3x3, 5x5, 7x7")
+    hw = default_hw(grid) if args.get("hw") is None else check_cluster_hw(args["hw"], grid, window)
     iters = check_int("--iters", args.get("iters", DEFAULTS["iters"]), 1, 100)
     tau = check_positive("--tau", args.get("tau", DEFAULTS["tau"]))
     norm = check_choice("--norm", args.get("norm", DEFAULTS["norm"]), ("sum", "l2"))
