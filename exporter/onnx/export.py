@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 import torch
+from google.protobuf.message import EncodeError
+from onnx.external_data_helper import load_external_data_for_model
 
 from ..errors import InputError
 
@@ -51,9 +53,23 @@ def strip_metadata(proto: onnx.ModelProto) -> None:
     proto.producer_version = ""  # keep bytes independent of the exact torch build
 
 
+def too_big(proto: onnx.ModelProto) -> bool:
+    try:
+        return proto.ByteSize() > MAX_PROTO_BYTES
+    except EncodeError:  # protobuf refuses to even measure a message past 2 GB (ViT-H)
+        return True
+
+
 def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
-    """Save, moving weights to `<name>.data` beside it when the proto would exceed 2 GB."""
+    """Save, moving weights to `<name>.data` beside it when the proto would exceed 2 GB.
+
+    Saving that way empties the proto's tensors; they are read back so that the caller's
+    proto stays complete (plugin and fp16 graphs are derived from it).
+    """
     path = Path(path)
-    big = proto.ByteSize() > MAX_PROTO_BYTES
-    onnx.save_model(proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
-                    location=path.name + ".data" if big else None)
+    if not too_big(proto):
+        onnx.save_model(proto, str(path))
+        return
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data")
+    load_external_data_for_model(proto, str(path.parent))
