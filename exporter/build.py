@@ -16,7 +16,7 @@ from typing import Callable
 from .config import BuildSettings
 from .errors import InputError
 from .methods import ReducedModel, apply_method
-from .models import create_model
+from .models import create_model, weights_of
 from .onnx.export import export_onnx
 from .onnx.lint import errors_of, lint, lint_folder
 from .report import read_report, sha256, write_report
@@ -195,7 +195,7 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     return {
         "tool": "vitexport",
         "model": {"name": settings.model.name,
-                  "weights": settings.model.checkpoint or "random",
+                  "weights": weights_of(settings.model),
                   "input_shape": list(shape), "dynamic_batch": settings.dynamic_batch,
                   "layout": {"grid": list(model.layout.grid), "num_prefix": model.layout.num_prefix,
                              "dim": model.layout.dim, "depth": model.layout.depth},

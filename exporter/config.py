@@ -36,7 +36,7 @@ def format_pair(pair: tuple[int, int]) -> str:
 class ModelSpec:
     """Which model to build and with what weights. None means the model's default."""
 
-    name: str = "segmenter_base"
+    name: str = "segmenter_digits"  # the shipped trained model (exporter/demo)
     checkpoint: str | None = None
     img_size: tuple[int, int] | None = None
     num_classes: int | None = None

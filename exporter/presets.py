@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .config import ModelSpec
 from .errors import InputError
 
-DEFAULT_MODEL = "segmenter_base"
+DEFAULT_MODEL = ModelSpec().name
 DEFAULT_METHOD = "expedite"
 
 

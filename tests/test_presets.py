@@ -38,7 +38,7 @@ def test_explicit_flags_override_the_preset():
 
 def test_no_preset_means_project_defaults():
     spec, method, args = resolve(None, ModelSpec(None), None, {})
-    assert (spec.name, method, args) == ("segmenter_base", "expedite", {})
+    assert (spec.name, method, args) == ("segmenter_digits", "expedite", {})
 
 
 def test_unknown_preset():

@@ -157,7 +157,7 @@ def train(out: Path, steps: int = 550, full_steps: int = 30, seed: int = 0,
         loss.backward()
         opt.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if (step + 1) % 10 == 0 or step + 1 == total:
+        if (step + 1) % 50 == 0 or step + 1 == total:
             log(f"step {step + 1}/{total}  loss {ema:.4f}  {time.time() - start:.0f} s")
     train_seconds = time.time() - start
     load_after = _load()

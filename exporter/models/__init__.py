@@ -78,6 +78,16 @@ def _is_timm_vit(name: str) -> bool:
     return name in timm.list_models("vit_*") or name in timm.list_models("deit*")
 
 
+def weights_of(spec: ModelSpec) -> str:
+    """What a build of `spec` loads: the --checkpoint, the model's shipped weights, or "random"."""
+    entry = MODELS.get(spec.name)
+    if spec.checkpoint:
+        return spec.checkpoint
+    if entry is not None and entry.default_weights is not None:
+        return f"{entry.default_weights()} (shipped)"
+    return "random"
+
+
 def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
     entry = MODELS.get(spec.name)
@@ -107,4 +117,4 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
 
 
 __all__ = ["DenseModel", "TokenLayout", "WindowStage", "MODELS", "create_model", "ModelEntry",
-           "register"]
+           "register", "weights_of"]
