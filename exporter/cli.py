@@ -88,9 +88,10 @@ def method_options(func):
 @click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so for the engine.")
 @click.option("--eval-data", default=None,
               help="An .npz of images float32 [N,3,H,W] and labels int [N,H,W] (255 = ignore): "
-                   "report mIoU of baseline and reduced model (default for segmenter_digits: "
-                   "its validation split).")
-@click.option("--eval-count", type=int, default=None, help="Evaluate only the first N images.")
+                   "report mIoU of baseline and reduced model (segmenter_digits: its "
+                   "validation split by default).")
+@click.option("--eval-count", type=int, default=None,
+              help="Evaluate only the first N images (segmenter_digits default: 100 of 500).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
