@@ -143,7 +143,7 @@ def tokens_picture(image: np.ndarray, ids: np.ndarray, patch: tuple[int, int], s
     grid[:: patch[0] * s] = True
     grid[:, :: patch[1] * s] = True
     out[grid] = out[grid] * (1 - GRID_BLEND) + 255 * GRID_BLEND
-    out[enlarge(boundaries(ids), s)] = 0
+    out[boundaries(enlarge(ids, s))] = 0  # on the enlarged map: lines one pixel wide
     return out.round().astype(np.uint8)
 
 
