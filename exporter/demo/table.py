@@ -110,7 +110,7 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress)
 
 def render(result: dict, trained: bool, command: str) -> str:
     g = result["grid"]
-    weights = ("trained weights (`exporter/demo/weights/`)" if trained else
+    weights = (f"trained weights: {result['weights']}" if trained else
                "**random weights: the checkpoint was not available when this table was made, "
                "so the mIoU numbers below measure agreement with an untrained model, not "
                "accuracy**")
@@ -181,8 +181,13 @@ def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_cou
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
     from ..models import weights_of
+    from ..report import sha256
 
-    trained = weights_of(spec) != "random"
+    weights = weights_of(spec)
+    trained = weights != "random"
+    if trained:  # which weights the numbers belong to
+        path = Path(weights.removesuffix(" (shipped)"))
+        result["weights"] = f"{path.name}, sha256 {sha256(path)[:16]}"
     argv = " ".join(["python -m exporter.demo.table", *sys.argv[1:]])
     write_atomic(Path(out), render(result, trained, argv))
     write_atomic(Path(out).with_suffix(".json"), json.dumps(result, indent=2) + "\n")
