@@ -369,3 +369,18 @@ def test_cli_build_swin_tiny_expedite_validates(tmp_path):
     (entry,) = report["validation"]
     assert entry["passed"]
     assert all(o["cosine"] >= 0.99999 for o in entry["outputs"].values())
+
+
+@pytest.mark.parametrize("method,args", [("expedite", {"window_hw": "3x3"}),
+                                         ("token-adapter", {})])
+def test_window_forms_run_on_a_halved_model(method, args):
+    """--precision fp16 halves the model only; the method's block copies stay float32."""
+    reduced = apply_method(tiny_swin(), method, {"stage": 3, "alpha": 1, **args})
+    half = copy.deepcopy(reduced)
+    half.model.half()
+    x = images(reduced.model)
+    with torch.no_grad():
+        got, want = half(x.half()), reduced(x)
+    for o, w in zip(got, want):
+        assert o.dtype == torch.float16
+        assert torch.nn.functional.cosine_similarity(o.float().flatten(), w.flatten(), dim=0) > 0.99

@@ -100,7 +100,12 @@ class WindowReduction(TokenMethod):
         for i, step in enumerate(model.blocks):
             if i == self.cut:
                 x, state = self.reduce(x)
-            x = step(x) if state is None else self.blocks[i - self.cut](x)
+            if state is None:
+                x = step(x)
+            else:
+                # the copies are the method's own: they stay float32 when the model is halved
+                blk = self.blocks[i - self.cut]
+                x = blk(x.to(next(blk.parameters()).dtype)).to(x.dtype)
             if i == self.end:
                 x, state = self.restore(x, state), None
             if i in model.taps:
