@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 TOPK_LIMIT = 3840
 FORBIDDEN = {
@@ -60,7 +61,10 @@ def module_of(node: onnx.NodeProto) -> str:
 
 
 def _constants(graph: onnx.GraphProto) -> dict:
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # Weights moved to external data (models past 2 GB) are not read: the rules look at small
+    # index constants (TopK's K, shapes), which stay inside the proto.
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer
+              if not uses_external_data(t)}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
