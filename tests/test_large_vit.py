@@ -194,3 +194,30 @@ def test_dpt_kitti_preset_is_the_papers_row():
         model = create_model(spec)
     assert model.layout.grid == (22, 76)
     assert apply_method(model, method, args).method.reduced_tokens() == 784
+
+
+@pytest.mark.slow
+def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch):
+    # ViT-H/14's 2.5 GB of weights exceed protobuf's 2 GB; a lower limit takes the same path.
+    import onnxruntime as ort
+
+    from exporter.onnx import export
+    from exporter.onnx.lint import lint_folder
+
+    monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
+    vit = tiny_vit(grid=(2, 3), depth=2, patch=14)
+    model = apply_method(vit, "expedite", {"alpha": 1, "hw": "2x2", "k": 2})
+    images = images_for(vit, batch=1)
+    proto = export.export_onnx(model, tmp_path / "model.onnx", tuple(images.shape))
+    saved = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False).graph.initializer
+    external = [t for t in saved if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and {e.value for t in external for e in t.external_data
+                         if e.key == "location"} == {"model.onnx.data"}
+    assert (tmp_path / "model.onnx.data").stat().st_size > 10_000
+    # the returned proto still holds its weights (plugin and fp16 graphs derive from it)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
+    assert lint_folder(tmp_path, {"onnx": "model.onnx"}) == {"model.onnx": []}
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        assert max_abs(out, model(images)) < 1e-4
