@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from exporter.ops import TokenClustering, TokenReconstruction, pool_matrix, window_mask
 from exporter.ops.clustering import DenseClustering
-from exporter.ops.grid import WindowTiles
+from exporter.ops.grid import ClusterTiles
 from tests.reference import expedite as ref
 
 TOL = 1e-5
@@ -78,25 +78,24 @@ def test_reconstruction_equals_reference(grid, cells, norm, neighbours):
 
 @pytest.mark.parametrize("grid,cells,window", [((8, 8), (4, 4), (3, 3)), ((32, 32), (24, 24), (5, 5)),
                                                ((22, 76), (16, 16), (5, 3)), ((7, 5), (3, 4), (3, 3))])
-def test_window_tiles_cover_every_window_pair_once(grid, cells, window):
-    """Every (pixel, allowed cluster) pair of the dense mask sits in exactly one tile slot,
-    and each cluster's gather slots are exactly the slots that hold it."""
+def test_cluster_tiles_hold_every_window_pair_once(grid, cells, window):
+    """Every (pixel, allowed cluster) pair of the dense mask sits in exactly one tile slot;
+    `appear`, `owner` and `order` point where the tables say."""
     dense = window_mask(grid, cells, window)
+    N, M = dense.shape
     for tile in (1, 2, 3, max(cells)):
-        t = WindowTiles(grid, cells, window, tile)
+        t = ClusterTiles(grid, cells, window, tile)
         seen = torch.zeros_like(dense, dtype=torch.long)
         rows = t.pixels.unsqueeze(2).expand_as(t.allowed)[t.allowed]
         cols = t.clusters.unsqueeze(1).expand_as(t.allowed)[t.allowed]
         seen.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
         assert torch.equal(seen, dense.long())
-        assert torch.equal(t.valid.sum(), torch.tensor(grid[0] * grid[1]))
-        assert not t.allowed[:, :, -1].any()  # the "none" slot stays empty
-        flat = t.clusters.reshape(-1)
-        real = t.gather % t.Q != t.Q - 1
-        owner = torch.arange(cells[0] * cells[1]).unsqueeze(1).expand_as(t.gather)
-        assert torch.equal(flat[t.gather[real]], owner[real])  # slots hold their cluster
-        used = t.allowed.any(1).reshape(-1).nonzero().flatten()  # slots some pixel may join
-        assert set(used.tolist()) <= set(t.gather[real].tolist())
+        assert torch.equal(t.clusters.reshape(-1)[t.order], torch.arange(M))
+        real = t.appear < t.T * t.P
+        pixel = torch.arange(N).unsqueeze(1).expand_as(t.appear)
+        assert torch.equal(t.owner[t.appear[real]], pixel[real])
+        assert torch.equal(t.pixels.reshape(-1)[t.appear[real]], pixel[real])
+        assert int(real.sum()) == int((t.owner < N).sum())  # every real slot is listed once
 
 
 @pytest.mark.parametrize("tile", [1, 2, 3, 5])
@@ -109,9 +108,10 @@ def test_tiled_clustering_equals_dense_form(tile):
     assert (tiled(z) - dense(z)).abs().max() <= 1e-4 * z.abs().max()
 
 
-def test_tiles_are_skipped_when_windows_cover_the_grid():
-    """8x8 -> 4x4 with 5x5 windows: every pixel sees (nearly) every cluster; dense is cheaper."""
-    assert TokenClustering((8, 8), (4, 4), (5, 5), iters=1, tau=1.0).tile is None
+def test_tiles_are_skipped_when_they_cost_more_than_dense():
+    """8x8 -> 4x4 with 5x5 windows and 1-cell tiles: each tile's pixels span the whole grid,
+    so the dense form is cheaper and is used."""
+    assert TokenClustering((8, 8), (4, 4), (5, 5), iters=1, tau=1.0, tile=1).tile is None
     assert TokenClustering((32, 32), (24, 24), (5, 5), iters=1, tau=1.0).tile is not None
 
 

@@ -6,11 +6,13 @@ import torch
 from torch import nn
 
 from .distance import squared_distance
-from .grid import WindowTiles, best_tile, own_cell, pool_matrix, tile_cost, window_mask
+from .grid import ClusterTiles, best_tile, dense_cost, own_cell, pool_matrix, tile_cost, window_mask
 
 # Logit given to clusters outside a pixel's window: exp() of it is 0 in float32, and it is
 # finite in float16, unlike 1e16 or inf.
 MASKED_LOGIT = -1.0e4
+# Below every score, for maxima over the allowed entries only (the clustering is float32).
+LOWEST = -3.0e38
 # Floor of a cluster's total weight before dividing (as in the authors' release).
 WEIGHT_FLOOR = 1.0e-16
 
@@ -66,31 +68,29 @@ class DenseClustering(nn.Module):
 
 
 class TokenClustering(DenseClustering):
-    """The same clustering computed tile by tile (see `WindowTiles`).
+    """The same clustering computed in small blocks over the windows (see `ClusterTiles`).
 
-    Each EM step gathers, for every tile, the centers its pixels may see, and computes the
-    soft assignments in a [P, Q] block (Q = (tile + lambda - 1)^2 + 1). Each cluster's new
-    center is the sum of its partial sums over the few tiles that see it, divided by the sum
-    of its weights: the same weighted mean as the dense form, at about
-    (tile + lambda - 1)^2 / (h w) of its multiply-accumulates.
+    Each EM step scores, per tile, its K clusters against the P pixels that may join them in
+    one [P, K] product, completes each pixel's softmax over the tiles it appears in, and
+    forms the tile's new centers in a second [K, P] product. Both products take the tile's
+    pixel block, gathered once before the steps; the centers stay tile by tile between steps,
+    so no per-step gather of feature vectors is needed (only of per-pixel scalars). The cost
+    is about (tile + lambda - 1)^2 / (h w) of the dense form's.
 
-    Two rewrites keep it to one matrix product each way:
-    - logits: -(d - d_own)/tau with d = |z|^2 + |c|^2 - 2 z.c; |z|^2 cancels, so the logit is
-      [z, 1] . [2c/tau, -|c|^2/tau] minus the same at the own cell;
-    - update: [z, 1] weighted by the assignment gives the weighted sum and the weight at once.
-    Padded pixel slots hold zeros (also in the 1 column), so they add nothing.
+    Rewrites: -d/tau = (2 z.c - |c|^2)/tau - |z|^2/tau, and |z|^2 cancels in the softmax, so a
+    score is one product of [z, 1] with [2c/tau, -|c|^2/tau]; [z, 1] weighted by the
+    assignment gives each cluster's weighted sum and total weight at once.
     """
 
     def __init__(self, grid, cells, window, iters: int, tau: float, tile: int | None = None):
         super().__init__(grid, cells, window, iters, tau)
         tile = best_tile(grid, cells, window) if tile is None else tile
-        dense_cost = 2 * grid[0] * grid[1] * cells[0] * cells[1]
-        self.tile = tile if tile_cost(grid, cells, window, tile) < dense_cost else None
+        self.tile = tile if tile_cost(grid, cells, window, tile) < dense_cost(grid, cells) else None
         if self.tile is None:  # windows that cover (nearly) every cluster: tiles cannot save
             return
         del self.allowed, self.own  # the dense tables are not used
-        tiles = WindowTiles(grid, cells, window, tile)
-        for name in ("pixels", "valid", "clusters", "allowed", "own", "gather"):
+        tiles = ClusterTiles(grid, cells, window, tile)
+        for name in ("clusters", "pixels", "allowed", "appear", "owner", "order"):
             self.register_buffer(name, getattr(tiles, name), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -98,24 +98,42 @@ class TokenClustering(DenseClustering):
             return super().forward(z)
         dtype = z.dtype
         z = z.float()
-        B, _, C = z.shape
+        B, N, C = z.shape
         T, P = self.pixels.shape
-        Q = self.clusters.shape[1]
-        centers = self.initial_centers(z)
-        ones = z.new_ones(B, z.shape[1], 1)
-        zt = torch.cat([z, ones], dim=2).index_select(1, self.pixels.reshape(-1))
-        zt = (zt.reshape(B, T, P, C + 1) * self.valid.to(z.dtype).unsqueeze(-1))
+        K = self.clusters.shape[1]
+        centers = self.initial_centers(z).index_select(1, self.clusters.reshape(-1))
+        centers = centers.reshape(B * T, K, C)
+        zt = torch.cat([z, z.new_ones(B, N, 1)], dim=2).index_select(1, self.pixels.reshape(-1))
         zt = zt.reshape(B * T, P, C + 1)
-        own = self.own.view(1, T, P, 1).expand(B, T, P, 1)
+        # Blocks are [K, P] (clusters x pixels): both products then write wide rows, and the
+        # pixel block, constant over the steps, is transposed once.
+        zt_t = zt.transpose(1, 2)
+        allowed = self.allowed.transpose(1, 2)  # [T, K, P]
+        low = z.new_full((B, 1), LOWEST)
+        zero, one = z.new_zeros(B, 1), z.new_ones(B, 1)
         for _ in range(self.iters):
             cc = (centers * centers).sum(-1, keepdim=True)
             ct = torch.cat([centers * (2.0 / self.tau), cc * (-1.0 / self.tau)], dim=2)
-            ct = ct.index_select(1, self.clusters.reshape(-1)).reshape(B * T, Q, C + 1)
-            s = torch.matmul(zt, ct.transpose(1, 2)).reshape(B, T, P, Q)
-            logits = torch.where(self.allowed, s - s.gather(3, own), MASKED_LOGIT)
-            q = torch.softmax(logits, dim=3).reshape(B * T, P, Q)
-            part = torch.matmul(q.transpose(1, 2), zt).reshape(B, T * Q, C + 1)
-            total = part.index_select(1, self.gather.reshape(-1))
-            total = total.reshape(B, -1, self.gather.shape[1], C + 1).sum(2)  # [B, M, C+1]
-            centers = total[..., :C] / total[..., C:].clamp_min(WEIGHT_FLOOR)
+            s = torch.matmul(ct, zt_t).reshape(B, T, K, P)
+            # each pixel's largest allowed score over all its tiles: the softmax shift
+            top = torch.where(allowed, s, LOWEST).amax(2).reshape(B, T * P)
+            top = self._per_pixel(top, low, torch.amax)
+            e = torch.where(allowed, torch.exp(s - self._per_slot(top, zero)), 0.0)
+            mass = self._per_pixel(e.sum(2).reshape(B, T * P), zero, torch.sum)
+            q = (e / self._per_slot(mass, one)).reshape(B * T, K, P)
+            part = torch.matmul(q, zt)  # [B*T, K, C+1]
+            centers = part[..., :C] / part[..., C:].clamp_min(WEIGHT_FLOOR)
+        centers = centers.reshape(B, T * K, C).index_select(1, self.order)
         return centers.to(dtype)
+
+    def _per_pixel(self, slots: torch.Tensor, pad: torch.Tensor, reduce) -> torch.Tensor:
+        """[B, T*P] per-slot values -> [B, N], reduced over each pixel's slots."""
+        B, A = slots.shape[0], self.appear.shape[1]
+        picked = torch.cat([slots, pad], dim=1).index_select(1, self.appear.reshape(-1))
+        return reduce(picked.reshape(B, -1, A), dim=2)
+
+    def _per_slot(self, pixels: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """[B, N] per-pixel values -> [B, T, 1, P] at each slot (pad at padding slots)."""
+        T, P = self.pixels.shape
+        picked = torch.cat([pixels, pad], dim=1).index_select(1, self.owner)
+        return picked.reshape(-1, T, 1, P)

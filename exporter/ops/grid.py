@@ -44,90 +44,95 @@ def own_cell(grid: tuple[int, int], cells: tuple[int, int]) -> torch.Tensor:
 
 
 def _axis_tiles(size_in: int, size_out: int, radius: int, tile: int):
-    """Per tile of `tile` cells along one axis: its pixels and the clusters they may see."""
+    """Per tile of `tile` cells along one axis: its cells, and the pixels that may see one."""
     cell = cell_of(size_in, size_out)
     out = []
     for lo in range(0, size_out, tile):
         hi = min(size_out, lo + tile)
-        pixels = ((cell >= lo) & (cell < hi)).nonzero().flatten()
-        clusters = torch.arange(max(0, lo - radius), min(size_out, hi + radius))
-        out.append((pixels, clusters))
+        pixels = ((cell >= lo - radius) & (cell < hi + radius)).nonzero().flatten()
+        out.append((torch.arange(lo, hi), pixels))
     return out
 
 
-def _shape(grid, cells, window, tile):
+def _layout(grid, cells, window, tile):
     rows = _axis_tiles(grid[0], cells[0], window[0] // 2, tile)
     cols = _axis_tiles(grid[1], cells[1], window[1] // 2, tile)
-    P = max(len(p) for p, _ in rows) * max(len(p) for p, _ in cols)
-    # one slot more than the largest cluster window: the last slot of every tile stays empty,
-    # so that it can stand for "no slot" in the gather table
-    Q = max(len(c) for _, c in rows) * max(len(c) for _, c in cols) + 1
-    # tiles a cluster row (column) falls in: its clusters list spans tile + 2 * radius cells
-    A = max(sum(1 for _, c in rows if i in c) for i in range(cells[0])) * \
-        max(sum(1 for _, c in cols if j in c) for j in range(cells[1]))
-    return rows, cols, P, Q, A
+    K = max(len(c) for c, _ in rows) * max(len(c) for c, _ in cols)
+    P = max(len(p) for _, p in rows) * max(len(p) for _, p in cols)
+    return rows, cols, K, P
+
+
+# Cost of streaming one pixel row of a tile through a product, in multiply-accumulates
+# (measured: ONNX Runtime on the CPU, C = 96..1024).
+ROW_COST = 8
 
 
 def tile_cost(grid, cells, window, tile: int) -> int:
-    """Elements touched per channel by one tiled EM step: two [P, Q] matmuls per tile, the
-    gather of each tile's centers and the gather of each cluster's partial sums."""
-    rows, cols, P, Q, A = _shape(grid, cells, window, tile)
-    T = len(rows) * len(cols)
-    return T * Q * (2 * P + 1) + cells[0] * cells[1] * A
+    """Work per channel of one tiled EM step: two [P, K] products per tile and the reads of
+    the tile's pixel block (pixels near a tile border are read by each tile they see)."""
+    rows, cols, K, P = _layout(grid, cells, window, tile)
+    return len(rows) * len(cols) * P * (2 * K + ROW_COST)
+
+
+def dense_cost(grid, cells) -> int:
+    """The same for the dense form: two [N, h*w] products (plus [N, h*w] elementwise work)."""
+    return grid[0] * grid[1] * (cells[0] * cells[1] * 3 + ROW_COST)
 
 
 def best_tile(grid, cells, window) -> int:
     """Tile side (in cells) with the lowest tiled cost; ties go to the larger tile."""
-    sides = range(1, max(cells) + 1)
-    return min(sides, key=lambda t: (tile_cost(grid, cells, window, t), -t))
+    return min(range(1, max(cells) + 1), key=lambda t: (tile_cost(grid, cells, window, t), -t))
 
 
-class WindowTiles:
-    """Static tables that cut windowed clustering into dense tiles.
+class ClusterTiles:
+    """Static tables that cut windowed clustering into small dense blocks.
 
-    The h x w cells are grouped into tiles of `tile` x `tile` cells. A tile holds the pixels
-    whose own cell lies in it (P slots) and every cluster those pixels may see (Q slots,
-    (tile + lambda - 1)^2 at most), so each pixel meets its lambda x lambda clusters inside a
-    small [P, Q] block instead of a row of all h*w clusters. Short tiles are padded; padding
-    is never `allowed`, and the last cluster slot of every tile is always padding.
+    The h x w cells (clusters) are grouped into tiles of `tile` x `tile`. A tile holds its K
+    clusters and the P pixels that may join at least one of them (pixels whose window reaches
+    the tile), so every allowed (pixel, cluster) pair sits in exactly one [P, K] block, the
+    block of the cluster's tile. A pixel near a tile border appears in several tiles; its
+    softmax is completed across them through `appear`. Short tiles are padded; padding is
+    never `allowed`.
 
-    pixels  [T, P]    flat pixel index of each slot (0 for padding)
-    valid   [T, P]    slot holds a real pixel
-    clusters[T, Q]    flat cluster index of each slot (0 for padding)
-    allowed [T, P, Q] pixel may join cluster (inside its window, both real)
-    own     [T, P]    slot in `clusters` of the pixel's own cell
-    gather  [M, A]    for cluster m, its slots in the flattened [T*Q] list; Q-1 means none
+    clusters [T, K]    flat cluster index of each slot (0 for padding)
+    pixels   [T, P]    flat pixel index of each slot (0 for padding)
+    allowed  [T, P, K] the pixel may join the cluster (inside its window, both real)
+    appear   [N, A]    for each pixel, its slots in the flattened [T*P] list; T*P means none
+    owner    [T*P]     pixel of each slot; N for padding
+    order    [M]       slot of each cluster in the flattened [T*K] list
     """
 
-    def __init__(self, grid, cells, window, tile: int | None = None):
+    def __init__(self, grid, cells, window, tile: int):
         (H, W), (h, w) = grid, cells
-        tile = best_tile(grid, cells, window) if tile is None else tile
         rh, rw = window[0] // 2, window[1] // 2
-        rows, cols, P, Q, A = _shape(grid, cells, window, tile)
+        rows, cols, K, P = _layout(grid, cells, window, tile)
         cell_r, cell_c = cell_of(H, h), cell_of(W, w)
         T = len(rows) * len(cols)
-        self.tile, self.P, self.Q, self.T = tile, P, Q, T
+        self.tile, self.T, self.K, self.P = tile, T, K, P
+        self.clusters = torch.zeros(T, K, dtype=torch.long)
         self.pixels = torch.zeros(T, P, dtype=torch.long)
-        self.valid = torch.zeros(T, P, dtype=torch.bool)
-        self.clusters = torch.zeros(T, Q, dtype=torch.long)
-        self.allowed = torch.zeros(T, P, Q, dtype=torch.bool)
-        self.own = torch.zeros(T, P, dtype=torch.long)
-        self.gather = torch.full((h * w, A), Q - 1, dtype=torch.long)
-        filled = torch.zeros(h * w, dtype=torch.long)
+        self.allowed = torch.zeros(T, P, K, dtype=torch.bool)
+        self.owner = torch.full((T * P,), H * W, dtype=torch.long)
+        self.order = torch.zeros(h * w, dtype=torch.long)
+        slots: list[list[int]] = [[] for _ in range(H * W)]
         t = 0
-        for pr, cr in rows:
-            for pc, cc in cols:
-                ci, cj = cr.repeat_interleave(len(cc)), cc.repeat(len(cr))  # tile's clusters
-                ri, rj = pr.repeat_interleave(len(pc)), pc.repeat(len(pr))  # tile's pixels
-                n, q = len(ri), len(ci)
-                flat = ci * w + cj
-                self.clusters[t, :q] = flat
-                self.gather[flat, filled[flat]] = t * Q + torch.arange(q)
-                filled[flat] += 1
-                self.pixels[t, :n] = ri * W + rj
-                self.valid[t, :n] = True
+        for cr, pr in rows:
+            for cc, pc in cols:
+                ci, cj = cr.repeat_interleave(len(cc)), cc.repeat(len(cr))  # the tile's clusters
+                ri, rj = pr.repeat_interleave(len(pc)), pc.repeat(len(pr))  # pixels seeing them
+                k, n = len(ci), len(ri)
+                self.clusters[t, :k] = ci * w + cj
+                self.order[ci * w + cj] = t * K + torch.arange(k)
+                flat = ri * W + rj
+                self.pixels[t, :n] = flat
+                self.owner[t * P: t * P + n] = flat
+                for s, p in enumerate(flat.tolist()):
+                    slots[p].append(t * P + s)
                 dr = cell_r[ri][:, None] - ci[None, :]
                 dc = cell_c[rj][:, None] - cj[None, :]
-                self.allowed[t, :n, :q] = (dr.abs() <= rh) & (dc.abs() <= rw)
-                self.own[t, :n] = ((dr == 0) & (dc == 0)).long().argmax(1)
+                self.allowed[t, :n, :k] = (dr.abs() <= rh) & (dc.abs() <= rw)
                 t += 1
+        A = max(len(s) for s in slots)
+        self.appear = torch.full((H * W, A), T * P, dtype=torch.long)
+        for p, s in enumerate(slots):
+            self.appear[p, :len(s)] = torch.tensor(s, dtype=torch.long)
