@@ -125,7 +125,10 @@ def render(result: dict, trained: bool, command: str) -> str:
         "",
         f"- Model: `{result['model']}` ({weights}), {g[0]}x{g[1]} = {result['tokens']} patch "
         f"tokens, {result['depth']} blocks",
-        f"- Data: {result['data']}, {result['images']} images; baseline mIoU "
+        f"- Data: {result['data']}"
+        + ("" if "images" in result["data"] else f", {result['images']} images")
+        + "; baseline mIoU "
+        f"
         f"{100 * result['baseline_miou']:.2f}, {result['baseline_gflops']:.3f} GFLOPs",
         "- mIoU: one confusion matrix over all pixels of all images, mean over the classes "
         "present; retention = reduced mIoU / baseline mIoU",
