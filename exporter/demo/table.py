@@ -127,9 +127,8 @@ def render(result: dict, trained: bool, command: str) -> str:
         f"tokens, {result['depth']} blocks",
         f"- Data: {result['data']}"
         + ("" if "images" in result["data"] else f", {result['images']} images")
-        + "; baseline mIoU "
-        f"
-        f"{100 * result['baseline_miou']:.2f}, {result['baseline_gflops']:.3f} GFLOPs",
+        + f"; baseline mIoU {100 * result['baseline_miou']:.2f}, "
+        f"{result['baseline_gflops']:.3f} GFLOPs",
         "- mIoU: one confusion matrix over all pixels of all images, mean over the classes "
         "present; retention = reduced mIoU / baseline mIoU",
         "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
