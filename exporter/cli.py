@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -21,11 +23,18 @@ def _progress(text: str) -> None:
     click.echo(f"  {text}", err=True)
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 class OneLineErrors(click.Group):
     """Usage mistakes print one line and exit with 2: no usage dump, no traceback."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        # A terminated build unwinds like an interrupted one, so its temporary folder is removed.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminated)
         try:
             rv = super().main(*args, **kwargs)
         except click.UsageError as err:

@@ -1,8 +1,9 @@
 """The papers' hyper-parameter tables as named presets (`--preset NAME`).
 
 A preset fills in the model, input size, method and method flags; any flag given explicitly
-on the command line wins. Sources: supplementary of paper 001 (file 000) Tables 1 and 3, and
-the AiluRus and Token Adapter defaults.
+on the command line wins. Sources: supplementary of paper 001 (file 000) Tables 1-3, and the
+AiluRus and Token Adapter defaults. SwinV2-L + HTC++ (Table 2) has no preset: SwinV2's
+attention has no bias table to resize, and vitexport has no SwinV2 adapter.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ PRESETS = {p.name: p for p in [
            "vit_huge_patch14_224", (518, 518), "expedite", _expedite(8, "25x25", "7x7", 1, 20)),
     Preset("swag-vit-l16", "000 Table 1 (SWAG ViT-L/16); input 512x512 (Table 3)",
            "vit_large_patch16_224", (512, 512), "expedite", _expedite(8, "22x22", "9x9", 1, 20)),
+    # Table 2 counts alpha over all 24 Swin-L blocks; stage 3 starts after block 4, so the
+    # stage-3 alpha is alpha - 4. The empty cells of the COCO rows take the ADE20K row's values.
+    Preset("mask2former-ade20k", "000 Table 2 (Mask2Former Swin-L, ADE20K); input 1152 (Table 3)",
+           "swin_large_patch4_window12_384", (1152, 1152), "expedite",
+           {"stage": 3, "alpha": 4, "window_hw": "8x8", "window": "5x5", "iters": 5, "tau": 100,
+            "k": 10}),
+    Preset("mask2former-coco-panoptic",
+           "000 Table 2 (Mask2Former Swin-L, COCO panoptic); input 1152 (Table 3)",
+           "swin_large_patch4_window12_384", (1152, 1152), "expedite",
+           {"stage": 3, "alpha": 6, "window_hw": "8x8", "window": "7x7", "iters": 5, "tau": 20,
+            "k": 10}, note="k x k = 8x8 from the ADE20K row (empty in the table)"),
+    Preset("mask2former-coco-instance",
+           "000 Table 2 (Mask2Former Swin-L, COCO instance); input 1152 (Table 3)",
+           "swin_large_patch4_window12_384", (1152, 1152), "expedite",
+           {"stage": 3, "alpha": 8, "window_hw": "8x8", "window": "11x11", "iters": 5,
+            "tau": 100, "k": 60}, note="k x k = 8x8 from the ADE20K row (empty in the table)"),
     Preset("ailurus-ade20k", "002 section 3.3 and Table 7 (400 of 1600 tokens after block 2)",
            "segmenter_large", (640, 640), "ailurus",
            {"alpha": 2, "clusters": 400, "spatial_alpha": 0.9, "spatial_neighbours": 50, "knn": 1},

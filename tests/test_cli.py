@@ -136,3 +136,25 @@ def test_engine_and_plugin_flags_refused_before_any_work(tmp_path, extra, flag):
     assert_one_line_error(result, flag)
     assert "load segmenter_tiny" not in result.output  # refused before the model was built
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_terminated_build_leaves_nothing_behind(tmp_path):
+    """SIGTERM (a job scheduler, a timeout) unwinds the build: no temporary folder remains."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "exporter.cli", "build", "--model", "segmenter_tiny",
+           "--img-size", "256x256", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "the build ended before its export"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
