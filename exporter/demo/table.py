@@ -169,7 +169,7 @@ Paper 001, Table 2 (Expedite, cluster size h x w of a 40x40 grid, alpha = 10 of 
 | mIoU | 32.13 | 44.01 | 48.21 | 50.17 | 51.32 | 51.56 | 51.82 |
 | retention | 62.0% | 84.9% | 93.0% | 96.8% | 99.0% | 99.5% | 100% |
 
-\* the paper's header says 32x32; the grid is 40x40 (N = 1,600, its section 4.3).
+\\* the paper's header says 32x32; the grid is 40x40 (N = 1,600, its section 4.3).
 
 Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
 
