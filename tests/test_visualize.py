@@ -129,3 +129,13 @@ def test_reconstruction_paints_each_token_with_its_mean_colour():
     assert out[0, 0].tolist() == [20, 20, 20] and out[0, 1].tolist() == [20, 20, 20]
     assert out[1, 0].tolist() == [100, 100, 100]
     assert out[1, 1].tolist() == [96, 96, 96]  # pruned: grey
+
+
+def test_digits_model_pictures_its_first_validation_image(tmp_path):
+    out = folder(tmp_path, "ailurus", {}, ("segmenter_digits", None, None))
+    result = CliRunner().invoke(main, ["visualize", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "first digits validation image" in result.output
+    # 64x64 canvases enlarged 4x
+    assert sizes(out) == {"tokens.png": (256, 256), "reconstruction.png": (256, 256),
+                          "prediction.png": (520, 256)}
