@@ -177,6 +177,85 @@ def test_expedite_restores_before_each_reassemble_and_exports(tmp_path):
     assert max_abs(out, ref) <= 1e-4
 
 
+# Cut placed inside the tap range of TINY_BASE (taps after blocks 0..3): taps on both sides.
+RESTORING = {
+    "ailurus": {"alpha": 2, "clusters": 8},
+    "token-adapter": {"alpha": 1},
+    "tome": {"alpha": 1},
+    "pool": {"alpha": 2, "hw": "2x3"},
+}
+
+
+def record_taps(model: DPT) -> list:
+    """Make `model.head_tokens` keep the tap tokens of every call; `del model.head_tokens`
+    undoes it."""
+    seen, original = [], model.head_tokens
+    model.head_tokens = lambda feats: seen.append([f.clone() for f in feats]) or original(feats)
+    return seen
+
+
+def tokens_run(method, block: int) -> int:
+    """Patch tokens block `block` runs on under `method` (ToMe shrinks block by block)."""
+    if method.name == "tome":
+        return method.layout.num_patches - sum(method.schedule[:block + 1])
+    return method.reduced_tokens()
+
+
+def patch_rank(tokens) -> int:
+    """The smallest rank over the batch of the [N, C] patch-token matrix."""
+    return int(torch.linalg.matrix_rank(tokens[:, 1:]).min())
+
+
+@pytest.mark.parametrize("name", sorted(RESTORING))
+def test_method_restores_before_each_reassemble_and_exports(tmp_path, name):
+    model = tiny_dpt((64, 96))
+    seen = record_taps(model)
+    reduced = apply_method(model, name, RESTORING[name])
+    method = reduced.method
+    assert not method.restore_at_output
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = reduced(images)
+        full = model(images)
+    del model.head_tokens
+    taps, full_taps = seen
+    N = model.layout.num_patches
+    assert [t.shape for t in taps] == [torch.Size([2, 1 + N, 64])] * 4
+    for block, tap, dense in zip(model.taps, taps, full_taps):
+        if block < method.cut:  # untouched: the full model's tokens
+            assert torch.allclose(tap, dense, atol=1e-5) and patch_rank(tap) == N
+        else:
+            # Rebuilt from the fewer tokens the block ran on: every method restores by copying
+            # or by a linear map of them, so the rank gives it away.
+            assert tokens_run(method, block) < N
+            assert patch_rank(tap) <= tokens_run(method, block)
+    assert 0 < max_abs(ref, full) < 0.1 * float(full.abs().max())
+    (out,), _ = export_and_run(reduced, images, tmp_path / f"dpt_{name}.onnx")
+    assert max_abs(out, ref) <= 1e-4
+
+
+def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
+    # SViT never drops a token from the sequence (skipped ones pass through), so the taps
+    # need no restoring: they carry every position, at full rank.
+    model = tiny_dpt((64, 96))
+    seen = record_taps(model)
+    reduced = apply_method(model, "svit", {"random_gates": True, "alpha": 1, "keep_ratio": 0.5})
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = reduced(images)
+        full = model(images)
+    del model.head_tokens
+    taps, full_taps = seen
+    N = model.layout.num_patches
+    assert [t.shape for t in taps] == [torch.Size([2, 1 + N, 64])] * 4
+    assert torch.equal(taps[0], full_taps[0])  # block 0 runs before the gates
+    assert not torch.allclose(taps[3], full_taps[3], atol=1e-4)  # the gates did skip tokens
+    assert all(patch_rank(t) == N for t in taps)
+    assert 0 < max_abs(ref, full)
+    (out,), _ = export_and_run(reduced, images, tmp_path / "dpt_svit.onnx")
+    assert max_abs(out, ref) <= 1e-4
+
+
 @pytest.mark.slow
 def test_cli_build_dpt_base_with_expedite(tmp_path):
     from click.testing import CliRunner
