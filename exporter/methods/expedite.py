@@ -14,22 +14,18 @@ import torch
 from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel
-from ..ops import TokenClustering, TokenReconstruction
-from ..ops.clustering import DenseClustering
+from ..ops import TokenReconstruction
 from ..ops.distance import squared_distance
 from ..ops.grid import cell_of, window_mask
-from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int,
-                   check_positive, check_restore, split_prefix)
+from .base import MethodSpec, Option, TokenMethod, check_int, check_restore, split_prefix
+from .expedite_flags import CLUSTERING, check_lambda, check_steps
 from .expedite_swin import build_swin
 from .swin_window import is_swin, refuse_swin_flags
 
-TOPK_LIMIT = 3840  # TensorRT's largest TopK K
 
 # Paper defaults (001, Table 1 and section 4.3; supplementary Table 1 for Segmenter ADE20K).
 DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 50.0, "k": 20, "norm": "sum", "neighbours": "all",
             "clustering": "tiled"}
-# Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison.
-CLUSTERING = {"tiled": TokenClustering, "dense": DenseClustering}
 
 
 def default_alpha(depth: int) -> int:
@@ -121,25 +117,11 @@ def build(model: DenseModel, args: dict) -> Expedite:
     depth, grid = lay.depth, lay.grid
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-    window = parse_pair("--window", args.get("window") or DEFAULTS["window"],
-                        "odd sizes, e.g. 5x5")
-    if window[0] % 2 == 0 or window[1] % 2 == 0:
-        raise InputError("--window", format_pair(window), "odd sizes, e.g. 3x3, 5x5, 7x7")
+    window = check_lambda(args, DEFAULTS["window"])
     hw = default_hw(grid) if args.get("hw") is None else check_cluster_hw(args["hw"], grid, window)
-    iters = check_int("--iters", args.get("iters", DEFAULTS["iters"]), 1, 100)
-    tau = check_positive("--tau", args.get("tau", DEFAULTS["tau"]))
-    norm = check_choice("--norm", args.get("norm", DEFAULTS["norm"]), ("sum", "l2"))
-    neighbours = check_choice("--neighbours", args.get("neighbours", DEFAULTS["neighbours"]),
-                              ("all", "window"))
-    clusters = hw[0] * hw[1]
-    k_max = clusters if neighbours == "all" else min(clusters, window[0] * window[1])
-    k_max = min(k_max, TOPK_LIMIT)
-    k = args.get("k")
-    k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
+    steps = check_steps(args, DEFAULTS, hw[0] * hw[1], window)
     at_output = check_restore(args.get("restore"), model)
-    clustering = check_choice("--clustering", args.get("clustering", DEFAULTS["clustering"]),
-                              tuple(CLUSTERING))
-    return Expedite(lay, alpha, hw, window, iters, tau, k, norm, neighbours, at_output, clustering)
+    return Expedite(lay, alpha, hw, window, restore_at_output=at_output, **steps)
 
 
 SPEC = MethodSpec(

@@ -16,19 +16,17 @@ lambda 5x5, kappa 5, tau 100, k 10; alpha and k x k scale with the stage's depth
 
 from __future__ import annotations
 
-from ..config import format_pair, parse_pair
-from ..errors import InputError
+from ..config import format_pair
 from ..models.base import DenseModel
 from ..ops import TokenReconstruction
-from ..ops.clustering import DenseClustering, TokenClustering
 from ..ops.windows import window_merge, window_partition
-from .base import check_choice, check_int, check_positive
+from .base import check_int
+from .expedite_flags import CLUSTERING, check_lambda, check_steps
 from .swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
 
 DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 100.0, "k": 10, "norm": "sum", "neighbours": "all",
             "clustering": "dense"}
 # A window holds few clusters (k*k), most inside every lambda window: tiling saves nothing there.
-CLUSTERING = {"dense": DenseClustering, "tiled": TokenClustering}
 VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
 
 
@@ -79,18 +77,5 @@ def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
     alpha = args.get("alpha")
     alpha = default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
     hw = check_window_hw(args.get("window_hw"), st.window, stage, default_window_hw(st.window))
-    lam = parse_pair("--window", args.get("window") or DEFAULTS["window"], "odd sizes, e.g. 5x5")
-    if lam[0] % 2 == 0 or lam[1] % 2 == 0:
-        raise InputError("--window", format_pair(lam), "odd sizes, e.g. 3x3, 5x5, 7x7")
-    iters = check_int("--iters", args.get("iters", DEFAULTS["iters"]), 1, 100)
-    tau = check_positive("--tau", args.get("tau", DEFAULTS["tau"]))
-    norm = check_choice("--norm", args.get("norm", DEFAULTS["norm"]), ("sum", "l2"))
-    neighbours = check_choice("--neighbours", args.get("neighbours", DEFAULTS["neighbours"]),
-                              ("all", "window"))
-    clusters = hw[0] * hw[1]
-    k_max = clusters if neighbours == "all" else min(clusters, lam[0] * lam[1])
-    k = args.get("k")
-    k = min(DEFAULTS["k"], k_max) if k is None else check_int("--k", k, 1, k_max)
-    clustering = check_choice("--clustering", args.get("clustering", DEFAULTS["clustering"]),
-                              tuple(CLUSTERING))
-    return WindowExpedite(model, stage, alpha, hw, lam, iters, tau, k, norm, neighbours, clustering)
+    lam = check_lambda(args, DEFAULTS["window"])
+    return WindowExpedite(model, stage, alpha, hw, lam, **check_steps(args, DEFAULTS, hw[0] * hw[1], lam))
