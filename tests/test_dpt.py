@@ -1,5 +1,6 @@
 """DPT adapters: official key names load, shapes at square and non-square sizes, ONNX equals
-PyTorch, Expedite restores before every reassemble after the cut."""
+PyTorch; Expedite, AiluRus, Token Adapter, ToMe and pool restore dense tokens before every
+reassemble after the cut, SViT keeps them; CLI builds of DPT-Base and DPT-Hybrid validate."""
 
 import json
 
