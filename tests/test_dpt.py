@@ -258,38 +258,25 @@ def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_build_dpt_base_with_expedite(tmp_path):
+@pytest.mark.parametrize("model,size,hw,alpha", [
+    ("dpt_base", "128x160", "6x8", 5),
+    # the hybrid's taps (blocks 8 and 11) both follow the cut at block 5; its ResNet scales
+    # feed the head as they are
+    ("dpt_hybrid", "64x96", "3x4", 5)])
+def test_cli_build_dpt_with_expedite(tmp_path, model, size, hw, alpha):
     from click.testing import CliRunner
 
     from exporter.cli import main
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", "dpt_base", "--img-size", "128x160",
-                                       "--method", "expedite", "--hw", "6x8", "--out", str(out)])
+    result = CliRunner().invoke(main, ["build", "--model", model, "--img-size", size,
+                                       "--method", "expedite", "--hw", hw, "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["output_kind"] == "depth"
+    assert report["method"]["config"]["alpha"] == alpha
     validations = report["validation"]
     assert validations and all(v["passed"] for v in validations), validations
     outputs = [o for v in validations for o in v["outputs"].values()]
     assert outputs and all(o["argmax_agreement"] is None for o in outputs)
-
-
-@pytest.mark.slow
-def test_cli_build_dpt_hybrid_with_expedite(tmp_path):
-    # The hybrid's taps (blocks 8 and 11) both follow the cut at block 5; its ResNet scales
-    # feed the head as they are.
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", "dpt_hybrid", "--img-size", "64x96",
-                                       "--method", "expedite", "--hw", "3x4", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["model"]["output_kind"] == "depth"
-    assert report["method"]["config"]["alpha"] == 5
-    validations = report["validation"]
-    assert validations and all(v["passed"] for v in validations), validations
-    outputs = [o for v in validations for o in v["outputs"].values()]
     assert [name for v in validations for name in v["outputs"]] == ["depth"] * len(validations)
     assert outputs and all(o["cosine"] >= 0.99999 for o in outputs)

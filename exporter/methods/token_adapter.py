@@ -136,7 +136,7 @@ class TokenAdapter(TokenMethod):
 
 def build(model: DenseModel, args: dict) -> TokenAdapter:
     if is_swin(model):
-        return build_swin(model, args, DEFAULTS, EJECT_MODES, check_fraction, check_cosine)
+        return build_swin(model, args, check_reduction)
     refuse_flags(args, {"stage": "--stage"}, "only with Swin models (swin_*)",
                  "does not apply to a plain ViT")
     lay = model.layout
@@ -149,13 +149,18 @@ def build(model: DenseModel, args: dict) -> TokenAdapter:
     restore_after = args.get("restore_after")
     restore_after = depth if restore_after is None else check_int(
         "--restore-after", restore_after, alpha + 1, depth)
+    return TokenAdapter(lay, alpha, restore_after, *check_reduction(args))
+
+
+def check_reduction(args: dict) -> tuple[float, float, float, str, float]:
+    """--rows-ratio, --cols-ratio, --unique-ratio, --eject, --threshold (both forms)."""
     rows = check_fraction("--rows-ratio", args.get("rows_ratio", DEFAULTS["rows_ratio"]))
     cols = check_fraction("--cols-ratio", args.get("cols_ratio", DEFAULTS["cols_ratio"]))
     unique = check_fraction("--unique-ratio", args.get("unique_ratio", DEFAULTS["unique_ratio"]),
                             low_open=False)
     eject = check_choice("--eject", args.get("eject", DEFAULTS["eject"]), EJECT_MODES)
     threshold = check_cosine("--threshold", args.get("threshold", DEFAULTS["threshold"]))
-    return TokenAdapter(lay, alpha, restore_after, rows, cols, unique, eject, threshold)
+    return rows, cols, unique, eject, threshold
 
 
 SPEC = MethodSpec(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..models.base import DenseModel
 from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
 from ..ops.windows import window_merge, window_partition
-from .base import check_choice, check_int
+from .base import check_int
 from .expedite_swin import default_alpha
 from .swin_window import WindowReduction, check_stage, refuse_flags
 
@@ -54,10 +54,10 @@ class WindowTokenAdapter(WindowReduction):
         return window_merge(self.ejector(reduced, state), self.window, self.counts)
 
 
-def build_swin(model: DenseModel, args: dict, defaults: dict, eject_modes, check_fraction,
-               check_cosine) -> WindowTokenAdapter:
-    """The plain form's checks (passed in, so this module does not import it) on Swin's terms:
-    --alpha and --restore-after count the blocks of --stage."""
+def build_swin(model: DenseModel, args: dict, check_reduction) -> WindowTokenAdapter:
+    """The plain form's checks on Swin's terms: --alpha and --restore-after count the blocks of
+    --stage. `check_reduction` is the plain form's parser of the ratio/eject flags (passed
+    in, so this module does not import it)."""
     refuse_flags(args, {"window_hw": "--window-hw"}, "--rows-ratio, --cols-ratio on Swin models",
                  "token-adapter's reduced window follows from the row and column ratios")
     stage = check_stage(model, args.get("stage"))
@@ -66,10 +66,4 @@ def build_swin(model: DenseModel, args: dict, defaults: dict, eject_modes, check
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
     end = args.get("restore_after")
     end = depth if end is None else check_int("--restore-after", end, alpha + 1, depth)
-    rows = check_fraction("--rows-ratio", args.get("rows_ratio", defaults["rows_ratio"]))
-    cols = check_fraction("--cols-ratio", args.get("cols_ratio", defaults["cols_ratio"]))
-    unique = check_fraction("--unique-ratio", args.get("unique_ratio", defaults["unique_ratio"]),
-                            low_open=False)
-    eject = check_choice("--eject", args.get("eject", defaults["eject"]), eject_modes)
-    threshold = check_cosine("--threshold", args.get("threshold", defaults["threshold"]))
-    return WindowTokenAdapter(model, stage, alpha, end, rows, cols, unique, eject, threshold)
+    return WindowTokenAdapter(model, stage, alpha, end, *check_reduction(args))
