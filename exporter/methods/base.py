@@ -80,10 +80,6 @@ class TokenMethod(nn.Module):
         """Number of patch tokens those blocks process in the unmodified model."""
         return self.layout.num_patches
 
-    def full_tokens(self) -> int:
-        """Number of patch tokens those blocks process in the unmodified model."""
-        return self.layout.num_patches
-
     def reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
