@@ -73,8 +73,8 @@ def method_options(func):
 @click.option("--preset", default=None,
               help="A paper's settings by name (see `vitexport presets`); explicit flags win.")
 @click.option("--model", "model_name", default=None,
-              help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, or a timm ViT "
-                   "name (vit_*, deit*). Default: segmenter_digits (trained, shipped).")
+              help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, a timm ViT "
+                   "(vit_*, deit*) or Swin (swin_*) name. Default: segmenter_digits (shipped).")
 @click.option("--checkpoint", default=None, help="Weights (.pth with weights_only, or .safetensors).")
 @click.option("--img-size", default=None, help="Input HxW (default: the model's, 64x64 for segmenter_digits, 512x512 for other Segmenters).")
 @click.option("--num-classes", type=int, default=None, help="Segmenter classes (default 150; segmenter_digits has 11).")
