@@ -227,6 +227,15 @@ def _export_with_plugin_domain(graph: gs.Graph, model: onnx.ModelProto) -> onnx.
     return result
 
 
+def _replace_groups(model: onnx.ModelProto, names: set[str], replace) -> onnx.ModelProto:
+    """A copy of `model` where each connected group of the `names` nodes (one per call of the
+    module) is replaced by `replace(graph, group, number)`."""
+    graph = gs.import_onnx(model)
+    for number, group in enumerate(_groups([n for n in graph.nodes if n.name in names])):
+        replace(graph, group, number)
+    return _export_with_plugin_domain(graph, model)
+
+
 def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of `model` with every Expedite reconstruction as one TopKMaskedReconstruct node.
 
@@ -237,11 +246,7 @@ def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     if not names:
         raise PluginSurgeryError("no node of exporter.ops.reconstruction.TokenReconstruction in the "
                                  "graph (was it exported with --method expedite, and the metadata kept?)")
-    graph = gs.import_onnx(model)
-    groups = _groups([n for n in graph.nodes if n.name in names])
-    for number, group in enumerate(groups):
-        _replace_group(graph, group, number)
-    return _export_with_plugin_domain(graph, model)
+    return _replace_groups(model, names, _replace_group)
 
 
 # ---- DPCSelect -------------------------------------------------------------------------------------
@@ -376,10 +381,7 @@ def use_dpc_select_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     if not names:
         raise PluginSurgeryError(f"no node of {SELECTION_CLASS} in the graph (was it exported with "
                                  "--method ailurus, and the metadata kept?)")
-    graph = gs.import_onnx(model)
-    for number, group in enumerate(_groups([n for n in graph.nodes if n.name in names])):
-        _replace_selection(graph, group, number)
-    return _export_with_plugin_domain(graph, model)
+    return _replace_groups(model, names, _replace_selection)
 
 
 # (finder of the subgraph, surgery) per plugin, in the order they are applied.
