@@ -207,19 +207,24 @@ def patch_rank(tokens) -> int:
     return int(torch.linalg.matrix_rank(tokens[:, 1:]).min())
 
 
-@pytest.mark.parametrize("name", sorted(RESTORING))
-def test_method_restores_before_each_reassemble_and_exports(tmp_path, name):
+def run_tiny_dpt(name, args):
+    """Patch a tiny DPT with `name` and run both models once, recording every tap's tokens."""
     model = tiny_dpt((64, 96))
     seen = record_taps(model)
-    reduced = apply_method(model, name, RESTORING[name])
-    method = reduced.method
-    assert not method.restore_at_output
+    reduced = apply_method(model, name, args)
     images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ref = reduced(images)
         full = model(images)
-    del model.head_tokens
-    taps, full_taps = seen
+    del model.head_tokens  # back to the method, so the export traces the plain module
+    return model, reduced, images, ref, full, seen
+
+
+@pytest.mark.parametrize("name", sorted(RESTORING))
+def test_method_restores_before_each_reassemble_and_exports(tmp_path, name):
+    model, reduced, images, ref, full, (taps, full_taps) = run_tiny_dpt(name, RESTORING[name])
+    method = reduced.method
+    assert not method.restore_at_output
     N = model.layout.num_patches
     assert [t.shape for t in taps] == [torch.Size([2, 1 + N, 64])] * 4
     for block, tap, dense in zip(model.taps, taps, full_taps):
@@ -238,15 +243,8 @@ def test_method_restores_before_each_reassemble_and_exports(tmp_path, name):
 def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
     # SViT never drops a token from the sequence (skipped ones pass through), so the taps
     # need no restoring: they carry every position, at full rank.
-    model = tiny_dpt((64, 96))
-    seen = record_taps(model)
-    reduced = apply_method(model, "svit", {"random_gates": True, "alpha": 1, "keep_ratio": 0.5})
-    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        ref = reduced(images)
-        full = model(images)
-    del model.head_tokens
-    taps, full_taps = seen
+    model, reduced, images, ref, full, (taps, full_taps) = run_tiny_dpt(
+        "svit", {"random_gates": True, "alpha": 1, "keep_ratio": 0.5})
     N = model.layout.num_patches
     assert [t.shape for t in taps] == [torch.Size([2, 1 + N, 64])] * 4
     assert torch.equal(taps[0], full_taps[0])  # block 0 runs before the gates
