@@ -23,7 +23,6 @@ from exporter.onnx.plugin_ops import (
     DPC_SELECT,
     PLUGIN_DOMAIN,
     dpc_select,
-    ort_extensions_available,
     run_plugin_graph,
 )
 from exporter.onnx.plugins import (
@@ -37,6 +36,7 @@ from exporter.ops.density_peaks import DensityPeaksSelection
 from .helpers import images_for, max_abs, tiny_vit
 from .test_ailurus import column_features, features
 from .toolchain import (
+    BACKENDS,
     CXX,
     NVCC,
     WRAPPER_SKIP_REASON,
@@ -49,8 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "dpc_select"
 HOST_SOURCE = Path(__file__).parent / "native" / "dpc_select_host.cpp"
 TOL = 1e-5
-BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
-    not ort_extensions_available(), reason="onnxruntime-extensions is not installed"))]
 
 # grid, M, lambda, a, k: the test_ailurus cases plus a 16x16 grid with the paper's lambda = 50.
 CASES = [((5, 7), 9, 10, 0.9, 2), ((7, 9), 3, 4, 0.6, 1), ((4, 6), 12, 23, 0.9, 1),

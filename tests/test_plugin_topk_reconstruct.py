@@ -23,7 +23,6 @@ from exporter.onnx.plugin_ops import (
     NORMS,
     PLUGIN_DOMAIN,
     TOPK_RECONSTRUCT,
-    ort_extensions_available,
     run_plugin_graph,
     topk_masked_reconstruct,
 )
@@ -33,6 +32,7 @@ from exporter.ops.grid import window_mask
 
 from .helpers import images_for, max_abs, tiny_segmenter, tiny_vit
 from .toolchain import (
+    BACKENDS,
     CXX,
     NVCC,
     WRAPPER_SKIP_REASON,
@@ -46,8 +46,6 @@ PLUGIN_DIR = ROOT / "plugins" / "topk_masked_reconstruct"
 HOST_SOURCE = Path(__file__).parent / "native" / "topk_reconstruct_host.cpp"
 KERNEL_TOL = 1e-5
 GRAPH_TOL = 1e-4
-BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
-    not ort_extensions_available(), reason="onnxruntime-extensions is not installed"))]
 
 # (grid, cells, C, D, k, tau): M from 1 cluster (k = M = 1) to 48, N from 12 to 96 pixels.
 # tau >= 2: with sharper weights the float32 reference itself drifts by ~1e-5 from float64 truth.

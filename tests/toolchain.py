@@ -1,4 +1,5 @@
-"""Compilers and headers for the plugin tests: found here, skipped with a reason where absent."""
+"""Compilers, headers and runtimes for the plugin tests: found here, skipped with a reason
+where absent."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from exporter.onnx.plugin_ops import ort_extensions_available
+
 NVCC = shutil.which("nvcc")
 CXX = shutil.which("g++")
 WRAPPER_SKIP_REASON = ("TensorRT headers (set TensorRT_ROOT to a TensorRT with include/), "
                        "CUDA headers or g++ not found")
+# Where a plugin graph runs on the CPU: the reference op, and ONNX Runtime's custom-op library.
+BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
+    not ort_extensions_available(), reason="onnxruntime-extensions is not installed"))]
 
 
 def tensorrt_include() -> Path | None:
