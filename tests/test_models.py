@@ -155,3 +155,29 @@ def test_every_dpt_builds_with_official_taps():
         assert model.output_kind == "depth" and not model.per_token_head
         assert all(k.startswith(("pretrained.model.", "pretrained.act_postprocess", "scratch."))
                    for k in model.state_dict())
+
+
+def test_segmenter_conv_stem_and_linear_decoder():
+    from exporter.models.segmenter import ConvStem, create_segmenter
+
+    torch.manual_seed(0)
+    model = create_segmenter((32, 1, 2), (16, 24), 5, patch=4, decoder="linear", stem="conv").eval()
+    assert model.layout.grid == (4, 6)
+    keys = set(model.state_dict())
+    assert {"decoder.head.weight", "decoder.head.bias", "encoder.patch_embed.proj.0.weight"} <= keys
+    assert not any(k.startswith("decoder.cls_emb") for k in keys)
+    stem = model.encoder.patch_embed.proj
+    # one stride-2 convolution per factor 2 of the patch size
+    assert [c.stride for c in stem if isinstance(c, torch.nn.Conv2d)].count((2, 2)) == 2
+    x = torch.randn(2, 3, 16, 24)
+    assert stem(x).shape == (2, 32, 4, 6)
+    with torch.no_grad():
+        assert model(x).shape == (2, 5, 16, 24)
+        # a token's logits are the linear head of its final feature, the class token dropped
+        last = model.encoder.blocks(model.embed(x))
+        expected = model.encoder.norm(last)[:, 1:] @ model.decoder.head.weight.T
+        torch.testing.assert_close(model.head_tokens([last]), expected + model.decoder.head.bias)
+    with pytest.raises(ValueError, match="power of 2"):
+        ConvStem(3, 32)
+    with pytest.raises(ValueError, match="decoder"):
+        create_segmenter((32, 1, 2), (16, 16), 5, patch=4, decoder="fpn")

@@ -51,7 +51,8 @@ def _digits(spec: ModelSpec) -> DenseModel:
     cfg = config()
     size = spec.img_size or (cfg["canvas"], cfg["canvas"])
     return create_segmenter((cfg["dim"], cfg["depth"], cfg["heads"]), size, cfg["num_classes"],
-                            cfg["patch"], cfg["decoder_layers"])
+                            cfg["patch"], cfg["decoder_layers"], cfg.get("decoder", "mask"),
+                            cfg.get("stem", "patch"))
 
 
 def _digits_weights() -> str:
@@ -61,7 +62,8 @@ def _digits_weights() -> str:
 
 register(ModelEntry(
     "segmenter_digits", _digits,
-    "Segmenter trained on handwritten digits (64x64 canvases, patch 2: 32x32 tokens, 11 classes; "
+    "Segmenter trained on handwritten digits (64x64 canvases, conv stem to a 32x32 token grid, "
+    "linear decoder, 11 classes; "
     "vitexport train-demo)", pos_embed_key="encoder.pos_embed", default_weights=_digits_weights))
 
 _DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}

@@ -63,6 +63,40 @@ class MaskTransformer(nn.Module):
         return self.mask_norm(patches @ classes.transpose(1, 2))
 
 
+class LinearDecoder(nn.Module):
+    """Segmenter's linear decoder: per-token class logits by one linear layer."""
+
+    def __init__(self, n_cls: int, d_encoder: int):
+        super().__init__()
+        self.head = nn.Linear(d_encoder, n_cls)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class ConvStem(nn.Sequential):
+    """Convolutional patch embedding of a hybrid ViT: images [B, 3, H, W] -> [B, dim, H/p, W/p].
+
+    A 3x3 convolution, one stride-2 convolution per factor 2 of the patch size, then dilated
+    convolutions (2, 4, 8) on the token grid, so each token sees about 60 pixels around it.
+    Trained from scratch on a small set, a plain ViT learns where objects are long before it
+    learns what they are; local features from convolutions shorten that (the digits model).
+    """
+
+    def __init__(self, patch: int, dim: int, width: int = 64):
+        if patch < 2 or patch & (patch - 1):
+            raise ValueError(f"a convolutional stem needs a patch size that is a power of 2, not {patch}")
+        layers = [nn.Conv2d(3, width // 2, 3, padding=1), nn.GELU()]
+        c = width // 2
+        for _ in range(patch.bit_length() - 1):
+            layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.GELU()]
+            c = width
+        layers += [nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+                   nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.GELU(),
+                   nn.Conv2d(width, dim, 3, padding=8, dilation=8)]
+        super().__init__(*layers)
+
+
 class Segmenter(DenseModel):
     """Per-class logits at input resolution, [B, n_cls, H, W]."""
 
@@ -72,14 +106,22 @@ class Segmenter(DenseModel):
     restore_at_output = True  # as the Expedite authors do: reconstruct the mask logits
 
     def __init__(self, size="base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES,
-                 patch: int = PATCH, decoder_layers: int = 2):
+                 patch: int = PATCH, decoder_layers: int = 2, decoder: str = "mask",
+                 stem: str = "patch"):
         super().__init__()
+        if decoder not in ("mask", "linear"):
+            raise ValueError(f"decoder must be 'mask' or 'linear', not {decoder!r}")
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', not {stem!r}")
         # size: a name in SIZES or an explicit (embed dim, depth, heads)
         dim, depth, heads = SIZES[size] if isinstance(size, str) else size
         self.encoder = VisionTransformer(
             img_size=tuple(img_size), patch_size=patch, embed_dim=dim, depth=depth,
             num_heads=heads, num_classes=1000, norm_layer=LayerNorm, qkv_bias=True)
-        self.decoder = MaskTransformer(num_classes, dim, dim, decoder_layers)
+        if stem == "conv":
+            self.encoder.patch_embed.proj = ConvStem(patch, dim)
+        self.decoder = (MaskTransformer(num_classes, dim, dim, decoder_layers) if decoder == "mask"
+                        else LinearDecoder(num_classes, dim))
         self.layout = layout_of(self.encoder)
         self.taps = (depth - 1,)
         self.num_classes = num_classes
@@ -102,7 +144,9 @@ class Segmenter(DenseModel):
 
 
 def create_segmenter(size, img_size=None, num_classes=None, patch: int = PATCH,
-                     decoder_layers: int = 2) -> Segmenter:
+                     decoder_layers: int = 2, decoder: str = "mask",
+                     stem: str = "patch") -> Segmenter:
     img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
     check_img_size(img_size, patch)
-    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, patch, decoder_layers)
+    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, patch, decoder_layers,
+                     decoder, stem)
