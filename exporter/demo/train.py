@@ -32,9 +32,9 @@ NAME = "segmenter_digits"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG = {
     "dim": 96, "depth": 4, "heads": 3, "patch": 2, "decoder_layers": 0,
-    "decoder": "linear", "stem": "conv",
+    "decoder": "linear", "stem": "conv", "stem_width": 128,
     "canvas": data.CANVAS, "crop": 32, "crop_digits": [1, 2],
-    "batch": 16, "full_batch": 4, "lr": 1e-3, "weight_decay": 0.05, "warmup": 100,
+    "batch": 16, "full_batch": 4, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 100,
 }
 STEPS, FULL_STEPS = 3000, 150  # the shipped run: about 12 minutes on 2 quiet cores
 EVAL_COUNT = 500  # validation canvases the recorded mIoU is measured on
@@ -45,7 +45,7 @@ def build_model(config: dict) -> Segmenter:
     size = config["canvas"]
     return create_segmenter((config["dim"], config["depth"], config["heads"]), (size, size),
                             data.NUM_CLASSES, config["patch"], config["decoder_layers"],
-                            config["decoder"], config["stem"])
+                            config["decoder"], config["stem"], config["stem_width"])
 
 
 def window_forward(model: Segmenter, images: torch.Tensor, offset: tuple[int, int]) -> torch.Tensor:

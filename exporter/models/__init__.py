@@ -52,7 +52,7 @@ def _digits(spec: ModelSpec) -> DenseModel:
     size = spec.img_size or (cfg["canvas"], cfg["canvas"])
     return create_segmenter((cfg["dim"], cfg["depth"], cfg["heads"]), size, cfg["num_classes"],
                             cfg["patch"], cfg["decoder_layers"], cfg.get("decoder", "mask"),
-                            cfg.get("stem", "patch"))
+                            cfg.get("stem", "patch"), cfg.get("stem_width", 64))
 
 
 def _digits_weights() -> str:

@@ -107,7 +107,7 @@ class Segmenter(DenseModel):
 
     def __init__(self, size="base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES,
                  patch: int = PATCH, decoder_layers: int = 2, decoder: str = "mask",
-                 stem: str = "patch"):
+                 stem: str = "patch", stem_width: int = 64):
         super().__init__()
         if decoder not in ("mask", "linear"):
             raise ValueError(f"decoder must be 'mask' or 'linear', not {decoder!r}")
@@ -119,7 +119,7 @@ class Segmenter(DenseModel):
             img_size=tuple(img_size), patch_size=patch, embed_dim=dim, depth=depth,
             num_heads=heads, num_classes=1000, norm_layer=LayerNorm, qkv_bias=True)
         if stem == "conv":
-            self.encoder.patch_embed.proj = ConvStem(patch, dim)
+            self.encoder.patch_embed.proj = ConvStem(patch, dim, stem_width)
         self.decoder = (MaskTransformer(num_classes, dim, dim, decoder_layers) if decoder == "mask"
                         else LinearDecoder(num_classes, dim))
         self.layout = layout_of(self.encoder)
@@ -145,8 +145,8 @@ class Segmenter(DenseModel):
 
 def create_segmenter(size, img_size=None, num_classes=None, patch: int = PATCH,
                      decoder_layers: int = 2, decoder: str = "mask",
-                     stem: str = "patch") -> Segmenter:
+                     stem: str = "patch", stem_width: int = 64) -> Segmenter:
     img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
     check_img_size(img_size, patch)
     return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, patch, decoder_layers,
-                     decoder, stem)
+                     decoder, stem, stem_width)
