@@ -77,10 +77,15 @@ PRESETS = {p.name: p for p in [
 
 def resolve(preset: str | None, model: ModelSpec, method: str | None,
             method_args: dict) -> tuple[ModelSpec, str, dict]:
-    """Fill what the user left None from the preset, then from the project defaults."""
+    """Fill what the user left None from the preset, then from the model's tuned defaults,
+    then from the project defaults (inside each method)."""
+    from .models import method_defaults
+
     if preset is None:
-        return (ModelSpec(model.name or DEFAULT_MODEL, model.checkpoint, model.img_size,
-                          model.num_classes), method or DEFAULT_METHOD, method_args)
+        spec = ModelSpec(model.name or DEFAULT_MODEL, model.checkpoint, model.img_size,
+                         model.num_classes)
+        chosen = method or DEFAULT_METHOD
+        return spec, chosen, {**method_defaults(spec.name, chosen), **method_args}
     if preset not in PRESETS:
         raise InputError("--preset", preset, "|".join(PRESETS), "unknown preset")
     p = PRESETS[preset]
@@ -91,4 +96,4 @@ def resolve(preset: str | None, model: ModelSpec, method: str | None,
                      model.img_size or (p.img_size if not model.name else None),
                      model.num_classes if model.num_classes is not None else
                      (p.num_classes if not model.name else None))
-    return spec, chosen, args
+    return spec, chosen, {**method_defaults(spec.name, chosen), **args}

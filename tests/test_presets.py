@@ -47,10 +47,24 @@ def test_explicit_flags_override_the_preset():
 
 def test_no_preset_means_project_defaults():
     spec, method, args = resolve(None, ModelSpec(None), None, {})
-    assert (spec.name, method, args) == ("segmenter_digits", "expedite", {})
+    assert (spec.name, method, args) == ("segmenter_digits", "expedite", {"alpha": 3})
 
 
 def test_unknown_preset():
     with pytest.raises(InputError) as err:
         resolve("nope", ModelSpec(None), None, {})
     assert err.value.flag == "--preset" and "segmenter-ade20k" in err.value.allowed
+
+
+def test_model_tuned_defaults_fill_only_unset_flags():
+    from exporter.config import ModelSpec
+    from exporter.presets import resolve
+
+    # the digits model tunes Expedite's alpha; an explicit flag still wins
+    _, method, args = resolve(None, ModelSpec(None), "expedite", {"hw": "24x24"})
+    assert method == "expedite" and args == {"hw": "24x24", "alpha": 3}
+    _, _, args = resolve(None, ModelSpec(None), "expedite", {"alpha": 1})
+    assert args == {"alpha": 1}
+    # other methods and other models get nothing added
+    assert resolve(None, ModelSpec(None), "pool", {})[2] == {}
+    assert resolve(None, ModelSpec("segmenter_base"), "expedite", {})[2] == {}

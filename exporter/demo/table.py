@@ -20,6 +20,7 @@ import click
 
 from ..config import BuildSettings, ModelSpec, format_pair
 from ..errors import InputError
+from ..models import method_defaults
 
 DEFAULT_MODEL = "segmenter_digits"
 
@@ -34,6 +35,11 @@ def rows_for(layout) -> list[tuple[str, dict, str]]:
     rows = [("none", {}, "baseline")]
     for share in (0.7, 0.5, 0.35):  # paper 001 Table 2 sweeps h x w from 0.2 to 0.8 of a side
         rows.append(("expedite", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
+    if grid[0] > 24 and grid[1] > 24:  # the headline build, and the cut one block earlier
+        for alpha in (2, 3):
+            if alpha < layout.depth:
+                rows.append(("expedite", {"hw": "24x24", "alpha": alpha},
+                             f"hw 24x24, alpha {alpha}"))
     for share in (0.7, 0.5):  # paper 001 Table 3: pooling at the same sizes
         rows.append(("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
     for share, name in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):  # paper 002 Table 1
@@ -76,7 +82,8 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress)
     rows = []
     for i, (method, args, label) in enumerate(rows_for(model.layout)):
         start = time.perf_counter()
-        settings = replace(base_settings, method=method, method_args=args)
+        settings = replace(base_settings, method=method,
+                           method_args={**method_defaults(model_spec.name, method), **args})
         if method == "none":
             reduced, path, valid, ev = baseline, work / "baseline.onnx", True, base_eval
         else:
