@@ -57,9 +57,6 @@ def test_unknown_preset():
 
 
 def test_model_tuned_defaults_fill_only_unset_flags():
-    from exporter.config import ModelSpec
-    from exporter.presets import resolve
-
     # the digits model tunes Expedite's alpha; an explicit flag still wins
     _, method, args = resolve(None, ModelSpec(None), "expedite", {"hw": "24x24"})
     assert method == "expedite" and args == {"hw": "24x24", "alpha": 3}

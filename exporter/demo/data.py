@@ -8,8 +8,8 @@ same whatever `count` is asked for.
 
 Footprint: a digit is scaled bilinearly from 8x8 to its size; its intensity (0..16 in the source)
 divided by 16 is its opacity when painted over the canvas, and its label covers the pixels where
-that opacity is >= THRESHOLD (0.3). Overlaps: a later digit is painted over and labelled over the earlier
-ones. The split is by source image: every fifth digit of each class is in "val", the rest in
+that opacity is >= THRESHOLD (0.3). Overlaps: a later digit is painted over and labelled over
+the earlier ones. The split is by source image: every fifth digit of each class is in "val", the rest in
 "train", so no handwritten sample appears in both.
 """
 

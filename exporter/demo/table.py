@@ -20,7 +20,7 @@ import click
 
 from ..config import BuildSettings, ModelSpec, format_pair
 from ..errors import InputError
-from ..models import method_defaults
+from ..presets import resolve
 
 DEFAULT_MODEL = "segmenter_digits"
 
@@ -82,8 +82,9 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress)
     rows = []
     for i, (method, args, label) in enumerate(rows_for(model.layout)):
         start = time.perf_counter()
+        # the model's tuned defaults fill what the row leaves unset, as in `vitexport build`
         settings = replace(base_settings, method=method,
-                           method_args={**method_defaults(model_spec.name, method), **args})
+                           method_args=resolve(None, model_spec, method, args)[2])
         if method == "none":
             reduced, path, valid, ev = baseline, work / "baseline.onnx", True, base_eval
         else:

@@ -56,12 +56,9 @@ for _size, (_dim, _depth, _heads) in SIZES.items():
 
 
 def _digits(spec: ModelSpec) -> DenseModel:
+    from ..demo.train import build_model
     from ..demo.weights import config
-    cfg = config()
-    size = spec.img_size or (cfg["canvas"], cfg["canvas"])
-    return create_segmenter((cfg["dim"], cfg["depth"], cfg["heads"]), size, cfg["num_classes"],
-                            cfg["patch"], cfg["decoder_layers"], cfg.get("decoder", "mask"),
-                            cfg.get("stem", "patch"), cfg.get("stem_width", 64))
+    return build_model(config(), spec.img_size)
 
 
 def _digits_weights() -> str:
