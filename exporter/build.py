@@ -110,7 +110,8 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         report["lint"] = check_rules(lint_folder(tmp, report["artifacts"]))
         report["engine"] = engine_stage(settings, tmp, report, shape, progress)
         with _step(progress, "validate the artifacts against PyTorch"):
-            report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape)
+            report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape,
+                                                  data)
         if data is not None:
             report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
                                                 progress)
@@ -266,7 +267,9 @@ def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, pro
 
 
 def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path, artifacts: dict,
-                   shape) -> list[dict]:
+                   shape, data=None) -> list[dict]:
+    """Each artifact against the PyTorch reference, on the build's first evaluation images
+    when it has an eval set (`data`), else on seeded noise."""
     entries = []
     for key, runtime in (("onnx", "onnxruntime"), ("onnx_plugins", "onnxruntime+plugins"),
                          ("onnx_fp16", "onnxruntime-fp16"), ("engine", "tensorrt")):
@@ -287,7 +290,9 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
         entries.append(validate_onnx(
             reduced, path, shape, reduced.model.output_names, reduced.model.output_kind,
             settings.seed, VALIDATION_SAMPLES, tol["atol"], tol["rtol"], tol["min_cosine"],
-            settings.error_quantile, tol["min_argmax"], runtime_runner=runner, runtime=runtime))
+            settings.error_quantile, tol["min_argmax"], runtime_runner=runner, runtime=runtime,
+            images=None if data is None else data.images,
+            images_source=None if data is None else data.source))
     return entries
 
 
@@ -318,8 +323,10 @@ def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> 
     with _step(progress, "rebuild the PyTorch reference"):
         reduced = patched_model(settings)
     shape = tuple(report["model"]["input_shape"])
+    data = eval_set(settings, reduced.model)
     with _step(progress, "validate artifacts against PyTorch"):
-        report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape)
+        report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape,
+                                              data)
     write_report(out, report)
     return report
 

@@ -64,7 +64,8 @@ def render_markdown(r: dict) -> str:
         lines += [f"**{v['artifact']}** in {v['runtime']}: {verdict} "
                   f"(atol {t['atol']} or rtol {t['rtol']} at quantile {t['error_quantile']}, "
                   f"min cosine {t['min_cosine']}, min argmax agreement "
-                  f"{t['min_argmax_agreement']}; {v['samples']} seeded samples)", "",
+                  f"{t['min_argmax_agreement']}; inputs: "
+                  f"{v.get('inputs', str(v['samples']) + ' seeded samples')})", "",
                   "| output | max abs | max rel | mean abs | cosine | argmax agreement "
                   "| outside tolerance |",
                   "|---|---|---|---|---|---|---|"]

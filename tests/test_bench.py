@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import count_gflops
+from exporter.bench import count_gflops, source_node
 from exporter.cli import main
 from exporter.config import ModelSpec
 from exporter.models import create_model
@@ -24,6 +24,14 @@ def test_gflops_count_attention_and_blocks():
     assert count_gflops(model, (1, 3, 64, 96)) == pytest.approx(expect, rel=1e-6)
 
 
+def test_fused_kernels_are_credited_to_the_node_they_are_named_after():
+    known = {"node_MatMul_70", "node_TopK_3"}
+    assert source_node("node_TopK_3", known) == "node_TopK_3"
+    assert source_node("node_MatMul_70/MatMulAddFusion", known) == "node_MatMul_70"
+    assert source_node("node_MatMul_7/MatMulAddFusion", known) is None
+    assert source_node("Transpose_token_363", known) is None
+
+
 @pytest.mark.slow
 def test_bench_reports_baseline_and_reduced(tmp_path):
     out = tmp_path / "out"
@@ -40,6 +48,8 @@ def test_bench_reports_baseline_and_reduced(tmp_path):
     assert (out / "baseline.onnx").is_file()
     # clustering and reconstruction take some, but not all, of the reduced model's time
     assert 0 < b["token_ops_share"] < 1 and b["token_ops"]["token_nodes"] > 0
+    # fused kernels are traced back to their nodes: little kernel time stays unattributed
+    assert 0 <= b["token_ops"]["unattributed"] < 0.2
     for name in ("baseline", "reduced", "authors_form"):
         lo, hi = b["spread_ms"][name]
         assert 0 < lo <= hi

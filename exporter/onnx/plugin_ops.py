@@ -18,7 +18,6 @@ import onnx
 
 from ..ops.clustering import WEIGHT_FLOOR
 from ..ops.density_peaks import NOT_A_CANDIDATE
-from ..ops.reconstruction import MASKED_DISTANCE
 
 PLUGIN_DOMAIN = "trt.plugins"
 TOPK_RECONSTRUCT = "TopKMaskedReconstruct"
@@ -26,6 +25,8 @@ DPC_SELECT = "DPCSelect"
 PLUGIN_VERSION = "1"
 NORMS = ("sum", "l2")  # attribute `norm` is the index into this tuple
 BACKENDS = ("ort", "reference")
+# Distance given to clusters outside the mask, so that top-k never prefers them (the kernel's too).
+MASKED_DISTANCE = 3.0e38
 
 
 def topk_masked_reconstruct(z: np.ndarray, centers: np.ndarray, values: np.ndarray,
@@ -33,7 +34,8 @@ def topk_masked_reconstruct(z: np.ndarray, centers: np.ndarray, values: np.ndarr
                             norm: int = 0) -> np.ndarray:
     """The TopKMaskedReconstruct op: z [B,N,C], centers [B,M,C], values [B,M,D], mask [N,M] -> [B,N,D].
 
-    Same equations as `TokenReconstruction.weights` followed by its forward, in float32.
+    The equations of `TokenReconstruction.weights` (written with distances, as the kernel
+    computes them) followed by its forward, in float32.
     """
     z, centers, values = (np.asarray(a, dtype=np.float32) for a in (z, centers, values))
     if norm not in (0, 1):

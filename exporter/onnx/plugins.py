@@ -3,7 +3,7 @@
 `use_topk_reconstruct_plugin` replaces each Expedite reconstruction by one TopKMaskedReconstruct
 node (z, centers, values[, mask]) -> [B, N, D].
 
-Op boundary: the reconstruction's weights are computed at clustering time (distances, TopK, exp,
+Op boundary: the reconstruction's weights are computed at clustering time (scores, TopK, exp,
 normalisation) but applied where the per-cluster values exist (at the backbone output, or after
 the decoder for Segmenter). The plugin takes the features z and the centers (both alive from
 clustering time) plus the values, and computes weights and gather in one kernel; the weights
@@ -14,11 +14,11 @@ How the subgraph is found:
    `pkg.torch.onnx.class_hierarchy` names `TokenReconstruction`); each connected group of such
    nodes is one call;
 2. of the group's inputs, the one produced by a TopK is the index; that TopK's input is the
-   (masked) distance matrix, the other non-constant input downstream of the TopK is the weights,
+   (masked) score matrix 2 z.c - |c|^2 (largest = nearest), the other non-constant input downstream of the TopK is the weights,
    and the remaining one is the values;
 3. k, tau, the norm and the window mask are read back from the TopK, the Div before Exp, a
    ReduceL2 (l2 norm) and the Where in front of the TopK; z and centers are the operands of the
-   distance MatMul(z, Transpose(centers)).
+   score MatMul(z, Transpose(2 * centers)).
 Every step checks what it expects and raises PluginSurgeryError naming what it did not find.
 
 `use_dpc_select_plugin` replaces each AiluRus selection (`DensityPeaksSelection`: scores, the
@@ -47,7 +47,7 @@ RECONSTRUCTION_CLASS = "exporter.ops.reconstruction.TokenReconstruction"
 SELECTION_CLASS = "exporter.ops.density_peaks.DensityPeaksSelection"
 HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
-DISTANCE_SEARCH_DEPTH = 8  # nodes between the distance MatMul and the TopK (Sub, Add, Clip, Where)
+SCORE_SEARCH_DEPTH = 6  # nodes between the score MatMul and the TopK (Sub, Where, casts)
 
 
 class PluginSurgeryError(Exception):
@@ -134,24 +134,38 @@ def _nodes_between(start: gs.Tensor, stop: set[int]) -> list[gs.Node]:
     return nodes
 
 
-def _distance_operands(distance: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
-    """(z, centers) of the MatMul(z, Transpose(centers)) the squared distance is built from."""
-    queue, seen = deque([(distance, 0)]), set()
+def _unscaled(tensor: gs.Tensor, factor: float) -> gs.Tensor | None:
+    """x when `tensor` is Mul(x, factor) or Mul(factor, x), else None."""
+    node = _producer(tensor)
+    if node is None or node.op != "Mul":
+        return None
+    for i in (0, 1):
+        c = _constant(node.inputs[i])
+        if c is not None and c.size == 1 and float(c.reshape(-1)[0]) == factor:
+            return node.inputs[1 - i]
+    return None
+
+
+def _score_operands(score: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
+    """(z, centers) of the MatMul(z, Transpose(2 * centers)) the score 2 z.c - |c|^2 is built from."""
+    queue, seen = deque([(score, 0)]), set()
     while queue:
         tensor, depth = queue.popleft()
         node = _producer(tensor)
-        if node is None or id(node) in seen or depth > DISTANCE_SEARCH_DEPTH:
+        if node is None or id(node) in seen or depth > SCORE_SEARCH_DEPTH:
             continue
         seen.add(id(node))
         if node.op == "MatMul":
             transpose = _producer(node.inputs[1])
             if transpose is not None and transpose.op == "Transpose" \
                     and list(transpose.attrs.get("perm", [])) == [0, 2, 1]:
-                return node.inputs[0], transpose.inputs[0]
+                centers = _unscaled(transpose.inputs[0], 2.0)
+                if centers is not None:
+                    return node.inputs[0], centers
             continue
         queue.extend((t, depth + 1) for t in node.inputs)
-    raise PluginSurgeryError(f"no MatMul(z, Transpose(centers)) within {DISTANCE_SEARCH_DEPTH} "
-                             f"nodes before the reconstruction TopK (input {distance.name})")
+    raise PluginSurgeryError(f"no MatMul(z, Transpose(2 * centers)) within {SCORE_SEARCH_DEPTH} "
+                             f"nodes before the reconstruction TopK (input {score.name})")
 
 
 def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Node:
@@ -168,8 +182,8 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Nod
         raise PluginSurgeryError(f"reconstruction group {number}: expected one input from a TopK, "
                                  f"found {len(topk_index)}")
     topk = _producer(topk_index[0])
-    if topk.outputs[1] is not topk_index[0] or int(topk.attrs.get("largest", 1)) != 0:
-        raise PluginSurgeryError(f"{topk.name}: expected the indices of a smallest-k TopK")
+    if topk.outputs[1] is not topk_index[0] or int(topk.attrs.get("largest", 1)) != 1:
+        raise PluginSurgeryError(f"{topk.name}: expected the indices of a largest-k TopK")
     after_topk = _downstream(list(topk.outputs), members)
     values = [t for t in outside_inputs if id(t) not in after_topk]
     if len(values) != 1:
@@ -188,18 +202,18 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Nod
     exp_inputs = [_producer(n.inputs[0]) for n in weight_nodes if n.op == "Exp"]
     if len(exp_inputs) != 1 or exp_inputs[0] is None or exp_inputs[0].op != "Div" \
             or _constant(exp_inputs[0].inputs[1]) is None:
-        raise PluginSurgeryError(f"{topk.name}: expected exp(Div(d_min - d, tau)) after the TopK")
+        raise PluginSurgeryError(f"{topk.name}: expected exp(Div(s - s_max, tau)) after the TopK")
     tau = float(np.asarray(_constant(exp_inputs[0].inputs[1])).reshape(-1)[0])
     norm = NORMS.index("l2") if any(n.op == "ReduceL2" for n in weight_nodes) else NORMS.index("sum")
 
-    distance, mask = topk.inputs[0], None
-    where = _producer(distance)
+    score, mask = topk.inputs[0], None
+    where = _producer(score)
     if where is not None and where.op == "Where":
         mask = _constant(where.inputs[0])
         if mask is None:
             raise PluginSurgeryError(f"{where.name}: the window mask before the TopK is not constant")
-        distance = where.inputs[1]
-    z, centers = _distance_operands(distance)
+        score = where.inputs[1]
+    z, centers = _score_operands(score)
 
     for t, rank, what in ((z, 3, "z"), (centers, 3, "centers"), (values, 3, "values"), (out, 3, "output")):
         if t.shape is not None and len(t.shape) != rank:

@@ -77,9 +77,10 @@ class TokenClustering(DenseClustering):
     so no per-step gather of feature vectors is needed (only of per-pixel scalars). The cost
     is about (tile + lambda - 1)^2 / (h w) of the dense form's.
 
-    Rewrites: -d/tau = (2 z.c - |c|^2)/tau - |z|^2/tau, and |z|^2 cancels in the softmax, so a
-    score is one product of [z, 1] with [2c/tau, -|c|^2/tau]; [z, 1] weighted by the
-    assignment gives each cluster's weighted sum and total weight at once.
+    Rewrites: -d/tau = (2 z.c - |c|^2)/tau - |z|^2/tau, and |z|^2 cancels in the softmax; [z, 1]
+    weighted by the assignment gives each cluster's weighted sum S and total weight w at once,
+    and the next step's scores come from one product of [z, 1] with [S, w] and per-cluster
+    scalars, so the centers S / w are only formed at the end.
     """
 
     def __init__(self, grid, cells, window, iters: int, tau: float, tile: int | None = None):
@@ -102,7 +103,8 @@ class TokenClustering(DenseClustering):
         T, P = self.pixels.shape
         K = self.clusters.shape[1]
         centers = self.initial_centers(z).index_select(1, self.clusters.reshape(-1))
-        centers = centers.reshape(B * T, K, C)
+        # part = [S, w]: a cluster's weighted pixel sum and total weight (center c = S / w)
+        part = torch.cat([centers, centers.new_ones(B, T * K, 1)], dim=2).reshape(B * T, K, C + 1)
         zt = torch.cat([z, z.new_ones(B, N, 1)], dim=2).index_select(1, self.pixels.reshape(-1))
         zt = zt.reshape(B * T, P, C + 1)
         # Blocks are [K, P] (clusters x pixels): both products then write wide rows, and the
@@ -112,9 +114,13 @@ class TokenClustering(DenseClustering):
         low = z.new_full((B, 1), LOWEST)
         zero, one = z.new_zeros(B, 1), z.new_ones(B, 1)
         for _ in range(self.iters):
-            cc = (centers * centers).sum(-1, keepdim=True)
-            ct = torch.cat([centers * (2.0 / self.tau), cc * (-1.0 / self.tau)], dim=2)
-            s = torch.matmul(ct, zt_t).reshape(B, T, K, P)
+            # [z, 1].[S, w] = w (z.c + 1) and |[S, w]|^2 = w^2 (|c|^2 + 1), so
+            # (2 z.c - |c|^2) / tau + 1/tau = (2 g / w - sq / w^2) / tau: the score is read
+            # off `part` without dividing it; the constant 1/tau cancels in the softmax.
+            g = torch.matmul(part, zt_t)  # [B*T, K, P]
+            inv = 1.0 / part[..., C:].clamp_min(WEIGHT_FLOOR)  # [B*T, K, 1]
+            sq = (part * part).sum(-1, keepdim=True)
+            s = (g * (inv * (2.0 / self.tau)) - sq * (inv * inv / self.tau)).reshape(B, T, K, P)
             # each pixel's largest allowed score over all its tiles: the softmax shift
             top = torch.where(allowed, s, LOWEST).amax(2).reshape(B, T * P)
             top = self._per_pixel(top, low, torch.amax)
@@ -122,7 +128,7 @@ class TokenClustering(DenseClustering):
             mass = self._per_pixel(e.sum(2).reshape(B, T * P), zero, torch.sum)
             q = (e / self._per_slot(mass, one)).reshape(B * T, K, P)
             part = torch.matmul(q, zt)  # [B*T, K, C+1]
-            centers = part[..., :C] / part[..., C:].clamp_min(WEIGHT_FLOOR)
+        centers = part[..., :C] / part[..., C:].clamp_min(WEIGHT_FLOOR)
         centers = centers.reshape(B, T * K, C).index_select(1, self.order)
         return centers.to(dtype)
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .clustering import WEIGHT_FLOOR
-from .distance import squared_distance
+from .clustering import LOWEST, WEIGHT_FLOOR
 from .grid import window_mask
-
-# Distance given to clusters outside the window, so that top-k never prefers them.
-MASKED_DISTANCE = 3.0e38
-
 
 class ReconstructionWeights(nn.Module):
     """Each pixel's k nearest clusters and their normalised weights exp(-d/tau).
@@ -29,13 +24,16 @@ class ReconstructionWeights(nn.Module):
 
     def forward(self, z: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices [B, N, k] of the k nearest clusters and their normalised weights (float32)."""
-        d = squared_distance(z.float(), centers.float())
+        z, centers = z.float(), centers.float()
+        # Nearest by distance = largest s = 2 z.c - |c|^2 (|z - c|^2 = |z|^2 - s, and |z|^2 is
+        # the same for all of a pixel's clusters): one product and one broadcast subtraction.
+        s = torch.matmul(z, (2.0 * centers).transpose(1, 2)) - (centers * centers).sum(-1)[:, None]
         if self.allowed is not None:
-            d = torch.where(self.allowed, d, MASKED_DISTANCE)
-        near, index = torch.topk(d, self.k, dim=2, largest=False, sorted=True)
-        # exp(-(d - d_min)/tau): both normalisations cancel the common factor exp(-d_min/tau),
-        # and the shift keeps the weights from underflowing to zero.
-        w = torch.exp((near[..., :1] - near) / self.tau)
+            s = torch.where(self.allowed, s, LOWEST)
+        near, index = torch.topk(s, self.k, dim=2, largest=True, sorted=True)
+        # exp(-(d - d_min)/tau) = exp((s - s_max)/tau): both normalisations cancel the common
+        # factor exp(-d_min/tau), and the shift keeps the weights from underflowing to zero.
+        w = torch.exp((near - near[..., :1]) / self.tau)
         if self.norm == "sum":
             w = w / w.sum(-1, keepdim=True).clamp_min(WEIGHT_FLOOR)
         else:

@@ -22,7 +22,7 @@ namespace vitexport
 namespace topk_reconstruct
 {
 
-//! Distance of a cluster outside the pixel's window: finite (3e38, as the ONNX lowering uses),
+//! Distance of a cluster outside the pixel's window: finite (3e38; the ONNX lowering scores it -3e38),
 //! so that (dMin - d) / tau stays finite and its exp is exactly 0.
 constexpr float kMaskedDistance = 3.0e38F;
 //! Floor of the normaliser, as in exporter.ops.clustering.WEIGHT_FLOOR.
