@@ -1,12 +1,15 @@
-"""The retention table: every method at several settings, mIoU retained, GFLOPs and speed-up.
+"""The method table: every method at several settings, GFLOPs, speed-up, token-op share,
+validation, and (when the model has evaluation data) mIoU retained.
 
     python -m exporter.demo.table --out docs/accuracy.md
+    python -m exporter.demo.table --model segmenter_base --out docs/perf/segmenter_base.md
 
 The counterpart of paper 001 Table 2 (cluster size vs GFLOPs and mIoU) and paper 002 Table 1
 (slight / mild / extreme reduction) for this tool: the same model is exported once with
 `--method none` and once per row, every row's ONNX is validated against its PyTorch reference,
 both are evaluated in ONNX Runtime on the same images, and both are timed side by side.
-Settings are fractions of the model's token grid, so any segmentation model fits.
+Settings are fractions of the model's token grid, so any model fits; without evaluation data
+(random weights, depth models) the accuracy columns are left out.
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ def side(grid, share):
     return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
 
 
-def rows_for(layout) -> list[tuple[str, dict, str]]:
-    """(method, flags, what the setting is) for every row, from the model's token grid."""
+def rows_for(layout, alpha: int | None = None) -> list[tuple[str, dict, str]]:
+    """(method, flags, what the setting is) for every row, from the model's token grid;
+    `alpha` is Expedite's default cut for the model (round(depth * 10/24) when None)."""
+    from ..methods.expedite import default_alpha
+
     grid, n = layout.grid, layout.num_patches
+    alpha = default_alpha(layout.depth) if alpha is None else alpha
     rows = [("none", {}, "baseline")]
     for share in (0.7, 0.5, 0.35):  # paper 001 Table 2 sweeps h x w from 0.2 to 0.8 of a side
         rows.append(("expedite", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
     if grid[0] > 24 and grid[1] > 24:  # the headline build, and the cut one block earlier
-        for alpha in (2, 3):
-            if alpha < layout.depth:
-                rows.append(("expedite", {"hw": "24x24", "alpha": alpha},
-                             f"hw 24x24, alpha {alpha}"))
+        for a in (alpha - 1, alpha):
+            if 1 <= a < layout.depth:
+                rows.append(("expedite", {"hw": "24x24", "alpha": a}, f"hw 24x24, alpha {a}"))
     for share in (0.7, 0.5):  # paper 001 Table 3: pooling at the same sizes
         rows.append(("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
     for share, name in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):  # paper 002 Table 1
@@ -58,9 +64,21 @@ def rows_for(layout) -> list[tuple[str, dict, str]]:
     return rows
 
 
-def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress) -> dict:
+def validation_summary(checks: list[dict]) -> dict:
+    """Passed, and the worst cosine and argmax agreement over the outputs of every check."""
+    outs = [o for c in checks for o in c["outputs"].values()]
+    agree = [o["argmax_agreement"] for o in outs if o.get("argmax_agreement") is not None]
+    return {"passed": all(c["passed"] for c in checks),
+            "cosine": min((o.get("cosine", -1.0) for o in outs), default=None),
+            "argmax_agreement": min(agree) if agree else None}
+
+
+def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress,
+            methods=None, threads=None) -> dict:
+    """Every row of `rows_for` (only `methods` when given): export, validate, evaluate (when
+    there is evaluation data), count, time against the baseline, profile the token ops."""
     from ..accuracy import evaluate_onnx
-    from ..bench import count_gflops, interleaved_latency, onnx_session
+    from ..bench import count_gflops, interleaved_latency, onnx_session, token_ops_share
     from ..build import eval_set, input_shape, patched_model, run_validation
     from ..onnx.export import export_onnx
 
@@ -68,55 +86,74 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress)
                                   eval_count=count)
     baseline = patched_model(base_settings)
     model = baseline.model
-    data = eval_set(base_settings, model)
-    if data is None:
-        raise InputError("--eval-data", "(none)", f"a file, or --model {DEFAULT_MODEL}")
-    classes = getattr(model, "num_classes", None) or model.decoder.n_cls
+    data = eval_set(base_settings, model)  # None without --eval-data for most models
+    classes = None if data is None else getattr(model, "num_classes", None) or model.decoder.n_cls
     shape = input_shape(base_settings, model)
     one = (1, *shape[1:])
-    progress(f"baseline: export, evaluate on {len(data)} images")
+    progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
     export_onnx(baseline, work / "baseline.onnx", shape)
-    base_eval = evaluate_onnx(work / "baseline.onnx", data, classes, 1)
-    base_session = onnx_session(work / "baseline.onnx")
+    base_eval = None if data is None else evaluate_onnx(work / "baseline.onnx", data, classes, 1)
+    base_session = onnx_session(work / "baseline.onnx", threads)
     base_gflops = count_gflops(baseline, one)
+    alpha = resolve(None, model_spec, "expedite", {})[2].get("alpha")
+    chosen = [r for r in rows_for(model.layout, alpha) if methods is None or r[0] in methods]
     rows = []
-    for i, (method, args, label) in enumerate(rows_for(model.layout)):
+    for i, (method, args, label) in enumerate(chosen):
         start = time.perf_counter()
         # the model's tuned defaults fill what the row leaves unset, as in `vitexport build`
         settings = replace(base_settings, method=method,
                            method_args=resolve(None, model_spec, method, args)[2])
         if method == "none":
-            reduced, path, valid, ev = baseline, work / "baseline.onnx", True, base_eval
+            reduced, path, ev = baseline, work / "baseline.onnx", base_eval
+            check = {"passed": True, "cosine": 1.0, "argmax_agreement": None}
         else:
             reduced = patched_model(settings)
             path = work / f"{i:02d}-{method}.onnx"
             export_onnx(reduced, path, shape)
-            checks = run_validation(settings, reduced, work, {"onnx": path.name}, shape)
-            valid = all(c["passed"] for c in checks)
-            ev = evaluate_onnx(path, data, classes, 1)
-        lat = interleaved_latency({"baseline": base_session, "reduced": onnx_session(path)},
+            check = validation_summary(run_validation(settings, reduced, work,
+                                                      {"onnx": path.name}, shape, data))
+            ev = None if data is None else evaluate_onnx(path, data, classes, 1)
+        lat = interleaved_latency({"baseline": base_session, "reduced": onnx_session(path, threads)},
                                   shape, runs, warmup=2, seed=0)
+        share = None if method == "none" else token_ops_share(path, shape, threads=threads)["share"]
         gflops = count_gflops(reduced, one)
         row = {"method": method, "setting": label, "flags": args,
                "cut": reduced.method.cut, "tokens": reduced.method.reduced_tokens(),
                "gflops": gflops,
                "gflops_ratio": base_gflops / gflops,
                "speedup": lat["baseline"]["median_ms"] / lat["reduced"]["median_ms"],
-               "reduced_ms": lat["reduced"]["median_ms"], "miou": ev["miou"],
-               "retention": ev["miou"] / base_eval["miou"] if base_eval["miou"] else None,
-               "validated": valid}
+               "baseline_ms": lat["baseline"]["median_ms"],
+               "reduced_ms": lat["reduced"]["median_ms"],
+               "spread_ms": [lat["reduced"]["p25_ms"], lat["reduced"]["p75_ms"]],
+               "token_ops_share": share,
+               "miou": None if ev is None else ev["miou"],
+               "retention": ev["miou"] / base_eval["miou"] if ev and base_eval["miou"] else None,
+               "validated": check["passed"], "cosine": check["cosine"],
+               "argmax_agreement": check["argmax_agreement"]}
         rows.append(row)
-        progress(f"{method} {label}: mIoU {row['miou']:.4f} ({row['retention']:.1%}), "
-                 f"{gflops:.3f} GFLOPs, speed-up {row['speedup']:.2f}x "
+        acc = "" if ev is None else f"mIoU {row['miou']:.4f} ({row['retention']:.1%}), "
+        progress(f"{method} {label}: {acc}{gflops:.3f} GFLOPs, speed-up {row['speedup']:.2f}x "
                  f"({time.perf_counter() - start:.0f}s)")
     return {"model": model_spec.name, "weights": model_spec.checkpoint or None,
             "tokens": model.layout.num_patches, "grid": model.layout.grid,
-            "depth": model.layout.depth, "images": len(data), "data": data.source,
-            "baseline_miou": base_eval["miou"], "baseline_gflops": base_gflops, "runs": runs,
-            "rows": rows}
+            "depth": model.layout.depth, "input": list(shape[2:]),
+            "images": None if data is None else len(data),
+            "data": None if data is None else data.source,
+            "baseline_miou": None if base_eval is None else base_eval["miou"],
+            "baseline_gflops": base_gflops, "runs": runs, "threads": threads, "rows": rows}
+
+
+def _pct(x):
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _cosine(x):
+    return "-" if x is None else f"{x:.8f}"
 
 
 def render(result: dict, trained: bool, command: str) -> str:
+    if result["data"] is None:
+        return render_speed(result, command)
     g = result["grid"]
     weights = (f"trained weights: {result['weights']}" if trained else
                "**random weights: the checkpoint was not available when this table was made, "
@@ -139,29 +176,72 @@ def render(result: dict, trained: bool, command: str) -> str:
         f"{result['baseline_gflops']:.3f} GFLOPs",
         "- mIoU: one confusion matrix over all pixels of all images, mean over the classes "
         "present; retention = reduced mIoU / baseline mIoU",
-        "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
-        "convention, see [performance.md](performance.md)); speed-up: median ONNX Runtime CPU "
-        f"latency of the baseline over the reduced model, {result['runs']} interleaved runs at "
-        "batch 1 on a shared machine; the `none` row times the baseline against itself and so "
-        "shows the noise of the measurement",
-        "- SViT rows use seeded random gates (no trained gates exist for this model), so they "
-        "show the cost of the capacity, not the accuracy trained gates would keep",
+        *common_notes(result),
         f"- Regenerate: `{command}`",
         "",
         "| method | setting | first reduced block | patch tokens after reduction | GFLOPs | "
-        "GFLOPs ratio | speed-up | mIoU (%) | retention | validated |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "GFLOPs ratio | speed-up | token ops | mIoU (%) | retention | validated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        ret = f"{r['retention']:.1%}" if r["retention"] is not None else "-"
         cut = "-" if r["cut"] is None else r["cut"]
         lines.append(f"| {r['method']} | {r['setting']} | {cut} | {r['tokens']} | "
                      f"{r['gflops']:.3f} | "
-                     f"{r['gflops_ratio']:.2f}x | {r['speedup']:.2f}x | {100 * r['miou']:.2f} | "
-                     f"{ret} | {'yes' if r['validated'] else 'NO'} |")
+                     f"{r['gflops_ratio']:.2f}x | {r['speedup']:.2f}x | "
+                     f"{_pct(r.get('token_ops_share'))} | {100 * r['miou']:.2f} | "
+                     f"{_pct(r['retention'])} | {'yes' if r['validated'] else 'NO'} |")
     lines += ["", PAPERS]
     if result["model"] == DEFAULT_MODEL:
         lines += [DIGITS_NOTE]
+    return "\n".join(lines) + "\n"
+
+
+def common_notes(result: dict) -> list[str]:
+    threads = result.get("threads") or "ONNX Runtime's default number of"
+    return [
+        "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
+        "convention, see [performance.md](performance.md)); speed-up: median ONNX Runtime CPU "
+        f"latency of the baseline over the reduced model, {result['runs']} interleaved runs at "
+        f"batch 1, {threads} intra-op threads, on a shared 2-core machine; the `none` row times "
+        "the baseline against itself and so shows the noise of the measurement",
+        "- token ops: share of the reduced model's ONNX Runtime kernel time spent in the "
+        "method's own modules (`vitexport bench`'s profile)",
+        "- SViT rows use seeded random gates (no trained gates exist for this model), so they "
+        "show the cost of the capacity, not the accuracy trained gates would keep",
+    ]
+
+
+def render_speed(result: dict, command: str) -> str:
+    """The table of a model without evaluation data: speed and validation only."""
+    g, size = result["grid"], result["input"]
+    lines = [
+        f"# Methods on {result['model']}, {size[0]}x{size[1]}",
+        "",
+        "Every selected method at two or three settings, each exported to ONNX, validated "
+        "against its PyTorch reference and timed side by side with the `--method none` export.",
+        "",
+        f"- Model: `{result['model']}` (weights: {result['weights'] or 'random'}), "
+        f"{g[0]}x{g[1]} = {result['tokens']} patch tokens, {result['depth']} blocks; "
+        f"baseline {result['baseline_gflops']:.2f} GFLOPs",
+        *common_notes(result),
+        "- validation: ONNX Runtime against the PyTorch reference on 2 seeded inputs; the "
+        "worst cosine and argmax agreement over the outputs ([validation.md](validation.md))",
+        f"- Regenerate: `{command}`",
+        "",
+        "| method | setting | first reduced block | patch tokens | GFLOPs | GFLOPs ratio | "
+        "reduced ms (p25-p75) | speed-up | of GFLOPs ratio | token ops | cosine | "
+        "argmax agreement | validated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cut = "-" if r["cut"] is None else r["cut"]
+        lo, hi = r["spread_ms"]
+        agree = "-" if r["argmax_agreement"] is None else f"{r['argmax_agreement']:.6f}"
+        lines.append(f"| {r['method']} | {r['setting']} | {cut} | {r['tokens']} | "
+                     f"{r['gflops']:.2f} | {r['gflops_ratio']:.2f}x | "
+                     f"{r['reduced_ms']:.0f} ({lo:.0f}-{hi:.0f}) | {r['speedup']:.2f}x | "
+                     f"{r['speedup'] / r['gflops_ratio']:.0%} | {_pct(r['token_ops_share'])} | "
+                     f"{_cosine(r['cosine'])} | {agree} | {'yes' if r['validated'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +284,17 @@ validated exported a model that differs from its PyTorch reference beyond the to
 """
 
 
+def parse_methods(text: str) -> set[str]:
+    from ..methods import METHODS
+
+    names = {m.strip() for m in text.split(",") if m.strip()}
+    unknown = sorted(names - set(METHODS))
+    if not names or unknown:
+        raise InputError("--methods", text, ",".join(METHODS),
+                         f"unknown: {', '.join(unknown)}" if unknown else "empty")
+    return names | {"none"}
+
+
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Markdown file.")
 @click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True)
@@ -213,8 +304,13 @@ validated exported a model that differs from its PyTorch reference beyond the to
 @click.option("--eval-data", default=None, help="An .npz as for `vitexport build --eval-data`.")
 @click.option("--eval-count", type=int, default=None, help="First N images (default: all).")
 @click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True)
-def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_count, runs):
-    """Write the retention table of every method to OUT."""
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
+@click.option("--methods", default=None, help="Only these methods, comma-separated "
+              "(default: every method).")
+def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_count, runs,
+         threads, methods):
+    """Write the table of every method (retention too, when there is evaluation data) to OUT."""
     import json
     import tempfile
 
@@ -227,8 +323,10 @@ def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_cou
     try:
         size = parse_pair("--img-size", img_size) if img_size else None
         spec = ModelSpec(model_name, checkpoint, size, num_classes)
+        chosen = None if methods is None else parse_methods(methods)
         with tempfile.TemporaryDirectory() as work:
-            result = measure(spec, eval_data, eval_count, runs, Path(work), progress)
+            result = measure(spec, eval_data, eval_count, runs, Path(work), progress, chosen,
+                             threads)
     except InputError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
