@@ -177,21 +177,52 @@ def engine(out, precision, workspace, opt_level, plugin_lib):
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path), required=False)
 @click.option("--runs", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Timed runs of each model, interleaved.")
 @click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
-def bench(out, runs, warmup, threads):
-    """Time an output folder's model against its --method none baseline, side by side."""
-    from .bench import bench_folder
-    from .report import format_bench
+@click.option("--model", "model_name", default=None,
+              help="Instead of OUT: time every method on this model, each at two or three "
+                   "settings, against one baseline.")
+@click.option("--methods", default=None,
+              help="With --model: only these methods, comma-separated (default: all).")
+@click.option("--img-size", default=None, help="With --model: input HxW.")
+@click.option("--num-classes", type=int, default=None, help="With --model: classes.")
+@click.option("--table", "table_path", type=click.Path(path_type=Path), default=None,
+              help="With --model: also write the table to this markdown file (and .json).")
+def bench(out, runs, warmup, threads, model_name, methods, img_size, num_classes, table_path):
+    """Time a build against its --method none baseline side by side (OUT: an output folder),
+    or every method on a model (--model)."""
+    if (out is None) == (model_name is None):
+        raise InputError("OUT", out or "(none)", "an output folder of `vitexport build`, or "
+                         "--model NAME (not both)")
+    if model_name is None:
+        for flag, value in (("--methods", methods), ("--img-size", img_size),
+                            ("--num-classes", num_classes), ("--table", table_path)):
+            if value is not None:
+                raise InputError(flag, value, "only with --model")
+        from .bench import bench_folder
+        from .report import format_bench
 
-    report = bench_folder(out, runs, warmup, threads, progress=_progress)
-    b = report["bench"]
-    click.echo(format_bench(b))
-    click.echo(f"report: {Path(out) / 'report.md'}")
+        report = bench_folder(out, runs, warmup, threads, progress=_progress)
+        click.echo(format_bench(report["bench"]))
+        click.echo(f"report: {Path(out) / 'report.md'}")
+        return
+    from .demo.table import make_table, model_spec, write_table
+
+    given = (("--model", model_name), ("--img-size", img_size), ("--num-classes", num_classes),
+             ("--methods", methods), ("--runs", runs), ("--warmup", warmup),
+             ("--threads", threads), ("--table", table_path))
+    command = " ".join(["vitexport bench"] + [f"{f} {v}" for f, v in given if v is not None])
+    text, result = make_table(model_spec(model_name, None, img_size, num_classes), runs=runs,
+                              warmup=warmup, threads=threads, methods=methods, command=command,
+                              progress=_progress)
+    click.echo(text)
+    if table_path is not None:
+        write_table(table_path, text, result)
+        click.echo(f"wrote {table_path}")
 
 
 @main.command()

@@ -74,7 +74,7 @@ def validation_summary(checks: list[dict]) -> dict:
 
 
 def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress,
-            methods=None, threads=None) -> dict:
+            methods=None, threads=None, warmup=2) -> dict:
     """Every row of `rows_for` (only `methods` when given): export, validate, evaluate (when
     there is evaluation data), count, time against the baseline, profile the token ops."""
     from ..accuracy import evaluate_onnx
@@ -114,7 +114,7 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress,
                                                       {"onnx": path.name}, shape, data))
             ev = None if data is None else evaluate_onnx(path, data, classes, 1)
         lat = interleaved_latency({"baseline": base_session, "reduced": onnx_session(path, threads)},
-                                  shape, runs, warmup=2, seed=0)
+                                  shape, runs, warmup, seed=0)
         share = None if method == "none" else token_ops_share(path, shape, threads=threads)["share"]
         gflops = count_gflops(reduced, one)
         row = {"method": method, "setting": label, "flags": args,
@@ -140,7 +140,8 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress,
             "images": None if data is None else len(data),
             "data": None if data is None else data.source,
             "baseline_miou": None if base_eval is None else base_eval["miou"],
-            "baseline_gflops": base_gflops, "runs": runs, "threads": threads, "rows": rows}
+            "baseline_gflops": base_gflops, "runs": runs, "warmup": warmup, "threads": threads,
+            "rows": rows}
 
 
 def _pct(x):
@@ -311,37 +312,57 @@ def parse_methods(text: str) -> set[str]:
 def main(out, model_name, checkpoint, img_size, num_classes, eval_data, eval_count, runs,
          threads, methods):
     """Write the table of every method (retention too, when there is evaluation data) to OUT."""
-    import json
-    import tempfile
-
-    from ..config import parse_pair
-    from ..report import write_atomic
 
     def progress(text):
         click.echo(f"  {text}", err=True)
 
+    command = " ".join(["python -m exporter.demo.table", *sys.argv[1:]])
     try:
-        size = parse_pair("--img-size", img_size) if img_size else None
-        spec = ModelSpec(model_name, checkpoint, size, num_classes)
-        chosen = None if methods is None else parse_methods(methods)
-        with tempfile.TemporaryDirectory() as work:
-            result = measure(spec, eval_data, eval_count, runs, Path(work), progress, chosen,
-                             threads)
+        spec = model_spec(model_name, checkpoint, img_size, num_classes)
+        text, result = make_table(spec, eval_data, eval_count, runs, threads, methods, command,
+                                  progress)
     except InputError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
+    write_table(Path(out), text, result)
+    click.echo(f"wrote {out}")
+
+
+def model_spec(name, checkpoint=None, img_size=None, num_classes=None) -> ModelSpec:
+    from ..config import parse_pair
+
+    size = parse_pair("--img-size", img_size) if img_size else None
+    return ModelSpec(name, checkpoint, size, num_classes)
+
+
+def make_table(spec: ModelSpec, eval_data=None, eval_count=None, runs=10, threads=None,
+               methods: str | None = None, command="", progress=lambda text: None, warmup=2):
+    """(markdown, measurements) of the selected methods on `spec`; InputError on bad input."""
+    import tempfile
+
     from ..models import weights_of
     from ..report import sha256
 
+    chosen = None if methods is None else parse_methods(methods)
+    with tempfile.TemporaryDirectory() as work:
+        result = measure(spec, eval_data, eval_count, runs, Path(work), progress, chosen, threads,
+                         warmup)
     weights = weights_of(spec)
     trained = weights != "random"
     if trained:  # which weights the numbers belong to
         path = Path(weights.removesuffix(" (shipped)"))
         result["weights"] = f"{path.name}, sha256 {sha256(path)[:16]}"
-    argv = " ".join(["python -m exporter.demo.table", *sys.argv[1:]])
-    write_atomic(Path(out), render(result, trained, argv))
-    write_atomic(Path(out).with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    click.echo(f"wrote {out}")
+    return render(result, trained, command), result
+
+
+def write_table(out: Path, text: str, result: dict) -> None:
+    """OUT (markdown) and OUT with .json beside it, each written whole or not at all."""
+    import json
+
+    from ..report import write_atomic
+
+    write_atomic(out, text)
+    write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
