@@ -165,7 +165,7 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
     kept; recorded in the report's artifacts and hashes."""
     from .build import patched_model
     from .onnx.export import export_onnx
-    from .report import sha256
+    from .report import file_hashes
 
     path = Path(folder) / f"{name}.onnx"
     if not path.is_file():
@@ -175,7 +175,7 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
         export_onnx(model, tmp, shape, settings.opset, settings.dynamic_batch)
         tmp.replace(path)
     report["artifacts"][f"{name}_onnx"] = path.name
-    report.setdefault("hashes", {})[path.name] = sha256(path)
+    report.setdefault("hashes", {}).update(file_hashes(folder, [path.name]))
     return path
 
 

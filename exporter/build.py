@@ -19,7 +19,7 @@ from .methods import ReducedModel, apply_method
 from .models import create_model, weights_of
 from .onnx.export import export_onnx
 from .onnx.lint import errors_of, lint, lint_folder
-from .report import read_report, sha256, write_report
+from .report import file_hashes, read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
 from .validate import half_precision_runner, plugin_graph_runner, validate_onnx
@@ -115,7 +115,7 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         if data is not None:
             report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
                                                 progress)
-        report["hashes"] = {p: sha256(tmp / p) for p in report["artifacts"].values()}
+        report["hashes"] = file_hashes(tmp, report["artifacts"].values())
         write_report(tmp, report)
         if out.exists():
             shutil.rmtree(out)

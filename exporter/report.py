@@ -16,6 +16,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_hashes(folder: Path, names) -> dict:
+    """sha256 of each named file in `folder`, and of its external weights (`<name>.data`, written
+    beside models past protobuf's 2 GB limit) when there are any."""
+    out = {}
+    for name in names:
+        for n in (name, name + ".data"):
+            if n == name or (Path(folder) / n).is_file():
+                out[n] = sha256(Path(folder) / n)
+    return out
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary name, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

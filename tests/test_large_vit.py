@@ -5,6 +5,7 @@ path (patch 14, registered under a timm name so that `--model` resolves it like 
 stands in for them, and the large ones are checked on the meta device (shapes only).
 """
 
+import hashlib
 import inspect
 import json
 
@@ -203,6 +204,7 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
 
     from exporter.onnx import export
     from exporter.onnx.lint import lint_folder
+    from exporter.report import file_hashes
 
     monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
     vit = tiny_vit(grid=(2, 3), depth=2, patch=14)
@@ -217,6 +219,11 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     # the returned proto still holds its weights (plugin and fp16 graphs derive from it)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
     assert lint_folder(tmp_path, {"onnx": "model.onnx"}) == {"model.onnx": []}
+    # the report's hashes cover the weights file too
+    hashes = file_hashes(tmp_path, ["model.onnx"])
+    assert set(hashes) == {"model.onnx", "model.onnx.data"}
+    assert hashes["model.onnx.data"] == hashlib.sha256(
+        (tmp_path / "model.onnx.data").read_bytes()).hexdigest()
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"images": images.numpy()})
     with torch.no_grad():
