@@ -9,6 +9,7 @@ attention switched off during the count so that the attention matrix products ar
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,9 +172,14 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
     if not path.is_file():
         progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
         model = patched_model(settings) if model is None else model
-        tmp = path.with_name(f".{path.name}.tmp")
-        export_onnx(model, tmp, shape, settings.opset, settings.dynamic_batch)
-        tmp.replace(path)
+        # Exported under its final name in a scratch folder, so that external weights (models
+        # past 2 GB) are named `<name>.onnx.data` as the graph refers to them; then moved in,
+        # weights first, so a half-written model never sits under the final name.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
+            export_onnx(model, Path(tmp) / path.name, shape, settings.opset,
+                        settings.dynamic_batch)
+            for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):
+                part.replace(Path(folder) / part.name)
     report["artifacts"][f"{name}_onnx"] = path.name
     report.setdefault("hashes", {}).update(file_hashes(folder, [path.name]))
     return path

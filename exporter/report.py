@@ -21,9 +21,10 @@ def file_hashes(folder: Path, names) -> dict:
     beside models past protobuf's 2 GB limit) when there are any."""
     out = {}
     for name in names:
-        for n in (name, name + ".data"):
-            if n == name or (Path(folder) / n).is_file():
-                out[n] = sha256(Path(folder) / n)
+        out[name] = sha256(Path(folder) / name)
+        weights = Path(folder) / (name + ".data")
+        if weights.is_file():
+            out[weights.name] = sha256(weights)
     return out
 
 
@@ -49,6 +50,11 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+def percent(v) -> str:
+    """A share as "12.3%", or "-" when there is none."""
+    return "-" if v is None else f"{v:.1%}"
 
 
 def _pct(v) -> str:
@@ -116,7 +122,6 @@ def _spread(b: dict, name: str) -> str:
 
 def format_bench(b: dict) -> str:
     """The side-by-side table of `vitexport bench` (Markdown, also readable in a terminal)."""
-    share = lambda s: f"{s:.1%}" if s is not None else "-"  # noqa: E731
     rows = [("baseline (`--method none`)", "baseline", b["baseline_ms"], b["gflops"]["baseline"],
              b["tokens"]["full"], None),
             ("reduced", "reduced", b["reduced_ms"], b["gflops"]["reduced"], b["tokens"]["reduced"],
@@ -130,7 +135,7 @@ def format_bench(b: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for label, key, ms, gf, tokens, tok in rows:
         lines.append(f"| {label} | {ms:.1f} | {_spread(b, key)} | {b['baseline_ms'] / ms:.2f}x | "
-                     f"{gf:.2f} | {tokens} | {share(tok)} |")
+                     f"{gf:.2f} | {tokens} | {percent(tok)} |")
     lines += ["", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x (the "
               f"speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it); {b['runs']} interleaved "
               f"runs after {b['warmup']} warm-up. GFLOPs: {b['gflops_convention']}. Token ops: "

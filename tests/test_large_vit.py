@@ -228,3 +228,22 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     (out,) = sess.run(None, {"images": images.numpy()})
     with torch.no_grad():
         assert max_abs(out, model(images)) < 1e-4
+
+
+@pytest.mark.slow
+def test_bench_variant_past_the_proto_limit_keeps_its_weights_beside_it(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from exporter.bench import export_variant
+    from exporter.config import BuildSettings, ModelSpec
+    from exporter.onnx import export
+
+    monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
+    settings = BuildSettings(model=ModelSpec("segmenter_tiny", None, (64, 64), 3), method="none")
+    report = {"artifacts": {}}
+    path = export_variant(tmp_path, "baseline", settings, (1, 3, 64, 64), report)
+    # the weights carry the name the graph refers to, and nothing else is left in the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.onnx", "baseline.onnx.data"]
+    assert set(report["hashes"]) == {"baseline.onnx", "baseline.onnx.data"}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (1, 3, 64, 64)

@@ -24,6 +24,7 @@ import click
 from ..config import BuildSettings, ModelSpec, format_pair
 from ..errors import InputError
 from ..presets import resolve
+from ..report import percent
 
 DEFAULT_MODEL = "segmenter_digits"
 
@@ -144,10 +145,6 @@ def measure(model_spec: ModelSpec, eval_data, count, runs, work: Path, progress,
             "rows": rows}
 
 
-def _pct(x):
-    return "-" if x is None else f"{x:.1%}"
-
-
 def _cosine(x):
     return "-" if x is None else f"{x:.8f}"
 
@@ -189,8 +186,8 @@ def render(result: dict, trained: bool, command: str) -> str:
         lines.append(f"| {r['method']} | {r['setting']} | {cut} | {r['tokens']} | "
                      f"{r['gflops']:.3f} | "
                      f"{r['gflops_ratio']:.2f}x | {r['speedup']:.2f}x | "
-                     f"{_pct(r.get('token_ops_share'))} | {100 * r['miou']:.2f} | "
-                     f"{_pct(r['retention'])} | {'yes' if r['validated'] else 'NO'} |")
+                     f"{percent(r.get('token_ops_share'))} | {100 * r['miou']:.2f} | "
+                     f"{percent(r['retention'])} | {'yes' if r['validated'] else 'NO'} |")
     lines += ["", PAPERS]
     if result["model"] == DEFAULT_MODEL:
         lines += [DIGITS_NOTE]
@@ -241,7 +238,7 @@ def render_speed(result: dict, command: str) -> str:
         lines.append(f"| {r['method']} | {r['setting']} | {cut} | {r['tokens']} | "
                      f"{r['gflops']:.2f} | {r['gflops_ratio']:.2f}x | "
                      f"{r['reduced_ms']:.0f} ({lo:.0f}-{hi:.0f}) | {r['speedup']:.2f}x | "
-                     f"{r['speedup'] / r['gflops_ratio']:.0%} | {_pct(r['token_ops_share'])} | "
+                     f"{r['speedup'] / r['gflops_ratio']:.0%} | {percent(r['token_ops_share'])} | "
                      f"{_cosine(r['cosine'])} | {agree} | {'yes' if r['validated'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
