@@ -1,4 +1,8 @@
-"""The `vitexport` command: parse flags, call the library, print. No logic lives here."""
+"""The `vitexport` command: parse flags, call the library, print. No logic lives here.
+
+Each command group may live in a module of this package that attaches its commands to `main`
+(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from .config import BuildSettings, ModelSpec, parse_pair
-from .errors import InputError
+from ..config import BuildSettings, ModelSpec, parse_pair
+from ..errors import InputError
 
 DEFAULT_OUT = Path("vitexport-out")
 
@@ -57,7 +61,7 @@ def main():
 
 def method_options(func):
     """One click option per method flag in the registry; all default to None (method's default)."""
-    from .methods import all_options
+    from ..methods import all_options
 
     for flag, uses in reversed(list(all_options().items())):
         opt = uses[0][1]
@@ -110,9 +114,9 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
           atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, eval_data,
           eval_count, out, force, run_bench, **method_args):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
-    from .build import build as run_build, passed
+    from ..build import build as run_build, passed
 
-    from .presets import resolve
+    from ..presets import resolve
 
     size = parse_pair("--img-size", img_size) if img_size is not None else None
     spec, method, method_args = resolve(
@@ -130,15 +134,15 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
         settings.rtol = rtol
     out = out or DEFAULT_OUT / f"{model_name}-{method}"
     _echo_err(f"vitexport build: {model_name} + {method} -> {out}")
-    from .build import ExportRuleError
+    from ..build import ExportRuleError
     try:
         report = run_build(settings, out, force=force, progress=_progress)
     except ExportRuleError as err:
         _echo_err(f"Error: the exported graph breaks the export rules: {err}")
         sys.exit(1)
     if run_bench:
-        from .bench import bench_folder
-        from .report import format_bench
+        from ..bench import bench_folder
+        from ..report import format_bench
 
         report = bench_folder(out, progress=_progress)
         click.echo(format_bench(report["bench"]))
@@ -152,7 +156,7 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
 @click.option("--rtol", type=float, default=None, help="Relative tolerance (default: the build's).")
 def validate(out, atol, rtol):
     """Re-run validation of every artifact in an output folder."""
-    from .build import passed, revalidate
+    from ..build import passed, revalidate
 
     report = revalidate(out, progress=_progress, atol=atol, rtol=rtol)
     _print_summary(report, out)
@@ -167,7 +171,7 @@ def validate(out, atol, rtol):
 @click.option("--plugin-lib", default=None, help="Path of libvitexport_plugins.so.")
 def engine(out, precision, workspace, opt_level, plugin_lib):
     """Build the TensorRT engine of an output folder and validate it."""
-    from .build import engine_for_folder, passed
+    from ..build import engine_for_folder, passed
 
     report = engine_for_folder(out, precision, workspace, opt_level, plugin_lib, progress=_progress)
     if report["engine"]["built"]:
@@ -203,14 +207,14 @@ def bench(out, runs, warmup, threads, model_name, methods, img_size, num_classes
                             ("--num-classes", num_classes), ("--table", table_path)):
             if value is not None:
                 raise InputError(flag, value, "only with --model")
-        from .bench import bench_folder
-        from .report import format_bench
+        from ..bench import bench_folder
+        from ..report import format_bench
 
         report = bench_folder(out, runs, warmup, threads, progress=_progress)
         click.echo(format_bench(report["bench"]))
         click.echo(f"report: {Path(out) / 'report.md'}")
         return
-    from .demo.table import make_table, model_spec, write_table
+    from ..demo.table import make_table, model_spec, write_table
 
     given = (("--model", model_name), ("--img-size", img_size), ("--num-classes", num_classes),
              ("--methods", methods), ("--runs", runs), ("--warmup", warmup),
@@ -229,7 +233,7 @@ def bench(out, runs, warmup, threads, model_name, methods, img_size, num_classes
 @click.argument("out", type=click.Path(path_type=Path))
 def lint(out):
     """Check an output folder's ONNX files against the export rules and TensorRT's parser."""
-    from .build import lint_existing
+    from ..build import lint_existing
 
     report = lint_existing(out)
     for f in report["lint"]:
@@ -247,7 +251,7 @@ def lint(out):
                    "validation image for segmenter_digits, else a synthetic image.")
 def visualize(out, image):
     """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
-    from .visualize import visualize_folder
+    from ..visualize import visualize_folder
 
     result = visualize_folder(out, image, progress=_progress)
     for note in result["notes"]:
@@ -269,7 +273,7 @@ def visualize(out, image):
               help="torch CPU threads (1 is faster on a loaded machine).")
 def train_demo(out, steps, full_steps, seed, eval_count, threads):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
-    from .demo import train
+    from ..demo import train
 
     args = {k: v for k, v in {"steps": steps, "full_steps": full_steps,
                               "eval_count": eval_count}.items() if v is not None}
@@ -282,7 +286,7 @@ def train_demo(out, steps, full_steps, seed, eval_count, threads):
 @main.command()
 def methods():
     """List the token-reduction methods with their flags and defaults."""
-    from .methods import METHODS
+    from ..methods import METHODS
 
     for spec in METHODS.values():
         click.echo(f"{spec.name:14} {spec.description}")
@@ -293,7 +297,7 @@ def methods():
 @main.command()
 def presets():
     """List the presets: the papers' settings by name, with the table each comes from."""
-    from .presets import PRESETS
+    from ..presets import PRESETS
 
     for p in PRESETS.values():
         args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.args.items())
@@ -308,7 +312,7 @@ def presets():
 @main.command()
 def models():
     """List the built-in models (any timm ViT name works too)."""
-    from .models import MODELS
+    from ..models import MODELS
 
     for entry in MODELS.values():
         click.echo(f"{entry.name:20} {entry.description}")
@@ -336,6 +340,19 @@ def _print_summary(report: dict, out: Path) -> None:
                    f"{a['reduced']:.4f}, retention {ret}")
     click.echo(f"report: {out / 'report.md'}")
 
+
+# Modules of this package that attach commands to `main` (imported for that effect).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _attach() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+_attach()
 
 if __name__ == "__main__":
     main()
