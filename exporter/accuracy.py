@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import InputError
+from .runtime import onnx_session
 
 IGNORE = 255
 DYNAMIC_BATCH = 8  # images per run when the export has a dynamic batch dimension
@@ -112,8 +113,6 @@ def evaluate_onnx(path: Path, data: EvalSet, num_classes: int, batch: int | None
     `batch` is the export's fixed batch size, or None for a dynamic batch dimension; a last
     partial batch of a fixed-batch model is padded with copies of its last image.
     """
-    from .bench import onnx_session
-
     sess = onnx_session(Path(path))
     step = DYNAMIC_BATCH if batch is None else batch
     cm = np.zeros((num_classes, num_classes), np.int64)

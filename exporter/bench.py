@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .runtime import onnx_session
+
 
 @contextmanager
 def unfused_attention(module: torch.nn.Module):
@@ -57,15 +59,6 @@ def count_settings_gflops(settings, input_shape=None) -> float:
     if input_shape is None:
         input_shape = (1, 3, *model.layout.image_size)
     return count_gflops(reduced, input_shape)
-
-
-def onnx_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def interleaved_latency(sessions: dict, input_shape, runs: int = 10, warmup: int = 2,

@@ -22,7 +22,8 @@ from .onnx.lint import errors_of, lint, lint_folder
 from .report import file_hashes, read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
-from .validate import half_precision_runner, plugin_graph_runner, validate_onnx
+from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
+from .validate import validate_onnx
 
 Progress = Callable[[str], None]
 VALIDATION_SAMPLES = 2
@@ -294,13 +295,6 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
             images=None if data is None else data.images,
             images_source=None if data is None else data.source))
     return entries
-
-
-def tensorrt_runner(path: Path, name: str):
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
 
 
 def read_folder(out: Path) -> tuple[dict, BuildSettings]:

@@ -46,52 +46,6 @@ class TorchRunner(BaseRunner):
                            for n, o in zip(self.output_names, outs))
 
 
-class FunctionRunner(BaseRunner):
-    """Runs `fn(feed_dict) -> list of arrays` (e.g. the ONNX reference evaluator)."""
-
-    def __init__(self, fn, input_shape, output_names, name):
-        super().__init__(name=name)
-        self.fn, self.input_shape, self.output_names = fn, tuple(input_shape), list(output_names)
-
-    def get_input_metadata_impl(self):
-        from polygraphy.common import TensorMetadata
-        return TensorMetadata().add("images", np.float32, self.input_shape)
-
-    def infer_impl(self, feed_dict):
-        start = time.perf_counter()
-        outs = self.fn(dict(feed_dict))
-        self.inference_time = time.perf_counter() - start
-        return OrderedDict(zip(self.output_names, outs))
-
-
-def plugin_graph_runner(path: Path, name: str) -> BaseRunner:
-    """A runner for a graph with plugin nodes, backed by their CPU implementations."""
-    import onnx
-
-    from .onnx.plugin_ops import ort_extensions_available, ort_session, run_plugin_graph
-
-    proto = onnx.load(str(path))
-    if ort_extensions_available():
-        return OnnxrtRunner(lambda: ort_session(proto), name=name)
-    outputs = [o.name for o in proto.graph.output]
-    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    return FunctionRunner(lambda feeds: run_plugin_graph(proto, feeds, "reference"), shape,
-                          outputs, name)
-
-
-def half_precision_runner(path: Path, input_shape, output_names, name: str) -> BaseRunner:
-    """Runs a float16 ONNX in ONNX Runtime on the same float32 inputs (cast in, cast out)."""
-    from .bench import onnx_session
-
-    session = onnx_session(path)
-
-    def run(feeds):
-        outs = session.run(None, {"images": feeds["images"].astype(np.float16)})
-        return [o.astype(np.float32) for o in outs]
-
-    return FunctionRunner(run, input_shape, output_names, name)
-
-
 def seeded_inputs(shape, seed: int, count: int) -> list[dict]:
     """`count` feed dicts of standard-normal images, the same for every runner and every run."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,82 @@
+"""Where exported artifacts run: ONNX Runtime sessions and polygraphy runners for each artifact
+kind (plain ONNX, a graph with plugin nodes, a float16 graph, a TensorRT engine).
+
+The lowest layer that touches ONNX Runtime; validation, accuracy and timing sit above it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from polygraphy.backend.base import BaseRunner
+from polygraphy.backend.common import BytesFromPath
+from polygraphy.backend.onnxrt import OnnxrtRunner
+from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+from polygraphy.common import TensorMetadata
+
+from .onnx.plugin_ops import ort_extensions_available, ort_session, run_plugin_graph
+
+
+def onnx_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session of the ONNX file at `path` (`threads`: intra-op threads, None = ORT's)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def input_name(session) -> str:
+    """The name of a session's (single) image input."""
+    return session.get_inputs()[0].name
+
+
+class FunctionRunner(BaseRunner):
+    """Runs `fn(feed_dict) -> list of arrays` (e.g. the ONNX reference evaluator)."""
+
+    def __init__(self, fn, input_name: str, input_shape, output_names, name):
+        super().__init__(name=name)
+        self.fn, self.input_name = fn, input_name
+        self.input_shape, self.output_names = tuple(input_shape), list(output_names)
+
+    def get_input_metadata_impl(self):
+        return TensorMetadata().add(self.input_name, np.float32, self.input_shape)
+
+    def infer_impl(self, feed_dict):
+        start = time.perf_counter()
+        outs = self.fn(dict(feed_dict))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict(zip(self.output_names, outs))
+
+
+def plugin_graph_runner(path: Path, name: str) -> BaseRunner:
+    """A runner for a graph with plugin nodes, backed by their CPU implementations."""
+    proto = onnx.load(str(path))
+    if ort_extensions_available():
+        return OnnxrtRunner(lambda: ort_session(proto), name=name)
+    outputs = [o.name for o in proto.graph.output]
+    image = proto.graph.input[0]
+    shape = [d.dim_value for d in image.type.tensor_type.shape.dim]
+    return FunctionRunner(lambda feeds: run_plugin_graph(proto, feeds, "reference"), image.name,
+                          shape, outputs, name)
+
+
+def half_precision_runner(path: Path, input_shape, output_names, name: str) -> BaseRunner:
+    """Runs a float16 ONNX in ONNX Runtime on the same float32 inputs (cast in, cast out)."""
+    session = onnx_session(path)
+    image = input_name(session)
+
+    def run(feeds):
+        outs = session.run(None, {image: feeds[image].astype(np.float16)})
+        return [o.astype(np.float32) for o in outs]
+
+    return FunctionRunner(run, image, input_shape, output_names, name)
+
+
+def tensorrt_runner(path: Path, name: str) -> BaseRunner:
+    """Runs a serialized TensorRT engine (polygraphy imports TensorRT only when it is run)."""
+    return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
