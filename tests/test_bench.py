@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import count_gflops, source_node
+from exporter.timing import count_gflops, source_node
 from exporter.cli import main
 from exporter.config import ModelSpec
 from exporter.models import create_model

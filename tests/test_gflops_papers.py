@@ -9,7 +9,7 @@ built on the "meta" device: only shapes matter for a count.
 
 import pytest
 
-from exporter.bench import count_settings_gflops
+from exporter.timing import count_settings_gflops
 from exporter.config import BuildSettings, ModelSpec
 
 pytestmark = pytest.mark.slow
