@@ -108,19 +108,21 @@ class TokenClustering(DenseClustering):
         zt = torch.cat([z, z.new_ones(B, N, 1)], dim=2).index_select(1, self.pixels.reshape(-1))
         zt = zt.reshape(B * T, P, C + 1)
         # Blocks are [K, P] (clusters x pixels): both products then write wide rows, and the
-        # pixel block, constant over the steps, is transposed once.
-        zt_t = zt.transpose(1, 2)
+        # pixel block, constant over the steps, is transposed and sliced once.
+        zs_t = zt.transpose(1, 2)[:, :C]  # [B*T, C, P]: the pixel block without the ones
         allowed = self.allowed.transpose(1, 2)  # [T, K, P]
         low = z.new_full((B, 1), LOWEST)
         zero, one = z.new_zeros(B, 1), z.new_ones(B, 1)
         for _ in range(self.iters):
-            # [z, 1].[S, w] = w (z.c + 1) and |[S, w]|^2 = w^2 (|c|^2 + 1), so
-            # (2 z.c - |c|^2) / tau + 1/tau = (2 g / w - sq / w^2) / tau: the score is read
-            # off `part` without dividing it; the constant 1/tau cancels in the softmax.
-            g = torch.matmul(part, zt_t)  # [B*T, K, P]
+            # With c = S / max(w, floor) (for a near-empty cluster S / floor, near the origin,
+            # as in the dense form): z.c = (S.z) / max(w, floor), |c|^2 = |S|^2 / max(w, floor)^2,
+            # so the score 2 z.c - |c|^2 (-d plus |z|^2, which cancels in the softmax) is read
+            # off `part` without forming c. S.z uses the features without the column of ones,
+            # whose constant would swamp z.c at small feature norms.
+            g = torch.matmul(part[..., :C], zs_t)  # [B*T, K, P]
             inv = 1.0 / part[..., C:].clamp_min(WEIGHT_FLOOR)  # [B*T, K, 1]
-            sq = (part * part).sum(-1, keepdim=True)
-            s = (g * (inv * (2.0 / self.tau)) - sq * (inv * inv / self.tau)).reshape(B, T, K, P)
+            sq = part[..., :C].pow(2).sum(-1, keepdim=True)
+            s = ((g * (inv * 2.0) - sq * (inv * inv)) / self.tau).reshape(B, T, K, P)
             # each pixel's largest allowed score over all its tiles: the softmax shift
             top = torch.where(allowed, s, LOWEST).amax(2).reshape(B, T * P)
             top = self._per_pixel(top, low, torch.amax)
