@@ -22,7 +22,7 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
                    progress=lambda text: None) -> Path:
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
     kept; recorded in the report's artifacts and hashes."""
-    from .build import patched_model
+    from .reference import patched_model
     from .onnx.export import export_onnx
     from .report import file_hashes
 
@@ -70,7 +70,8 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
     has an authors' formulation that differs from the build's (Expedite's dense clustering), it
     is exported into OUT/authors_form.onnx and timed and profiled in the same run.
     """
-    from .build import patched_model, read_folder
+    from .build import read_folder
+    from .reference import patched_model
     from .report import write_report
 
     report, settings = read_folder(out)

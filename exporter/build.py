@@ -15,10 +15,12 @@ from typing import Callable
 
 from .config import BuildSettings
 from .errors import InputError
-from .methods import ReducedModel, apply_method
-from .models import create_model, weights_of
+from .methods import ReducedModel
+from .models import weights_of
 from .onnx.export import export_onnx
 from .onnx.lint import errors_of, lint, lint_folder
+from .polygraphy_data import write_comparison_data
+from .reference import eval_set, input_shape, patched_model
 from .report import file_hashes, read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
@@ -60,18 +62,6 @@ def _step(progress: Progress, text: str):
     progress(f"{text} ...")
     yield
     progress(f"{text} done ({time.perf_counter() - start:.1f}s)")
-
-
-def input_shape(settings: BuildSettings, model) -> tuple[int, int, int, int]:
-    return (settings.batch, 3, *model.layout.image_size)
-
-
-def patched_model(settings: BuildSettings) -> ReducedModel:
-    """The PyTorch reference for `settings` (random weights are seeded, so this is repeatable)."""
-    if settings.batch < 1:
-        raise InputError("--batch", settings.batch, "an integer >= 1")
-    model = create_model(settings.model, seed=settings.seed)
-    return apply_method(model, settings.method, settings.method_args)
 
 
 def prepare_out(out: Path) -> Path:
@@ -127,51 +117,13 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     return report
 
 
-# Models that come with their own validation data: evaluated on every build.
-DIGITS_MODEL = "segmenter_digits"
-# The first 100 of the 500 validation canvases: a build stays within a minute or two on a
-# busy 2-core machine (~0.1-0.3 s per image and model); --eval-count 500 for the whole split.
-DIGITS_EVAL_COUNT = 100
-
-
-def eval_set(settings: BuildSettings, model):
-    """The eval set of this build (--eval-data, or the digits val split for segmenter_digits),
-    checked against the model; None when there is nothing to evaluate on."""
-    from .accuracy import check_eval_set, load_eval_set
-
-    name = settings.model.name
-    if settings.eval_data is None and name != DIGITS_MODEL:
-        if settings.eval_count is not None:
-            raise InputError("--eval-count", settings.eval_count,
-                             f"only with --eval-data FILE or --model {DIGITS_MODEL}")
-        return None
-    if model.output_kind != "segmentation":
-        raise InputError("--eval-data", settings.eval_data, "only with segmentation models",
-                         f"{name} predicts {model.output_kind}")
-    classes = getattr(model, "num_classes", None) or model.decoder.n_cls
-    size = model.layout.image_size
-    if settings.eval_data is not None:
-        return load_eval_set(settings.eval_data, classes, size, settings.eval_count)
-    count = DIGITS_EVAL_COUNT if settings.eval_count is None else settings.eval_count
-    if count < 1:
-        raise InputError("--eval-count", count, "an integer >= 1")
-    from .demo.data import make_split, to_input
-
-    if size[0] != size[1]:
-        raise InputError("--img-size", f"{size[0]}x{size[1]}", "a square size",
-                         "the digits canvases are square")
-    images, labels = make_split("val", count, size=size[0])
-    return check_eval_set(to_input(images).numpy(), labels.astype("int64"), classes, size, None,
-                          f"digits val split ({count} images)")
-
-
 def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path, report: dict,
                    shape, data, progress: Progress) -> dict:
     """mIoU of baseline.onnx (`--method none`) and model.onnx in ONNX Runtime, and retention."""
     from .accuracy import accuracy_entry, evaluate_onnx
     from .bench import export_baseline
 
-    classes = getattr(reduced.model, "num_classes", None) or reduced.model.decoder.n_cls
+    classes = reduced.model.num_classes
     batch = None if settings.dynamic_batch else settings.batch
     with _step(progress, f"evaluate mIoU on {len(data)} images in ONNX Runtime"):
         red = evaluate_onnx(folder / report["artifacts"]["onnx"], data, classes, batch, progress,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .models import entry_of
 
 MIN_SIDE = 256
 GAP = 8  # pixels between side-by-side panels
@@ -90,25 +91,18 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
 
 
 def to_model_input(image: np.ndarray, model_name: str) -> torch.Tensor:
-    """uint8 [H, W, 3] -> [1, 3, H, W]: the digits model's own normalisation, else [-1, 1]
-    (mean 0.5, std 0.5, as Segmenter's ViT checkpoints)."""
-    from .build import DIGITS_MODEL
-
-    if model_name == DIGITS_MODEL:
-        from .demo.data import to_input
-
-        return to_input(image[None])
-    x = torch.as_tensor(image).permute(2, 0, 1).float().unsqueeze(0)
-    return (x / 255.0 - 0.5) / 0.5
+    """uint8 [H, W, 3] -> [1, 3, H, W], normalised as the model's entry says."""
+    return entry_of(model_name).to_input(image[None])
 
 
 def default_image(model_name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    from .build import DIGITS_MODEL
-
-    if model_name == DIGITS_MODEL and size[0] == size[1]:
-        from .demo.data import make_split
-
-        return make_split("val", 1, size=size[0])[0][0], "the first digits validation image"
+    """The first image of the model's own evaluation set where it has one, else a synthetic one."""
+    entry = entry_of(model_name)
+    if entry.eval_set is not None and size[0] == size[1]:
+        images, _, source = entry.eval_set(1, size)
+        # back from the model's normalisation to uint8 pixels
+        pixels = images[0].transpose(1, 2, 0) * entry.std + entry.mean
+        return (pixels * 255.0).round().clip(0, 255).astype(np.uint8), f"the first image of the {source}"
     return synthetic_image(size), "a synthetic image"
 
 

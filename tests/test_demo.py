@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from exporter.cli import main
 from exporter.config import ModelSpec
-from exporter.demo import data
+from exporter.datasets import digits as data
 from exporter.demo import train as demo_train
 from exporter.demo.weights import METADATA, WEIGHTS, metadata
 from exporter.models import create_model

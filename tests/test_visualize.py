@@ -135,7 +135,7 @@ def test_digits_model_pictures_its_first_validation_image(tmp_path):
     out = folder(tmp_path, "ailurus", {}, ("segmenter_digits", None, None))
     result = CliRunner().invoke(main, ["visualize", str(out)])
     assert result.exit_code == 0, result.output
-    assert "first digits validation image" in result.output
+    assert "first image of the digits val split" in result.output
     # 64x64 canvases enlarged 4x
     assert sizes(out) == {"tokens.png": (256, 256), "reconstruction.png": (256, 256),
                           "prediction.png": (520, 256)}

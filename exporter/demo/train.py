@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.segmenter import Segmenter, create_segmenter
+from ..models.digits import build_model
+from ..models.segmenter import Segmenter
 from . import data
 
 NAME = "segmenter_digits"
@@ -39,15 +40,6 @@ CONFIG = {
 STEPS, FULL_STEPS = 3000, 200
 EVAL_COUNT = 500  # validation canvases the recorded mIoU is measured on
 TEST_COUNT = 100  # the subset whose mIoU the test suite recomputes
-
-
-def build_model(config: dict, img_size=None) -> Segmenter:
-    """The digits Segmenter of `config` (train-demo's or the shipped metadata's), for canvases
-    of `img_size` (default: the training canvas)."""
-    size = img_size or (config["canvas"], config["canvas"])
-    return create_segmenter((config["dim"], config["depth"], config["heads"]), size,
-                            data.NUM_CLASSES, config["patch"], config["decoder_layers"],
-                            config["decoder"], config["stem"], config["stem_width"])
 
 
 def window_forward(model: Segmenter, images: torch.Tensor, offset: tuple[int, int]) -> torch.Tensor:

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 
 from ..config import ModelSpec
 from ..errors import InputError
-from .base import DenseModel, TokenLayout, WindowStage
+from . import digits
+from .base import INPUT_NAME, DenseModel, TokenLayout, WindowStage
 from .checkpoint import load_into
 from .dpt import CONFIGS as DPT_CONFIGS
 from .dpt import create_dpt
-from .segmenter import SIZES, create_segmenter
+from .entry import EvalData, ModelEntry
+from .segmenter import DEFAULT_CLASSES, DEFAULT_IMG_SIZE, SIZES, create_segmenter
 from .swin import convert_state as swin_convert_state
 from .swin import create_swin, is_timm_swin
 from .vit import create_timm_vit
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    build: Callable[[ModelSpec], DenseModel]
-    description: str
-    pos_embed_key: str | None = None
-    weights_root: str = ""  # submodule whose state dict a checkpoint holds
-    takes_classes: bool = False  # whether --num-classes applies
-    default_weights: Callable[[], str] | None = None  # path of weights used without --checkpoint
-    convert_state: Callable | None = None  # checkpoint layout -> the module's names
-    # Method flags tuned for this model's shipped weights, used where neither the user nor a
-    # preset set them: {method: {flag dest: value}}.
-    method_defaults: dict = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -52,28 +36,11 @@ for _size, (_dim, _depth, _heads) in SIZES.items():
         f"segmenter_{_size}",
         lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
         f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
-        pos_embed_key="encoder.pos_embed", takes_classes=True))
+        pos_embed_key="encoder.pos_embed", takes_classes=True, input_size=DEFAULT_IMG_SIZE,
+        num_classes=DEFAULT_CLASSES))
 
 
-def _digits(spec: ModelSpec) -> DenseModel:
-    from ..demo.train import build_model
-    from ..demo.weights import config
-    return build_model(config(), spec.img_size)
-
-
-def _digits_weights() -> str:
-    from ..demo.weights import WEIGHTS
-    return str(WEIGHTS)
-
-
-register(ModelEntry(
-    "segmenter_digits", _digits,
-    "Segmenter trained on handwritten digits (64x64 canvases, conv stem to a 32x32 token grid, "
-    "linear decoder, 11 classes; "
-    "vitexport train-demo)", pos_embed_key="encoder.pos_embed", default_weights=_digits_weights,
-    # alpha 3 of 4 blocks: with the shipped weights Expedite 24x24 keeps 97.1% of the baseline
-    # mIoU, against 93.4% at 2 (the paper's 10 of 24 scaled) and 84.5% at 1 (100 val canvases).
-    method_defaults={"expedite": {"alpha": 3}}))
+register(digits.ENTRY)
 
 _DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}
 for _size, _cfg in DPT_CONFIGS.items():
@@ -99,18 +66,24 @@ def weights_of(spec: ModelSpec) -> str:
     return "random"
 
 
+def entry_of(name: str) -> ModelEntry:
+    """The entry of a built-in model, or of a timm ViT or Swin name."""
+    entry = MODELS.get(name)
+    if entry is None and is_timm_swin(name):
+        entry = ModelEntry(name, lambda s: create_swin(s.name, s.img_size), "timm Swin",
+                           weights_root="swin", convert_state=swin_convert_state)
+    if entry is None and not _is_timm_vit(name):
+        allowed = ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
+        raise InputError("--model", name, allowed, "unknown model")
+    if entry is None:
+        entry = ModelEntry(name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
+                           pos_embed_key="pos_embed", weights_root="vit")
+    return entry
+
+
 def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
-    entry = MODELS.get(spec.name)
-    if entry is None and is_timm_swin(spec.name):
-        entry = ModelEntry(spec.name, lambda s: create_swin(s.name, s.img_size), "timm Swin",
-                           weights_root="swin", convert_state=swin_convert_state)
-    if entry is None and not _is_timm_vit(spec.name):
-        allowed = ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
-        raise InputError("--model", spec.name, allowed, "unknown model")
-    if entry is None:
-        entry = ModelEntry(spec.name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
-                           pos_embed_key="pos_embed", weights_root="vit")
+    entry = entry_of(spec.name)
     if spec.num_classes is not None and not entry.takes_classes:
         raise InputError("--num-classes", spec.num_classes,
                          "only with segmenter_tiny/small/base/large",
@@ -127,5 +100,5 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     return model.eval()
 
 
-__all__ = ["DenseModel", "TokenLayout", "WindowStage", "MODELS", "create_model", "ModelEntry",
-           "register", "weights_of"]
+__all__ = ["DenseModel", "EvalData", "INPUT_NAME", "TokenLayout", "WindowStage", "MODELS",
+           "create_model", "entry_of", "ModelEntry", "register", "weights_of"]

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# The name of every model's image input in the exported graphs (and their feed dicts).
+INPUT_NAME = "images"
+
 
 @dataclass(frozen=True)
 class TokenLayout:
@@ -59,9 +62,12 @@ class DenseModel(nn.Module):
     - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
     - `family`: "vit" (a plain token sequence [B, prefix + H*W, C] between blocks) or "swin"
       (a [B, H, W, C] map per stage, described by `stages`); methods check it.
+    - `num_classes`: classes of a segmentation model's logits, None for features.
     """
 
     family: str = "vit"
+    input_name: str = INPUT_NAME
+    num_classes: int | None = None
 
     layout: TokenLayout
     taps: tuple[int, ...]

@@ -1,0 +1,47 @@
+"""A model's registry entry: how to build it and the defaults it owns (as timm's
+`pretrained_cfg`): input name and size, normalisation, classes, evaluation set, and the
+method flags tuned for its weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import ModelSpec
+from .base import INPUT_NAME, DenseModel
+
+# (images float32 [N, 3, H, W] normalised, labels int64 [N, H, W], the data set's name)
+EvalData = tuple[np.ndarray, np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[[ModelSpec], DenseModel]
+    description: str
+    pos_embed_key: str | None = None
+    weights_root: str = ""  # submodule whose state dict a checkpoint holds
+    takes_classes: bool = False  # whether --num-classes applies
+    default_weights: Callable[[], str] | None = None  # path of weights used without --checkpoint
+    convert_state: Callable | None = None  # checkpoint layout -> the module's names
+    # Method flags tuned for this model's shipped weights, used where neither the user nor a
+    # preset set them: {method: {flag dest: value}}.
+    method_defaults: dict = field(default_factory=dict)
+    input_name: str = INPUT_NAME
+    input_size: tuple[int, int] | None = None  # None: the builder's own default
+    # uint8 pixels -> model input: (x / 255 - mean) / std; 0.5/0.5 as Segmenter's checkpoints
+    mean: float = 0.5
+    std: float = 0.5
+    num_classes: int | None = None  # None: set by --num-classes or the builder
+    class_names: tuple[str, ...] | None = None
+    # The model's own evaluation data, evaluated on every build: (count, (H, W)) -> EvalData.
+    eval_set: Callable[[int, tuple[int, int]], EvalData] | None = None
+    eval_count: int = 0  # images of `eval_set` a build evaluates unless told otherwise
+
+    def to_input(self, images) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] normalised as the model expects."""
+        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
+        return (x / 255.0 - self.mean) / self.std
