@@ -13,6 +13,7 @@ from google.protobuf.message import EncodeError
 from onnx.external_data_helper import load_external_data_for_model
 
 from ..errors import InputError
+from ..models.base import INPUT_NAME
 
 OPSETS = (17, 23)  # supported range of --opset
 # Metadata that holds absolute paths or FX text: dropped so that files are small and equal
@@ -29,14 +30,14 @@ def export_onnx(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...]
     images = torch.zeros(input_shape, dtype=dtype)
     dynamic_shapes = None
     if dynamic_batch:
-        dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
+        dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=1024)}}
         if input_shape[0] == 1:  # torch.export specialises a size of 1; trace with 2
             images = torch.zeros((2, *input_shape[1:]), dtype=dtype)
     names = list(getattr(model, "output_names", ("output",)))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (images,), dynamo=True, opset_version=opset, input_names=["images"],
+            model, (images,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
             output_names=names, dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
             external_data=False)
     proto = program.model_proto
