@@ -279,6 +279,21 @@ def _topk_k(node: gs.Node) -> int:
     return int(np.asarray(k).reshape(-1)[0])
 
 
+def _unsqueezed_constant(tensor: gs.Tensor) -> np.ndarray | None:
+    """A constant, or Unsqueeze(constant, constant axes) as the exporter leaves it in larger
+    graphs (the table stays one initializer instead of being folded into a second copy)."""
+    value = _constant(tensor)
+    node = _producer(tensor)
+    if value is not None or node is None or node.op != "Unsqueeze":
+        return value
+    data = _constant(node.inputs[0])
+    axes = _constant(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("axes")
+    if data is None or axes is None:
+        return None
+    rank = data.ndim + np.asarray(axes).size
+    return np.expand_dims(data, tuple(int(a) % rank for a in np.asarray(axes).reshape(-1)))
+
+
 def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray:
     """The [N, lambda] indices with which the group gathers neighbour features from z."""
     tables = []
@@ -290,7 +305,7 @@ def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray
         elif node.op == "Transpose" and list(node.attrs.get("perm", [])) == [1, 0, 2]:
             for gather in node.outputs[0].outputs:
                 if gather.op == "GatherND" and int(gather.attrs.get("batch_dims", 0)) == 0:
-                    index = _constant(gather.inputs[1])
+                    index = _unsqueezed_constant(gather.inputs[1])
                     if index is not None and index.ndim == 3 and index.shape[2] == 1:
                         tables.append(index[..., 0])
     tables = [t for t in tables if t is not None]
