@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import InputError
-from .runtime import onnx_session
+from .limits import MAX_EVAL_BYTES, available_memory, check_npz
+from .runtime import input_name, onnx_session
 
 IGNORE = 255
 DYNAMIC_BATCH = 8  # images per run when the export has a dynamic batch dimension
@@ -40,8 +41,22 @@ def load_eval_set(path, num_classes: int, image_size: tuple[int, int],
     allowed = (f"an .npz with images float32 [N, 3, {image_size[0]}, {image_size[1]}] and "
                f"labels int [N, {image_size[0]}, {image_size[1]}] in 0..{num_classes - 1} or "
                f"{IGNORE}")
+    if path.is_dir():
+        raise InputError(FLAG, str(path), allowed, "is a folder")
     if not path.is_file():
         raise InputError(FLAG, str(path), allowed, "no such file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(FLAG, str(path), allowed, "not an .npz (zip) file")
+    # Shapes from the headers first: no zip bomb or header claiming a million images is unpacked.
+    shapes = check_npz(path, FLAG, max_bytes=min(MAX_EVAL_BYTES, available_memory() // 2))
+    H, W = image_size
+    if "images" in shapes and "labels" in shapes:
+        (ishape, _), (lshape, _) = shapes["images"], shapes["labels"]
+        if len(ishape) != 4 or ishape[1:] != (3, H, W):
+            raise InputError(FLAG, str(path), allowed, f"images have shape {list(ishape)}")
+        if lshape != (ishape[0], H, W):
+            raise InputError(FLAG, str(path), allowed, f"labels have shape {list(lshape)} for "
+                             f"{ishape[0]} images")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -124,7 +139,7 @@ def evaluate_onnx(path: Path, data: EvalSet, num_classes: int, batch: int | None
         real = len(images)
         if batch is not None and real < batch:
             images = np.concatenate([images, np.repeat(images[-1:], batch - real, axis=0)])
-        logits = sess.run(None, {"images": images})[0][:real]
+        logits = sess.run(None, {input_name(sess): images})[0][:real]
         cm += confusion(logits.argmax(axis=1), data.labels[start:start + real], num_classes)
         done = start + real
         if done - done_reported >= report_every or done == n:

@@ -2,46 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_hashes(folder: Path, names) -> dict:
-    """sha256 of each named file in `folder`, and of its external weights (`<name>.data`, written
-    beside models past protobuf's 2 GB limit) when there are any."""
-    out = {}
-    for name in names:
-        out[name] = sha256(Path(folder) / name)
-        weights = Path(folder) / (name + ".data")
-        if weights.is_file():
-            out[weights.name] = sha256(weights)
-    return out
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_report(out: Path, report: dict) -> None:
-    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(out / "report.md", render_markdown(report))
-
-
-def read_report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
+# The folder's files (hashes, atomic writes, reading back) live in folder.py; kept importable here.
+from .folder import file_hashes, read_report, sha256, write_atomic, write_report  # noqa: F401
 
 
 def _fmt(v) -> str:
@@ -101,10 +65,17 @@ def render_markdown(r: dict) -> str:
                   f"| pixel accuracy (%) | {_pct(a['pixel_accuracy']['baseline'])} | "
                   f"{_pct(a['pixel_accuracy']['reduced'])} |",
                   "", f"Retention (reduced / baseline {a['metric']}): {ret}.", ""]
+        if r.get("bench"):
+            lines += [f"In short: {speed_line(r['bench'], a)}.", ""]
     b = r.get("bench")
     if b:
         lines += ["## Speed (ONNX Runtime, CPU, same run, interleaved)", "", format_bench(b), ""]
     lint = r.get("lint", [])
+    p = r.get("polygraphy")  # written by polygraphy_data.py
+    if p:
+        lines += ["## Compare with polygraphy", "", p["note"], ""]
+        for c in p["commands"]:
+            lines += [f"{c['what']}:", "", "```", c["command"], "```", ""]
     lines += ["## Lint", ""]
     lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
               f"{f['message']}" for f in lint] or [
@@ -118,6 +89,16 @@ def render_markdown(r: dict) -> str:
 def _spread(b: dict, name: str) -> str:
     lo, hi = b.get("spread_ms", {}).get(name, (None, None))
     return f"{lo:.1f}-{hi:.1f}" if lo is not None else "-"
+
+
+def speed_line(b: dict, accuracy: dict | None = None) -> str:
+    """A build's result in one phrase: speed-up, GFLOPs ratio, token-op share, retention."""
+    text = (f"{b['speedup']:.2f}x faster than `--method none` (GFLOPs ratio "
+            f"{b['gflops_ratio']:.2f}x, token ops {percent(b.get('token_ops_share'))} of the "
+            "kernel time)")
+    if accuracy and accuracy.get("retention") is not None:
+        text += f", {accuracy['retention']:.1%} of the {accuracy['metric']} kept"
+    return text
 
 
 def format_bench(b: dict) -> str:

@@ -1,0 +1,398 @@
+"""Output folders that never lose data, and reading them back only when their files are intact.
+
+Writing (`OutputFolder`): `--out` is resolved to a real path and refused when it could hold
+something other than a build's own output; a build stages everything in a sibling temporary
+folder under an exclusive lock, then moves the old folder aside, renames the new one in and
+only then removes the old one. Temporaries of dead processes are cleaned at the next build.
+
+Reading (`read_folder`): every sha256 recorded in report.json is checked before any file of
+the folder is trusted; `--rehash` accepts the files as they are and records their new hashes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+FLAG = "--out"
+# Longest file name most filesystems take (ext4, xfs, tmpfs, APFS); the staging name adds to it.
+NAME_MAX = 255
+STAGING_EXTRA = len(".") + len(".tmp-") + 10
+SOURCE_TREE = Path(__file__).resolve().parent.parent
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def resolve_out(out) -> Path:
+    """`out` as an absolute real path, refused (InputError, exit 2) where replacing it could
+    destroy something that is not this tool's output."""
+    text = str(out)
+    if text.strip() == "" or Path(text).name in ("", ".", ".."):
+        raise InputError(FLAG, text, "a folder name of its own, e.g. vitexport-out/run1",
+                         "names the current or a parent folder")
+    path = Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+    if len(path.name) + STAGING_EXTRA > NAME_MAX:
+        raise InputError(FLAG, text[:60] + "...", f"a name of at most {NAME_MAX - STAGING_EXTRA} "
+                         "characters", f"the last name has {len(path.name)}")
+    cwd = Path(os.path.realpath(os.getcwd()))
+    for guarded, what in ((cwd, "the working directory"), (SOURCE_TREE, "the source tree")):
+        if path == guarded or path in guarded.parents:
+            raise InputError(FLAG, text, "a folder that is not the working directory, the source "
+                             "tree or one of their parents", f"it is {what} or holds it")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(FLAG, text, "a path whose parents are folders",
+                                 f"{parent} is a file")
+            break
+    if path.exists() and not path.is_dir():
+        raise InputError(FLAG, text, "a folder", "it is a file")
+    return path
+
+
+def is_output_folder(path: Path) -> bool:
+    """Whether `path` holds a build's output (or nothing), the only folders --force replaces."""
+    return (path / "report.json").is_file() or not any(path.iterdir())
+
+
+class OutputFolder:
+    """The destination of one build: check -> stage() -> commit() or discard().
+
+    The constructor does every check that needs no work (a bad --out costs nothing); stage()
+    takes the lock, cleans stale temporaries, checks free space and makes the staging folder.
+    """
+
+    def __init__(self, out, force: bool = False):
+        self.path = resolve_out(out)
+        self.force = force
+        self.tmp: Path | None = None
+        self._lock = None
+        if self.path.exists():
+            if not force:
+                raise InputError(FLAG, str(out), "a new folder, or --force to replace it", "exists")
+            if not is_output_folder(self.path):
+                raise InputError(FLAG, str(out), "a new folder, an empty one or a build's output "
+                                 "folder (with report.json)", "a non-empty folder that "
+                                 "`vitexport build` did not write; --force replaces only those")
+
+    def _sibling(self, kind: str, pid: int | None = None) -> Path:
+        return self.path.parent / f".{self.path.name}.{kind}-{os.getpid() if pid is None else pid}"
+
+    def lock(self) -> None:
+        """An exclusive lock beside the destination; a second build to it is refused."""
+        lock_path = self.path.parent / f".{self.path.name}.lock"
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise InputError(FLAG, str(self.path), "a folder no other build is writing",
+                                 f"another vitexport build (pid {holder}) is writing it") from None
+            try:  # the file may have been unlinked by its last holder between open and lock
+                same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock = (fd, lock_path)
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            fd, lock_path = self._lock
+            self._lock = None
+            try:
+                os.unlink(lock_path)
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def clean_stale(self) -> None:
+        """Remove temporaries left by dead builds; put back an old folder a killed build had
+        moved aside before its new one was in place."""
+        pattern = re.compile(re.escape(f".{self.path.name}.") + r"(tmp|old)-(\d+)$")
+        for entry in self.path.parent.iterdir():
+            m = pattern.match(entry.name)
+            if not m or _pid_alive(int(m.group(2))):
+                continue
+            if m.group(1) == "old" and not self.path.exists():
+                os.replace(entry, self.path)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def stage(self, expected_bytes: int = 0) -> Path:
+        """Lock, clean, check free space; return a fresh staging folder beside the destination."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._lock is None:
+                self.lock()
+            self.clean_stale()
+            free = shutil.disk_usage(self.path.parent).free
+            if expected_bytes > free:
+                raise InputError(FLAG, str(self.path), f"a filesystem with {_size(expected_bytes)}"
+                                 " free", f"only {_size(free)} free")
+            self.tmp = self._sibling("tmp")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        except BaseException:
+            self.unlock()
+            raise
+        return self.tmp
+
+    def commit(self) -> None:
+        """Put the staged folder in place; an existing one is removed only once the new one is
+        there, and only when --force allowed it at the start."""
+        try:
+            if self.path.exists() and not self.force:
+                raise InputError(FLAG, str(self.path), "a folder nobody else writes to during the "
+                                 "build", "appeared while building; nothing was replaced")
+            if self.path.exists() and not is_output_folder(self.path):
+                raise InputError(FLAG, str(self.path), "a build's output folder",
+                                 "replaced by other files while building; nothing was replaced")
+            old = self._sibling("old")
+            # The two renames run with SIGINT/SIGTERM held back: no interruption between them.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                moved = self.path.exists()
+                if moved:
+                    os.replace(self.path, old)
+                os.replace(self.tmp, self.path)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            self.tmp = None
+            if moved:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            self.discard()
+            raise
+        self.unlock()
+
+    def discard(self) -> None:
+        """Remove the staging folder (a failed or interrupted build); the destination is untouched."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        self.unlock()
+
+    def __del__(self):
+        self.unlock()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# ---- files inside a folder -------------------------------------------------------------------
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(folder: Path, names) -> dict:
+    """sha256 of each named file in `folder`, and of its external weights (`<name>.data`, written
+    beside models past protobuf's 2 GB limit) when there are any."""
+    out = {}
+    for name in names:
+        out[name] = sha256(Path(folder) / name)
+        weights = Path(folder) / (name + ".data")
+        if weights.is_file():
+            out[weights.name] = sha256(weights)
+    return out
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, flush, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def finite(value, flags: list | None = None, where: str = ""):
+    """`value` with every non-finite float replaced by None (JSON has no NaN); the places where
+    that happened are appended to `flags`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if flags is not None:
+            flags.append(f"{where or '.'}: {value}")
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v, flags, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v, flags, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def to_json(data: dict) -> str:
+    """Strict JSON: non-finite numbers become null and are listed under "non_finite"."""
+    flags: list = []
+    clean = finite(data, flags)
+    if flags:
+        clean["non_finite"] = sorted(set(clean.get("non_finite") or []) | set(flags))
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, to_json(data))
+
+
+REPORT_HASH = "report.sha256"  # sha256sum's format, so `sha256sum -c report.sha256` checks it
+
+
+def write_report(out: Path, report: dict) -> None:
+    """report.json (with its sha256 in report.sha256) and report.md, each replaced atomically."""
+    from .report import render_markdown
+
+    text = to_json(report)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    write_atomic(Path(out) / "report.json", text)
+    write_atomic(Path(out) / REPORT_HASH, f"{digest}  report.json\n")
+    write_atomic(Path(out) / "report.md", render_markdown(report))
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json(path: Path, flag: str = "OUT") -> dict:
+    """A JSON object from `path`; anything else is one InputError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(), parse_constant=_reject_constant)
+    except IsADirectoryError:
+        raise InputError(flag, str(path), "a JSON file", "is a folder") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise InputError(flag, str(path), "valid JSON written by vitexport",
+                         f"unreadable ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise InputError(flag, str(path), "a JSON object written by vitexport",
+                         f"a JSON {type(data).__name__}")
+    return data
+
+
+def read_report(out: Path) -> dict:
+    return read_json(Path(out) / "report.json")
+
+
+def check_report_hash(out: Path) -> None:
+    """Refuse a report.json that differs from the sha256 the build recorded beside it."""
+    recorded = Path(out) / REPORT_HASH
+    try:
+        digest = recorded.read_text().split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise InputError("OUT", str(recorded), "the sha256 of report.json as the build wrote it "
+                         "(--rehash to record it now)", "missing or unreadable") from None
+    if sha256(Path(out) / "report.json") != digest:
+        raise InputError("OUT", str(Path(out) / "report.json"), "the report as vitexport wrote "
+                         "it (--rehash if the change is intended)",
+                         f"its sha256 differs from {REPORT_HASH}: edited or truncated")
+
+
+def check_hashes(out: Path, report: dict) -> None:
+    """Refuse a folder whose recorded files are missing or differ from their sha256."""
+    hashes = report.get("hashes")
+    if not isinstance(hashes, dict) or not hashes:
+        raise InputError("OUT", str(out), "a folder whose report.json records the sha256 of its "
+                         "files (or --rehash to record them now)", "report.json has no hashes")
+    for name, digest in hashes.items():
+        path = Path(out) / str(name)
+        if not _inside(Path(out), path):
+            raise InputError("OUT", str(out), "hashes of files inside the folder",
+                             f"report.json names {name}")
+        if not path.is_file():
+            raise InputError("OUT", str(path), "the file report.json records "
+                             "(--rehash to accept the folder as it is)", "missing")
+        if sha256(path) != digest:
+            raise InputError("OUT", str(path), "the file as the build wrote it "
+                             "(--rehash if the change is intended)",
+                             "its sha256 differs from report.json: changed or truncated")
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+
+
+def read_folder(out: Path, rehash: bool = False):
+    """The report and build settings of an output folder written by `vitexport build`, after
+    checking its files against their recorded sha256 (`rehash`: record the files as they are)."""
+    from .config import BuildSettings
+
+    out = Path(out)
+    if not out.exists():
+        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no such folder")
+    if not out.is_dir():
+        raise InputError("OUT", str(out), "a folder written by `vitexport build`",
+                         "is a file, not a folder")
+    if not (out / "report.json").exists():
+        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
+    if not rehash:
+        check_report_hash(out)
+    report = read_report(out)
+    fields = {"settings": dict, "artifacts": dict, "model": dict, "method": dict, "tokens": dict}
+    for key, kind in fields.items():
+        if not isinstance(report.get(key), kind):
+            raise InputError("OUT", str(out / "report.json"), "a report written by `vitexport "
+                             "build`", f"no {key!r} section")
+    for name in report["artifacts"].values():
+        if not isinstance(name, str) or not _inside(out, out / name):
+            raise InputError("OUT", str(out / "report.json"), "artifacts inside the folder",
+                             f"names {name!r}")
+    if rehash:
+        present = [n for n in report["artifacts"].values() if (out / n).is_file()]
+        report["hashes"] = file_hashes(out, present)
+        write_report(out, report)
+    else:
+        check_hashes(out, report)
+    try:
+        settings = BuildSettings.from_dict(report["settings"])
+    except (TypeError, ValueError, AttributeError) as err:
+        raise InputError("OUT", str(out / "report.json"), "settings written by `vitexport build`",
+                         f"unreadable settings ({err})") from None
+    return report, settings
+
+
+def write_beside(out: Path, name: str, data: dict) -> Path:
+    """A read-only command's result (validation.json, lint.json), next to an untouched report."""
+    path = Path(out) / name
+    write_json(path, data)
+    return path
+
+
+__all__ = ["OutputFolder", "resolve_out", "read_folder", "read_report", "write_report",
+           "write_beside", "file_hashes", "sha256", "write_atomic", "to_json"]
