@@ -218,3 +218,11 @@ def open_image(path, flag: str = "--image"):
         raise InputError(flag, str(path), f"an image of at most {MAX_IMAGE_PIXELS} pixels",
                          f"{w}x{h} pixels")
     return img
+
+
+def expected_size(model, settings) -> int:
+    """Bytes a build writes: the float32 weights once per ONNX file (model, baseline, plugin
+    graph, half the size for fp16), plus room for reports and scripts."""
+    params = sum(p.numel() for p in model.parameters())
+    copies = 2 + bool(settings.plugins) + 0.5 * (settings.precision == "fp16")
+    return int(params * FLOAT * copies) + (16 << 20)
