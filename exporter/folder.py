@@ -81,10 +81,10 @@ class OutputFolder:
     """
 
     def __init__(self, out, force: bool = False):
-        self.path = resolve_out(out)
-        self.force = force
         self.tmp: Path | None = None
         self._lock = None
+        self.path = resolve_out(out)
+        self.force = force
         if self.path.exists():
             if not force:
                 raise InputError(FLAG, str(out), "a new folder, or --force to replace it", "exists")
