@@ -1,0 +1,116 @@
+"""The Python API: what the `vitexport` commands do, callable from a script or a notebook.
+
+    from exporter.api import build, validate, bench, deploy
+
+    result = build(out="out/digits", method="expedite", hw=(24, 24))
+    result.passed                      # every artifact matched PyTorch within the tolerances
+    result.path("onnx")                # Path('out/digits/model.onnx')
+    validate("out/digits").validation  # re-run the comparison of every artifact
+    bench("out/digits").report["bench"]["speedup"]
+    deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite_python': ...}
+
+Each call returns a `Result` (the folder and its report) or, for `deploy`, a `Repository`;
+mistakes in the arguments raise `exporter.errors.InputError` with the same one-line message
+the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import BuildSettings, ModelSpec, parse_pair
+from .deploy import Repository, write_repository
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Result:
+    """An output folder and its report (the parsed report.json)."""
+
+    folder: Path
+    report: dict
+
+    @property
+    def passed(self) -> bool:
+        """Every validated artifact matched the PyTorch reference."""
+        return all(v["passed"] for v in self.report.get("validation", []))
+
+    @property
+    def validation(self) -> list[dict]:
+        return self.report.get("validation", [])
+
+    @property
+    def accuracy(self) -> dict | None:
+        return self.report.get("accuracy")
+
+    def path(self, artifact: str) -> Path:
+        """The file of an artifact by its report key ("onnx", "onnx_plugins", "engine", ...)."""
+        return self.folder / self.report["artifacts"][artifact]
+
+
+def build(out, model: str | None = None, method: str | None = None, *, preset: str | None = None,
+          img_size=None, checkpoint: str | None = None, num_classes: int | None = None,
+          force: bool = False, progress: Callable[[str], None] = _quiet, **options) -> Result:
+    """Patch, export, validate and report into folder `out`, as `vitexport build` does.
+
+    `model`, `method` and `preset` default as in the CLI (segmenter_digits, expedite).
+    `options` are BuildSettings fields (batch, dynamic_batch, opset, seed, atol, rtol, plugins,
+    engine, precision, eval_count, ...) or the method's flags by their keys (hw=(24, 24),
+    alpha=3, ...; see `vitexport methods`).
+
+    >>> r = build("out/tiny", model="segmenter_tiny", img_size=(64, 64))  # doctest: +SKIP
+    >>> r.passed, r.path("onnx").name  # doctest: +SKIP
+    (True, 'model.onnx')
+    """
+    from .build import build as run_build
+    from .presets import resolve
+
+    fields = set(BuildSettings.__dataclass_fields__) - {"model", "method", "method_args"}
+    settings_args = {k: v for k, v in options.items() if k in fields}
+    method_args = {k: v for k, v in options.items() if k not in fields}
+    size = parse_pair("--img-size", img_size) if img_size is not None else None
+    spec, method, method_args = resolve(preset, ModelSpec(model, checkpoint, size, num_classes),
+                                        method, method_args)
+    settings = BuildSettings(model=spec, method=method, method_args=method_args, **settings_args)
+    report = run_build(settings, Path(out), force=force, progress=progress)
+    return Result(Path(out), report)
+
+
+def validate(out, atol: float | None = None, rtol: float | None = None,
+             progress: Callable[[str], None] = _quiet) -> Result:
+    """Re-run the validation of every artifact in a build folder (`vitexport validate OUT`).
+
+    >>> validate("out/tiny").passed  # doctest: +SKIP
+    True
+    """
+    from .build import revalidate
+
+    return Result(Path(out), revalidate(Path(out), progress=progress, atol=atol, rtol=rtol))
+
+
+def bench(out, runs: int = 10, warmup: int = 2, threads: int | None = None,
+          progress: Callable[[str], None] = _quiet) -> Result:
+    """Time a build against its `--method none` baseline (`vitexport bench OUT`); the numbers
+    are in `result.report["bench"]`."""
+    from .bench import bench_folder
+
+    return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
+
+
+def deploy(out, repo, name: str | None = None, max_batch: int | None = None,
+           dynamic_batch: bool = False, force: bool = False) -> Repository:
+    """Write a Triton model repository for a build folder (`vitexport deploy triton`).
+
+    >>> deploy("out/tiny", "triton-repo").models  # doctest: +SKIP
+    {'segmenter_tiny_expedite_python': 'python', 'segmenter_tiny_expedite_onnx': 'onnxruntime_onnx', 'segmenter_tiny_expedite_trt': 'tensorrt_plan'}
+    """
+    return write_repository(out, repo, name=name, max_batch=max_batch,
+                            dynamic_batch=dynamic_batch, force=force)
+
+
+__all__ = ["Result", "Repository", "build", "validate", "bench", "deploy"]

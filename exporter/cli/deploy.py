@@ -1,0 +1,40 @@
+"""`vitexport deploy triton OUT --repo DIR`: a Triton model repository from a build folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+@main.group()
+def deploy():
+    """Deploy a build folder (Triton Inference Server)."""
+
+
+@deploy.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--repo", type=click.Path(path_type=Path), required=True,
+              help="Model repository folder to write (new, or written by vitexport with --force).")
+@click.option("--name", default=None,
+              help="Model name prefix (default: <model>_<method>); models are <name>_python, "
+                   "_onnx, _trt.")
+@click.option("--max-batch", type=int, default=None,
+              help="max_batch_size for a build with a dynamic batch (default: the engine "
+                   "profile's max, 8).")
+@click.option("--dynamic-batch", is_flag=True,
+              help="Let Triton batch requests (only for a build with --dynamic-batch).")
+@click.option("--force", is_flag=True, help="Replace a repository written by vitexport.")
+def triton(out, repo, name, max_batch, dynamic_batch, force):
+    """Write a Triton model repository (python, onnxruntime and TensorRT models) for OUT."""
+    from ..api import deploy as run_deploy
+
+    result = run_deploy(out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch,
+                        force=force)
+    for model, kind in result.models.items():
+        click.echo(f"{model:40} {kind}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {result.path} (see {result.path / 'README.md'})")

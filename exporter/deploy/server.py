@@ -1,0 +1,146 @@
+"""Start the Triton server bundled in PyPI's nvidia-pytriton on this host (CPU, python backend).
+
+The wheel ships a real `tritonserver` with only the python backend. Three things make it start
+outside pytriton: a backend folder holding the python backend with the stub for this Python
+copied in; this interpreter's bin folder first on PATH (the stub imports numpy and onnxruntime
+from the first `python3`); and this interpreter's libpython first on LD_LIBRARY_PATH (the stub
+loads it by name, and a system libpython of another build would be found otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServerUnavailable(Exception):
+    """nvidia-pytriton (the bundled tritonserver) is not installed."""
+
+
+def bundled_server() -> Path:
+    """The folder of the bundled server (`bin/`, `backends/`, `python_backend_stubs/`)."""
+    import importlib.util
+
+    # Located, not imported: only the server binary is used, not pytriton's Python API (whose
+    # own dependencies pin numpy below 2).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerUnavailable("no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 "
+                                "brings the bundled server")
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerUnavailable(f"nvidia-pytriton has no server binary under {root}")
+    return root
+
+
+def backend_folder(dest: Path) -> Path:
+    """A copy of the bundled backends with this Python's stub inside the python backend."""
+    root = bundled_server()
+    backends = Path(dest) / "backends"
+    if not backends.exists():
+        shutil.copytree(root / "backends", backends)
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise ServerUnavailable(f"the bundled server has no python backend stub for "
+                                    f"Python {version}")
+        shutil.copy2(stub, backends / "python" / stub.name)
+    return backends
+
+
+def server_env() -> dict:
+    root = bundled_server()
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH"))
+        if p)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running tritonserver on loopback; `stop()` ends it and everything it started."""
+
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return when /v2/health/ready answers 200; raise if the server exits or the time ends."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}; "
+                                   f"log: {self.log}")
+            if self.ready():
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s; log: {self.log}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM to the server's process group (it and its python-backend stubs), SIGKILL
+        after `timeout`."""
+        if self.process.poll() is not None:
+            return
+        pgid = self.process.pid  # started with start_new_session: its own group
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start(repo: Path, workdir: Path, models: list[str] | None = None) -> Server:
+    """Start tritonserver on free loopback ports serving `models` of `repo` (all when None);
+    `workdir` holds the backend copy and server.log."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    backends = backend_folder(workdir)
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    cmd = [str(bundled_server() / "bin" / "tritonserver"),
+           f"--model-repository={Path(repo).resolve()}", f"--backend-directory={backends}",
+           "--http-address=127.0.0.1", f"--http-port={http}",
+           "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
+           "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
+           "--log-verbose=0"]
+    if models is not None:
+        cmd += ["--model-control-mode=explicit"] + [f"--load-model={m}" for m in models]
+    log = workdir / "server.log"
+    with open(log, "wb") as f:
+        process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=server_env(),
+                                   start_new_session=True)
+    return Server(process, http, grpc, log)
