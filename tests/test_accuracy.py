@@ -178,21 +178,6 @@ def test_eval_data_refused_for_a_model_without_classes(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_retention_table_covers_every_method_at_two_settings_or_more():
-    from exporter.demo.table import rows_for
-    from exporter.methods import METHODS, apply_method
-
-    from .helpers import tiny_segmenter
-
-    model = tiny_segmenter(img=(128, 128))  # 8x8 grid
-    rows = rows_for(model.layout)
-    for name in METHODS:
-        if name != "none":
-            assert sum(r[0] == name for r in rows) >= 2, name
-    for method, args, _ in rows:  # every row is a valid configuration of its method
-        apply_method(model, method, args)
-
-
 def test_validation_feeds_come_from_the_first_images_in_batches():
     from exporter.validate import image_inputs
 

@@ -1,0 +1,428 @@
+"""`vitexport sweep`: every method at a grid of settings on one model, each exported, validated
+against its PyTorch reference, evaluated (mIoU retention, when there is evaluation data) and
+timed against one baseline export; the trade-off as a markdown table, a JSON file and a plot of
+retention against speed-up, the counterpart of the papers' trade-off figures for any model.
+
+Rows are written as they finish (each file replaced whole), so an interrupted sweep keeps the
+rows it finished and `--resume` continues it. Settings are fractions of the model's token grid
+and depth, so any model fits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import BuildSettings, ModelSpec, format_pair
+from .errors import InputError
+from .presets import DEFAULT_METHOD, resolve
+from .report import percent, write_atomic
+
+NAME = "sweep"
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str
+    flags: dict  # the row's own flags; the model's tuned defaults fill the rest
+    label: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {json.dumps(self.flags, sort_keys=True)}"
+
+
+def side(grid, share) -> str:
+    return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
+
+
+def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[Setting]:
+    """The grid: Expedite alpha x hw (paper 001 Table 2 sweeps h x w), pooling at the same
+    sizes (its Table 3), AiluRus at slight/mild/extreme (paper 002 Table 1), Token Adapter
+    ratios (paper 003), ToMe r, SViT capacity. `alpha`: Expedite's default cut for the model."""
+    grid, n, depth = layout.grid, layout.num_patches, layout.depth
+    out = []
+    hws = (0.7, 0.6, 0.5)
+    alphas = [a for a in (alpha - 1, alpha, alpha + 1) if 1 <= a < depth]
+    for a in alphas:
+        for share in hws if (full or a == alpha) else (0.6,):
+            out.append(Setting("expedite", {"hw": side(grid, share), "alpha": a},
+                               f"hw {side(grid, share)}, alpha {a}"))
+    for share in (0.7, 0.5):
+        out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
+    for share, word in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):
+        m = max(1, round(n * share))
+        out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
+    for ratio in (0.3, 0.5):
+        out.append(Setting("token-adapter", {"rows_ratio": ratio, "cols_ratio": ratio},
+                           f"rows/cols ratio {ratio}"))
+    for share in (0.25, 0.5, 0.75):  # of the tokens merged away by the last block
+        r = max(1, round(n * share / depth))
+        out.append(Setting("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
+    for keep in (0.7, 0.5):
+        out.append(Setting("svit", {"random_gates": True, "keep_ratio": keep},
+                           f"keep {keep}, random gates"))
+    unique = {s.key: s for s in out if methods is None or s.method in methods}
+    return list(unique.values())
+
+
+def parse_methods(text: str | None) -> set[str] | None:
+    from .methods import METHODS
+
+    if text is None:
+        return None
+    names = {m.strip() for m in text.split(",") if m.strip()}
+    unknown = sorted(names - set(METHODS))
+    if not names or unknown or names == {"none"}:
+        reason = f"unknown: {', '.join(unknown)}" if unknown else "no reduction method"
+        raise InputError("--methods", text, ",".join(m for m in METHODS if m != "none"), reason)
+    return names - {"none"}
+
+
+def build_command(spec: ModelSpec, settings: BuildSettings, method: str, flags: dict) -> str:
+    """The `vitexport build` command that reproduces a row."""
+    parts = ["vitexport build"]
+    if spec.name:
+        parts.append(f"--model {spec.name}")
+    if spec.checkpoint:
+        parts.append(f"--checkpoint {spec.checkpoint}")
+    if spec.img_size:
+        parts.append(f"--img-size {format_pair(spec.img_size)}")
+    if spec.num_classes is not None:
+        parts.append(f"--num-classes {spec.num_classes}")
+    if settings.eval_data:
+        parts.append(f"--eval-data {settings.eval_data}")
+    if settings.eval_count is not None:
+        parts.append(f"--eval-count {settings.eval_count}")
+    parts.append(f"--method {method}")
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
+def validation_summary(checks: list[dict]) -> dict:
+    """Passed, and the worst cosine and argmax agreement over the outputs of every check."""
+    outs = [o for c in checks for o in c["outputs"].values()]
+    agree = [o["argmax_agreement"] for o in outs if o.get("argmax_agreement") is not None]
+    return {"passed": all(c["passed"] for c in checks),
+            "cosine": min((o.get("cosine", -1.0) for o in outs), default=None),
+            "argmax_agreement": min(agree) if agree else None}
+
+
+def pareto(rows: list[dict]) -> set[int]:
+    """Indices of the validated rows no other validated row beats on both speed-up and
+    retention (on speed-up and GFLOPs ratio when there is no retention)."""
+    y = "retention" if any(r.get("retention") is not None for r in rows) else "gflops_ratio"
+    pts = [(i, r["speedup"], r[y]) for i, r in enumerate(rows)
+           if r["validated"] and r.get(y) is not None]
+    return {i for i, s, v in pts
+            if not any(s2 >= s and v2 >= v and (s2 > s or v2 > v) for _, s2, v2 in pts)}
+
+
+def best(rows: list[dict], target_speedup=None, min_retention=None) -> dict | None:
+    """The validated row that meets the targets: the most retention at --target-speedup, the
+    most speed-up at --min-retention (retention first when both are given)."""
+    ok = [r for r in rows if r["validated"]
+          and (target_speedup is None or r["speedup"] >= target_speedup)
+          and (min_retention is None or (r.get("retention") or 0) >= min_retention)]
+    if not ok:
+        return None
+    if target_speedup is not None:
+        return max(ok, key=lambda r: (r.get("retention") or 0, r["speedup"]))
+    return max(ok, key=lambda r: (r["speedup"], r.get("retention") or 0))
+
+
+def default_config(base: BuildSettings, method: str) -> dict | None:
+    """The resolved config of `vitexport build --method M` with no other flag (None when
+    the method needs a flag, as SViT its gates)."""
+    from .reference import patched_model
+
+    try:
+        args = resolve(None, base.model, method, {})[2]
+        return patched_model(replace(base, method=method, method_args=args)).method.config()
+    except InputError:
+        return None
+
+
+class Sweep:
+    """The measurements of one sweep and the three files they are written to."""
+
+    def __init__(self, out: Path, name: str = NAME):
+        self.out, self.name = Path(out), name
+        self.json, self.md, self.png = (self.out / f"{name}.{ext}" for ext in ("json", "md", "png"))
+
+    def existing(self) -> dict | None:
+        if not self.json.is_file():
+            return None
+        try:
+            return json.loads(self.json.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write(self, result: dict) -> None:
+        for i, r in enumerate(result["rows"]):
+            r["pareto"] = i in pareto(result["rows"])
+        write_atomic(self.json, json.dumps(result, indent=2) + "\n")
+        write_atomic(self.md, render(result, self.png.name))
+        plot(result, self.png)
+
+
+def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
+    files = [Path(out) / f"{name}.{e}" for e in ("json", "md", "png")]
+    if any(f.exists() for f in files) and not (force or resume):
+        raise InputError("--out", str(out), "a folder without a sweep, or --resume to continue "
+                         "it, or --force to replace it", f"{name}.json/.md/.png exist")
+
+
+def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, methods=None,
+              runs: int = 5, warmup: int = 1, threads=None, full: bool = True,
+              force: bool = False, resume: bool = False, command: str = "", name: str = NAME,
+              need_retention: bool = False, progress=lambda text: None) -> dict:
+    """Measure every setting of the grid on `spec` against one baseline; write the files after
+    each row. Returns the result (the JSON's content)."""
+    from .accuracy import evaluate_onnx
+    from .build import run_validation
+    from .models import weights_of
+    from .onnx.export import export_onnx
+    from .reference import eval_set, input_shape, patched_model
+    from .timing import compare, count_gflops
+
+    chosen = parse_methods(methods) if isinstance(methods, str) else methods
+    out = Path(out)
+    check_out(out, name, force, resume)
+    spec, _, _ = resolve(None, spec, "none", {})
+    base_settings = BuildSettings(model=spec, method="none", eval_data=eval_data,
+                                  eval_count=eval_count)
+    baseline = patched_model(base_settings)
+    model = baseline.model
+    data = eval_set(base_settings, model)
+    if need_retention and data is None:
+        raise InputError("--min-retention", "", "only with evaluation data",
+                         f"{spec.name} has none; give --eval-data FILE")
+    shape = input_shape(base_settings, model)
+    one = (1, *shape[1:])
+    alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
+    if alpha is None:
+        from .methods.expedite import default_alpha
+
+        alpha = default_alpha(model.layout.depth)
+    grid = settings_grid(model.layout, alpha, chosen, full)
+    defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(out, name)
+    result = {"model": spec.name, "weights": weights_of(spec), "grid": list(model.layout.grid),
+              "tokens": model.layout.num_patches, "depth": model.layout.depth,
+              "input": list(shape[2:]), "data": None if data is None else data.source,
+              "images": None if data is None else len(data), "runs": runs, "warmup": warmup,
+              "threads": threads, "command": command, "default_method": DEFAULT_METHOD,
+              "complete": False, "rows": []}
+    old = sweep.existing() if resume else None
+    done = {}
+    if old is not None:
+        same = all(old.get(k) == result[k] for k in ("model", "weights", "input", "data", "images"))
+        if not same:
+            raise InputError("--resume", str(sweep.json), "a sweep of the same model and data",
+                             f"it holds {old.get('model')} on {old.get('data')}")
+        done = {r["key"]: r for r in old["rows"]}
+    with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
+        work = Path(tmp)
+        progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
+        base_path = work / "baseline.onnx"
+        export_onnx(baseline, base_path, shape)
+        classes = None if data is None else model.num_classes
+        base_eval = None if data is None else evaluate_onnx(base_path, data, classes, 1)
+        result["baseline_miou"] = None if base_eval is None else base_eval["miou"]
+        result["baseline_gflops"] = count_gflops(baseline, one)
+        for i, s in enumerate(grid, 1):
+            tag = f"[{i}/{len(grid)}] {s.method} {s.label}"
+            if s.key in done:
+                result["rows"].append(done[s.key])
+                progress(f"{tag}: kept from the earlier run")
+                continue
+            start = time.perf_counter()
+            args = resolve(None, spec, s.method, dict(s.flags))[2]
+            settings = replace(base_settings, method=s.method, method_args=args)
+            reduced = patched_model(settings)
+            path = work / f"{i:02d}-{s.method}.onnx"
+            export_onnx(reduced, path, shape)
+            check = validation_summary(run_validation(settings, reduced, work, {"onnx": path.name},
+                                                      shape, data))
+            ev = None if data is None else evaluate_onnx(path, data, classes, 1)
+            gflops = {"baseline": result["baseline_gflops"], "reduced": count_gflops(reduced, one)}
+            b = compare({"baseline": base_path, "reduced": path}, gflops, shape,
+                        {"full": reduced.method.full_tokens(),
+                         "reduced": reduced.method.reduced_tokens()},
+                        runs, warmup, threads, profile_runs=2)
+            path.unlink()
+            row = {"key": s.key, "method": s.method, "setting": s.label, "flags": s.flags,
+                   "config": reduced.method.config(),
+                   "default": reduced.method.config() == defaults[s.method],
+                   "cut": reduced.method.cut, "tokens": reduced.method.reduced_tokens(),
+                   "gflops": gflops["reduced"], "gflops_ratio": b["gflops_ratio"],
+                   "baseline_ms": b["baseline_ms"], "reduced_ms": b["reduced_ms"],
+                   "spread_ms": b["spread_ms"]["reduced"], "speedup": b["speedup"],
+                   "token_ops_share": b["token_ops_share"],
+                   "miou": None if ev is None else ev["miou"],
+                   "retention": (ev["miou"] / base_eval["miou"]
+                                 if ev and base_eval["miou"] else None),
+                   "validated": check["passed"], "cosine": check["cosine"],
+                   "argmax_agreement": check["argmax_agreement"],
+                   "command": build_command(spec, settings, s.method, s.flags),
+                   "seconds": None}
+            row["seconds"] = time.perf_counter() - start
+            result["rows"].append(row)
+            sweep.write(result)
+            acc = "" if ev is None else f"retention {percent(row['retention'])}, "
+            progress(f"{tag}: {acc}speed-up {row['speedup']:.2f}x, GFLOPs ratio "
+                     f"{row['gflops_ratio']:.2f}x, token ops {percent(row['token_ops_share'])}"
+                     f"{'' if row['validated'] else ', NOT validated'} "
+                     f"({row['seconds']:.0f} s)")
+    result["complete"] = True
+    sweep.write(result)
+    return result
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render(result: dict, png: str) -> str:
+    g = result["grid"]
+    acc = result["data"] is not None
+    lines = [
+        f"# Trade-off sweep: {result['model']}, {result['input'][0]}x{result['input'][1]}",
+        "",
+        "Each method at several settings on the same model, each exported to ONNX, validated "
+        "against its PyTorch reference" + (", evaluated in ONNX Runtime" if acc else "")
+        + " and timed side by side with one `--method none` export.",
+        "",
+        f"- Model: `{result['model']}` (weights: {result['weights']}), {g[0]}x{g[1]} = "
+        f"{result['tokens']} patch tokens, {result['depth']} blocks; baseline "
+        f"{result['baseline_gflops']:.3f} GFLOPs"
+        + (f", mIoU {100 * result['baseline_miou']:.2f}" if acc else ""),
+    ]
+    if acc:
+        lines.append(f"- Data: {result['data']}; retention = reduced mIoU / baseline mIoU")
+    threads = result.get("threads") or "ONNX Runtime's default number of"
+    lines += [
+        "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
+        "convention); speed-up: median ONNX Runtime CPU latency of the baseline over the "
+        f"reduced model, {result['runs']} interleaved runs after {result['warmup']} warm-up, "
+        f"batch 1, {threads} intra-op threads",
+        "- token ops: share of the reduced model's kernel time spent in the method's own "
+        "modules; SViT rows use seeded random gates (cost of the capacity, not trained accuracy)",
+        "- default: the setting `vitexport build --method M` uses with no other flag; Pareto: "
+        "no other validated row is both faster and more accurate",
+    ]
+    if result.get("command"):
+        lines.append(f"- Regenerate: `{result['command']}`")
+    if not result.get("complete"):
+        lines.append(f"- **Incomplete**: {len(result['rows'])} rows so far")
+    lines += ["", f"![retention against speed-up]({png})", "",
+              "| method | setting | default | first reduced block | tokens | GFLOPs ratio | "
+              "reduced ms (p25-p75) | speed-up | token ops | "
+              + ("mIoU (%) | retention | " if acc else "cosine | ")
+              + "validated | Pareto |",
+              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if acc else "---|")
+              + "---|---|"]
+    for r in result["rows"]:
+        lo, hi = r["spread_ms"]
+        miou = None if r["miou"] is None else 100 * r["miou"]
+        quality = (f"{_num(miou, '.2f')} | {percent(r['retention'])}"
+                   if acc else _num(r["cosine"], ".8f"))
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {'yes' if r['default'] else ''} | "
+            f"{'-' if r['cut'] is None else r['cut']} | {r['tokens']} | "
+            f"{r['gflops_ratio']:.2f}x | {r['reduced_ms']:.1f} ({lo:.1f}-{hi:.1f}) | "
+            f"{r['speedup']:.2f}x | {percent(r['token_ops_share'])} | {quality} | "
+            f"{'yes' if r['validated'] else 'NO'} | {'yes' if r.get('pareto') else ''} |")
+    lines += ["", "Reproduce a row with its command in the JSON file (`rows[].command`)."]
+    if acc:
+        lines += ["", PAPERS]
+    return "\n".join(lines) + "\n"
+
+
+# Literal numbers of the papers (Segmenter ViT-L/16, ADE20K, 640x640: 51.82 mIoU, 659.0 GFLOPs);
+# retention and GFLOPs ratio worked out from them.
+PAPERS = """## What the papers report
+
+Paper 001, Table 2 (Expedite, cluster size h x w of a 40x40 grid, alpha = 10 of 24 blocks):
+
+| h x w | 8x8 | 12x12 | 16x16 | 20x20 | 24x24 | 28x28 | baseline* |
+|---|---|---|---|---|---|---|---|
+| GFLOPs | 274.0 | 290.9 | 315.1 | 347.2 | 388.2 | 438.9 | 659.0 |
+| mIoU | 32.13 | 44.01 | 48.21 | 50.17 | 51.32 | 51.56 | 51.82 |
+| retention | 62.0% | 84.9% | 93.0% | 96.8% | 99.0% | 99.5% | 100% |
+
+\\* the paper's header says 32x32; the grid is 40x40 (N = 1,600, its section 4.3).
+
+Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
+
+| method | slight | mild | extreme |
+|---|---|---|---|
+| ToMe | 516.2 / 51.66 / 99.7% | 448.7 / 50.96 / 98.3% | 321.3 / 47.12 / 90.9% |
+| Expedite | 529.8 / 51.93 / 100.2% | 443.8 / 51.56 / 99.5% | 309.4 / 47.96 / 92.6% |
+| AiluRus | 478.8 / 52.17 / 100.7% | 427.8 / 51.79 / 99.9% | 300.8 / 50.21 / 96.9% |
+"""
+
+
+MARKERS = {"expedite": "o", "pool": "s", "ailurus": "^", "token-adapter": "D", "tome": "v",
+           "svit": "P"}
+
+
+def figure(result: dict):
+    """Retention (or GFLOPs ratio without evaluation data) against speed-up: one marker per
+    method, the Pareto front as a line, each method's default ringed, the build's labelled."""
+    from matplotlib.figure import Figure
+
+    rows = result["rows"]
+    acc = any(r.get("retention") is not None for r in rows)
+    y_key, y_label = (("retention", "mIoU retention (%)") if acc
+                      else ("gflops_ratio", "GFLOPs ratio (baseline / reduced)"))
+    scale = 100 if acc else 1
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = [r for r in rows if r["method"] == method and r.get(y_key) is not None]
+        ax.scatter([r["speedup"] for r in pts], [scale * r[y_key] for r in pts],
+                   marker=MARKERS.get(method, "o"), s=46, label=method, alpha=0.85, zorder=3)
+        bad = [r for r in pts if not r["validated"]]
+        if bad:
+            ax.scatter([r["speedup"] for r in bad], [scale * r[y_key] for r in bad], marker="x",
+                       s=80, color="black", zorder=4)
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["speedup"])
+    if front:
+        ax.plot([r["speedup"] for r in front], [scale * r[y_key] for r in front], "-",
+                color="0.3", lw=1.2, zorder=2, label="Pareto front")
+    defaults = [r for r in rows if r["default"] and r.get(y_key) is not None]
+    ax.scatter([r["speedup"] for r in defaults], [scale * r[y_key] for r in defaults], s=170,
+               facecolors="none", edgecolors="black", lw=1.2, zorder=4, label="method default")
+    for r in defaults:
+        if r["method"] == result.get("default_method"):
+            ax.annotate(f"default: {r['method']} {r['setting']}",
+                        (r["speedup"], scale * r[y_key]), textcoords="offset points",
+                        xytext=(8, -14), fontsize=8)
+    ax.axvline(1.0, color="0.6", lw=0.8, ls="--", zorder=1)
+    if acc:
+        ax.axhline(100.0, color="0.6", lw=0.8, ls="--", zorder=1)
+    ax.set_xlabel("speed-up over --method none (ONNX Runtime CPU)")
+    ax.set_ylabel(y_label)
+    ax.set_title(f"{result['model']} {result['input'][0]}x{result['input'][1]}: "
+                 f"{len(rows)} settings" + ("" if result.get("complete") else " (incomplete)"),
+                 fontsize=10)
+    ax.grid(True, color="0.9", zorder=0)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot(result: dict, path: Path) -> None:
+    """The figure as a PNG, written under a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    figure(result).savefig(tmp, format="png")
+    os.replace(tmp, path)
