@@ -1,17 +1,16 @@
 // Host-side run of TopKMaskedReconstruct's per-element math (plugins/topk_masked_reconstruct/
-// topkMaskedReconstruct.cuh), composed in the kernel's order, so the test can compare the very
-// functions the kernel calls with exporter.ops.TokenReconstruction.
+// topkMaskedReconstruct.cuh), composed in the kernel's order by plugins/tests/reference.h, so the
+// test can compare the very functions the kernel calls with exporter.ops.TokenReconstruction.
 //
 // usage: topk_reconstruct_host IN OUT B N M C D k tau norm has_mask
 //   IN:  float32 z [B,N,C], centers [B,M,C], values [B,M,D], then uint8 mask [N,M] if has_mask
 //   OUT: float32 [B,N,D]
-#include "topkMaskedReconstruct.cuh"
+#include "../../plugins/tests/reference.h"
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <vector>
-
-using namespace vitexport::topk_reconstruct;
 
 template <typename T>
 static bool readAll(std::FILE* f, std::vector<T>& v)
@@ -32,40 +31,20 @@ int main(int argc, char** argv)
     int const norm = std::atoi(argv[10]), hasMask = std::atoi(argv[11]);
 
     std::vector<float> z(size_t(B) * N * C), centers(size_t(B) * M * C), values(size_t(B) * M * D);
-    std::vector<unsigned char> mask(hasMask ? size_t(N) * M : 0);
+    std::vector<unsigned char> bytes(hasMask ? size_t(N) * M : 0);
     std::FILE* in = std::fopen(argv[1], "rb");
-    if (in == nullptr || !readAll(in, z) || !readAll(in, centers) || !readAll(in, values) || !readAll(in, mask))
+    if (in == nullptr || !readAll(in, z) || !readAll(in, centers) || !readAll(in, values) || !readAll(in, bytes))
     {
         std::fprintf(stderr, "cannot read %s\n", argv[1]);
         return 1;
     }
     std::fclose(in);
+    std::unique_ptr<bool[]> mask(new bool[bytes.size() + 1]);
+    for (size_t i = 0; i < bytes.size(); ++i)
+        mask[i] = bytes[i] != 0;
 
-    std::vector<float> out(size_t(B) * N * D), dist(M), nearDist(k), weights(k);
-    std::vector<int32_t> nearIndex(k);
-    for (int b = 0; b < B; ++b)
-    {
-        for (int n = 0; n < N; ++n)
-        {
-            float const* zRow = &z[(size_t(b) * N + n) * C];
-            for (int j = 0; j < M; ++j)
-            {
-                float const d = squaredDistance(zRow, &centers[(size_t(b) * M + j) * C], C);
-                dist[j] = hasMask ? maskedDistance(d, mask[size_t(n) * M + j] != 0) : d;
-            }
-            int count = 0;
-            for (int j = 0; j < M; ++j)
-            {
-                count = insertNearest(nearDist.data(), nearIndex.data(), count, k, dist[j], j);
-            }
-            reconstructionWeights(nearDist.data(), k, tau, norm, weights.data());
-            for (int ch = 0; ch < D; ++ch)
-            {
-                out[(size_t(b) * N + n) * D + ch]
-                    = weightedSum(weights.data(), nearIndex.data(), k, &values[size_t(b) * M * D], D, ch);
-            }
-        }
-    }
+    std::vector<float> const out = vitexport::reference::topkReconstruct(B, N, M, C, D, k, tau, norm, z.data(),
+        centers.data(), values.data(), hasMask ? mask.get() : nullptr);
     std::FILE* f = std::fopen(argv[2], "wb");
     if (f == nullptr || std::fwrite(out.data(), sizeof(float), out.size(), f) != out.size())
     {
