@@ -8,7 +8,3 @@ class InputError(Exception):
         self.flag, self.value, self.allowed, self.reason = flag, value, allowed, reason
         text = f"{flag} {value}: {reason + '; ' if reason else ''}allowed: {allowed}"
         super().__init__(text)
-
-
-class ValidationFailed(Exception):
-    """An artifact does not match the PyTorch reference within the tolerances (exit code 1)."""

@@ -65,7 +65,7 @@ def method_options(func):
 
     for flag, uses in reversed(list(all_options().items())):
         opt = uses[0][1]
-        text = "; ".join(f"{name}: {o.help} (default {o.default})" for name, o in uses)
+        text = "; ".join(f"{name}: {o.help} (default {o.default_text})" for name, o in uses)
         if opt.is_flag:
             func = click.option(flag, opt.key, is_flag=True, default=None, help=text)(func)
         else:
@@ -291,7 +291,7 @@ def methods():
     for spec in METHODS.values():
         click.echo(f"{spec.name:14} {spec.description}")
         for opt in spec.options:
-            click.echo(f"    {opt.flag:14} {opt.help} (default: {opt.default})")
+            click.echo(f"    {opt.flag:14} {opt.help} (default: {opt.default_text})")
 
 
 @main.command()

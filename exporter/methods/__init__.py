@@ -55,10 +55,10 @@ def all_options() -> dict[str, list[tuple[str, Option]]]:
 def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
     """Patch `model` with method `name`; `args` holds only the flags the user gave."""
     spec = get_method(name)
-    spec.check_family(model)
+    build = spec.builder(model)
     args = {k: v for k, v in args.items() if v is not None and v is not False}
     spec.check_args(args)
-    return ReducedModel(model, spec.build(model, args)).eval()
+    return ReducedModel(model, build(model, args)).eval()
 
 
 __all__ = ["METHODS", "MethodSpec", "Option", "ReducedModel", "TokenMethod", "all_options",

@@ -21,20 +21,33 @@ from ..models.base import DenseModel
 from ..ops import run_block
 from ..ops.density_peaks import (TOPK_LIMIT, DensityPeaksSelection, merge_clusters,
                                  unfold_clusters)
-from .base import MethodSpec, Option, TokenMethod, check_int, split_prefix
+from .base import MethodSpec, Option, TokenMethod, check_int, defaults_of, split_prefix
 
-DEFAULTS = {"alpha": 2, "cluster_share": 0.25, "spatial_alpha": 0.9, "neighbours": 50, "knn": 1}
+PAPER_ALPHA = 2  # the block after which the paper clusters
+CLUSTER_SHARE = 0.25  # M = N/4
+SPATIAL_NEIGHBOURS = 50  # lambda
+OPTIONS = (
+    Option("--alpha", "alpha", "blocks run at full resolution before clustering",
+           rule="2 (the paper's location)"),
+    Option("--clusters", "clusters", "M: representative tokens kept (1..N-1)",
+           rule="round(N/4) (400 of 1600 in the paper)"),
+    Option("--spatial-alpha", "spatial_alpha", "a: spatial weight floor of Eq. 2, in (0, 1]", 0.9),
+    Option("--spatial-neighbours", "spatial_neighbours",
+           "lambda: spatial neighbours per token (1..N-1)", rule="50, at most N-1"),
+    Option("--knn", "knn", "k: neighbours averaged in the density (1..lambda)", 1),
+)
+DEFAULTS = defaults_of(OPTIONS)
 
 
 def default_alpha(depth: int) -> int:
     """Block 2, where the paper clusters for both ViT-L (24 blocks) and ViT-B (12 blocks)."""
-    return max(1, min(depth - 1, DEFAULTS["alpha"]))
+    return max(1, min(depth - 1, PAPER_ALPHA))
 
 
 def default_clusters(num_patches: int) -> int:
     """N/4: 400 of 1600 tokens, the paper's running example (its Figure 2 and 4)."""
     high = min(num_patches - 1, TOPK_LIMIT)
-    return max(1, min(high, round(num_patches * DEFAULTS["cluster_share"])))
+    return max(1, min(high, round(num_patches * CLUSTER_SHARE)))
 
 
 class AiluRus(TokenMethod):
@@ -102,12 +115,12 @@ def build(model: DenseModel, args: dict) -> AiluRus:
         clusters = check_int("--clusters", clusters, 1, N - 1)
         if clusters > TOPK_LIMIT:
             raise InputError("--clusters", clusters, f"1..{TOPK_LIMIT}",
-                             "TensorRT's TopK takes at most 3840")
+                             f"TensorRT's TopK takes at most {TOPK_LIMIT}")
     spatial_alpha = check_spatial_alpha(args.get("spatial_alpha", DEFAULTS["spatial_alpha"]))
     neighbours = args.get("spatial_neighbours")
     if neighbours is None:
         # The paper's 50 assumes ~1000+ tokens; small grids have fewer other tokens.
-        neighbours = min(DEFAULTS["neighbours"], N - 1)
+        neighbours = min(SPATIAL_NEIGHBOURS, N - 1)
     else:
         neighbours = check_int("--spatial-neighbours", neighbours, 1, N - 1)
     knn_max = min(neighbours, TOPK_LIMIT)
@@ -120,16 +133,6 @@ SPEC = MethodSpec(
     "ailurus",
     "spatial-aware density peaks clustering after block alpha, unfold at the output "
     "(Li et al. 2023)",
-    (
-        Option("--alpha", "alpha", "blocks run at full resolution before clustering",
-               "2 (the paper's location)"),
-        Option("--clusters", "clusters", "M: representative tokens kept (1..N-1)",
-               "round(N/4) (400 of 1600 in the paper)"),
-        Option("--spatial-alpha", "spatial_alpha", "a: spatial weight floor of Eq. 2, in (0, 1]",
-               "0.9"),
-        Option("--spatial-neighbours", "spatial_neighbours",
-               "lambda: spatial neighbours per token (1..N-1)", "50, at most N-1"),
-        Option("--knn", "knn", "k: neighbours averaged in the density (1..lambda)", "1"),
-    ),
-    build,
+    OPTIONS,
+    {"vit": build},
 )

@@ -20,32 +20,56 @@ from ..models.base import DenseModel, TokenLayout
 
 @dataclass(frozen=True)
 class Option:
-    """One method flag: its CLI name, the config key, a parser and the default's text."""
+    """One method flag: its CLI name, config key and help, and its default: a value the
+    method's builder takes when the flag is not given (`defaults_of`), or, where the default
+    depends on the model, `rule` saying how the builder computes it."""
 
     flag: str
     key: str
     help: str
-    default: str
+    default: Any = None
+    rule: str = ""
     is_flag: bool = False  # a switch without a value (e.g. --random-gates)
+
+    @property
+    def default_text(self) -> str:
+        if self.rule:
+            return self.rule
+        if isinstance(self.default, tuple):
+            return format_pair(self.default)
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+def defaults_of(options: tuple[Option, ...]) -> dict:
+    """{config key: default value} of the options whose default does not depend on the model."""
+    return {o.key: o.default for o in options if o.default is not None}
 
 
 @dataclass
 class MethodSpec:
-    """A registry entry: `--method name` -> a builder of the method for a model."""
+    """A registry entry: `--method name` -> a builder of the method for each model family."""
 
     name: str
     description: str
     options: tuple[Option, ...]
-    build: Callable[[DenseModel, dict], "TokenMethod"]
-    families: tuple[str, ...] = ("vit",)  # model families (DenseModel.family) it has a form for
+    # DenseModel.family -> builder of the method's form for that family
+    builders: dict[str, Callable[[DenseModel, dict], "TokenMethod"]]
     # flags that switch to the authors' own formulation (same result), timed beside ours by bench
     authors_form: dict | None = None
 
-    def check_family(self, model: DenseModel) -> None:
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.builders)
+
+    def builder(self, model: DenseModel) -> Callable[[DenseModel, dict], "TokenMethod"]:
+        """The builder for `model`'s family, or an InputError when the method has no such form."""
         family = getattr(model, "family", "vit")
-        if family not in self.families:
+        if family not in self.builders:
             raise InputError("--method", self.name, f"a model family in {'|'.join(self.families)}",
                              f"{self.name} has no {family} form")
+        return self.builders[family]
 
     def check_args(self, args: dict) -> None:
         """Refuse flags that this method does not use."""

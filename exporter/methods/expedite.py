@@ -17,15 +17,10 @@ from ..models.base import DenseModel
 from ..ops import TokenReconstruction
 from ..ops.distance import squared_distance
 from ..ops.grid import cell_of, window_mask
-from .base import MethodSpec, Option, TokenMethod, check_int, check_restore, split_prefix
-from .expedite_flags import CLUSTERING, check_lambda, check_steps
+from .base import MethodSpec, TokenMethod, check_int, check_restore, split_prefix
+from .expedite_flags import CLUSTERING, DEFAULTS, OPTIONS, check_lambda, check_steps
 from .expedite_swin import build_swin
-from .swin_window import is_swin, refuse_swin_flags
-
-
-# Paper defaults (001, Table 1 and section 4.3; supplementary Table 1 for Segmenter ADE20K).
-DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 50.0, "k": 20, "norm": "sum", "neighbours": "all",
-            "clustering": "tiled"}
+from .swin_window import refuse_swin_flags
 
 
 def default_alpha(depth: int) -> int:
@@ -110,8 +105,7 @@ def check_cluster_hw(value, grid: tuple[int, int], window: tuple[int, int]) -> t
 
 
 def build(model: DenseModel, args: dict) -> Expedite:
-    if is_swin(model):
-        return build_swin(model, args)
+    """The plain-ViT form (the Swin form is `build_swin`)."""
     refuse_swin_flags(args)
     lay = model.layout
     depth, grid = lay.depth, lay.grid
@@ -127,26 +121,7 @@ def build(model: DenseModel, args: dict) -> Expedite:
 SPEC = MethodSpec(
     "expedite",
     "token clustering after block alpha, reconstruction at the output (Liang et al. 2022)",
-    (
-        Option("--alpha", "alpha", "blocks run at full resolution before clustering",
-               "round(depth*10/24)"),
-        Option("--hw", "hw", "clusters h x w", "0.7 x grid per side"),
-        Option("--window", "window", "lambda: clusters each pixel may join (odd)", "5x5"),
-        Option("--iters", "iters", "kappa: EM iterations", "5"),
-        Option("--tau", "tau", "temperature (exp(-d/tau))", "50"),
-        Option("--k", "k", "clusters each pixel is reconstructed from", "20"),
-        Option("--norm", "norm", "reconstruction weight normalisation: sum (paper) | l2", "sum"),
-        Option("--neighbours", "neighbours", "reconstruction from: all clusters | window", "all"),
-        Option("--restore", "restore", "where to reconstruct: output | backbone",
-               "output for Segmenter, else backbone"),
-        Option("--stage", "stage", "Swin: stage (1-based) whose windows are clustered; --alpha "
-               "then counts that stage's blocks", "the deepest stage"),
-        Option("--window-hw", "window_hw", "Swin: clustered window k x k (K x K before)",
-               "2/3 of K per side"),
-        Option("--clustering", "clustering",
-               "tiled: windows only | dense: the authors' all-pairs form (same result)", "tiled"),
-    ),
-    build,
-    families=("vit", "swin"),
+    OPTIONS,
+    {"vit": build, "swin": build_swin},
     authors_form={"clustering": "dense"},
 )

@@ -1,5 +1,5 @@
-"""Flags shared by Expedite's plain and Swin forms: the lambda window, the EM steps and the
-reconstruction. Each form passes its own defaults (the papers' tables differ)."""
+"""Expedite's flags, shared by its plain and Swin forms: the lambda window, the EM steps and
+the reconstruction. Each form passes its own defaults (the papers' tables differ)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,33 @@ from ..config import format_pair, parse_pair
 from ..errors import InputError
 from ..ops.clustering import DenseClustering, TokenClustering
 from ..ops.density_peaks import TOPK_LIMIT
-from .base import check_choice, check_int, check_positive
+from .base import Option, check_choice, check_int, check_positive, defaults_of
 
 # Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison.
 CLUSTERING = {"tiled": TokenClustering, "dense": DenseClustering}
+
+# Defaults of the plain form: the paper's (001, Table 1 and section 4.3; supplementary Table 1
+# for Segmenter ADE20K).
+OPTIONS = (
+    Option("--alpha", "alpha", "blocks run at full resolution before clustering",
+           rule="round(depth*10/24)"),
+    Option("--hw", "hw", "clusters h x w", rule="0.7 x grid per side"),
+    Option("--window", "window", "lambda: clusters each pixel may join (odd)", (5, 5)),
+    Option("--iters", "iters", "kappa: EM iterations", 5),
+    Option("--tau", "tau", "temperature (exp(-d/tau))", 50.0),
+    Option("--k", "k", "clusters each pixel is reconstructed from", 20),
+    Option("--norm", "norm", "reconstruction weight normalisation: sum (paper) | l2", "sum"),
+    Option("--neighbours", "neighbours", "reconstruction from: all clusters | window", "all"),
+    Option("--restore", "restore", "where to reconstruct: output | backbone",
+           rule="output for Segmenter, else backbone"),
+    Option("--stage", "stage", "Swin: stage (1-based) whose windows are clustered; --alpha "
+           "then counts that stage's blocks", rule="the deepest stage"),
+    Option("--window-hw", "window_hw", "Swin: clustered window k x k (K x K before)",
+           rule="2/3 of K per side"),
+    Option("--clustering", "clustering",
+           "tiled: windows only | dense: the authors' all-pairs form (same result)", "tiled"),
+)
+DEFAULTS = defaults_of(OPTIONS)
 
 
 def check_lambda(args: dict, default) -> tuple[int, int]:

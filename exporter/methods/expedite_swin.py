@@ -22,10 +22,10 @@ from ..ops import TokenReconstruction
 from ..ops.windows import window_merge, window_partition
 from .base import check_int
 from .expedite_flags import CLUSTERING, check_lambda, check_steps
+from .expedite_flags import DEFAULTS as VIT_DEFAULTS
 from .swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
 
-DEFAULTS = {"window": (5, 5), "iters": 5, "tau": 100.0, "k": 10, "norm": "sum", "neighbours": "all",
-            "clustering": "dense"}
+DEFAULTS = {**VIT_DEFAULTS, "tau": 100.0, "k": 10, "clustering": "dense"}
 # A window holds few clusters (k*k), most inside every lambda window: tiling saves nothing there.
 VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
 

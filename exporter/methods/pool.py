@@ -65,10 +65,10 @@ SPEC = MethodSpec(
     "average-pool the token grid after block alpha, bilinear upsampling back (paper 001 baseline)",
     (
         Option("--alpha", "alpha", "blocks run at full resolution before pooling",
-               "round(depth*10/24)"),
-        Option("--hw", "hw", "pooled grid h x w", "0.7 x grid per side"),
+               rule="round(depth*10/24)"),
+        Option("--hw", "hw", "pooled grid h x w", rule="0.7 x grid per side"),
         Option("--restore", "restore", "where to upsample: output | backbone",
-               "output for Segmenter, else backbone"),
+               rule="output for Segmenter, else backbone"),
     ),
-    build,
+    {"vit": build},
 )

@@ -180,12 +180,13 @@ SPEC = MethodSpec(
     "learned per-block gates, fixed capacity, pruned tokens kept and reactivated (Liu et al. 2024)",
     (
         Option("--alpha", "alpha", "blocks run dense before the first gated block",
-               "round(depth/4), or the first gate in --gates"),
+               rule="round(depth/4), or the first gate in --gates"),
         Option("--keep-ratio", "keep_ratio", "capacity: share of patch tokens each gated block runs",
-               str(DEFAULT_KEEP_RATIO)),
-        Option("--gates", "gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)", "required"),
-        Option("--random-gates", "random_gates", "seeded random gates (tests, trials)", "off",
+               DEFAULT_KEEP_RATIO),
+        Option("--gates", "gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)",
+               rule="required"),
+        Option("--random-gates", "random_gates", "seeded random gates (tests, trials)", rule="off",
                is_flag=True),
     ),
-    build,
+    {"vit": build},
 )

@@ -20,10 +20,6 @@ from .base import TokenMethod, check_int
 SWIN_FLAGS = {"stage": "--stage", "window_hw": "--window-hw"}
 
 
-def is_swin(model: DenseModel) -> bool:
-    return getattr(model, "family", "vit") == "swin"
-
-
 def refuse_flags(args: dict, flags: dict, allowed: str, reason: str) -> None:
     """InputError for the first of `flags` (config key -> flag) present in args."""
     for key, flag in flags.items():

@@ -39,8 +39,9 @@ import torch
 from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
-from .base import MethodSpec, Option, TokenMethod, check_choice, check_int, split_prefix
-from .swin_window import is_swin, refuse_flags
+from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int, defaults_of,
+                   split_prefix)
+from .swin_window import refuse_flags
 from .token_adapter_swin import build_swin
 
 # Table 4 (r_h = r_w = 0.3, m-threshold ejector). Figure 6b's values are not in the text of the
@@ -48,8 +49,22 @@ from .token_adapter_swin import build_swin
 # default keeps a small share (0.1 of 28 kept lines = 3 unique rows and 3 unique columns).
 # The paper gives no threshold; 0.9 on the cosine similarity admits only near-duplicates of
 # the best match, so m-threshold differs from max where several reduced tokens fit equally well.
-DEFAULTS = {"rows_ratio": 0.3, "cols_ratio": 0.3, "unique_ratio": 0.1, "eject": "m-threshold",
-            "threshold": 0.9}
+OPTIONS = (
+    Option("--alpha", "alpha", "blocks run at full resolution before the injector",
+           rule="max(1, round(depth/24))"),
+    Option("--restore-after", "restore_after", "block after which the ejector restores "
+           "the full grid (alpha < value <= depth)", rule="depth"),
+    Option("--rows-ratio", "rows_ratio", "r_h: fraction of rows merged, in (0, 1)", 0.3),
+    Option("--cols-ratio", "cols_ratio", "r_w: fraction of columns merged, in (0, 1)", 0.3),
+    Option("--unique-ratio", "unique_ratio",
+           "fraction of kept rows/columns left intact, in [0, 1)", 0.1),
+    Option("--eject", "eject", "ejector matching: max | m-threshold", "m-threshold"),
+    Option("--threshold", "threshold",
+           "m-threshold: cosine similarity at which a reduced token also joins", 0.9),
+    Option("--stage", "stage", "Swin: stage (1-based) whose windows are reduced; --alpha "
+           "and --restore-after then count that stage's blocks", rule="the deepest stage"),
+)
+DEFAULTS = defaults_of(OPTIONS)
 EJECT_MODES = ("max", "m-threshold")
 
 
@@ -135,8 +150,7 @@ class TokenAdapter(TokenMethod):
 
 
 def build(model: DenseModel, args: dict) -> TokenAdapter:
-    if is_swin(model):
-        return build_swin(model, args, check_reduction)
+    """The plain-ViT form (the Swin form: `build_swin` with this form's flag parser)."""
     refuse_flags(args, {"stage": "--stage"}, "only with Swin models (swin_*)",
                  "does not apply to a plain ViT")
     lay = model.layout
@@ -166,21 +180,6 @@ def check_reduction(args: dict) -> tuple[float, float, float, str, float]:
 SPEC = MethodSpec(
     "token-adapter",
     "merge the least important rows and columns of tokens, restore by matching (Su et al. 2024)",
-    (
-        Option("--alpha", "alpha", "blocks run at full resolution before the injector",
-               "max(1, round(depth/24))"),
-        Option("--restore-after", "restore_after", "block after which the ejector restores "
-               "the full grid (alpha < value <= depth)", "depth"),
-        Option("--rows-ratio", "rows_ratio", "r_h: fraction of rows merged, in (0, 1)", "0.3"),
-        Option("--cols-ratio", "cols_ratio", "r_w: fraction of columns merged, in (0, 1)", "0.3"),
-        Option("--unique-ratio", "unique_ratio",
-               "fraction of kept rows/columns left intact, in [0, 1)", "0.1"),
-        Option("--eject", "eject", "ejector matching: max | m-threshold", "m-threshold"),
-        Option("--threshold", "threshold",
-               "m-threshold: cosine similarity at which a reduced token also joins", "0.9"),
-        Option("--stage", "stage", "Swin: stage (1-based) whose windows are reduced; --alpha "
-               "and --restore-after then count that stage's blocks", "the deepest stage"),
-    ),
-    build,
-    families=("vit", "swin"),
+    OPTIONS,
+    {"vit": build, "swin": lambda model, args: build_swin(model, args, check_reduction)},
 )

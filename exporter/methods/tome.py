@@ -183,10 +183,11 @@ SPEC = MethodSpec(
     "bipartite soft matching merges r tokens per block, proportional attention (Bolya et al. 2023)",
     (
         Option("--r", "r", "tokens merged per block, or one count per block (comma-separated)",
-               "N/(2 x merging blocks): half the tokens merged by the end"),
-        Option("--alpha", "alpha", "blocks run at full resolution before merging starts", "0"),
+               rule="N/(2 x merging blocks): half the tokens merged by the end"),
+        Option("--alpha", "alpha", "blocks run at full resolution before merging starts",
+               rule="0"),
         Option("--restore", "restore", "where to unmerge: output | backbone",
-               "output for Segmenter, else backbone"),
+               rule="output for Segmenter, else backbone"),
     ),
-    build,
+    {"vit": build},
 )

@@ -1,4 +1,4 @@
-"""Checks an ONNX graph against the export rules (DESIGN.md section 5) and TensorRT's parser.
+"""Checks an ONNX graph against the export rules (docs/export-rules.md) and TensorRT's parser.
 
 A finding names the op and the PyTorch module it came from (from the exporter's name scopes).
 """
@@ -12,7 +12,8 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-TOPK_LIMIT = 3840
+from ..ops.density_peaks import TOPK_LIMIT
+
 FORBIDDEN = {
     "NonZero": "data-dependent output shape",
     "Unique": "data-dependent output shape",

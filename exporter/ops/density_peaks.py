@@ -2,7 +2,7 @@
 
 Every token is compared only with its `lambda` nearest tokens on the grid (a constant
 [N, lambda] index table), so density, distance-to-denser and assignment cost
-O(N * lambda * C). Readings of the paper (DESIGN.md 4.2):
+O(N * lambda * C). Where the paper leaves a choice open, it is read as follows:
 
 - neighbours of token i: the lambda tokens nearest on the grid (Euclidean grid distance,
   ties by token index), not i itself; rank 0 is the nearest. s = (1 - a) * rank / lambda + a.

@@ -116,8 +116,9 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
     pool = None
     if settings.workspace_mib:
         pool = {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}
-    config = CreateConfig(profiles=profiles, load_timing_cache=settings.timing_cache,
+    cache = str(Path(engine_path).parent / settings.timing_cache)  # as build_engine.sh: in the folder
+    config = CreateConfig(profiles=profiles, load_timing_cache=cache,
                           builder_optimization_level=settings.opt_level, memory_pool_limits=pool)
-    build = EngineFromNetwork(network, config=config, save_timing_cache=settings.timing_cache)
+    build = EngineFromNetwork(network, config=config, save_timing_cache=cache)
     SaveEngine(build, str(engine_path))()
     return engine_path

@@ -1,6 +1,6 @@
 /*
  * Per-element math of DPCSelect (AiluRus's spatial-aware density peaks selection, paper 002
- * Eq. 1-3, as read in DESIGN.md 4.2 and exporter/ops/density_peaks.py).
+ * Eq. 1-3, as read in exporter/ops/density_peaks.py).
  *
  * Every function is __host__ __device__ so that the CUDA kernel and the host-side test
  * (tests/native/dpc_select_host.cpp) run the very same code; with a plain C++ compiler the
