@@ -342,7 +342,7 @@ def _print_summary(report: dict, out: Path) -> None:
 
 
 # Modules of this package that attach commands to `main` (imported for that effect).
-COMMAND_MODULES: tuple[str, ...] = ("doctor",)
+COMMAND_MODULES: tuple[str, ...] = ("deploy", "doctor")
 
 
 def _attach() -> None:
