@@ -103,6 +103,7 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         with _step(progress, "validate the artifacts against PyTorch"):
             report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape,
                                                   data)
+        write_comparison_data(tmp, reduced, shape, settings, data, report)  # polygraphy's files
         if data is not None:
             report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
                                                 progress)
