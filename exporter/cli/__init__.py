@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -108,8 +109,10 @@ def method_options(func):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: vitexport-out/<model>-<method>).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--bench", "run_bench", is_flag=True,
-              help="Then time the result against --method none (as `vitexport bench OUT`).")
+@click.option("--bench/--no-bench", "run_bench", default=None,
+              help="--bench: then time the result against --method none as `vitexport bench "
+                   "OUT` does; --no-bench: skip the quick timing a build with evaluation data "
+                   "does against its baseline.onnx (default).")
 def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, dynamic_batch, opset, seed,
           atol, rtol, plugins, engine, precision, workspace, opt_level, plugin_lib, eval_data,
           eval_count, out, force, run_bench, **method_args):
@@ -135,8 +138,10 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
     out = out or DEFAULT_OUT / f"{model_name}-{method}"
     _echo_err(f"vitexport build: {model_name} + {method} -> {out}")
     from ..build import ExportRuleError
+    start = time.perf_counter()
     try:
-        report = run_build(settings, out, force=force, progress=_progress)
+        report = run_build(settings, out, force=force, progress=_progress,
+                           bench=run_bench is None)
     except ExportRuleError as err:
         _echo_err(f"Error: the exported graph breaks the export rules: {err}")
         sys.exit(1)
@@ -147,6 +152,7 @@ def build(preset, model_name, checkpoint, img_size, num_classes, method, batch, 
         report = bench_folder(out, progress=_progress)
         click.echo(format_bench(report["bench"]))
     _print_summary(report, out)
+    click.echo(f"built in {time.perf_counter() - start:.0f} s")
     sys.exit(0 if passed(report) else 1)
 
 
@@ -187,46 +193,22 @@ def engine(out, precision, workspace, opt_level, plugin_lib):
 @click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
-@click.option("--model", "model_name", default=None,
-              help="Instead of OUT: time every method on this model, each at two or three "
-                   "settings, against one baseline.")
-@click.option("--methods", default=None,
-              help="With --model: only these methods, comma-separated (default: all).")
-@click.option("--img-size", default=None, help="With --model: input HxW.")
-@click.option("--num-classes", type=int, default=None, help="With --model: classes.")
-@click.option("--table", "table_path", type=click.Path(path_type=Path), default=None,
-              help="With --model: also write the table to this markdown file (and .json).")
-def bench(out, runs, warmup, threads, model_name, methods, img_size, num_classes, table_path):
-    """Time a build against its --method none baseline side by side (OUT: an output folder),
-    or every method on a model (--model)."""
-    if (out is None) == (model_name is None):
-        raise InputError("OUT", out or "(none)", "an output folder of `vitexport build`, or "
-                         "--model NAME (not both)")
-    if model_name is None:
-        for flag, value in (("--methods", methods), ("--img-size", img_size),
-                            ("--num-classes", num_classes), ("--table", table_path)):
-            if value is not None:
-                raise InputError(flag, value, "only with --model")
-        from ..bench import bench_folder
-        from ..report import format_bench
+@click.option("--model", "model_name", default=None, hidden=True,
+              help="Moved: `vitexport sweep --model NAME`.")
+def bench(out, runs, warmup, threads, model_name):
+    """Time a build against its --method none baseline side by side (OUT: an output folder);
+    `vitexport sweep` times every method on a model."""
+    if model_name is not None:
+        raise InputError("--model", model_name, "OUT, an output folder of `vitexport build`",
+                         "every method on a model is now `vitexport sweep --model NAME`")
+    if out is None:
+        raise InputError("OUT", "(none)", "an output folder of `vitexport build`")
+    from ..bench import bench_folder
+    from ..report import format_bench
 
-        report = bench_folder(out, runs, warmup, threads, progress=_progress)
-        click.echo(format_bench(report["bench"]))
-        click.echo(f"report: {Path(out) / 'report.md'}")
-        return
-    from ..demo.table import make_table, model_spec, write_table
-
-    given = (("--model", model_name), ("--img-size", img_size), ("--num-classes", num_classes),
-             ("--methods", methods), ("--runs", runs), ("--warmup", warmup),
-             ("--threads", threads), ("--table", table_path))
-    command = " ".join(["vitexport bench"] + [f"{f} {v}" for f, v in given if v is not None])
-    text, result = make_table(model_spec(model_name, None, img_size, num_classes), runs=runs,
-                              warmup=warmup, threads=threads, methods=methods, command=command,
-                              progress=_progress)
-    click.echo(text)
-    if table_path is not None:
-        write_table(table_path, text, result)
-        click.echo(f"wrote {table_path}")
+    report = bench_folder(out, runs, warmup, threads, progress=_progress)
+    click.echo(format_bench(report["bench"]))
+    click.echo(f"report: {Path(out) / 'report.md'}")
 
 
 @main.command()
@@ -338,11 +320,15 @@ def _print_summary(report: dict, out: Path) -> None:
         ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
         click.echo(f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
                    f"{a['reduced']:.4f}, retention {ret}")
+    if report.get("bench"):
+        from ..report import speed_line
+
+        click.echo(f"  {speed_line(report['bench'], a)}")
     click.echo(f"report: {out / 'report.md'}")
 
 
 # Modules of this package that attach commands to `main` (imported for that effect).
-COMMAND_MODULES: tuple[str, ...] = ("deploy", "doctor")
+COMMAND_MODULES: tuple[str, ...] = ("deploy", "doctor", "sweep")
 
 
 def _attach() -> None:
