@@ -38,3 +38,20 @@ def triton(out, repo, name, max_batch, dynamic_batch, force):
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"wrote {result.path} (see {result.path / 'README.md'})")
+
+
+@deploy.command()
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.option("--model", "models", multiple=True,
+              help="Model to load (repeatable; default: every <name>_python model of REPO).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the backend copy and server.log (default: REPO/../.triton-work).")
+@click.option("--timeout", type=click.IntRange(1, 3600), default=60, show_default=True,
+              help="Seconds to wait for the server to become ready.")
+def serve(repo, models, workdir, timeout):
+    """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
+    on free loopback ports, until Ctrl-C."""
+    from ..deploy.server import serve_models
+
+    for line in serve_models(repo, list(models) or None, workdir, timeout):
+        click.echo(line)

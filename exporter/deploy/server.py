@@ -19,6 +19,8 @@ import sysconfig
 import time
 import urllib.request
 from dataclasses import dataclass
+
+from ..errors import InputError
 from pathlib import Path
 
 
@@ -144,3 +146,31 @@ def start(repo: Path, workdir: Path, models: list[str] | None = None) -> Server:
         process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=server_env(),
                                    start_new_session=True)
     return Server(process, http, grpc, log)
+
+
+def serve_models(repo, models: list[str] | None = None, workdir=None, timeout: float = 60.0):
+    """`vitexport deploy serve`: start, report the URLs (yielded lines), wait until interrupted
+    or the server ends, and stop it in every case."""
+    repo = Path(repo)
+    if not (repo / ".vitexport-repository").is_file():
+        raise InputError("REPO", str(repo), "a repository written by `vitexport deploy triton`")
+    if models is None:
+        models = sorted(p.name for p in repo.iterdir() if p.name.endswith(("_python",
+                                                                          "_python_plugins")))
+    for m in models:
+        if not (repo / m / "config.pbtxt").is_file():
+            raise InputError("--model", m, ", ".join(sorted(
+                p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())))
+    try:
+        bundled_server()
+    except ServerUnavailable as err:
+        raise InputError("tritonserver", "(missing)", "nvidia-pytriton installed", str(err))
+    server = start(repo, Path(workdir) if workdir else repo.parent / ".triton-work", models)
+    try:
+        server.wait_ready(timeout)
+        yield f"serving {', '.join(models)}"
+        yield f"HTTP {server.http_url}  gRPC {server.grpc_url}  log {server.log}"
+        yield "Ctrl-C stops the server"
+        server.process.wait()
+    finally:
+        server.stop()
