@@ -117,23 +117,44 @@ def test_not_a_build_and_existing_folders(built, tmp_path):
 
 
 @pytest.mark.slow
-def test_dynamic_batch_and_plugin_graph_configs(built, tmp_path):
-    out = built(*EXPEDITE, "--plugins", "--dynamic-batch")
+def test_dynamic_batch_configs(built, tmp_path):
+    out = built(*EXPEDITE, "--dynamic-batch")
     repo = tmp_path / "repo"
     assert deploy(out, repo, "--max-batch", "9").exit_code == 2  # past the engine profile (8)
+    assert not repo.exists()
     result = deploy(out, repo, "--dynamic-batch", "--max-batch", "4")
     assert result.exit_code == 0, result.output
     name = "segmenter_tiny_expedite"
     for config_path in repo.glob("*/config.pbtxt"):
         config = parse_config(config_path)
         assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
+        folder = config_path.parent
+        check_against_onnx(config, folder / "1" / "model.onnx" if config.backend == "python"
+                           or config.platform == "onnxruntime_onnx" else folder / "model.onnx")
+    script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
+    assert "--minShapes=images:1x3x64x96" in script and "--maxShapes=images:8x3x64x96" in script
+    # Without --dynamic-batch Triton still takes batches up to max_batch_size, unqueued.
+    again = deploy(out, tmp_path / "plain")
+    assert again.exit_code == 0, again.output
+    plain = parse_config(tmp_path / "plain" / f"{name}_python" / "config.pbtxt")
+    assert plain.max_batch_size == 8 and not plain.HasField("dynamic_batching")
+
+
+@pytest.mark.slow
+def test_plugin_graph_configs(built, tmp_path):
+    out = built(*EXPEDITE, "--plugins")
+    repo = tmp_path / "repo"
+    assert deploy(out, repo).exit_code == 0
+    name = "segmenter_tiny_expedite"
     plugins = parse_config(repo / f"{name}_python_plugins" / "config.pbtxt")
     check_against_onnx(plugins, repo / f"{name}_python_plugins" / "1" / "model.plugins.onnx")
-    trt = parse_config(repo / f"{name}_trt" / "config.pbtxt")
-    check_against_onnx(trt, repo / f"{name}_trt" / "model.plugins.onnx")  # the engine's source
+    assert 'string_value: "true"' in (repo / f"{name}_python_plugins" / "config.pbtxt").read_text()
+    trt_text = (repo / f"{name}_trt" / "config.pbtxt").read_text()
+    check_against_onnx(parse_config(repo / f"{name}_trt" / "config.pbtxt"),
+                       repo / f"{name}_trt" / "model.plugins.onnx")  # the engine's source
+    assert "LD_PRELOAD=libvitexport_plugins.so" in trt_text
     script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
     assert "--staticPlugins=libvitexport_plugins.so" in script
-    assert "--maxShapes=images:8x3x64x96" in script
 
 
 # --- the real server -----------------------------------------------------------------------
@@ -188,23 +209,11 @@ def canvas_png(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_triton_serves_onnxruntime_answers(built, tmp_path, server_factory):
-    import onnxruntime as ort
-
-    out = built(*EXPEDITE, "--plugins", "--dynamic-batch")
-    repo = tmp_path / "repo"
-    assert deploy(out, repo, "--dynamic-batch").exit_code == 0
-    name = "segmenter_tiny_expedite"
-    models = [f"{name}_python", f"{name}_python_plugins"]
+def serve_and_compare(out, repo, models, answer, server_factory, tmp_path) -> None:
+    """Serve `models`, send the canvas through the sample client, compare with `answer[model]`
+    (the same artifact in ONNX Runtime)."""
     server = server_factory(repo, models)
     image = canvas_png(tmp_path)
-    from exporter.onnx.plugin_ops import run_plugin_graph
-
-    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    plugin_graph = onnx.load(str(out / "model.plugins.onnx"))
-    answer = {models[0]: lambda x: session.run(None, {"images": x})[0],  # same artifact each
-              models[1]: lambda x: run_plugin_graph(plugin_graph, {"images": x})[0]}
     for model in models:
         save = tmp_path / f"{model}.npz"
         text = client(server.http_url, model, image, save)
@@ -214,8 +223,35 @@ def test_triton_serves_onnxruntime_answers(built, tmp_path, server_factory):
         assert got["logits"].shape == want.shape == (1, 5, 64, 96)
         # the served model is the same artifact in the same runtime: equal to rounding
         np.testing.assert_allclose(got["logits"], want, rtol=1e-5, atol=1e-5)
-        assert (save.with_suffix(".png")).stat().st_size > 0
-    grpc = tmp_path / "grpc.npz"
-    client(server.grpc_url, models[0], image, grpc, "--protocol", "grpc")
-    np.testing.assert_allclose(np.load(grpc)["logits"], np.load(tmp_path / f"{models[0]}.npz")
-                               ["logits"], rtol=1e-5, atol=1e-5)
+        assert save.with_suffix(".png").stat().st_size > 0
+        grpc = tmp_path / f"{model}.grpc.npz"
+        client(server.grpc_url, model, image, grpc, "--protocol", "grpc")
+        np.testing.assert_allclose(np.load(grpc)["logits"], got["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_triton_serves_onnxruntime_answers(built, tmp_path, server_factory):
+    import onnxruntime as ort
+
+    out = built(*EXPEDITE)
+    repo = tmp_path / "repo"
+    assert deploy(out, repo).exit_code == 0
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    model = "segmenter_tiny_expedite_python"
+    serve_and_compare(out, repo, [model],
+                      {model: lambda x: session.run(None, {"images": x})[0]}, server_factory,
+                      tmp_path)
+
+
+@pytest.mark.slow
+def test_triton_serves_the_plugin_graph(built, tmp_path, server_factory):
+    from exporter.onnx.plugin_ops import run_plugin_graph
+
+    out = built(*EXPEDITE, "--plugins")
+    repo = tmp_path / "repo"
+    assert deploy(out, repo).exit_code == 0
+    graph = onnx.load(str(out / "model.plugins.onnx"))
+    model = "segmenter_tiny_expedite_python_plugins"
+    serve_and_compare(out, repo, [model],
+                      {model: lambda x: run_plugin_graph(graph, {"images": x})[0]},
+                      server_factory, tmp_path)
