@@ -50,13 +50,14 @@ def load_eval_set(path, num_classes: int, image_size: tuple[int, int],
     # Shapes from the headers first: no zip bomb or header claiming a million images is unpacked.
     shapes = check_npz(path, FLAG, max_bytes=min(MAX_EVAL_BYTES, available_memory() // 2))
     H, W = image_size
-    if "images" in shapes and "labels" in shapes:
-        (ishape, _), (lshape, _) = shapes["images"], shapes["labels"]
-        if len(ishape) != 4 or ishape[1:] != (3, H, W):
-            raise InputError(FLAG, str(path), allowed, f"images have shape {list(ishape)}")
-        if lshape != (ishape[0], H, W):
-            raise InputError(FLAG, str(path), allowed, f"labels have shape {list(lshape)} for "
-                             f"{ishape[0]} images")
+    if "images" not in shapes or "labels" not in shapes:
+        raise InputError(FLAG, str(path), allowed, f"keys {sorted(shapes)}, needs images and labels")
+    (ishape, _), (lshape, _) = shapes["images"], shapes["labels"]
+    if len(ishape) != 4 or ishape[1:] != (3, H, W):
+        raise InputError(FLAG, str(path), allowed, f"images have shape {list(ishape)}")
+    if lshape != (ishape[0], H, W):
+        raise InputError(FLAG, str(path), allowed, f"labels have shape {list(lshape)} for "
+                         f"{ishape[0]} images")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
@@ -62,6 +61,9 @@ def resolve_out(out) -> Path:
             if not parent.is_dir():
                 raise InputError(FLAG, text, "a path whose parents are folders",
                                  f"{parent} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):  # EROFS shows here even for root
+                raise InputError(FLAG, text, "a folder on a writable filesystem",
+                                 f"{parent} is not writable")
             break
     if path.exists() and not path.is_dir():
         raise InputError(FLAG, text, "a folder", "it is a file")
@@ -326,10 +328,12 @@ def check_report_hash(out: Path) -> None:
 
 def check_hashes(out: Path, report: dict) -> None:
     """Refuse a folder whose recorded files are missing or differ from their sha256."""
-    hashes = report.get("hashes")
-    if not isinstance(hashes, dict) or not hashes:
+    hashes = report.get("hashes", {})
+    unhashed = [n for n in report["artifacts"].values() if n not in hashes]
+    if not isinstance(hashes, dict) or unhashed:
         raise InputError("OUT", str(out), "a folder whose report.json records the sha256 of its "
-                         "files (or --rehash to record them now)", "report.json has no hashes")
+                         "files (or --rehash to record them now)",
+                         f"no sha256 for {unhashed[0] if unhashed else 'its files'}")
     for name, digest in hashes.items():
         path = Path(out) / str(name)
         if not _inside(Path(out), path):
@@ -342,6 +346,22 @@ def check_hashes(out: Path, report: dict) -> None:
             raise InputError("OUT", str(path), "the file as the build wrote it "
                              "(--rehash if the change is intended)",
                              "its sha256 differs from report.json: changed or truncated")
+
+
+def check_readable(out: Path, names) -> None:
+    """Before --rehash records them: every artifact is there and every ONNX file parses."""
+    import onnx
+
+    for name in names:
+        path = Path(out) / name
+        if not path.is_file():
+            raise InputError("OUT", str(path), "the files report.json names", "missing")
+        if name.endswith(".onnx"):
+            try:
+                onnx.load(str(path), load_external_data=False)
+            except Exception as err:  # noqa: BLE001 - protobuf raises several types on bad bytes
+                raise InputError("OUT", str(path), "an ONNX file", "does not parse "
+                                 f"({type(err).__name__})") from None
 
 
 def _inside(folder: Path, path: Path) -> bool:
@@ -374,8 +394,12 @@ def read_folder(out: Path, rehash: bool = False):
             raise InputError("OUT", str(out / "report.json"), "artifacts inside the folder",
                              f"names {name!r}")
     if rehash:
-        present = [n for n in report["artifacts"].values() if (out / n).is_file()]
-        report["hashes"] = file_hashes(out, present)
+        check_readable(out, report["artifacts"].values())
+        for key in ("accuracy", "bench"):  # measured on the files as they were
+            report.pop(key, None)
+        report["validation"] = []
+        report["rehashed"] = True
+        report["hashes"] = file_hashes(out, report["artifacts"].values())
         write_report(out, report)
     else:
         check_hashes(out, report)

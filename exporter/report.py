@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 # The folder's files (hashes, atomic writes, reading back) live in folder.py; kept importable here.
 from .folder import file_hashes, read_report, sha256, write_atomic, write_report  # noqa: F401
@@ -80,7 +82,15 @@ def render_markdown(r: dict) -> str:
     lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
               f"{f['message']}" for f in lint] or [
         "No findings: standard ONNX ops only, no forbidden op."]
-    lines += ["", "## Artifacts", "", "| artifact | file | sha256 |", "|---|---|---|"]
+    if r.get("non_finite"):
+        lines += ["", "## Non-finite numbers", "",
+                  "Written as null in report.json (JSON has no NaN): " +
+                  ", ".join(f"`{x}`" for x in r["non_finite"]) + "."]
+    lines += ["", "## Artifacts", "",
+              "`vitexport validate`, `lint`, `bench`, `engine` and `visualize` check these sha256 "
+              "(and report.sha256) before trusting a file; `validate` and `lint` leave this report "
+              "as built and write validation.json and lint.json beside it.", "",
+              "| artifact | file | sha256 |", "|---|---|---|"]
     for name, path in r["artifacts"].items():
         lines.append(f"| {name} | {path} | `{r.get('hashes', {}).get(path, '-')}` |")
     return "\n".join(lines) + "\n"
@@ -122,3 +132,33 @@ def format_bench(b: dict) -> str:
               f"runs after {b['warmup']} warm-up. GFLOPs: {b['gflops_convention']}. Token ops: "
               "share of the model's ONNX Runtime kernel time spent in the method's own modules."]
     return "\n".join(lines)
+
+
+def summary(report: dict, out) -> list[str]:
+    """What `vitexport build`, `validate` and `engine` print: the token counts, each artifact's
+    verdict with its worst cosine and largest error, and accuracy and speed where measured."""
+    tok = report["tokens"]
+    lines = [f"{report['model']['name']} + {report['method']['name']}: "
+             f"{tok['full']} -> {tok['reduced']} tokens; weights: {report['model']['weights']}"]
+    for v in report["validation"]:
+        outputs = v["outputs"].values()
+        worst = min((o.get("cosine", 0.0) for o in outputs), default=0.0)
+        agree = [o["argmax_agreement"] for o in outputs if o.get("argmax_agreement") is not None]
+        extra = f", argmax agreement {min(agree):.6f}" if agree else ""
+        max_abs = max((o.get("max_abs", float("inf")) for o in outputs), default=0.0)
+        bad = [n for n, o in v["outputs"].items()
+               if any(not math.isfinite(x) for x in (o.get("max_abs"), o.get("cosine"))
+                      if isinstance(x, float))]
+        extra += f", NaN or infinite values in {', '.join(bad)}" if bad else ""
+        lines.append(f"  {v['artifact']} ({v['runtime']}): "
+                     f"{'PASSED' if v['passed'] else 'FAILED'} cosine {worst:.8f}, "
+                     f"max abs {max_abs:.3g}{extra}")
+    a = report.get("accuracy")
+    if a:
+        ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
+        lines.append(f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
+                     f"{a['reduced']:.4f}, retention {ret}")
+    if report.get("bench"):
+        lines.append(f"  {speed_line(report['bench'], a)}")
+    lines.append(f"report: {Path(out) / 'report.md'}")
+    return lines
