@@ -4,7 +4,7 @@
 //   vitexport_ort model.onnx [input.bin] [output.bin]
 //
 // input.bin: the images as raw float32 in the model's input layout [N, 3, H, W], already
-// normalised (samples/cpp/README.md shows how to write one); without it a fixed ramp is used.
+// normalised (samples/README.md shows how to write one); without it a fixed ramp is used.
 // output.bin: the first output written back as raw float32, to compare with another runtime.
 #include <onnxruntime_cxx_api.h>
 
