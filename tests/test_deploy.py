@@ -116,6 +116,12 @@ def test_not_a_build_and_existing_folders(built, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_serve_refuses_a_folder_deploy_did_not_write(tmp_path):
+    result = run(["deploy", "serve", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: REPO ") and result.output.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_dynamic_batch_configs(built, tmp_path):
     out = built(*EXPEDITE, "--dynamic-batch")
