@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import torch
+from click.testing import CliRunner
 from timm.models.vision_transformer import VisionTransformer
 
+from exporter.cli import main
 from exporter.models.segmenter import Segmenter
 from exporter.models.vit import TimmViT
 from exporter.onnx.export import export_onnx
@@ -45,3 +49,26 @@ def export_and_run(module, images: torch.Tensor, path, dynamic_batch=False):
 
 def max_abs(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+# The one set of tiny build settings of the CLI tests: Segmenter-Ti shapes on a 4x6 token grid.
+TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
+
+
+def run(args):
+    """`vitexport ARGS` in-process; exceptions propagate (a traceback fails the test)."""
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, flag):
+    """Exit 2 with exactly one `Error:` line, naming `flag`, and no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and flag in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def copy_of(folder, tmp_path):
+    """A private copy of a built folder (see conftest's `built`), for a test that changes it."""
+    return shutil.copytree(folder, tmp_path / folder.name)

@@ -11,8 +11,7 @@ from onnx import TensorProto, helper
 
 from exporter.accuracy import check_eval_set, confusion, evaluate_onnx, miou
 from exporter.cli import main
-
-TINY = ["--model", "segmenter_tiny", "--img-size", "64x64", "--num-classes", "4"]
+from tests.helpers import TINY
 
 
 def test_miou_of_a_hand_made_pair():
@@ -67,7 +66,7 @@ def test_evaluate_onnx_in_batches(tmp_path, batch):
     assert lines[-1] == "m: 3/3 images"
 
 
-def write_npz(path, n=3, size=(64, 64), classes=4, **override):
+def write_npz(path, n=3, size=(64, 96), classes=5, **override):
     rng = np.random.default_rng(0)
     data = {"images": rng.standard_normal((n, 3, *size)).astype(np.float32),
             "labels": rng.integers(0, classes, (n, *size)).astype(np.int64)}
@@ -109,7 +108,7 @@ def test_build_reports_accuracy_of_both_models(tmp_path):
     assert "inputs: the first 2 images of" in (out / "report.md").read_text()
     # the baseline number matches the PyTorch baseline scored by independent code
     from exporter.config import BuildSettings
-    from exporter.build import patched_model
+    from exporter.reference import patched_model
     from dataclasses import replace
 
     settings = BuildSettings.from_dict(report["settings"])
@@ -118,7 +117,7 @@ def test_build_reports_accuracy_of_both_models(tmp_path):
         images, labels = d["images"][:2], d["labels"][:2]
     with torch.no_grad():
         pred = model(torch.from_numpy(images)).argmax(1).numpy()
-    assert acc["baseline"] == pytest.approx(own_miou(pred, labels, 4), abs=0.01)
+    assert acc["baseline"] == pytest.approx(own_miou(pred, labels, 5), abs=0.01)
 
 
 BAD_DATA = [
@@ -126,8 +125,8 @@ BAD_DATA = [
     ("not a zip", None),
     ("no labels", {"labels": None}),
     ("wrong size", {"images": np.zeros((3, 3, 32, 32), np.float32)}),
-    ("label out of range", {"labels": np.full((3, 64, 64), 7, np.int64)}),
-    ("float labels", {"labels": np.zeros((3, 64, 64), np.float32)}),
+    ("label out of range", {"labels": np.full((3, 64, 96), 7, np.int64)}),
+    ("float labels", {"labels": np.zeros((3, 64, 96), np.float32)}),
 ]
 
 
@@ -141,7 +140,7 @@ def test_bad_eval_data_exit_2_nothing_written(tmp_path, case, override):
         override = dict(override)
         if override.get("labels", 0) is None:
             rng = np.random.default_rng(0)
-            np.savez(path, images=rng.standard_normal((3, 3, 64, 64)).astype(np.float32))
+            np.savez(path, images=rng.standard_normal((3, 3, 64, 96)).astype(np.float32))
         else:
             write_npz(path, **override)
     out = tmp_path / "work" / "out"

@@ -2,7 +2,6 @@
 to a clean ONNX graph that ONNX Runtime runs identically, and refuses bad flags."""
 
 import copy
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -237,20 +236,3 @@ def test_defaults_are_the_papers_configuration():
                                "spatial_neighbours": 50, "knn": 1, "restore": "backbone"}
     small = build(fake_model((4, 6)), {})
     assert small.config()["spatial_neighbours"] == 23  # lambda clamped to N-1
-
-
-@pytest.mark.slow
-def test_cli_build_segmenter_end_to_end(tmp_path):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", "segmenter_tiny", "--img-size", "64x96",
-                                       "--method", "ailurus", "--clusters", "12", "--out",
-                                       str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"]["name"] == "ailurus"
-    assert report["tokens"] == {"full": 24, "reduced": 12}
-    assert report["validation"] and all(v["passed"] for v in report["validation"])

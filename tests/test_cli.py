@@ -1,27 +1,13 @@
 """The command line: one-line errors with exit code 2 and nothing written; full builds."""
 
 import json
+import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from exporter.cli import main
 from exporter.methods import METHODS
-
-TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-def assert_one_line_error(result, flag):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1 and flag in errors[0], result.output
-    assert "Traceback" not in result.output
+from tests.helpers import TINY, assert_one_line_error, copy_of, run
 
 
 BAD = [
@@ -95,38 +81,67 @@ def test_validate_of_a_folder_without_report(tmp_path):
     assert_one_line_error(run(["validate", str(tmp_path)]), "OUT")
 
 
+# Flags that make each method reduce the 4x6 token grid of TINY, the tokens it keeps and
+# entries its report's config must hold.
+METHOD_FLAGS = {
+    "none": ([], 24, {}),
+    "expedite": (["--hw", "3x4", "--k", "6"], 12, {"hw": "3x4", "k": 6}),
+    "ailurus": (["--clusters", "12"], 12, {"clusters": 12}),
+    "token-adapter": ([], 12, {"kept_rows_cols": [3, 4]}),  # 4x6 -> (4-1) x (6-2)
+    "tome": (["--r", "2"], 1, {"r": [2] * 11 + [1]}),
+    "svit": (["--random-gates"], 17, {"gates": "random"}),
+    "pool": (["--hw", "3x4"], 12, {"alpha": 5, "hw": "3x4", "restore": "output"}),
+}
+
+
+def test_every_method_has_cli_flags_here():
+    assert set(METHOD_FLAGS) == set(METHODS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method,extra", [("expedite", ["--hw", "3x4", "--k", "6"]), ("none", [])])
-def test_build_then_validate(tmp_path, method, extra):
-    out = tmp_path / "out"
-    result = run(["build", *TINY, "--method", method, *extra, "--out", str(out)])
-    assert result.exit_code == 0, result.output
+@pytest.mark.parametrize("method", list(METHOD_FLAGS))
+def test_build(built, method):
+    flags, reduced, config = METHOD_FLAGS[method]
+    out = built(method, *flags)
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["weights"] == "random"
     assert report["model"]["input_shape"] == [1, 3, 64, 96]
     assert report["method"]["name"] == method
-    assert report["tokens"]["full"] == 24
-    assert report["tokens"]["reduced"] == (12 if method == "expedite" else 24)
+    assert config.items() <= report["method"]["config"].items()
+    assert report["tokens"] == {"full": 24, "reduced": reduced}
     assert report["artifacts"]["onnx"] == "model.onnx"
     (entry,) = report["validation"]
     assert entry["runtime"] == "onnxruntime" and entry["passed"]
     logits = entry["outputs"]["logits"]
     assert logits["cosine"] >= 0.99999 and logits["argmax_agreement"] >= 0.999
     assert "random weights" in (out / "report.md").read_text()
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
-    again = run(["validate", str(out)])
-    assert again.exit_code == 0, again.output
-    assert json.loads((out / "report.json").read_text())["validation"][0]["passed"]
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no temporary folder left
+
+
+def test_svit_without_gates_is_refused(tmp_path):
+    result = run(["build", *TINY, "--method", "svit", "--out", tmp_path / "o"])
+    assert_one_line_error(result, "--gates")
+    assert "--random-gates" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
-def test_failed_validation_exits_1(tmp_path):
-    out = tmp_path / "out"
-    result = run(["build", *TINY, "--hw", "3x4", "--atol", "0", "--rtol", "0", "--out", str(out)])
-    report = json.loads((out / "report.json").read_text())
-    # zero tolerance: float rounding differences between ORT and PyTorch must fail it
+def test_validate_again(built, tmp_path):
+    out = copy_of(built("expedite", *METHOD_FLAGS["expedite"][0]), tmp_path)
+    again = run(["validate", out])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "validation.json").read_text())["validation"][0]["passed"]
+
+
+@pytest.mark.slow
+def test_validate_catches_a_real_mismatch(built, tmp_path):
+    """model.onnx replaced by the unreduced model of the same weights: validate must fail."""
+    out = copy_of(built("expedite", *METHOD_FLAGS["expedite"][0]), tmp_path)
+    shutil.copyfile(built("none") / "model.onnx", out / "model.onnx")
+    result = run(["validate", out, "--rehash"])  # --rehash: past the sha256 check (test_faults)
+    assert result.exit_code == 1, result.output
+    report = json.loads((out / "validation.json").read_text())
     assert not report["validation"][0]["passed"]
-    assert result.exit_code == 1
 
 
 @pytest.mark.parametrize("extra,flag", [(["--method", "pool", "--plugins"], "--plugins"),

@@ -14,17 +14,15 @@ import onnx
 import pytest
 import timm
 import torch
-from click.testing import CliRunner
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from exporter.cli import main
 from exporter.config import ModelSpec
 from exporter.methods import apply_method
 from exporter.models import create_model
 from exporter.presets import resolve
 
-from .helpers import export_and_run, images_for, max_abs, tiny_vit
+from .helpers import export_and_run, images_for, max_abs, run, tiny_vit
 
 _VIT_ARGS = set(inspect.signature(VisionTransformer).parameters)
 
@@ -35,10 +33,6 @@ def vit_test_patch14(pretrained=False, **kwargs):
     kwargs = {k: v for k, v in kwargs.items() if k in _VIT_ARGS}  # drop timm's cache/cfg args
     return VisionTransformer(**{"patch_size": 14, "embed_dim": 32, "depth": 3, "num_heads": 2,
                                 **kwargs})
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 # 70x126 (HxW) -> a 5 x 9 grid: rows and columns differ, so a swap would show.

@@ -7,9 +7,7 @@ differs by ~1e-5 between float32 and float64. The ONNX test compares float32 wit
 
 import copy
 import functools
-import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,21 +122,3 @@ def test_output_restore_needs_a_per_token_head():
     with pytest.raises(InputError, match="not per token"):
         _reduced(model, restore="output")
     assert not _reduced(model).method.restore_at_output
-
-
-@pytest.mark.slow
-def test_cli_build_segmenter(tmp_path):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", "segmenter_tiny", "--img-size", "64x96",
-                                       "--method", "pool", "--hw", "3x4", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"] == {"name": "pool",
-                                "config": {"alpha": 5, "hw": "3x4", "restore": "output"}}
-    assert report["tokens"] == {"full": 24, "reduced": 12}
-    assert report["validation"] and all(v["passed"] for v in report["validation"])
-    assert np.isfinite([o["max_abs"] for v in report["validation"] for o in v["outputs"].values()]).all()

@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from exporter.config import ModelSpec
 from exporter.methods import METHODS, apply_method
 from exporter.models import MODELS
 from exporter.onnx.lint import lint
@@ -22,11 +24,29 @@ def test_every_method_has_a_test_file_and_a_reference():
         assert (TESTS / "reference" / f"{stem}.py").is_file(), f"method {name} has no reference"
 
 
-def test_every_model_family_is_tested():
-    text = (TESTS / "test_models.py").read_text()
-    for name in MODELS:
-        family = name.split("_")[0]
-        assert family in text, f"model {name} is not tested in test_models.py"
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_entry_declares_what_its_builder_makes(name):
+    """An entry's declared defaults (input name and size, classes) are its model's."""
+    entry = MODELS[name]
+    with torch.device("meta"):  # shapes only
+        model = entry.build(ModelSpec(name))
+    assert model.input_name == entry.input_name
+    assert model.num_classes == entry.num_classes
+    if entry.input_size is not None:
+        assert model.layout.image_size == entry.input_size
+    if entry.class_names is not None:
+        assert len(entry.class_names) == entry.num_classes
+
+
+def test_eval_sets_fit_their_models():
+    owners = [(n, e) for n, e in MODELS.items() if e.eval_set is not None]
+    assert owners  # the shipped digits model evaluates on every build
+    for name, entry in owners:
+        images, labels, source = entry.eval_set(2, (32, 32))
+        assert images.shape == (2, 3, 32, 32) and images.dtype == np.float32, name
+        assert labels.shape == (2, 32, 32) and labels.dtype == np.int64, name
+        assert 0 <= labels.min() and labels.max() < entry.num_classes, name
+        assert source and entry.eval_count > 0
 
 
 def _tiny_args(name):

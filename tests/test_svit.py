@@ -7,7 +7,6 @@ compares float32 with float32.
 
 import copy
 import functools
-import json
 import pickle
 
 import pytest
@@ -225,26 +224,3 @@ def test_defaults():
     assert m.config() == {"alpha": 3, "keep_ratio": 0.7, "capacity": 17, "gates": "random"}
     assert m.reduced_tokens() == 17 and sorted(m.gates, key=int) == [str(i) for i in range(3, 12)]
     assert all(isinstance(g, CapacityGate) and g.gate.fc1.out_features == 48 for g in m.gates.values())
-
-
-@pytest.mark.slow
-def test_cli_build_segmenter(tmp_path):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
-    base = ["build", "--model", "segmenter_tiny", "--img-size", "64x96", "--method", "svit"]
-    refused = CliRunner().invoke(main, base + ["--out", str(tmp_path / "no-gates")])
-    assert refused.exit_code == 2
-    lines = refused.output.strip().splitlines()
-    assert lines[-1].startswith("Error: --gates") and "--random-gates" in lines[-1]
-    assert not any("Traceback" in line for line in lines)
-    assert not (tmp_path / "no-gates").exists()
-
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, base + ["--random-gates", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"]["config"]["gates"] == "random"
-    assert report["tokens"] == {"full": 24, "reduced": 17}
-    assert report["validation"] and all(v["passed"] for v in report["validation"])

@@ -2,7 +2,6 @@
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformer
@@ -344,7 +343,7 @@ SWIN_T = ["--model", "swin_tiny_patch4_window7_224"]
      "--window-hw"),
 ])
 def test_cli_bad_swin_input_one_line_exit_2_nothing_written(tmp_path, args, flag):
-    from tests.test_cli import assert_one_line_error, run
+    from tests.helpers import assert_one_line_error, run
 
     out = tmp_path / "out"
     result = run(["build", *args, "--out", str(out)])
@@ -356,7 +355,7 @@ def test_cli_bad_swin_input_one_line_exit_2_nothing_written(tmp_path, args, flag
 def test_cli_build_swin_tiny_expedite_validates(tmp_path):
     import json
 
-    from tests.test_cli import run
+    from tests.helpers import run
 
     out = tmp_path / "out"
     result = run(["build", *SWIN_T, "--method", "expedite", "--stage", "3", "--alpha", "2",

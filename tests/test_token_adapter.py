@@ -1,7 +1,6 @@
 """Token Adapter: the export form equals the literal reference; ONNX, flags and the CLI."""
 
 import copy
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -258,21 +257,3 @@ def test_defaults():
     assert (method.cut, method.restore_after) == (1, 24)
     assert method.reduced_tokens() == 28 * 28  # Table 4: r_h = r_w = 0.3 of 40 x 40
     assert method.ejector.mode == "m-threshold"
-
-
-# ---- CLI -----------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_cli_build_segmenter(tmp_path):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", "segmenter_tiny", "--img-size", "96x128",
-                                       "--method", "token-adapter", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"]["name"] == "token-adapter"
-    assert report["validation"] and all(v["passed"] for v in report["validation"])
-    assert report["tokens"] == {"full": 48, "reduced": 24}  # 6x8 grid -> (6-2) x (8-2)

@@ -3,12 +3,10 @@ matches a float64 reference run of the model; the ONNX graph is clean and ONNX R
 bad flags are refused."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from exporter.errors import InputError
 from exporter.methods import METHODS, all_options, apply_method
@@ -257,19 +255,3 @@ def test_accepted_schedules():
     assert apply_method(model, "tome", {"r": "30"}).method.schedule[0] == 30
     assert apply_method(model, "tome", {"r": "30,15,7,4"}).method.reduced_tokens() == 4
     assert apply_method(model, "tome", {"r": "0,0,3,3", "alpha": "2"}).method.cut == 2
-
-
-# --- end to end -------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_cli_build_segmenter_tiny(tmp_path):
-    from exporter.cli import main
-
-    out = tmp_path / "seg-tome"
-    result = CliRunner().invoke(main, ["build", "--model", "segmenter_tiny", "--img-size", "64x96",
-                                       "--method", "tome", "--r", "2", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert report["method"]["name"] == "tome"
-    assert report["method"]["config"]["r"] == [2] * 11 + [1]
-    assert report["validation"] and all(v["passed"] for v in report["validation"])

@@ -9,8 +9,7 @@ from click.testing import CliRunner
 from exporter.cli import main
 from exporter.errors import InputError
 from exporter.trt.engine import EngineSettings, shapes_of, tensorrt_version, trtexec_command
-
-TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
+from tests.helpers import TINY
 
 
 def test_trtexec_command_has_plugins_and_profile():
