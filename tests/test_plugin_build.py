@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .toolchain import NVCC, tensorrt_include
+from .toolchain import NVCC, cuda_include, tensorrt_include
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -93,3 +93,46 @@ def test_gpu_check_script_says_there_is_no_gpu(tmp_path):
     assert result.returncode == 1
     assert result.stdout.strip().splitlines()[-1].startswith("FAIL")
     assert "nvcc" in result.stdout or "no GPU" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(tensorrt_include() is None,
+                    reason="TensorRT headers not found (set TensorRT_ROOT to a TensorRT with include/)")
+def test_plugin_entry_points_behave_as_specified(cuda_build, tmp_path):
+    """The creators and plugins as a builder calls them, without TensorRT: a stand-in registry
+    (tests/native/plugin_behaviour.cpp) receives the creators the library registers."""
+    exe = tmp_path / "behaviour"
+    sources = [ROOT / "tests" / "native" / "plugin_behaviour.cpp",
+               PLUGINS / "dpc_select" / "dpcSelectPlugin.cpp",
+               PLUGINS / "topk_masked_reconstruct" / "topkMaskedReconstructPlugin.cpp"]
+    cuda = cuda_include()
+    subprocess.run(["g++", "-std=c++17", "-Wno-deprecated-declarations", "-isystem",
+                    str(tensorrt_include()), f"-I{cuda}", *map(str, sources),
+                    str(cuda_build / "libvitexport_kernels.a"), f"-L{cuda.parent / 'lib64'}",
+                    "-lcudart", "-o", str(exe)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # names, versions and attribute types (5 = kINT32, 1 = kFLOAT32) as in the YAML specs
+    assert "DPCSelect version 1 namespace '' fields: clusters:5 knn:5\n" in out
+    assert "TopKMaskedReconstruct version 1 namespace '' fields: k:5 tau:1 norm:5 has_mask:5\n" in out
+    for line in ["create defaults: clusters=400.000000 knn=1.000000",
+                 "create int64: clusters=8.000000 knn=2.000000",
+                 "create clusters 3840: clusters=3840.000000", "create clusters 3841: refused",
+                 "create knn float: refused", "create clusters list: refused",
+                 "create float64 tau: k=6.000000 tau=0.500000 norm=1.000000 has_mask=1.000000",
+                 "create k 1025: refused", "create tau 0: refused", "create norm 2: refused",
+                 # z float, neighbours int32, weights float -> centers, assignment int32
+                 "types float int32 float: 0 3 3", "types half int32 float: -1",
+                 "formats (float half int32 bool per position): 1000 0010 1000 0010 0010 chw32:0",
+                 "shapes valid: configurePlugin 0 onShapeChange 0 workspace",
+                 "shapes M = N: configurePlugin -1 onShapeChange -1",
+                 "shapes knn > lambda: configurePlugin -1",
+                 # the mask is bool and only an input when has_mask = 1
+                 "formats (float half int32 bool per position): 1000 1000 1000 0001 1000 chw32:0",
+                 "shapes largest M: configurePlugin 0", "shapes shared memory: configurePlugin -1",
+                 "shapes mask wrong: configurePlugin -1"]:
+        assert line in out, line
+    # a refused shape is refused by enqueue too, never launched
+    assert all(" enqueue -1" in line for line in out.splitlines() if "configurePlugin -1" in line)
+    assert "[TensorRT plugin] DPCSelect::createPlugin: clusters = 3841 is out of range: allowed 1..3840" in result.stderr

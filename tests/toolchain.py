@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.doctor import tensorrt_headers as tensorrt_include  # noqa: F401 - used by the tests
 from exporter.onnx.plugin_ops import ort_extensions_available
 
 NVCC = shutil.which("nvcc")
@@ -19,15 +20,6 @@ WRAPPER_SKIP_REASON = ("TensorRT headers (set TensorRT_ROOT to a TensorRT with i
 # Where a plugin graph runs on the CPU: the reference op, and ONNX Runtime's custom-op library.
 BACKENDS = ["reference", pytest.param("ort", marks=pytest.mark.skipif(
     not ort_extensions_available(), reason="onnxruntime-extensions is not installed"))]
-
-
-def tensorrt_include() -> Path | None:
-    roots = [os.environ.get("TensorRT_ROOT"), "/usr", "/usr/local/tensorrt", "/opt/tensorrt"]
-    for root in filter(None, roots):
-        for sub in ("include", "include/x86_64-linux-gnu"):
-            if (Path(root) / sub / "NvInferRuntime.h").is_file():
-                return Path(root) / sub
-    return None
 
 
 def cuda_include() -> Path | None:
