@@ -220,7 +220,7 @@ def engine_steps(folder: Path, report: dict, settings: BuildSettings, facts: dic
         missing = ("TensorRT is not installed", INSTALL_TRT)
     if missing:
         return [Step(f"engine {name}", "skipped", *missing) for _, name, _ in ENGINES] + [
-            Step("timing", "skipped", "no engine was built", missing[1])]
+            Step("timing", "skipped", f"no engine was built: {missing[0]}", missing[1])]
     shape = tuple(report["model"]["input_shape"])
     profile = shapes_of(shape, settings.dynamic_batch)
     reduced = patched_model(settings)
