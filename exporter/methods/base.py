@@ -125,6 +125,13 @@ class TokenMethod(nn.Module):
         """`assignment` from the tokens that reach the cut, x [B, P + N, C]."""
         return None
 
+    def decisions(self) -> tuple[str, ...]:
+        """Names of the discrete choices (top-k, argmax, selection indices) this method makes,
+        as its token ops pass them to `ops.decisions.decide`; validation compares them
+        between the reference and a runtime. By default those of the ops it holds."""
+        names = (n for m in self.modules() for n in getattr(m, "decision_names", ()))
+        return tuple(dict.fromkeys(names))
+
     def block_forward(self, block: nn.Module, x: torch.Tensor, state: Any) -> torch.Tensor:
         """One block on the current tokens (`state` is None before the cut)."""
         return block(x)

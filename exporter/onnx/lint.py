@@ -127,11 +127,11 @@ def lint_folder(folder, artifacts: dict) -> dict[str, list[Finding]]:
     """Findings for every ONNX artifact of an output folder, keyed by file name."""
     from pathlib import Path
 
-    from .plugin_ops import DPC_SELECT, TOPK_RECONSTRUCT
+    from .plugins import plugin_names
 
     out = {}
     for key, name in artifacts.items():
         if name.endswith(".onnx"):
             proto = onnx.load(str(Path(folder) / name), load_external_data=False)
-            out[name] = lint(proto, plugins=(TOPK_RECONSTRUCT, DPC_SELECT) if key == "onnx_plugins" else ())
+            out[name] = lint(proto, plugins=plugin_names() if key == "onnx_plugins" else ())
     return out

@@ -189,13 +189,14 @@ def _with_mask_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def ort_session(model: onnx.ModelProto):
-    """An ONNX Runtime CPU session that runs the plugin nodes with their Python implementation."""
+def ort_session(model: onnx.ModelProto, options=None):
+    """An ONNX Runtime CPU session that runs the plugin nodes with their Python implementation
+    (`options`: SessionOptions to start from, e.g. threads or graph optimisation level)."""
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 
     _register_ort_ops()
-    options = ort.SessionOptions()
+    options = options or ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
     return ort.InferenceSession(_with_mask_inputs(model).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])

@@ -36,17 +36,28 @@ from __future__ import annotations
 
 import ast
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .plugin_ops import DPC_SELECT, NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT
+from ..ops.density_peaks import DensityPeaksSelection
+from ..ops.reconstruction import ReconstructionWeights, TokenReconstruction
+from .plugin_ops import (DPC_SELECT, NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT,
+                         dpc_select, topk_masked_reconstruct)
 
-RECONSTRUCTION_CLASS = "exporter.ops.reconstruction.TokenReconstruction"
-SELECTION_CLASS = "exporter.ops.density_peaks.DensityPeaksSelection"
+
+def class_path(cls: type) -> str:
+    """The name under which the exporter's metadata lists a module class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+RECONSTRUCTION_CLASS = class_path(TokenReconstruction)
+WEIGHTS_CLASS = class_path(ReconstructionWeights)
+SELECTION_CLASS = class_path(DensityPeaksSelection)
 HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
-SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 SCORE_SEARCH_DEPTH = 6  # nodes between the score MatMul and the TopK (Sub, Where, casts)
 
 
@@ -65,11 +76,19 @@ def _metadata(node: onnx.NodeProto, key: str) -> list[str]:
     return []
 
 
-def reconstruction_node_names(model: onnx.ModelProto) -> set[str]:
-    """Names of the nodes exported from a TokenReconstruction forward (module metadata)."""
+def module_node_names(model: onnx.ModelProto, cls: type, exclude: type | None = None) -> set[str]:
+    """Names of the nodes exported from a forward of module class `cls` (module metadata),
+    without those of its submodule class `exclude`."""
+    path, skip = class_path(cls), class_path(exclude) if exclude else None
     return {n.name for n in model.graph.node
-            if RECONSTRUCTION_CLASS in _metadata(n, HIERARCHY_KEY)
-            or any(s.endswith("method.reconstruction") for s in _metadata(n, SCOPES_KEY))}
+            if path in (h := _metadata(n, HIERARCHY_KEY)) and (skip is None or skip not in h)}
+
+
+def reconstruction_node_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the nodes that apply a TokenReconstruction (its gather-and-sum). The weights
+    (ReconstructionWeights) are left out: several applications share them (DPT's taps), and
+    they would join the applications into one group."""
+    return module_node_names(model, TokenReconstruction, exclude=ReconstructionWeights)
 
 
 def _groups(nodes: list[gs.Node]) -> list[list[gs.Node]]:
@@ -90,6 +109,28 @@ def _groups(nodes: list[gs.Node]) -> list[list[gs.Node]]:
                 if id(other) in members and id(other) not in seen:
                     seen.add(id(other))
                     queue.append(other)
+        groups.append(group)
+    return groups
+
+
+def _groups_by_output(nodes: list[gs.Node], graph: gs.Graph) -> list[list[gs.Node]]:
+    """One group per tensor that leaves `nodes` (one per application of the module): the
+    nodes it depends on. Applications may share nodes (the exporter merges their common
+    index arithmetic), so groups may overlap."""
+    members = {id(n) for n in nodes}
+    leaving = [t for n in nodes for t in n.outputs
+               if t in graph.outputs or any(id(c) not in members for c in t.outputs)]
+    groups = []
+    for out in leaving:
+        group, seen, queue = [], set(), deque([out.inputs[0]])
+        while queue:
+            node = queue.popleft()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            group.append(node)
+            queue.extend(p for t in node.inputs if (p := _producer(t)) is not None
+                         and id(p) in members)
         groups.append(group)
     return groups
 
@@ -168,7 +209,9 @@ def _score_operands(score: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
                              f"nodes before the reconstruction TopK (input {score.name})")
 
 
-def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Node:
+def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int,
+                   scope: set[int]) -> gs.Node:
+    """`scope`: ids of every application's nodes (a group's output leaves them all)."""
     members = {id(n) for n in group}
     outside_inputs = []
     for node in group:
@@ -191,7 +234,7 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Nod
                                  f"found {[t.name for t in values]}")
     values = values[0]
     outputs = [t for n in group for t in n.outputs
-               if t in graph.outputs or any(id(c) not in members for c in t.outputs)]
+               if t in graph.outputs or any(id(c) not in scope for c in t.outputs)]
     if len(outputs) != 1:
         raise PluginSurgeryError(f"reconstruction group {number}: expected one output, "
                                  f"found {[t.name for t in outputs]}")
@@ -241,12 +284,17 @@ def _export_with_plugin_domain(graph: gs.Graph, model: onnx.ModelProto) -> onnx.
     return result
 
 
-def _replace_groups(model: onnx.ModelProto, names: set[str], replace) -> onnx.ModelProto:
-    """A copy of `model` where each connected group of the `names` nodes (one per call of the
-    module) is replaced by `replace(graph, group, number)`."""
+def _replace_groups(model: onnx.ModelProto, names: set[str], replace,
+                    by_output: bool = False) -> onnx.ModelProto:
+    """A copy of `model` where each group of the `names` nodes (one per call of the module:
+    connected components, or with `by_output` the nodes behind each output) is replaced by
+    `replace(graph, group, number)`."""
     graph = gs.import_onnx(model)
-    for number, group in enumerate(_groups([n for n in graph.nodes if n.name in names])):
-        replace(graph, group, number)
+    nodes = [n for n in graph.nodes if n.name in names]
+    groups = _groups_by_output(nodes, graph) if by_output else _groups(nodes)
+    scope = {id(n) for n in nodes}
+    for number, group in enumerate(groups):
+        replace(graph, group, number, scope)
     return _export_with_plugin_domain(graph, model)
 
 
@@ -258,18 +306,16 @@ def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     names = reconstruction_node_names(model)
     if not names:
-        raise PluginSurgeryError("no node of exporter.ops.reconstruction.TokenReconstruction in the "
-                                 "graph (was it exported with --method expedite, and the metadata kept?)")
-    return _replace_groups(model, names, _replace_group)
+        raise PluginSurgeryError(f"no node of {RECONSTRUCTION_CLASS} in the graph (was it exported "
+                                 "with --method expedite, and the metadata kept?)")
+    return _replace_groups(model, names, _replace_group, by_output=True)
 
 
 # ---- DPCSelect -------------------------------------------------------------------------------------
 
 def selection_node_names(model: onnx.ModelProto) -> set[str]:
     """Names of the nodes exported from a DensityPeaksSelection forward (module metadata)."""
-    return {n.name for n in model.graph.node
-            if SELECTION_CLASS in _metadata(n, HIERARCHY_KEY)
-            or any(s.endswith("method.selection") for s in _metadata(n, SCOPES_KEY))}
+    return module_node_names(model, DensityPeaksSelection)
 
 
 def _topk_k(node: gs.Node) -> int:
@@ -315,7 +361,8 @@ def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray
     return np.asarray(tables[0])
 
 
-def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int) -> gs.Node:
+def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int,
+                       scope: set[int]) -> gs.Node:
     members = {id(n) for n in group}
     inputs = []
     for node in group:
@@ -413,9 +460,41 @@ def use_dpc_select_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     return _replace_groups(model, names, _replace_selection)
 
 
-# (finder of the subgraph, surgery) per plugin, in the order they are applied.
-PLUGIN_SURGERIES = ((reconstruction_node_names, use_topk_reconstruct_plugin),
-                    (selection_node_names, use_dpc_select_plugin))
+@dataclass(frozen=True)
+class Plugin:
+    """Everything the Python side knows of one TensorRT plugin."""
+
+    name: str  # op_type of the node (and the plugin creator's name)
+    attributes: tuple[str, ...]  # node attributes besides plugin_version/plugin_namespace
+    cpu: Callable  # its CPU implementation (plugin_ops), run by ONNX Runtime or the evaluator
+    module: type  # the PyTorch module whose exported subgraph the node replaces
+    find: Callable[[onnx.ModelProto], set[str]]  # names of that subgraph's nodes
+    surgery: Callable[[onnx.ModelProto], onnx.ModelProto]  # the graph with the node in its place
+    methods: tuple[str, ...]  # the --method values whose graphs hold the module
+
+
+# In the order they are applied.
+PLUGINS = (
+    Plugin(TOPK_RECONSTRUCT, ("k", "tau", "norm", "has_mask"), topk_masked_reconstruct,
+           TokenReconstruction, reconstruction_node_names, use_topk_reconstruct_plugin,
+           ("expedite",)),
+    Plugin(DPC_SELECT, ("clusters", "knn"), dpc_select, DensityPeaksSelection,
+           selection_node_names, use_dpc_select_plugin, ("ailurus",)),
+)
+PLUGIN_SURGERIES = tuple((p.find, p.surgery) for p in PLUGINS)
+
+
+def plugin_names() -> tuple[str, ...]:
+    """op_types a plugin graph may hold (the lint's allowed custom ops)."""
+    return tuple(p.name for p in PLUGINS)
+
+
+def plugin_methods() -> tuple[str, ...]:
+    """The methods whose graphs have a subgraph that a plugin replaces (`--plugins`)."""
+    return tuple(m for p in PLUGINS for m in p.methods)
+
+
+PLUGIN_METHODS = plugin_methods()
 
 
 def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.ModelProto:
@@ -425,9 +504,9 @@ def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.Model
         PluginSurgeryError: none of the plugins' subgraphs is in the graph (`method` is named).
     """
     applied = False
-    for find, surgery in PLUGIN_SURGERIES:
-        if find(model):
-            model = surgery(model)
+    for plugin in PLUGINS:
+        if plugin.find(model):
+            model = plugin.surgery(model)
             applied = True
     if not applied:
         raise PluginSurgeryError(f"no subgraph that a TensorRT plugin replaces in the graph"

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .decisions import decide, top_margin
+
 # Score of protected tokens: below any cosine (>= -1), finite in float16 (unlike 1e16 or inf).
 MASKED_SCORE = -1.0e4
 # Floor of a metric vector's norm: keeps an all-zero key from dividing by zero.
@@ -47,6 +49,8 @@ class MergePlan(NamedTuple):
 
 class BipartiteSoftMatching(nn.Module):
     """One ToMe merge of `num_tokens` tokens (prefix included) down to `num_tokens - r`."""
+
+    decision_names = ("tome.match",)
 
     def __init__(self, num_tokens: int, r: int, num_prefix: int):
         super().__init__()
@@ -81,7 +85,8 @@ class BipartiteSoftMatching(nn.Module):
         scores = torch.matmul(m[:, 0::2], m[:, 1::2].transpose(1, 2))  # cosine, [B, n_a, n_b]
         scores = torch.where(self.b_protected.view(1, 1, -1), MASKED_SCORE, scores)
         best = scores.amax(dim=2)
-        match = scores.argmax(dim=2)  # first maximum: ties go to the lower B index
+        # first maximum: ties go to the lower B index
+        match = decide("tome.match", scores.argmax(dim=2), top_margin(scores))
         best = torch.where(self.a_protected.view(1, -1), MASKED_SCORE, best)
         # Rank of each A token by (best score descending, index ascending), by counting the
         # tokens ahead of it: exact, identical in every runtime, and free of TopK's K limit.

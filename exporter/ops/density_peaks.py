@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .decisions import decide, top_margin
 from .distance import squared_distance
 
 # TensorRT's largest TopK K.
@@ -112,6 +113,7 @@ class DensityPeaksSelection(nn.Module):
     """
 
     output_names = ("centers", "assignment")
+    decision_names = ("selection.centers", "selection.assignment")
 
     def __init__(self, grid: tuple[int, int], clusters: int, neighbours: int,
                  spatial_alpha: float, knn: int):
@@ -140,7 +142,11 @@ class DensityPeaksSelection(nn.Module):
         B, N, C = z.shape
         w, _, score = self.scores(z)
         is_center, centers = select_top(score, self.clusters)
-        slot = is_center.float().cumsum(1) - 1.0  # centers ascend by index: slot = rank
+        chosen = decide("selection.centers", centers, top_margin(score))
+        if chosen is not centers:  # validation imposes the runtime's centers
+            centers = chosen
+            is_center = torch.zeros_like(is_center).scatter(1, centers, True)
+        slot = rank = is_center.float().cumsum(1) - 1.0  # centers ascend by index: slot = rank
         # Nearest center among the spatial neighbours, under sigma * s.
         neighbour_is_center = is_center[:, self.neighbours]
         best = torch.where(neighbour_is_center, w, NOT_A_CANDIDATE).argmin(-1, keepdim=True)
@@ -151,7 +157,16 @@ class DensityPeaksSelection(nn.Module):
         via_any = squared_distance(z, center_feats).argmin(-1).float()
         slot = torch.where(is_center, slot,
                            torch.where(neighbour_is_center.any(-1), via_neighbour, via_any))
-        return centers, slot.long()
+
+        def costs():  # [B, N, M]: what each token pays to join each cluster (inf: no candidate)
+            own = torch.full((B, N, self.clusters), float("inf"), dtype=torch.float64)
+            near = torch.where(neighbour_is_center, w, float("inf")).double()
+            slots = rank[:, self.neighbours].long().clamp(0, self.clusters - 1)
+            own = own.scatter_reduce(2, slots, near, "amin")
+            plain = squared_distance(z, center_feats).double().sqrt()
+            return torch.where(neighbour_is_center.any(-1, keepdim=True), own, plain)
+
+        return centers, decide("selection.assignment", slot.long(), top_margin(costs, False))
 
 
 def merge_clusters(z: torch.Tensor, assignment: torch.Tensor,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .clustering import LOWEST, WEIGHT_FLOOR
+from .decisions import decide, top_margin
 from .grid import window_mask
 
 class ReconstructionWeights(nn.Module):
@@ -14,6 +15,8 @@ class ReconstructionWeights(nn.Module):
     A module of its own so that its nodes carry their own scope in the exported graph (the
     benchmark tells token operations apart by scope).
     """
+
+    decision_names = ("reconstruction.index",)
 
     def __init__(self, k: int, tau: float, norm: str = "sum", window: torch.Tensor | None = None):
         super().__init__()
@@ -31,9 +34,14 @@ class ReconstructionWeights(nn.Module):
         if self.allowed is not None:
             s = torch.where(self.allowed, s, LOWEST)
         near, index = torch.topk(s, self.k, dim=2, largest=True, sorted=True)
+        shift = near[..., :1]
+        chosen = decide("reconstruction.index", index, top_margin(s))
+        if chosen is not index:  # validation imposes the runtime's clusters: their scores
+            index, near = chosen, s.gather(2, chosen)
+            shift = near.amax(-1, keepdim=True)
         # exp(-(d - d_min)/tau) = exp((s - s_max)/tau): both normalisations cancel the common
         # factor exp(-d_min/tau), and the shift keeps the weights from underflowing to zero.
-        w = torch.exp((near - near[..., :1]) / self.tau)
+        w = torch.exp((near - shift) / self.tau)
         if self.norm == "sum":
             w = w / w.sum(-1, keepdim=True).clamp_min(WEIGHT_FLOOR)
         else:

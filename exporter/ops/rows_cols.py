@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decisions import decide, top_margin
+
 # Cosine similarity lies in [-1, 1]; non-representative columns get a value below it.
 MASKED_SIMILARITY = -4.0
 EPS = 1e-12  # F.normalize's floor for a zero token
@@ -70,6 +72,8 @@ class RowColInjector(nn.Module):
     ejection state). Runs in float32.
     """
 
+    decision_names = ("adapter.best_rep",)
+
     def __init__(self, grid: tuple[int, int], rows_ratio: float, cols_ratio: float,
                  unique_ratio: float):
         super().__init__()
@@ -113,7 +117,8 @@ class RowColInjector(nn.Module):
         zn = F.normalize(z, dim=2, eps=EPS)
         kept_n = torch.gather(zn, 1, flat.unsqueeze(2).expand(B, M, C))
         sim = torch.matmul(zn, kept_n.transpose(1, 2))  # [B, N, M] cosine similarity
-        best_rep = torch.where(representative.unsqueeze(1), sim, MASKED_SIMILARITY).argmax(2)
+        rep_sim = torch.where(representative.unsqueeze(1), sim, MASKED_SIMILARITY)
+        best_rep = decide("adapter.best_rep", rep_sim.argmax(2), top_margin(rep_sim))
         slot_r = torch.cumsum(kept_r.long(), 1) - 1
         slot_c = torch.cumsum(kept_c.long(), 1) - 1
         own_slot = (slot_r.unsqueeze(2) * k_w + slot_c.unsqueeze(1)).reshape(B, N)
@@ -137,6 +142,8 @@ class RowColEjector(nn.Module):
       original token is >= threshold, averaged with equal weights.
     """
 
+    decision_names = ("adapter.eject_best",)
+
     def __init__(self, mode: str = "m-threshold", threshold: float = 0.9):
         super().__init__()
         if mode not in ("max", "m-threshold"):
@@ -147,7 +154,8 @@ class RowColEjector(nn.Module):
         """zn: L2-normalised originals [B, N, C]; merged [B, M, C] -> best index [B, N] (max)
         or averaging weights [B, N, M] (m-threshold)."""
         sim = torch.matmul(zn, F.normalize(merged.float(), dim=2, eps=EPS).transpose(1, 2))
-        best = sim.argmax(2)  # first index on ties, in PyTorch and ONNX ArgMax alike
+        # first index on ties, in PyTorch and ONNX ArgMax alike
+        best = decide("adapter.eject_best", sim.argmax(2), top_margin(sim))
         if self.mode == "max":
             return best
         M = merged.shape[1]

@@ -1,0 +1,49 @@
+"""`--plugins` on every model family: the plugin graph of each method that has a plugin
+equals its portable graph, on tiny configurations of each family."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from exporter.methods import apply_method
+from exporter.onnx.export import export_onnx
+from exporter.onnx.plugin_ops import PLUGIN_DOMAIN, run_plugin_graph
+from exporter.onnx.plugins import PLUGINS, plugin_methods, use_plugins
+
+from .helpers import images_for, max_abs, tiny_segmenter, tiny_vit
+from .test_dpt import tiny_dpt
+
+# family -> a tiny model; the 32x32 ViT grid has a neighbour table (1024 x 50) large enough
+# that the exporter keeps it as one initializer behind an Unsqueeze, as in the default model.
+MODELS = {
+    "vit-32x32": lambda: tiny_vit(grid=(32, 32), depth=2, dim=16),
+    "dpt": tiny_dpt,  # four taps: one reconstruction per tap, sharing their weights
+    "segmenter": lambda: tiny_segmenter(img=(64, 96)),
+}
+CASES = [(family, method) for family in MODELS for method in plugin_methods()]
+
+
+@pytest.mark.parametrize("family,method", CASES)
+def test_plugin_graph_equals_portable_graph(tmp_path, family, method):
+    reduced = apply_method(MODELS[family](), method, {})
+    images = images_for(reduced.model, batch=1)
+    proto = export_onnx(reduced, tmp_path / "model.onnx", tuple(images.shape))
+    portable = ort.InferenceSession(str(tmp_path / "model.onnx"),
+                                    providers=["CPUExecutionProvider"])
+    expected = portable.run(None, {"images": images.numpy()})
+    plugin = use_plugins(proto, method)
+    ops = [n.op_type for n in plugin.graph.node if n.domain == PLUGIN_DOMAIN]
+    record = next(p for p in PLUGINS if method in p.methods)
+    assert ops and set(ops) == {record.name}
+    got = run_plugin_graph(plugin, {"images": images.numpy()})
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape and max_abs(a, b) <= 1e-5 * max(1.0, np.abs(b).max())
+
+
+def test_plugin_record_finds_modules_by_their_class():
+    """The finder names the module class as the exporter's metadata does; renaming or moving
+    the class moves the finder with it."""
+    for plugin in PLUGINS:
+        path = f"{plugin.module.__module__}.{plugin.module.__qualname__}"
+        assert path.startswith("exporter.ops.")
+        assert plugin.cpu.__module__ == "exporter.onnx.plugin_ops"
