@@ -6,15 +6,18 @@ exporter.timing, the one timing and profiling path.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+from .folder import file_hashes, read_folder, write_report
+from .methods import METHODS
+from .onnx.export import export_onnx
+from .reference import patched_model
 from .timing import compare, count_gflops, token_ops_share
 
 
 def baseline_settings(settings):
     """The same build with `--method none`."""
-    from dataclasses import replace
-
     return replace(settings, method="none", method_args={})
 
 
@@ -22,10 +25,6 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
                    progress=lambda text: None) -> Path:
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
     kept; recorded in the report's artifacts and hashes."""
-    from .reference import patched_model
-    from .onnx.export import export_onnx
-    from .report import file_hashes
-
     path = Path(folder) / f"{name}.onnx"
     if not path.is_file():
         progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
@@ -52,10 +51,6 @@ def export_baseline(folder: Path, settings, shape, report: dict, baseline=None,
 
 def authors_settings(settings):
     """The same build with the method's own flags for the authors' formulation, or None."""
-    from dataclasses import replace
-
-    from .methods import METHODS
-
     form = getattr(METHODS.get(settings.method), "authors_form", None)
     if not form or all(settings.method_args.get(k) == v for k, v in form.items()):
         return None
@@ -70,10 +65,6 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
     has an authors' formulation that differs from the build's (Expedite's dense clustering), it
     is exported into OUT/authors_form.onnx and timed and profiled in the same run.
     """
-    from .build import read_folder
-    from .reference import patched_model
-    from .report import write_report
-
     report, settings = read_folder(out)
     out = Path(out)
     shape = tuple(report["model"]["input_shape"])

@@ -8,6 +8,7 @@ attention has no bias table to resize, and vitexport has no SwinV2 adapter.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .config import ModelSpec
@@ -97,3 +98,25 @@ def resolve(preset: str | None, model: ModelSpec, method: str | None,
                      model.num_classes if model.num_classes is not None else
                      (p.num_classes if not model.name else None))
     return spec, chosen, {**method_defaults(spec.name, chosen), **args}
+
+
+@contextmanager
+def named_preset(preset: str | None, model: ModelSpec, method: str | None, method_args: dict):
+    """Re-raise an InputError about a value the preset supplied (not typed by the user) with the
+    preset named, so the user learns where the value came from."""
+    try:
+        yield
+    except InputError as err:
+        p = PRESETS.get(preset) if preset else None
+        if p is None:
+            raise
+        supplied = {f"--{k.replace('_', '-')}" for k in p.args
+                    if k not in method_args and (method or p.method) == p.method}
+        if model.img_size is None and not model.name:
+            supplied.add("--img-size")
+        if err.flag not in supplied:
+            raise
+        raise InputError(err.flag, err.value, err.allowed,
+                         f"set by --preset {preset} (made for --model {p.model}); "
+                         f"{err.reason + '; ' if err.reason else ''}override it with "
+                         f"{err.flag} or drop --preset") from None

@@ -30,12 +30,17 @@ def eval_set(settings: BuildSettings, model) -> EvalSet | None:
     if settings.eval_data is None and entry.eval_set is None:
         if settings.eval_count is not None:
             owners = " or ".join(f"--model {m}" for m, e in MODELS.items() if e.eval_set)
-            raise InputError("--eval-count", settings.eval_count,
-                             f"only with --eval-data FILE or {owners}")
+            raise InputError(
+                "--eval-count", settings.eval_count, f"only with --eval-data FILE or {owners}"
+            )
         return None
     if model.output_kind != "segmentation":
-        raise InputError("--eval-data", settings.eval_data, "only with segmentation models",
-                         f"{name} predicts {model.output_kind}")
+        raise InputError(
+            "--eval-data",
+            settings.eval_data,
+            "only with segmentation models",
+            f"{name} predicts {model.output_kind}",
+        )
     size = model.layout.image_size
     if settings.eval_data is not None:
         return load_eval_set(settings.eval_data, model.num_classes, size, settings.eval_count)
@@ -43,6 +48,6 @@ def eval_set(settings: BuildSettings, model) -> EvalSet | None:
     if count < 1:
         raise InputError("--eval-count", count, "an integer >= 1")
     images, labels, source = entry.eval_set(count, size)
-    return check_eval_set(images, labels, model.num_classes, size, None,
-                          f"{source} ({count} images)")
-
+    return check_eval_set(
+        images, labels, model.num_classes, size, None, f"{source} ({count} images)"
+    )

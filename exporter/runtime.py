@@ -61,8 +61,9 @@ def plugin_graph_runner(path: Path, name: str) -> BaseRunner:
     outputs = [o.name for o in proto.graph.output]
     image = proto.graph.input[0]
     shape = [d.dim_value for d in image.type.tensor_type.shape.dim]
-    return FunctionRunner(lambda feeds: run_plugin_graph(proto, feeds, "reference"), image.name,
-                          shape, outputs, name)
+    return FunctionRunner(
+        lambda feeds: run_plugin_graph(proto, feeds, "reference"), image.name, shape, outputs, name
+    )
 
 
 def half_precision_runner(path: Path, input_shape, output_names, name: str) -> BaseRunner:

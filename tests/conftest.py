@@ -24,4 +24,3 @@ def built(tmp_path_factory):
         return folders[key]
 
     return build
-

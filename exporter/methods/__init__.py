@@ -61,5 +61,14 @@ def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
     return ReducedModel(model, build(model, args)).eval()
 
 
-__all__ = ["METHODS", "MethodSpec", "Option", "ReducedModel", "TokenMethod", "all_options",
-           "apply_method", "get_method", "register"]
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "Option",
+    "ReducedModel",
+    "TokenMethod",
+    "all_options",
+    "apply_method",
+    "get_method",
+    "register",
+]

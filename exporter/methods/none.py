@@ -12,5 +12,4 @@ def build(model: DenseModel, args: dict) -> NoReduction:
     return NoReduction(model.layout)
 
 
-SPEC = MethodSpec("none", "the unmodified model (baseline)", (),
-                  {"vit": build, "swin": build})
+SPEC = MethodSpec("none", "the unmodified model (baseline)", (), {"vit": build, "swin": build})

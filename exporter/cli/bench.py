@@ -1,0 +1,55 @@
+"""`vitexport bench OUT`: a build timed against its `--method none` baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import _progress, _verified, main
+from ..bench import bench_folder
+from ..errors import InputError
+from ..report import format_bench
+from .options import REHASH
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--runs",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Timed runs of each model, interleaved.",
+)
+@click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    hidden=True,
+    help="Moved: `vitexport sweep --model NAME`.",
+)
+@REHASH
+def bench(out, runs, warmup, threads, model_name, rehash):
+    """Time a build against its --method none baseline side by side (OUT: an output folder);
+    `vitexport sweep` times every method on a model."""
+    if model_name is not None:
+        raise InputError(
+            "--model",
+            model_name,
+            "OUT, an output folder of `vitexport build`",
+            "every method on a model is now `vitexport sweep --model NAME`",
+        )
+    if out is None:
+        raise InputError("OUT", "(none)", "an output folder of `vitexport build`")
+    _verified(out, rehash)
+    report = bench_folder(out, runs, warmup, threads, progress=_progress)
+    click.echo(format_bench(report["bench"]))
+    click.echo(f"report: {Path(out) / 'report.md'}")

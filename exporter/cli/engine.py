@@ -1,0 +1,39 @@
+"""`vitexport engine OUT`: the TensorRT engine of an output folder, built and validated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import _echo_err, _Held, _print_summary, main
+from ..build import engine_for_folder, passed
+from .options import ENGINE, REHASH
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@ENGINE
+@REHASH
+def engine(out, engine_options, rehash):
+    """Build the TensorRT engine of an output folder and validate it (exit 2 when no engine
+    could be built; build_engine.sh is written either way)."""
+    e = engine_options
+    report = engine_for_folder(
+        out,
+        e["precision"],
+        e["workspace_mib"],
+        e["opt_level"],
+        e["plugin_library"],
+        progress=_Held(),
+        rehash=rehash,
+    )
+    if report["engine"]["built"]:
+        _print_summary(report, out)
+        sys.exit(0 if passed(report) else 1)
+    _echo_err(
+        f"Error: no engine built ({report['engine'].get('skipped', 'unknown reason')}); "
+        f"build_engine.sh written in {out}"
+    )
+    sys.exit(2)

@@ -1,0 +1,31 @@
+"""`vitexport lint OUT`: an output folder's ONNX files against the export rules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import main
+from ..build import lint_existing
+from .options import REHASH
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@REHASH
+def lint(out, rehash):
+    """Check an output folder's ONNX files against the export rules and TensorRT's parser.
+    The findings go to OUT/lint.json; report.json stays as the build wrote it."""
+    report = lint_existing(out, rehash)
+    for f in report["lint"]:
+        click.echo(
+            f"{f['artifact']}: {f['severity']}: {f['op']} in '{f['module']}': {f['message']}"
+        )
+    errors = [f for f in report["lint"] if f["severity"] == "error"]
+    click.echo(
+        f"{len(errors)} errors, {len(report['lint']) - len(errors)} warnings "
+        f"in {', '.join(n for n in report['artifacts'].values() if n.endswith('.onnx'))}"
+    )
+    sys.exit(1 if errors else 0)

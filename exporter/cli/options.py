@@ -1,0 +1,170 @@
+"""Flags that several commands share, each group declared once. A group hands its command one
+typed value (a `ModelSpec`, the method's flags, the engine options) instead of one parameter
+per flag, as polygraphy's argument groups do."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import click
+
+from ..config import ModelSpec, parse_pair
+from ..methods import all_options
+
+
+def option_group(name: str, options: list, collect):
+    """A decorator adding `options` ([(parameter, click.option(...))], in help order) to a
+    command and passing it `name=collect(**their values)` instead of the parameters."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def command(*args, **kwargs):
+            kwargs[name] = collect(**{key: kwargs.pop(key) for key, _ in options})
+            return func(*args, **kwargs)
+
+        for _, option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+class _Tolerance(click.FloatRange):
+    """A finite number > 0 (NaN compares false with every bound, so FloatRange alone lets it in)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return rv
+
+
+TOLERANCE = _Tolerance(min=0, min_open=True, max=1e6)
+SEED = click.IntRange(0, 2**32 - 1)
+REHASH = click.option(
+    "--rehash",
+    is_flag=True,
+    help="Accept the folder's files as they are now and record their sha256 "
+    "(by default a file that differs from report.json is refused).",
+)
+
+
+def _model_spec(model_name, checkpoint, img_size, num_classes) -> ModelSpec:
+    size = parse_pair("--img-size", img_size) if img_size is not None else None
+    return ModelSpec(model_name, checkpoint, size, num_classes)
+
+
+# -> model: ModelSpec (None where the flag was not given: the preset's or the model's default)
+MODEL = option_group(
+    "model",
+    [
+        (
+            "model_name",
+            click.option(
+                "--model",
+                "model_name",
+                default=None,
+                help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, a timm ViT "
+                "(vit_*, deit*) or Swin (swin_*) name. Default: segmenter_digits (shipped).",
+            ),
+        ),
+        (
+            "checkpoint",
+            click.option(
+                "--checkpoint",
+                default=None,
+                help="Weights (.pth with weights_only, or .safetensors).",
+            ),
+        ),
+        (
+            "img_size",
+            click.option(
+                "--img-size",
+                default=None,
+                help="Input HxW (default: the model's, 64x64 for segmenter_digits, 512x512 for other "
+                "Segmenters).",
+            ),
+        ),
+        (
+            "num_classes",
+            click.option(
+                "--num-classes",
+                type=click.IntRange(1, 100000),
+                default=None,
+                help="Segmenter classes (default 150; segmenter_digits has 11).",
+            ),
+        ),
+    ],
+    _model_spec,
+)
+
+
+def _engine(precision, workspace, opt_level, plugin_lib) -> dict:
+    return {
+        "precision": precision,
+        "workspace_mib": workspace,
+        "opt_level": opt_level,
+        "plugin_library": plugin_lib,
+    }
+
+
+# -> engine: {precision, workspace_mib, opt_level, plugin_library} (BuildSettings' names)
+ENGINE = option_group(
+    "engine_options",
+    [
+        (
+            "precision",
+            click.option(
+                "--precision",
+                default="fp32",
+                show_default=True,
+                help="Engine precision: fp32 | fp16 (fp16 also writes model.fp16.onnx).",
+            ),
+        ),
+        (
+            "workspace",
+            click.option(
+                "--workspace",
+                type=click.IntRange(1, 1 << 22),
+                default=None,
+                help="TensorRT workspace in MiB.",
+            ),
+        ),
+        (
+            "opt_level",
+            click.option(
+                "--opt-level",
+                type=click.IntRange(0, 5),
+                default=None,
+                help="TensorRT builder optimisation level 0..5.",
+            ),
+        ),
+        (
+            "plugin_lib",
+            click.option(
+                "--plugin-lib", default=None, help="Path of libvitexport_plugins.so for the engine."
+            ),
+        ),
+    ],
+    _engine,
+)
+
+
+def _method_flags() -> list:
+    """One option per method flag in the registry, all None by default (the method's default)."""
+    options = []
+    for flag, uses in all_options().items():
+        opt = uses[0][1]
+        text = "; ".join(f"{name}: {o.help} (default {o.default_text})" for name, o in uses)
+        kind = {"is_flag": True} if opt.is_flag else {}
+        options.append((opt.key, click.option(flag, opt.key, default=None, help=text, **kind)))
+    return options
+
+
+# -> method_args: {config key: value} of the method flags given
+METHOD_FLAGS = option_group(
+    "method_args",
+    _method_flags(),
+    lambda **given: {k: v for k, v in given.items() if v is not None},
+)

@@ -1,0 +1,66 @@
+"""`vitexport train-demo`: train the shipped digits Segmenter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import _progress, main
+from ..demo import train
+from .options import SEED
+
+
+@main.command("train-demo")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for segmenter_digits.safetensors/.json (default: the package's weights).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 10_000_000),
+    default=None,
+    help="Steps on 32x32 canvases (default 3000).",
+)
+@click.option(
+    "--full-steps",
+    type=click.IntRange(0, 10_000_000),
+    default=None,
+    help="Final steps on full 64x64 canvases (default 150).",
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option(
+    "--eval-count",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Validation canvases for the recorded mIoU (default 500).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="torch CPU threads (1 is faster on a loaded machine).",
+)
+def train_demo(out, steps, full_steps, seed, eval_count, threads):
+    """Train the digits Segmenter (the default model) and write its weights and metadata."""
+    args = {
+        k: v
+        for k, v in {"steps": steps, "full_steps": full_steps, "eval_count": eval_count}.items()
+        if v is not None
+    }
+    meta = train.train(
+        out or train.WEIGHTS_DIR,
+        seed=seed,
+        log=_progress,
+        threads=threads,
+        command=" ".join(["vitexport"] + sys.argv[1:]),
+        **args,
+    )
+    click.echo(
+        f"val mIoU {meta['val_miou']:.4f} ({meta['val_count']} canvases), "
+        f"{meta['train_seconds']:.0f} s"
+    )

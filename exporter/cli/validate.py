@@ -1,0 +1,29 @@
+"""`vitexport validate OUT`: every artifact of an output folder compared with PyTorch again."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import _Held, _print_summary, main
+from ..build import passed, revalidate
+from .options import REHASH, TOLERANCE
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--atol", type=TOLERANCE, default=None, help="Absolute tolerance (default: the build's)."
+)
+@click.option(
+    "--rtol", type=TOLERANCE, default=None, help="Relative tolerance (default: the build's)."
+)
+@REHASH
+def validate(out, atol, rtol, rehash):
+    """Re-run validation of every artifact in an output folder (after checking their sha256).
+    The result goes to OUT/validation.json; report.json stays as the build wrote it."""
+    report = revalidate(out, progress=_Held(), atol=atol, rtol=rtol, rehash=rehash)
+    _print_summary(report, out)
+    sys.exit(0 if passed(report) else 1)

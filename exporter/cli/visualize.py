@@ -1,0 +1,31 @@
+"""`vitexport visualize OUT`: pictures of what a build's method does to an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import _progress, _verified, main
+from ..visualize import visualize_folder
+from .options import REHASH
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Picture to run (resized to the model's input). Default: the first image of "
+    "the model's own evaluation set (segmenter_digits), else a synthetic image.",
+)
+@REHASH
+def visualize(out, image, rehash):
+    """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
+    _verified(out, rehash)
+    result = visualize_folder(out, image, progress=_progress)
+    for note in result["notes"]:
+        click.echo(note)
+    for path in result["files"]:
+        click.echo(f"wrote {path}")
