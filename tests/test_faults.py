@@ -165,6 +165,7 @@ def test_stale_temporaries_of_dead_builds_are_cleaned_and_a_moved_aside_folder_r
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-" + str(dead), "out"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_forced_build_keeps_the_old_folder(built, tmp_path):
     """A real SIGTERM to a real build that replaces an existing folder with --force: exit 143,
     one line, the old folder intact, no temporary left."""
@@ -186,11 +187,11 @@ def test_sigterm_during_a_forced_build_keeps_the_old_folder(built, tmp_path):
 
 
 def test_sigint_is_one_line_and_exit_130(tmp_path, monkeypatch):
-    def interrupted(self, expected_bytes=0):
+    def interrupted(self, out, force=False):
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)  # the handler raises before this returns
+        time.sleep(5)  # the handler raises before this returns
 
-    monkeypatch.setattr(OutputFolder, "stage", interrupted)
+    monkeypatch.setattr(OutputFolder, "__init__", interrupted)
     one_line(cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 130, "SIGINT")
     assert list(tmp_path.iterdir()) == []
 
@@ -431,10 +432,10 @@ def test_full_or_read_only_filesystem_is_one_line(tmp_path, options, words):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG])
 def test_os_errors_during_a_build_are_one_line(tmp_path, monkeypatch, code):
-    def failing(self, expected_bytes=0):
-        raise OSError(code, os.strerror(code), str(self.path))
+    def failing(self, out, force=False):  # as the first write would fail on such a filesystem
+        raise OSError(code, os.strerror(code), str(out))
 
-    monkeypatch.setattr(OutputFolder, "stage", failing)
+    monkeypatch.setattr(OutputFolder, "__init__", failing)
     one_line(cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2,
              errno.errorcode[code])
 
