@@ -6,25 +6,31 @@ end, so a failed or interrupted build leaves nothing half-written behind.
 
 from __future__ import annotations
 
-import os
-import shutil
+import copy
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from .accuracy import accuracy_entry, evaluate_onnx
+from .bench import export_baseline
 from .config import BuildSettings
 from .errors import InputError
+from .folder import OutputFolder, file_hashes, read_folder, write_beside, write_report
+from .limits import check_build_memory, expected_size
 from .methods import ReducedModel
 from .models import weights_of
-from .onnx.export import export_onnx
+from .onnx.export import export_onnx, save_onnx
 from .onnx.lint import errors_of, lint, lint_folder
+from .onnx.plugins import PLUGIN_METHODS, use_plugins
 from .polygraphy_data import write_comparison_data
 from .reference import eval_set, input_shape, patched_model
-from .report import file_hashes, read_report, sha256, write_report
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
                          shapes_of, write_build_script)
 from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
+from .timing import speed_stage
 from .validate import validate_onnx
 
 Progress = Callable[[str], None]
@@ -43,12 +49,13 @@ def check_rules(findings: dict) -> list[dict]:
     return [{"artifact": name, **f.to_dict()} for name, fs in findings.items() for f in fs]
 
 
-def lint_existing(out: Path) -> dict:
-    """`vitexport lint OUT`: lint every ONNX artifact again and record the findings."""
-    report, _ = read_folder(out)
+def lint_existing(out: Path, rehash: bool = False) -> dict:
+    """`vitexport lint OUT`: lint every ONNX artifact again; the findings go to lint.json beside
+    the report, which stays as built."""
+    report, _ = read_folder(out, rehash)
     findings = lint_folder(out, report["artifacts"])
     report["lint"] = [{"artifact": n, **f.to_dict()} for n, fs in findings.items() for f in fs]
-    write_report(Path(out), report)
+    write_beside(out, "lint.json", {"lint": report["lint"]})
     return report
 
 
@@ -64,25 +71,20 @@ def _step(progress: Progress, text: str):
     progress(f"{text} done ({time.perf_counter() - start:.1f}s)")
 
 
-def prepare_out(out: Path) -> Path:
-    """A fresh temporary folder beside `out`, renamed to `out` when the build succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
 def build(settings: BuildSettings, out: Path, force: bool = False,
-          progress: Progress = _quiet) -> dict:
-    """Run the pipeline; return the report (its validation entries say pass or fail)."""
-    out = Path(out)
+          progress: Progress = _quiet, bench: bool = True, max_memory: int | None = None) -> dict:
+    """Run the pipeline; return the report (its validation entries say pass or fail).
+    `bench`: time model.onnx against the accuracy stage's baseline.onnx when there is one."""
+    folder = OutputFolder(out, force)  # a bad --out is refused before any work
+    out = folder.path
     check_settings(settings, out, force)  # before any slow work
+    check_build_memory(settings, max_memory)  # before the model is allocated at that size
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     shape = input_shape(settings, reduced.model)
     data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
-    tmp = prepare_out(out)
+    tmp = folder.stage(expected_size(reduced.model, settings))
+    getattr(progress, "release", _quiet)(out)  # the checks are over: held progress lines may show
     try:
         with _step(progress, "export ONNX (torch.onnx, dynamo)"):
             proto = export_onnx(reduced, tmp / "model.onnx", shape, settings.opset,
@@ -107,13 +109,14 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         if data is not None:
             report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
                                                 progress)
+        if bench and "baseline_onnx" in report["artifacts"]:
+            with _step(progress, "time model.onnx against baseline.onnx"):
+                report["bench"] = speed_stage(settings, tmp, report, progress)
         report["hashes"] = file_hashes(tmp, report["artifacts"].values())
         write_report(tmp, report)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        folder.commit()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        folder.discard()
         raise
     return report
 
@@ -121,9 +124,6 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
 def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path, report: dict,
                    shape, data, progress: Progress) -> dict:
     """mIoU of baseline.onnx (`--method none`) and model.onnx in ONNX Runtime, and retention."""
-    from .accuracy import accuracy_entry, evaluate_onnx
-    from .bench import export_baseline
-
     classes = reduced.model.num_classes
     batch = None if settings.dynamic_batch else settings.batch
     with _step(progress, f"evaluate mIoU on {len(data)} images in ONNX Runtime"):
@@ -139,8 +139,6 @@ def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path,
 
 def check_settings(settings: BuildSettings, out: Path, force: bool) -> None:
     """Refuse the flags that can be judged without building anything."""
-    if out.exists() and not force:
-        raise InputError("--out", str(out), "a new folder, or --force to replace it", "exists")
     if settings.plugins and settings.method not in PLUGIN_METHODS:
         raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
                          f"--method {settings.method} has no plugin op")
@@ -163,14 +161,8 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     }
 
 
-PLUGIN_METHODS = ("expedite", "ailurus")
-
-
 def write_plugin_graph(proto, path: Path, method: str) -> None:
     """model.plugins.onnx: the portable graph with each irregular subgraph as one plugin node."""
-    from .onnx.export import save_onnx
-    from .onnx.plugins import use_plugins
-
     save_onnx(use_plugins(proto, method), path)
 
 
@@ -182,10 +174,6 @@ def export_half(reduced: ReducedModel, path: Path, shape, settings: BuildSetting
     """model.fp16.onnx: the model's weights and activations in float16, the method's token
     operations (own buffers, float32 casts inside) in float32. TensorRT networks are strongly
     typed, so this file is what an fp16 engine is built from."""
-    import copy
-
-    import torch
-
     half = copy.deepcopy(reduced)
     half.model.half()
     export_onnx(half, path, shape, settings.opset, settings.dynamic_batch, dtype=torch.float16)
@@ -250,19 +238,12 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
     return entries
 
 
-def read_folder(out: Path) -> tuple[dict, BuildSettings]:
-    """The report and build settings of an output folder written by `vitexport build`."""
+def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None,
+               rehash: bool = False) -> dict:
+    """`vitexport validate OUT`: rebuild the reference from report.json and compare again; the
+    result goes to validation.json beside the report, which stays as built."""
     out = Path(out)
-    if not (out / "report.json").is_file():
-        raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
-    report = read_report(out)
-    return report, BuildSettings.from_dict(report["settings"])
-
-
-def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> dict:
-    """`vitexport validate OUT`: rebuild the reference from report.json and compare again."""
-    out = Path(out)
-    report, settings = read_folder(out)
+    report, settings = read_folder(out, rehash)
     if atol is not None:
         settings.atol = atol
     if rtol is not None:
@@ -274,15 +255,17 @@ def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None) -> 
     with _step(progress, "validate artifacts against PyTorch"):
         report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape,
                                               data)
-    write_report(out, report)
+    write_beside(out, "validation.json", {"validation": report["validation"]})
+    report.pop("accuracy", None)  # measured at build time, not by this run
     return report
 
 
 def engine_for_folder(out: Path, precision: str = "fp32", workspace_mib=None, opt_level=None,
-                      plugin_library=None, progress: Progress = _quiet) -> dict:
+                      plugin_library=None, progress: Progress = _quiet,
+                      rehash: bool = False) -> dict:
     """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
     out = Path(out)
-    report, settings = read_folder(out)
+    report, settings = read_folder(out, rehash)
     settings.engine, settings.precision = True, precision
     settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
     settings.plugin_library = plugin_library or settings.plugin_library
@@ -294,7 +277,7 @@ def engine_for_folder(out: Path, precision: str = "fp32", workspace_mib=None, op
             keep = {"engine": report["artifacts"]["engine"]}
             report["validation"] = [v for v in report["validation"] if v["runtime"] != "tensorrt"]
             report["validation"] += run_validation(settings, reduced, out, keep, shape)
-        report.setdefault("hashes", {})["model.engine"] = sha256(out / "model.engine")
+    report["hashes"] = file_hashes(out, report["artifacts"].values())  # build_engine.sh is new too
     write_report(out, report)
     return report
 
