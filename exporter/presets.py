@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .config import ModelSpec
 from .errors import InputError
+from .models import method_defaults
 
 DEFAULT_MODEL = ModelSpec().name
 DEFAULT_METHOD = "expedite"
@@ -80,8 +81,6 @@ def resolve(preset: str | None, model: ModelSpec, method: str | None,
             method_args: dict) -> tuple[ModelSpec, str, dict]:
     """Fill what the user left None from the preset, then from the model's tuned defaults,
     then from the project defaults (inside each method)."""
-    from .models import method_defaults
-
     if preset is None:
         spec = ModelSpec(model.name or DEFAULT_MODEL, model.checkpoint, model.img_size,
                          model.num_classes)

@@ -7,6 +7,7 @@ Each command group may live in a module of this package that attaches its comman
 from __future__ import annotations
 
 import errno
+import importlib
 import signal
 import sys
 import threading
@@ -136,8 +137,6 @@ COMMAND_MODULES: tuple[str, ...] = ("build", "validate", "engine", "bench", "lin
 
 
 def _attach() -> None:
-    import importlib
-
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 
 NUM_CLASSES = 11
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
@@ -39,7 +40,6 @@ DEFAULT_COUNT = {"train": 4000, "val": 500}
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
     d = load_digits()
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import timm
 import torch
 
 from ..config import ModelSpec
@@ -52,7 +53,6 @@ for _size, _cfg in DPT_CONFIGS.items():
 
 
 def _is_timm_vit(name: str) -> bool:
-    import timm
     return name in timm.list_models("vit_*") or name in timm.list_models("deit*")
 
 
@@ -85,8 +85,12 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
     entry = entry_of(spec.name)
     if spec.num_classes is not None and not entry.takes_classes:
+        with torch.device("meta"):  # shapes only: how many classes its head has
+            fixed = getattr(entry.build(ModelSpec(spec.name, None, spec.img_size)), "num_classes",
+                            None)
         raise InputError("--num-classes", spec.num_classes,
                          "only with segmenter_tiny/small/base/large",
+                         f"{spec.name} has {fixed} fixed classes" if fixed else
                          f"{spec.name} has no classes")
     if spec.num_classes is not None and spec.num_classes <= 0:
         raise InputError("--num-classes", spec.num_classes, "a positive integer")

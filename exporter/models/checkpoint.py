@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 
 from ..errors import InputError
@@ -19,11 +20,12 @@ FLAG = "--checkpoint"
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a state dict from a .safetensors file or a torch file saved without code."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(FLAG, path, "a .pth/.pt/.bin or .safetensors file", "is a folder")
     if not p.is_file():
         raise InputError(FLAG, path, "an existing .pth/.pt/.bin or .safetensors file", "no such file")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
             data = load_file(str(p))
         else:
             data = torch.load(str(p), map_location="cpu", weights_only=True)
