@@ -315,8 +315,10 @@ def run_doctor(out: Path | None = None, model: str | None = None, img_size=None,
 def to_markdown(result: dict) -> str:
     host = result["host"]
     gpu = host["gpu"]
+    gpu_text = (f"{gpu['name']}, driver {gpu['driver']}, sm {gpu['compute_capability']}"
+                if gpu else "none")
     lines = ["# vitexport doctor", "", "## Host", "",
-             f"- GPU: {gpu['name'] + ', driver ' + gpu['driver'] + ', sm ' + gpu['compute_capability'] if gpu else 'none'}",
+             f"- GPU: {gpu_text}",
              f"- CUDA: nvcc {host['nvcc'] or 'absent'}, PyTorch built for CUDA {host['torch_cuda'] or 'none'}",
              f"- TensorRT: {host['tensorrt'] or 'not installed'} (headers: {host['tensorrt_headers'] or 'not found'})",
              f"- cmake: {host['cmake'] or 'absent'}; compute-sanitizer: {host['compute_sanitizer'] or 'absent'}; "

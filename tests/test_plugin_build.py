@@ -135,4 +135,5 @@ def test_plugin_entry_points_behave_as_specified(cuda_build, tmp_path):
         assert line in out, line
     # a refused shape is refused by enqueue too, never launched
     assert all(" enqueue -1" in line for line in out.splitlines() if "configurePlugin -1" in line)
-    assert "[TensorRT plugin] DPCSelect::createPlugin: clusters = 3841 is out of range: allowed 1..3840" in result.stderr
+    assert ("[TensorRT plugin] DPCSelect::createPlugin: clusters = 3841 is out of range: "
+            "allowed 1..3840") in result.stderr
