@@ -8,16 +8,12 @@ from pathlib import Path
 import click
 
 from . import DEFAULT_OUT, _progress, main
-from ..config import ModelSpec, parse_pair
 from ..errors import InputError
+from .options import MODEL
 
 
 @main.command()
-@click.option("--model", "model_name", default=None,
-              help="Model name as for `vitexport build` (default: segmenter_digits, shipped).")
-@click.option("--checkpoint", default=None, help="Weights for --model (default: the model's).")
-@click.option("--img-size", default=None, help="Input HxW (default: the model's).")
-@click.option("--num-classes", type=int, default=None, help="Segmenter classes.")
+@MODEL
 @click.option("--eval-data", default=None,
               help="An .npz as for `vitexport build --eval-data` (default: the model's own "
                    "evaluation set where it has one).")
@@ -44,7 +40,7 @@ from ..errors import InputError
 @click.option("--name", default="sweep", show_default=True, help="File name stem in --out.")
 @click.option("--resume", is_flag=True, help="Keep the finished rows of a sweep in --out.")
 @click.option("--force", is_flag=True, help="Replace a sweep in --out.")
-def sweep(model_name, checkpoint, img_size, num_classes, eval_data, eval_count, methods, grid,
+def sweep(model, eval_data, eval_count, methods, grid,
           runs, warmup, threads, target_speedup, min_retention, out, name, resume, force):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
     from ..sweep import best, parse_methods, run_sweep
@@ -58,8 +54,7 @@ def sweep(model_name, checkpoint, img_size, num_classes, eval_data, eval_count, 
     if "/" in name or not name.strip():
         raise InputError("--name", name, "a file name stem without '/'")
     chosen = parse_methods(methods)
-    size = parse_pair("--img-size", img_size) if img_size else None
-    spec = ModelSpec(model_name, checkpoint, size, num_classes)
+    spec = model
     out = out or DEFAULT_OUT / f"sweep-{spec.name}"
     command = " ".join(["vitexport sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else ""
     result = run_sweep(spec, out, eval_data, eval_count, chosen, runs, warmup, threads,
