@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..models.base import INPUT_NAME
 
 PLUGIN_LIBRARY = "libvitexport_plugins.so"
 PRECISIONS = ("fp32", "fp16")
@@ -68,7 +69,7 @@ def trtexec_command(onnx_name: str, engine_name: str, settings: EngineSettings, 
     if settings.opt_level is not None:
         cmd.append(f"--builderOptimizationLevel={settings.opt_level}")
     if profile:
-        fmt = lambda s: "images:" + "x".join(str(v) for v in s)  # noqa: E731
+        fmt = lambda s: f"{INPUT_NAME}:" + "x".join(str(v) for v in s)  # noqa: E731
         cmd += [f"--minShapes={fmt(profile[0])}", f"--optShapes={fmt(profile[1])}",
                 f"--maxShapes={fmt(profile[2])}"]
     return " ".join(shlex.quote(c) for c in cmd)
@@ -112,7 +113,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
         network = LoadPlugins(plugins=[settings.plugin_library], obj=network)
     profiles = None
     if profile:
-        profiles = [Profile().add("images", min=profile[0], opt=profile[1], max=profile[2])]
+        profiles = [Profile().add(INPUT_NAME, min=profile[0], opt=profile[1], max=profile[2])]
     pool = None
     if settings.workspace_mib:
         pool = {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}
