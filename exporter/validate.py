@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-from polygraphy.comparator import Comparator, SimpleCompareFunc
+from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
+
+from .ops.decisions import Decisions
 
 # The report carries the numbers; polygraphy would print its own verdict lines to stdout.
 G_LOGGER.module_severity = G_LOGGER.CRITICAL
@@ -81,58 +84,321 @@ def error_metrics(ref: np.ndarray, out: np.ndarray, argmax_axis: int | None, ato
     }
 
 
-def validate_onnx(reference: torch.nn.Module, onnx_path: Path, input_shape, output_names,
-                  output_kind: str, seed: int, samples: int, atol: float, rtol: float,
-                  min_cosine: float, error_quantile: float, min_argmax: float, runtime_runner: BaseRunner | None = None,
-                  runtime: str = "onnxruntime", images: np.ndarray | None = None,
-                  images_source: str = "") -> dict:
-    """Compare an artifact with the PyTorch reference on seeded inputs, or on the first of
-    `images` (a build's evaluation images) when given.
+# Margins listed per decision in the report (the largest first).
+MARGINS_SHOWN = 5
+# A flipped decision counts as a near-tie when the reference's own margin at it (see
+# ops.decisions) is at most this share of the scores' magnitude: float32 runtimes differ in
+# the scores by the rounding of everything upstream (1e-6..1e-5 relative in deep models).
+TIE_BOUND = 1e-4
+# float16 activations (10-bit mantissa) move the scores by ~1e-3 relative.
+TIE_BOUND_FP16 = 1e-2
 
-    Real images are preferred where a build has them: on standard-normal noise a trained
-    model's token scores can nearly tie (gaps of 1e-5 relative), and a discrete choice (a
-    top-k or an argmax over scores) may then go either way between two runtimes' roundings,
-    which says nothing about the export. On its own data the gaps are orders larger.
 
-    Passes when, for every output, polygraphy's check holds at `error_quantile` (that quantile
-    of |diff| is <= atol, or of the relative error <= rtol), the cosine similarity is at least
-    `min_cosine`, and for segmentation logits the argmax agrees on at least `min_argmax` of
-    the pixels. A quantile rather than the maximum: top-k reconstruction is discontinuous where
-    the k-th and (k+1)-th distances nearly tie, and two runtimes' float rounding may pick
-    differently there; the report keeps the maximum and the share of such elements.
-    """
-    runner = runtime_runner or OnnxrtRunner(
-        SessionFromOnnx(str(onnx_path), providers=["CPUExecutionProvider"]), name=runtime)
-    torch_runner = TorchRunner(reference, input_shape, output_names)
-    data = image_inputs(images, input_shape, samples) if images is not None else []
-    if data:
-        inputs = f"the first {len(data) * input_shape[0]} images of {images_source}"
-    else:
-        data = seeded_inputs(input_shape, seed, samples)
-        inputs = f"{samples} seeded standard-normal samples (seed {seed})"
-    results = Comparator.run([torch_runner, runner], data_loader=data)
+@dataclass(frozen=True)
+class Tolerances:
+    """What an artifact must meet against the PyTorch reference."""
+
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    min_cosine: float = 0.99999
+    error_quantile: float = 0.99  # share of elements that must be within atol or rtol
+    min_argmax: float = 0.999  # segmentation: share of pixels whose class must agree
+    tie_bound: float = TIE_BOUND  # relative margin below which a flipped decision is a near-tie
+
+    @classmethod
+    def of(cls, settings) -> "Tolerances":
+        """The tolerances of a build's settings (BuildSettings or anything with those fields)."""
+        return cls(settings.atol, settings.rtol, settings.min_cosine, settings.error_quantile,
+                   settings.min_argmax)
+
+    def half(self) -> "Tolerances":
+        """Loosened for a float16 artifact (10-bit mantissa); never tightened."""
+        return replace(self, atol=max(self.atol, 5e-2), rtol=max(self.rtol, 5e-2),
+                       min_cosine=min(self.min_cosine, 0.999),
+                       min_argmax=min(self.min_argmax, 0.99),
+                       tie_bound=max(self.tie_bound, TIE_BOUND_FP16))
+
+    def to_dict(self) -> dict:
+        return {"atol": self.atol, "rtol": self.rtol, "error_quantile": self.error_quantile,
+                "min_cosine": self.min_cosine, "min_argmax_agreement": self.min_argmax,
+                "tie_bound": self.tie_bound}
+
+
+@dataclass
+class ValidationResult:
+    """One artifact's comparison with the reference.
+
+    verdict: "decisions equal" (or "no decisions" for methods without any, or "decisions not
+    exposed" when the runtime cannot return them), then judged on the outputs as they are;
+    "near-tie flips: n" when the runtime chose differently only where the reference's own
+    margins are within `tie_bound` and, with the runtime's choices imposed on the reference,
+    the outputs match; otherwise it says what failed."""
+
+    runtime: str
+    artifact: str
+    passed: bool
+    verdict: str
+    tolerances: Tolerances
+    samples: int
+    seed: int
+    inputs: str
+    outputs: dict  # per output: error metrics against the reference as it decides itself
+    decisions: dict = field(default_factory=dict)  # per decision: compared, flipped, margins
+    forced_outputs: dict | None = None  # the metrics with the runtime's decisions imposed
+
+    def to_dict(self) -> dict:
+        out = {"runtime": self.runtime, "artifact": self.artifact, "passed": self.passed,
+               "verdict": self.verdict, "tolerances": self.tolerances.to_dict(),
+               "samples": self.samples, "seed": self.seed, "inputs": self.inputs,
+               "outputs": self.outputs, "decisions": self.decisions}
+        if self.forced_outputs is not None:
+            out["forced_outputs"] = self.forced_outputs
+        return out
+
+
+def _compare(ref_iters: list[dict], run_iters: list[dict], names, output_kind: str,
+             tol: Tolerances) -> tuple[bool, dict]:
+    """polygraphy's quantile check plus cosine and argmax agreement, over all iterations."""
+    results = RunResults([("reference", [IterationResult(dict(r), runner_name="reference")
+                                         for r in ref_iters]),
+                          ("runtime", [IterationResult(dict(r), runner_name="runtime")
+                                       for r in run_iters])])
     accuracy = Comparator.compare_accuracy(
-        results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True,
+        results, compare_func=SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_shapes=True,
                                                 check_error_stat="quantile",
-                                                error_quantile=error_quantile))
-    tolerance_ok = bool(accuracy)
+                                                error_quantile=tol.error_quantile))
+    ok = bool(accuracy)
     axis = 1 if output_kind == "segmentation" else None
-    ref_iters, run_iters = results[torch_runner.name], results[runner.name]
     outputs = {}
-    for name in output_names:
+    for name in names:
         ref = np.concatenate([np.asarray(it[name]) for it in ref_iters])
         out = np.concatenate([np.asarray(it[name]) for it in run_iters])
         if ref.shape != out.shape:
             outputs[name] = {"shape_reference": list(ref.shape), "shape_runtime": list(out.shape)}
-            tolerance_ok = False
+            ok = False
             continue
-        outputs[name] = error_metrics(ref, out, axis, atol, rtol)
-    cosine_ok = all(o.get("cosine", -1.0) >= min_cosine for o in outputs.values())
-    argmax_ok = all((o.get("argmax_agreement") or 1.0) >= min_argmax for o in outputs.values())
-    return {
-        "runtime": runtime, "artifact": Path(onnx_path).name,
-        "passed": tolerance_ok and cosine_ok and argmax_ok,
-        "tolerances": {"atol": atol, "rtol": rtol, "error_quantile": error_quantile,
-                       "min_cosine": min_cosine, "min_argmax_agreement": min_argmax},
-        "samples": len(data), "seed": seed, "inputs": inputs, "outputs": outputs,
-    }
+        outputs[name] = error_metrics(ref, out, axis, tol.atol, tol.rtol)
+    ok = ok and all(o.get("cosine", -1.0) >= tol.min_cosine for o in outputs.values())
+    ok = ok and all((o.get("argmax_agreement") or 1.0) >= tol.min_argmax for o in outputs.values())
+    return ok, outputs
+
+
+def _run_reference(reference, feeds: dict, names, imposed: dict | None = None):
+    """(outputs by name, the Decisions record) of one reference run."""
+    images = torch.from_numpy(np.ascontiguousarray(feeds["images"]))
+    with torch.no_grad(), Decisions(imposed) as record:
+        out = reference(images)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return {n: o.float().contiguous().numpy() for n, o in zip(names, outs)}, record
+
+
+class ExposedRun:
+    """Runs an ONNX artifact in ONNX Runtime with its integer intermediate tensors as extra
+    outputs, so that the runtime's own decisions can be read off the same run that produced
+    its outputs. Plugin nodes run with their CPU implementations, float16 graphs take cast
+    inputs."""
+
+    def __init__(self, path: Path, names, options=None):
+        import onnx
+
+        from .onnx.plugin_ops import PLUGIN_DOMAIN, ort_session
+
+        from .onnx.plugins import hidden_decisions
+
+        proto = onnx.load(str(path))
+        self.hidden = hidden_decisions(proto)
+        typed = onnx.shape_inference.infer_shapes(proto)
+        kinds = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
+        ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+        outputs = {o.name for o in proto.graph.output}
+        self.extra = [t for n in proto.graph.node for t in n.output
+                      if kinds.get(t) in ints and t not in outputs]
+        proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, kinds[t], None)
+                                  for t in self.extra)
+        self.names = list(names)
+        image = proto.graph.input[0]
+        self.input = image.name
+        self.half = image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+        if any(n.domain == PLUGIN_DOMAIN for n in proto.graph.node):
+            self.session = ort_session(proto, options)
+        else:
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(proto.SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"])
+
+    def __call__(self, feeds: dict) -> tuple[dict, dict]:
+        x = feeds["images"]
+        outs = self.session.run(None, {self.input: x.astype(np.float16) if self.half else x})
+        main = {n: o.astype(np.float32) for n, o in zip(self.names, outs)}
+        return main, dict(zip(self.extra, outs[len(self.names):]))
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where two choices agree: per element, or for top-k index sets [B, N, k] per row (their
+    order is not a decision)."""
+    if a.ndim >= 3:
+        return (np.sort(a, -1) == np.sort(b, -1)).all(-1)
+    return a == b
+
+
+def _match(own: list[dict], found: list[dict]) -> dict[str, str]:
+    """For each decision key, the runtime tensor holding it: same shape in every sample, the
+    best agreement, and agreeing on at least half of the rows (else it is not there)."""
+    chosen, taken = {}, set()
+    for key in own[0]:
+        best, best_share = None, 0.5
+        for name, value in found[0].items():
+            if name in taken or np.shape(value) != own[0][key].shape:
+                continue
+            share = np.mean([_same(o[key], f[name]).mean() for o, f in zip(own, found)])
+            if share > best_share or (best is None and share >= best_share):
+                best, best_share = name, share
+        if best is not None:
+            chosen[key] = best
+            taken.add(best)
+    return chosen
+
+
+def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dict], inputs: str,
+                      output_names, output_kind: str, tol: Tolerances, seed: int,
+                      runner: BaseRunner | None = None, runtime: str = "onnxruntime",
+                      options=None) -> ValidationResult:
+    """Compare one artifact with the PyTorch reference on `data` (feed dicts), decision-aware.
+
+    The runtime's decisions come from the artifact itself (an ONNX file run with its integer
+    tensors exposed); a runtime that cannot expose them (a TensorRT engine) is compared on
+    its outputs alone. A swapped or wrong model holds none of the reference's decisions, or
+    fails with the runtime's decisions imposed: it fails either way. `options`: ONNX Runtime
+    SessionOptions of the exposed run (threads, graph optimisation level)."""
+    names = list(output_names)
+    method = getattr(reference, "method", None)
+    declared = method.decisions() if method is not None else ()
+    exposed = None
+    # A graph with external weights (past 2 GB) cannot be rewritten in memory: outputs only.
+    if declared and str(artifact).endswith(".onnx") and not Path(f"{artifact}.data").exists():
+        exposed = ExposedRun(artifact, names, options)
+    ref_iters, own = [], []
+    for feeds in data:
+        out, record = _run_reference(reference, feeds, names)
+        ref_iters.append(out)
+        own.append(record.own)
+    run_iters, found = [], []
+    if exposed is not None:
+        for feeds in data:
+            out, ints = exposed(feeds)
+            run_iters.append(out)
+            found.append(ints)
+    else:
+        runner = runner or OnnxrtRunner(
+            SessionFromOnnx(str(artifact), providers=["CPUExecutionProvider"]), name=runtime)
+        with runner:
+            for feeds in data:
+                out = runner.infer(dict(feeds))
+                run_iters.append({n: np.asarray(out[n], dtype=np.float32) for n in names})
+    plain_ok, outputs = _compare(ref_iters, run_iters, names, output_kind, tol)
+    result = ValidationResult(runtime, Path(artifact).name, plain_ok, "", tol, len(data), seed,
+                              inputs, outputs)
+    if not declared:
+        result.verdict = "no decisions"
+        return result
+    if exposed is None or not own[0]:
+        result.verdict = "decisions not exposed"
+        return result
+    where = _match(own, found)
+    inside = {k for k in own[0] if k not in where and k.split("#")[0] in exposed.hidden}
+    missing = sorted(set(own[0]) - set(where) - inside)
+    if missing:
+        result.decisions = {k: {"found": False} for k in missing}
+        result.passed = False
+        result.verdict = f"the artifact holds none of the decisions {', '.join(missing)}"
+        return result
+    if not where:  # every decision is made inside plugin nodes: outputs only
+        result.decisions = {k: {"found": False, "inside_plugin": True} for k in sorted(inside)}
+        result.verdict = "decisions inside plugin nodes"
+        return result
+    runtime_choice = [{k: f[where[k]] for k in where} for f in found]
+    flipped = sum(int((~_same(o[k], r[k])).sum()) for o, r in zip(own, runtime_choice)
+                  for k in where)
+    if flipped == 0:
+        result.decisions = {k: {"tensor": where[k], "compared": int(own[0][k].size),
+                                "flipped": 0} for k in where}
+        result.verdict = "decisions equal"
+        return result
+    # Teacher forcing: the reference with the runtime's decisions imposed, one sample at a
+    # time; each decision's margin is judged where the reference itself decides it (after
+    # the earlier decisions were imposed).
+    forced_iters, margins = [], {k: [] for k in where}
+    for feeds, choice in zip(data, runtime_choice):
+        out, record = _run_reference(reference, feeds, names, imposed=choice)
+        forced_iters.append(out)
+        for k in where:
+            fn = record.margins.get(k)
+            m = fn(record.own[k], choice[k]) if fn is not None else np.full(1, np.inf)
+            margins[k].extend(m.tolist())
+    forced_ok, forced = _compare(forced_iters, run_iters, names, output_kind, tol)
+    flips = sum(len(m) for m in margins.values())
+    worst = max((max(m) for m in margins.values() if m), default=0.0)
+    result.decisions = {k: {"tensor": where[k], "compared": int(own[0][k].size) * len(data),
+                            "flipped": len(m),
+                            "margins": sorted(m, reverse=True)[:MARGINS_SHOWN]}
+                        for k, m in margins.items()}
+    result.forced_outputs = forced
+    near_ties = worst <= tol.tie_bound
+    result.passed = near_ties and forced_ok
+    if result.passed:
+        result.verdict = f"near-tie flips: {flips}"
+    elif not near_ties:
+        result.verdict = (f"decisions flipped beyond rounding: {flips} flips, largest margin "
+                          f"{worst:.3g} > {tol.tie_bound:g}")
+    else:
+        result.verdict = (f"near-tie flips: {flips}, but the outputs differ with the runtime's "
+                          "decisions imposed")
+    return result
+
+
+def feeds_for(input_shape, seed: int, samples: int, images: np.ndarray | None = None,
+              images_source: str = "") -> tuple[list[dict], str]:
+    """The validation inputs and their description: the first of a build's evaluation
+    `images` when given, else seeded standard-normal samples."""
+    data = image_inputs(images, input_shape, samples) if images is not None else []
+    if data:
+        return data, f"the first {len(data) * input_shape[0]} images of {images_source}"
+    return (seeded_inputs(input_shape, seed, samples),
+            f"{samples} seeded standard-normal samples (seed {seed})")
+
+
+def validate_entry(reduced, path: Path, input_shape, tol: Tolerances, seed: int, samples: int,
+                   runner: BaseRunner | None = None, runtime: str = "onnxruntime",
+                   data=None) -> dict:
+    """The report entry of one artifact of a build: `reduced` (a ReducedModel) against the
+    file at `path`, on the first images of `data` (an eval set) or on seeded noise."""
+    feeds, inputs = feeds_for(input_shape, seed, samples, None if data is None else data.images,
+                              None if data is None else data.source)
+    return validate_artifact(reduced, Path(path), feeds, inputs, reduced.model.output_names,
+                             reduced.model.output_kind, tol, seed, runner, runtime).to_dict()
+
+
+def validate_onnx(reference: torch.nn.Module, onnx_path: Path, input_shape, output_names,
+                  output_kind: str, seed: int, samples: int, atol: float, rtol: float,
+                  min_cosine: float, error_quantile: float, min_argmax: float,
+                  runtime_runner: BaseRunner | None = None, runtime: str = "onnxruntime",
+                  images: np.ndarray | None = None, images_source: str = "",
+                  tolerances: Tolerances | None = None) -> dict:
+    """`validate_artifact` with the build's numbers as separate arguments (as build.py passes
+    them); returns the report entry. `tolerances`, when given, replaces the five numbers.
+
+    Real images are preferred where a build has them: on standard-normal noise a trained
+    model's token scores can nearly tie (gaps of 1e-5 relative), so decisions flip between
+    runtimes more often; the comparison tells such flips from errors either way (see
+    `ValidationResult`).
+
+    Passes when, for every output, polygraphy's check holds at `error_quantile` (that quantile
+    of |diff| is <= atol, or of the relative error <= rtol), the cosine similarity is at least
+    `min_cosine`, and for segmentation logits the argmax agrees on at least `min_argmax` of
+    the pixels, against the reference that decides as the runtime did.
+    """
+    tol = tolerances or Tolerances(atol, rtol, min_cosine, error_quantile, min_argmax)
+    data, inputs = feeds_for(input_shape, seed, samples, images, images_source)
+    return validate_artifact(reference, Path(onnx_path), data, inputs, output_names, output_kind,
+                             tol, seed, runtime_runner, runtime).to_dict()

@@ -10,12 +10,13 @@ clustering time) plus the values, and computes weights and gather in one kernel;
 subgraph (TopK included) then has no consumer and cleanup() removes it.
 
 How the subgraph is found:
-1. the apply part carries the module scope of `method.reconstruction` (node metadata
-   `pkg.torch.onnx.class_hierarchy` names `TokenReconstruction`); each connected group of such
-   nodes is one call;
+1. the apply part's nodes list `TokenReconstruction` in their metadata
+   `pkg.torch.onnx.class_hierarchy` (and not `ReconstructionWeights`, whose nodes several
+   applications share); each output leaving them is one call, its group the nodes behind it
+   (applications may share index arithmetic that the exporter merged);
 2. of the group's inputs, the one produced by a TopK is the index; that TopK's input is the
-   (masked) score matrix 2 z.c - |c|^2 (largest = nearest), the other non-constant input downstream of the TopK is the weights,
-   and the remaining one is the values;
+   (masked) score matrix 2 z.c - |c|^2 (largest = nearest), the other non-constant input
+   downstream of the TopK is the weights, and the remaining one is the values;
 3. k, tau, the norm and the window mask are read back from the TopK, the Div before Exp, a
    ReduceL2 (l2 norm) and the Where in front of the TopK; z and centers are the operands of the
    score MatMul(z, Transpose(2 * centers)).
@@ -471,13 +472,14 @@ class Plugin:
     find: Callable[[onnx.ModelProto], set[str]]  # names of that subgraph's nodes
     surgery: Callable[[onnx.ModelProto], onnx.ModelProto]  # the graph with the node in its place
     methods: tuple[str, ...]  # the --method values whose graphs hold the module
+    hidden: tuple[str, ...] = ()  # decisions (ops.decisions names) made inside the node
 
 
 # In the order they are applied.
 PLUGINS = (
     Plugin(TOPK_RECONSTRUCT, ("k", "tau", "norm", "has_mask"), topk_masked_reconstruct,
            TokenReconstruction, reconstruction_node_names, use_topk_reconstruct_plugin,
-           ("expedite",)),
+           ("expedite",), ReconstructionWeights.decision_names),
     Plugin(DPC_SELECT, ("clusters", "knn"), dpc_select, DensityPeaksSelection,
            selection_node_names, use_dpc_select_plugin, ("ailurus",)),
 )
@@ -487,6 +489,12 @@ PLUGIN_SURGERIES = tuple((p.find, p.surgery) for p in PLUGINS)
 def plugin_names() -> tuple[str, ...]:
     """op_types a plugin graph may hold (the lint's allowed custom ops)."""
     return tuple(p.name for p in PLUGINS)
+
+
+def hidden_decisions(model: onnx.ModelProto) -> set[str]:
+    """Decisions that the plugin nodes of `model` make inside themselves (not observable)."""
+    ops = {n.op_type for n in model.graph.node if n.domain == PLUGIN_DOMAIN}
+    return {d for p in PLUGINS if p.name in ops for d in p.hidden}
 
 
 def plugin_methods() -> tuple[str, ...]:
