@@ -1,2 +1,2 @@
-"""A small trained model shipped with the package: a Segmenter for handwritten-digit
-segmentation (data in `data`, training in `train`)."""
+"""Training of the small model shipped with the package, the digits Segmenter (`train`); the
+model itself is `exporter.models.digits`, its data `exporter.datasets.digits`."""
