@@ -47,7 +47,10 @@ def resolve_out(out) -> Path:
     if text.strip() == "" or Path(text).name in ("", ".", ".."):
         raise InputError(FLAG, text, "a folder name of its own, e.g. vitexport-out/run1",
                          "names the current or a parent folder")
-    path = Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+    try:
+        path = Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+    except ValueError as err:  # an embedded NUL byte
+        raise InputError(FLAG, repr(text), "a path", str(err)) from None
     if len(path.name) + STAGING_EXTRA > NAME_MAX:
         raise InputError(FLAG, text[:60] + "...", f"a name of at most {NAME_MAX - STAGING_EXTRA} "
                          "characters", f"the last name has {len(path.name)}")
@@ -180,7 +183,12 @@ class OutputFolder:
                 moved = self.path.exists()
                 if moved:
                     os.replace(self.path, old)
-                os.replace(self.tmp, self.path)
+                try:
+                    os.replace(self.tmp, self.path)
+                except BaseException:
+                    if moved:  # the new folder could not go in: the old one goes back
+                        os.replace(old, self.path)
+                    raise
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
             self.tmp = None
