@@ -1,20 +1,17 @@
 """`vitexport visualize OUT`: pictures of what the reduced model sees and what it predicts.
 
-Written into OUT/visualize/, every picture enlarged (nearest neighbour) by one integer factor
-so that its smaller side is at least MIN_SIDE pixels:
-- tokens.png: the input with the patch-token grid, each pixel tinted by the reduced token its
-  patch went to (the method's `assignment`), boundaries between reduced tokens in black;
-  pruned tokens (SViT) greyed out.
-- reconstruction.png: the input as seen through the reduced tokens: every pixel painted with
-  the mean colour of the pixels of its reduced token.
-- prediction.png: baseline (`--method none`) and reduced prediction side by side: class maps
-  for segmentation, a shared colour scale for depth, the three main components for features.
+Written into OUT/visualize/ (matplotlib figures):
+- tokens.png: the input with the boundaries between reduced tokens drawn over it (the method's
+  `assignment`; pruned tokens, SViT's, greyed out), beside the input as seen through the reduced
+  tokens (every pixel painted with the mean colour of its reduced token).
+- prediction.png: input | ground truth (when the image comes from the model's evaluation set)
+  | baseline (`--method none`) | reduced, with a legend of the classes shown; depth on one
+  shared colour scale; features as the baseline's three main components.
 Predictions come from the PyTorch reference, which the build validated the ONNX against.
 """
 
 from __future__ import annotations
 
-import colorsys
 import os
 from pathlib import Path
 
@@ -24,11 +21,13 @@ import torch
 from .errors import InputError
 from .models import entry_of
 
-MIN_SIDE = 256
-GAP = 8  # pixels between side-by-side panels
+MIN_SIDE = 420  # token pictures are enlarged (nearest neighbour) to at least this side
 PRUNED_GREY = 96
-GRID_BLEND = 0.35  # weight of white on the token grid lines
-TINT = 0.45  # weight of a reduced token's colour over the input
+PANEL_INCHES = 2.8  # prediction panels; token panels are TOKEN_INCHES
+TOKEN_INCHES = 4.4
+DPI = 100
+IGNORE = 255
+EDGE = (255, 214, 0)  # reduced-token boundaries: yellow with a dark rim, seen on any background
 
 
 def scale_of(size: tuple[int, int]) -> int:
@@ -36,26 +35,20 @@ def scale_of(size: tuple[int, int]) -> int:
     return max(1, -(-MIN_SIDE // min(size)))
 
 
-def palette(ids: np.ndarray) -> np.ndarray:
-    """A distinct, deterministic colour per id (golden-ratio hues): uint8 [..., 3]."""
-    flat = np.asarray(ids).reshape(-1)
-    table = {}
-    for i in np.unique(flat):
-        h = (int(i) * 0.6180339887) % 1.0
-        s, v = (0.55, 0.95) if int(i) % 2 == 0 else (0.85, 0.8)
-        table[int(i)] = np.array(colorsys.hsv_to_rgb(h, s, v)) * 255
-    out = np.stack([table[int(i)] for i in flat]) if flat.size else np.zeros((0, 3))
-    return out.reshape(*np.shape(ids), 3).round().astype(np.uint8)
+def class_colours(count: int) -> np.ndarray:
+    """uint8 [count, 3]: matplotlib's qualitative tab20 order (tab10 first, then its light
+    shades), repeated past 20 classes."""
+    from matplotlib import colormaps
+
+    table = colormaps["tab20"].colors
+    order = [table[2 * i] for i in range(10)] + [table[2 * i + 1] for i in range(10)]
+    return (np.array([order[i % 20] for i in range(count)]) * 255).round().astype(np.uint8)
 
 
-def ramp(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 colours from dark blue through red to yellow."""
-    anchors = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64],
-                        [240, 249, 33]], np.float64)
-    x = np.clip(values, 0, 1) * (len(anchors) - 1)
-    lo = np.floor(x).astype(int).clip(0, len(anchors) - 2)
-    t = (x - lo)[..., None]
-    return (anchors[lo] * (1 - t) + anchors[lo + 1] * t).round().astype(np.uint8)
+def paint_classes(classes: np.ndarray, count: int) -> np.ndarray:
+    """Class ids [H, W] -> uint8 [H, W, 3]; ignored pixels black."""
+    table = np.concatenate([class_colours(count), np.zeros((1, 3), np.uint8)])
+    return table[np.where(classes == IGNORE, count, np.clip(classes, 0, count - 1))]
 
 
 def synthetic_image(size: tuple[int, int]) -> np.ndarray:
@@ -77,12 +70,17 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
     """An image file as uint8 [H, W, 3], resized to the model's input size."""
     from PIL import Image, UnidentifiedImageError
 
+    from .limits import open_image
+
     path = Path(path)
+    if path.is_dir():
+        raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
+                         "is a folder")
     if not path.is_file():
         raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
                          "no such file")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:  # bounded: a decompression bomb is one line, not a traceback
             img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img).copy()
     except (UnidentifiedImageError, OSError) as err:
@@ -95,15 +93,17 @@ def to_model_input(image: np.ndarray, model_name: str) -> torch.Tensor:
     return entry_of(model_name).to_input(image[None])
 
 
-def default_image(model_name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """The first image of the model's own evaluation set where it has one, else a synthetic one."""
+def default_sample(model_name: str, size: tuple[int, int]):
+    """(uint8 image, labels or None, what it is): the first image of the model's own evaluation
+    set where it has one, else a synthetic image."""
     entry = entry_of(model_name)
     if entry.eval_set is not None and size[0] == size[1]:
-        images, _, source = entry.eval_set(1, size)
+        images, labels, source = entry.eval_set(1, size)
         # back from the model's normalisation to uint8 pixels
         pixels = images[0].transpose(1, 2, 0) * entry.std + entry.mean
-        return (pixels * 255.0).round().clip(0, 255).astype(np.uint8), f"the first image of the {source}"
-    return synthetic_image(size), "a synthetic image"
+        image = (pixels * 255.0).round().clip(0, 255).astype(np.uint8)
+        return image, labels[0], f"the first image of the {source}"
+    return synthetic_image(size), None, "a synthetic image"
 
 
 def pixel_ids(tokens: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -126,18 +126,15 @@ def enlarge(img: np.ndarray, s: int) -> np.ndarray:
     return np.repeat(np.repeat(img, s, 0), s, 1)
 
 
-def tokens_picture(image: np.ndarray, ids: np.ndarray, patch: tuple[int, int], s: int) -> np.ndarray:
-    """The input tinted by reduced token, with the patch grid and the token boundaries."""
-    pruned = ids < 0
-    out = image * (1 - TINT) + palette(ids) * TINT
-    out[pruned] = PRUNED_GREY * 0.6 + image[pruned].mean(-1, keepdims=True) * 0.4
-    out = enlarge(out, s)
-    H, W = out.shape[:2]
-    grid = np.zeros((H, W), bool)
-    grid[:: patch[0] * s] = True
-    grid[:, :: patch[1] * s] = True
-    out[grid] = out[grid] * (1 - GRID_BLEND) + 255 * GRID_BLEND
-    out[boundaries(enlarge(ids, s))] = 0  # on the enlarged map: lines one pixel wide
+def tokens_picture(image: np.ndarray, ids: np.ndarray, s: int) -> np.ndarray:
+    """The input enlarged `s` times with the boundaries between reduced tokens drawn over it;
+    pruned tokens (id -1) greyed out."""
+    out = enlarge(image.astype(np.float64), s)
+    pix = enlarge(ids, s)
+    pruned = pix < 0
+    out[pruned] = PRUNED_GREY * 0.6 + out[pruned].mean(-1, keepdims=True) * 0.4
+    line = boundaries(pix)  # one pixel wide on the enlarged picture
+    out[line] = EDGE
     return out.round().astype(np.uint8)
 
 
@@ -154,20 +151,18 @@ def reconstruction_picture(image: np.ndarray, ids: np.ndarray, s: int) -> np.nda
     return enlarge(out.reshape(image.shape).round().astype(np.uint8), s)
 
 
-def prediction_pictures(base: torch.Tensor, red: torch.Tensor, kind: str,
-                        size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs [1, D, h, w] -> two uint8 [H, W, 3] pictures on a shared scale."""
+def prediction_maps(base: torch.Tensor, red: torch.Tensor, kind: str, size: tuple[int, int]):
+    """Model outputs [1, D, h, w] at the input size -> (baseline, reduced) as class ids [H, W]
+    (segmentation), depth [H, W] (one channel), or uint8 RGB [H, W, 3] of the baseline's three
+    main components, both projected alike (features)."""
     b, r = base[0].float(), red[0].float()
     if b.shape[-2:] != tuple(size):
         b = torch.nn.functional.interpolate(b[None], size=size, mode="nearest")[0]
         r = torch.nn.functional.interpolate(r[None], size=size, mode="nearest")[0]
     if kind == "segmentation":
-        return palette(b.argmax(0).numpy()), palette(r.argmax(0).numpy())
-    if b.shape[0] == 1:  # depth
-        lo, hi = float(min(b.min(), r.min())), float(max(b.max(), r.max()))
-        span = hi - lo if hi > lo else 1.0
-        return ramp(((b[0] - lo) / span).numpy()), ramp(((r[0] - lo) / span).numpy())
-    # features: the baseline's three principal components, both projected alike
+        return b.argmax(0).numpy(), r.argmax(0).numpy()
+    if b.shape[0] == 1:
+        return b[0].numpy(), r[0].numpy()
     fb, fr = b.flatten(1).T, r.flatten(1).T
     mean = fb.mean(0)
     _, _, v = torch.linalg.svd(fb - mean, full_matrices=False)
@@ -184,34 +179,78 @@ def prediction_pictures(base: torch.Tensor, red: torch.Tensor, kind: str,
     return paint(pb), paint(pr)
 
 
-def side_by_side(left: np.ndarray, right: np.ndarray, captions=("", "")) -> np.ndarray:
-    from PIL import Image, ImageDraw
+def panels(count: int, title: str, inches: float = PANEL_INCHES, legend: bool = True):
+    """A figure of `count` square panels in a row, axes off, room for a legend below."""
+    from matplotlib.figure import Figure
 
-    H, W = left.shape[:2]
-    canvas = Image.new("RGB", (2 * W + GAP, H), (255, 255, 255))
-    for k, (img, text) in enumerate(zip((left, right), captions)):
-        x = k * (W + GAP)
-        canvas.paste(Image.fromarray(img), (x, 0))
-        if text:
-            draw = ImageDraw.Draw(canvas)
-            box = draw.textbbox((x + 4, 4), text)
-            draw.rectangle([box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2], fill=(0, 0, 0))
-            draw.text((x + 4, 4), text, fill=(255, 255, 255))
-    return np.asarray(canvas)
+    below = 0.55 if legend else 0.1
+    height = inches + 0.75 + below
+    fig = Figure(figsize=(inches * count, height), dpi=DPI)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.75 / height, bottom=below / height,
+                        wspace=0.04)
+    return fig, axes
 
 
-def save_png(img: np.ndarray, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     """Write to a temporary name, then rename (no half-written picture)."""
-    from PIL import Image
-
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(img).save(tmp, format="PNG")
+    fig.savefig(tmp, format="png", dpi=DPI)
     os.replace(tmp, path)
+
+
+def tokens_figure(image: np.ndarray, ids: np.ndarray, title: str):
+    fig, (left, right) = panels(2, title, TOKEN_INCHES, legend=False)
+    s = scale_of(image.shape[:2])
+    left.imshow(tokens_picture(image, ids, s), interpolation="nearest")
+    left.set_title("input, reduced-token boundaries", fontsize=9)
+    right.imshow(reconstruction_picture(image, ids, s), interpolation="nearest")
+    right.set_title("each reduced token's mean colour", fontsize=9)
+    return fig
+
+
+def prediction_figure(image, labels, base, red, kind: str, names, method: str, title: str):
+    """input | ground truth | baseline | reduced, with a legend of the classes shown."""
+    from matplotlib.patches import Patch
+
+    shown = [("input", image)] + ([] if labels is None else [("ground truth", labels)])
+    shown += [("baseline (--method none)", base), (f"reduced ({method})", red)]
+    fig, axes = panels(len(shown), title)
+    axes[0].imshow(image, interpolation="nearest")
+    maps = shown[1:]
+    if kind == "segmentation":
+        count = len(names)
+        for ax, (name, m) in zip(axes[1:], maps):
+            ax.imshow(paint_classes(m, count), interpolation="nearest")
+        present = sorted({int(c) for _, m in maps for c in np.unique(m) if c != IGNORE})
+        colours = class_colours(count) / 255.0
+        fig.legend(handles=[Patch(color=colours[c], label=names[c]) for c in present],
+                   loc="lower center", ncol=min(len(present), 12), fontsize=8, frameon=False,
+                   handlelength=1.2, columnspacing=1.0)
+        agree = float((base == red).mean())
+        axes[-1].set_title(f"reduced ({method})\n{agree:.1%} of pixels as baseline", fontsize=9)
+    elif kind == "depth":
+        lo = float(min(base.min(), red.min()))
+        hi = float(max(base.max(), red.max()))
+        for ax, (_, m) in zip(axes[1:], maps):
+            im = ax.imshow(m, cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(im, ax=list(axes[1:]), orientation="horizontal", fraction=0.05, pad=0.02)
+    else:
+        for ax, (_, m) in zip(axes[1:], maps):
+            ax.imshow(m, interpolation="nearest")
+    for ax, (name, _) in zip(axes, shown):
+        if not ax.get_title():
+            ax.set_title(name, fontsize=9)
+    return fig
 
 
 def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     """Write the pictures of an output folder; return {"files": [...], "notes": [...]}."""
-    from .build import patched_model, read_folder
+    from .build import read_folder
+    from .reference import patched_model
 
     out = Path(out)
     report, settings = read_folder(out)
@@ -220,35 +259,41 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
     if image_path is not None:
-        image, source = load_image(image_path, size), str(image_path)
+        image, labels, source = load_image(image_path, size), None, str(image_path)
     else:
-        image, source = default_image(settings.model.name, size)
+        image, labels, source = default_sample(settings.model.name, size)
     x = to_model_input(image, settings.model.name)
     progress(f"run baseline and reduced model on {source} ...")
     with torch.no_grad():
         base, red = model(x), reduced(x)
         ids = method.assignment(model, x)
-    s = scale_of(size)
     folder = out / "visualize"
     folder.mkdir(exist_ok=True)
     files, notes = [], [f"input: {source}"]
+    name = f"{settings.model.name} + {settings.method}"
     if ids is None:
         notes.append(f"--method {settings.method} has no token assignment to draw; "
                      "only the predictions are pictured")
     else:
         pix = pixel_ids(ids[0].cpu().numpy(), lay.grid, size)
-        patch = (size[0] // lay.grid[0], size[1] // lay.grid[1])
-        save_png(tokens_picture(image.astype(np.float64), pix, patch, s),
-                 folder / "tokens.png")
-        save_png(reconstruction_picture(image, pix, s), folder / "reconstruction.png")
-        files += [folder / "tokens.png", folder / "reconstruction.png"]
         kept = ids[0][ids[0] >= 0]
-        notes.append(f"{lay.num_patches} patch tokens drawn as {len(torch.unique(kept))} "
-                     "reduced tokens")
+        count = len(torch.unique(kept))
+        text = f"{name}: {lay.num_patches} patch tokens as {count} reduced tokens"
         if settings.method == "svit":
-            notes.append("SViT: tokens the first gated block processes; grey = skipped there")
-    left, right = prediction_pictures(base, red, model.output_kind, size)
-    save_png(side_by_side(enlarge(left, s), enlarge(right, s),
-                          ("baseline", f"{settings.method}")), folder / "prediction.png")
+            text += " (grey: skipped by the first gated block)"
+        save_figure(tokens_figure(image, pix, text), folder / "tokens.png")
+        files.append(folder / "tokens.png")
+        notes.append(f"{lay.num_patches} patch tokens drawn as {count} reduced tokens")
+    kind = model.output_kind if model.output_kind == "segmentation" else (
+        "depth" if base.shape[1] == 1 else "features")
+    b, r = prediction_maps(base, red, model.output_kind, size)
+    names = None
+    if kind == "segmentation":
+        classes = base.shape[1]
+        names = list(entry_of(settings.model.name).class_names or ())
+        names = names if len(names) == classes else [f"class {c}" for c in range(classes)]
+    save_figure(prediction_figure(image, labels if kind == "segmentation" else None, b, r, kind,
+                                  names, settings.method, f"{name} on {source}"),
+                folder / "prediction.png")
     files.append(folder / "prediction.png")
     return {"files": [str(f) for f in files], "notes": notes}

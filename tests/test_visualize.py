@@ -1,5 +1,6 @@
 """`vitexport visualize`: the method assignment hooks, the pictures and their sizes."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,8 @@ from PIL import Image
 from exporter.cli import main
 from exporter.config import BuildSettings, ModelSpec
 from exporter.methods import apply_method
-from exporter.visualize import reconstruction_picture
+from exporter.visualize import (EDGE, enlarge, prediction_figure, reconstruction_picture,
+                                 tokens_picture)
 
 from .helpers import images_for, tiny_segmenter
 
@@ -23,7 +25,10 @@ def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
                              method_args=args or {})
     out = tmp_path / f"out-{method}"
     out.mkdir()
-    (out / "report.json").write_text(json.dumps({"settings": settings.to_dict()}))
+    text = json.dumps({"settings": settings.to_dict(), "artifacts": {}, "hashes": {},
+                       "model": {}, "method": {}, "tokens": {}})
+    (out / "report.json").write_text(text)  # with its sha256, which visualize checks first
+    (out / "report.sha256").write_text(f"{hashlib.sha256(text.encode()).hexdigest()}  report.json\n")
     return out
 
 
@@ -31,9 +36,11 @@ def sizes(out):
     return {p.name: Image.open(p).size for p in sorted((out / "visualize").glob("*.png"))}
 
 
-# segmenter_tiny at 64x96 (a 4x6 grid of 16-pixel patches): pictures enlarged 4x so that the
-# smaller side reaches 256; prediction.png holds two 384-wide panels and an 8-pixel gap.
-ALL = {"tokens.png": (384, 256), "reconstruction.png": (384, 256), "prediction.png": (776, 256)}
+# Figures of fixed size at 100 dpi: tokens.png two 4.4-inch panels; prediction.png one
+# 2.8-inch panel each for input, (ground truth,) baseline and reduced.
+TOKENS = (880, 525)
+PREDICTION = {3: (840, 410), 4: (1120, 410)}
+ALL = {"tokens.png": TOKENS, "prediction.png": PREDICTION[3]}
 
 
 @pytest.mark.parametrize("method,args", [
@@ -57,7 +64,7 @@ def test_method_without_assignment_still_pictures_predictions(tmp_path):
     result = CliRunner().invoke(main, ["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert "no token assignment" in result.output
-    assert sizes(out) == {"prediction.png": (776, 256)}
+    assert sizes(out) == {"prediction.png": PREDICTION[3]}
 
 
 def test_given_image_is_resized_and_bad_image_refused(tmp_path):
@@ -79,8 +86,7 @@ def test_feature_model_pictures(tmp_path):
     out = folder(tmp_path, "pool", {"hw": "2x2"}, ("vit_tiny_patch16_224", (64, 64), None))
     result = CliRunner().invoke(main, ["visualize", str(out)])
     assert result.exit_code == 0, result.output
-    assert sizes(out) == {"tokens.png": (256, 256), "reconstruction.png": (256, 256),
-                          "prediction.png": (520, 256)}
+    assert sizes(out) == ALL
 
 
 def distinct(ids):
@@ -136,6 +142,38 @@ def test_digits_model_pictures_its_first_validation_image(tmp_path):
     result = CliRunner().invoke(main, ["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert "first image of the digits val split" in result.output
-    # 64x64 canvases enlarged 4x
-    assert sizes(out) == {"tokens.png": (256, 256), "reconstruction.png": (256, 256),
-                          "prediction.png": (520, 256)}
+    # its labels come with it: input | ground truth | baseline | reduced
+    assert sizes(out) == {"tokens.png": TOKENS, "prediction.png": PREDICTION[4]}
+
+
+def test_tokens_picture_draws_the_boundaries_between_reduced_tokens():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    ids = np.array([[0, 0, 1, 1]] * 2 + [[2, 2, 2, 2], [2, 2, 2, -1]])
+    out = tokens_picture(image, ids, 2)  # enlarged 2x: 8x8
+    edge = (out == EDGE).all(-1)
+    # a line where the token changes to the right or below, one pixel wide; none elsewhere
+    expect = np.zeros((8, 8), bool)
+    expect[:4, 3] = True  # 0 | 1
+    expect[3, :] = True  # 0, 1 above 2
+    expect[6:, 5] = True  # 2 | pruned
+    expect[5, 6:] = True  # 2 above pruned
+    np.testing.assert_array_equal(edge, expect)
+    assert (out[~expect & (enlarge(ids, 2) >= 0)] == 100).all()  # the input elsewhere
+    grey = out[7, 7]
+    assert (grey < 100).all()  # pruned tokens greyed
+
+
+def test_prediction_figure_names_the_classes_shown():
+    image = np.zeros((8, 8, 3), np.uint8)
+    labels = np.zeros((8, 8), np.int64)
+    labels[:4] = 3
+    labels[0, 0] = 255  # ignored
+    base = labels.clip(0, 3).copy()
+    red = base.copy()
+    red[4:, :4] = 1
+    names = ["background", "cat", "dog", "bird"]
+    fig = prediction_figure(image, labels, base, red, "segmentation", names, "pool", "t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["input", "ground truth", "baseline (--method none)",
+                      "reduced (pool)\n75.0% of pixels as baseline"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "cat", "bird"]
