@@ -113,6 +113,7 @@ def tiny_eval(path, n=3, size=64, classes=3):
 
 @pytest.mark.slow
 def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
+    # four exports of a 12-block model (two baselines, two rows): minutes on a busy machine
     data = tiny_eval(tmp_path / "eval.npz")
     out = tmp_path / "sweep"
     spec = ModelSpec("segmenter_tiny", None, (64, 64), 3)
@@ -129,7 +130,7 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
     assert not list(out.glob(".sweep-*"))  # the scratch exports went with the interruption
 
     args = ["sweep", "--model", "segmenter_tiny", "--img-size", "64x64", "--num-classes", "3",
-            "--eval-data", str(data), "--methods", "pool,token-adapter", "--runs", "2",
+            "--eval-data", str(data), "--methods", "pool", "--runs", "2",
             "--warmup", "0", "--out", str(out), "--min-retention", "0.01"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "--resume" in result.output  # the finished rows are kept
@@ -139,9 +140,8 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
     done = json.loads((out / "sweep.json").read_text())
     assert done["complete"] and done["rows"][0] == {**first["rows"][0],
                                                      "pareto": done["rows"][0]["pareto"]}
-    assert [(r["method"], r["setting"]) for r in done["rows"]] == [
-        ("pool", "hw 3x3"), ("pool", "hw 2x2"),
-        ("token-adapter", "rows/cols ratio 0.3"), ("token-adapter", "rows/cols ratio 0.5")]
+    assert [(r["method"], r["setting"]) for r in done["rows"]] == [("pool", "hw 3x3"),
+                                                                  ("pool", "hw 2x2")]
     for r in done["rows"]:
         assert r["validated"] and r["tokens"] < 16 and r["gflops_ratio"] > 1
         assert r["speedup"] == pytest.approx(r["baseline_ms"] / r["reduced_ms"])
