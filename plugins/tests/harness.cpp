@@ -279,6 +279,17 @@ void checkReconstructOnDevice(ReconstructCase const& c, Tally& tally)
             + " x (1 + |value|)), " + number(run.milliseconds) + " ms");
 }
 #endif
+//! One check per case of both plugins (--quick: the largest cases left out).
+template <typename SelectCheck, typename ReconstructCheck>
+void eachCase(bool quick, Tally& tally, SelectCheck&& select, ReconstructCheck&& reconstruct)
+{
+    for (SelectCase const& c : selectCases())
+        if (!(quick && c.large))
+            select(c, tally);
+    for (ReconstructCase const& c : reconstructCases())
+        if (!(quick && c.large))
+            reconstruct(c, tally);
+}
 } // namespace
 
 int main(int argc, char** argv)
@@ -302,12 +313,7 @@ int main(int argc, char** argv)
     Tally tally;
     checkComparators(tally);
     checkNeighbours(tally);
-    for (SelectCase const& c : selectCases())
-        if (!(quick && c.large))
-            checkSelectReference(c, tally);
-    for (ReconstructCase const& c : reconstructCases())
-        if (!(quick && c.large))
-            checkReconstructReference(c, tally);
+    eachCase(quick, tally, checkSelectReference, checkReconstructReference);
 #ifdef VITEXPORT_HOST_ONLY
     (void) hostOnly;
     tally.skip(std::string("gpu: host-only build (no CUDA compiler)") + (requireGpu ? ", but --require-gpu" : ""));
@@ -326,12 +332,7 @@ int main(int argc, char** argv)
         else
         {
             std::printf("GPU %s\n", deviceName().c_str());
-            for (SelectCase const& c : selectCases())
-                if (!(quick && c.large))
-                    checkSelectOnDevice(c, tally);
-            for (ReconstructCase const& c : reconstructCases())
-                if (!(quick && c.large))
-                    checkReconstructOnDevice(c, tally);
+            eachCase(quick, tally, checkSelectOnDevice, checkReconstructOnDevice);
         }
     }
 #endif

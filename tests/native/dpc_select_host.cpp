@@ -6,22 +6,11 @@
 //   IN:  float32 z [B,N,C], int32 neighbours [N,lambda], float32 weights [lambda]
 //   OUT: float32 -log rho [B,N], float32 log score [B,N], int32 centers [B,M], int32 assignment [B,N]
 #include "../../plugins/tests/reference.h"
+#include "binary_io.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-template <typename T>
-static bool readAll(std::FILE* f, std::vector<T>& v)
-{
-    return std::fread(v.data(), sizeof(T), v.size(), f) == v.size();
-}
-
-template <typename T>
-static bool writeAll(std::FILE* f, std::vector<T> const& v)
-{
-    return std::fwrite(v.data(), sizeof(T), v.size(), f) == v.size();
-}
 
 int main(int argc, char** argv)
 {

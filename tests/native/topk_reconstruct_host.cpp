@@ -6,17 +6,12 @@
 //   IN:  float32 z [B,N,C], centers [B,M,C], values [B,M,D], then uint8 mask [N,M] if has_mask
 //   OUT: float32 [B,N,D]
 #include "../../plugins/tests/reference.h"
+#include "binary_io.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <vector>
-
-template <typename T>
-static bool readAll(std::FILE* f, std::vector<T>& v)
-{
-    return std::fread(v.data(), sizeof(T), v.size(), f) == v.size();
-}
 
 int main(int argc, char** argv)
 {
@@ -46,7 +41,7 @@ int main(int argc, char** argv)
     std::vector<float> const out = vitexport::reference::topkReconstruct(B, N, M, C, D, k, tau, norm, z.data(),
         centers.data(), values.data(), hasMask ? mask.get() : nullptr);
     std::FILE* f = std::fopen(argv[2], "wb");
-    if (f == nullptr || std::fwrite(out.data(), sizeof(float), out.size(), f) != out.size())
+    if (f == nullptr || !writeAll(f, out))
     {
         std::fprintf(stderr, "cannot write %s\n", argv[2]);
         return 1;

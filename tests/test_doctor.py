@@ -1,0 +1,48 @@
+"""`vitexport doctor` on a host without GPU and TensorRT: every GPU step is a skip with its
+reason and fix, nothing is claimed, the report is written; an earlier report needs --force."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter.doctor import INSTALL_TRT, Step, engine_steps
+
+from .helpers import run
+
+
+@pytest.fixture(scope="module")
+def folder(built):
+    return built("expedite", "--hw", "3x4", "--k", "6", "--plugins")
+
+
+def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("TensorRT_ROOT", str(tmp_path / "no-tensorrt"))
+    monkeypatch.setattr("exporter.doctor.gpu_info", lambda: None)  # as on this host: no GPU
+    result = run(["doctor", str(folder), "--report-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "doctor.json").read_text())
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["build folder"]["status"] == "done"
+    for name in ("kernel harness", "engine model.engine", "engine model.plugins.engine",
+                 "engine model.fp16.engine", "timing"):
+        assert steps[name]["status"] == "skipped" and "no CUDA GPU" in steps[name]["detail"]
+        assert steps[name]["fix"]
+    if report["host"]["tensorrt_headers"] is None:
+        assert steps["plugin library"]["status"] == "skipped"
+        assert "TensorRT_ROOT" in steps["plugin library"]["fix"]
+    assert not any(s["status"] == "done" and s["name"].startswith("engine") for s in report["steps"])
+    assert "| engine model.plugins.engine | skipped |" in (tmp_path / "r" / "doctor.md").read_text()
+    assert "skipped  kernel harness: no CUDA GPU" in result.output
+
+    again = run(["doctor", str(folder), "--report-dir", str(tmp_path / "r")])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert len(again.output.strip().splitlines()) == 1
+
+
+def test_engines_skip_without_tensorrt_on_a_gpu_host(folder):
+    facts = {"gpu": {"name": "any", "driver": "1", "compute_capability": "9.0"}, "tensorrt": None}
+    steps = engine_steps(folder, {}, None, facts, None, lambda text: None)
+    assert [s.status for s in steps] == ["skipped"] * 4
+    assert all(isinstance(s, Step) and s.fix == INSTALL_TRT for s in steps[:3])
