@@ -24,16 +24,25 @@ from .errors import InputError
 from .folder import read_folder, write_atomic, write_json
 from .presets import resolve
 from .reference import eval_set, patched_model
-from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
-                         shapes_of, tensorrt_version)
+from .trt.engine import (
+    PLUGIN_LIBRARY,
+    EngineSettings,
+    TensorRTUnavailable,
+    build_engine,
+    shapes_of,
+    tensorrt_version,
+)
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
 TIMEOUT_S = 600  # one CMake build or harness run
 GPU_HOST = "run `vitexport doctor` on a host with an NVIDIA GPU and its driver"
 INSTALL_TRT = "pip install 'vitexport[gpu]' (TensorRT 10+, on a GPU host)"
 # (artifact key, engine file, precision) of the engines built from a folder
-ENGINES = (("onnx", "model.engine", "fp32"), ("onnx_plugins", "model.plugins.engine", "fp32"),
-           ("onnx_fp16", "model.fp16.engine", "fp16"))
+ENGINES = (
+    ("onnx", "model.engine", "fp32"),
+    ("onnx_plugins", "model.plugins.engine", "fp32"),
+    ("onnx_fp16", "model.fp16.engine", "fp16"),
+)
 
 
 @dataclass
@@ -60,8 +69,9 @@ def gpu_info() -> dict | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        result = _run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap",
-                       "--format=csv,noheader"])
+        result = _run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"]
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     line = _first_line(result.stdout)
@@ -118,8 +128,12 @@ def _missing_toolchain(facts: dict) -> Step | None:
     if facts["cmake"] is None:
         return Step("CMake", "skipped", "cmake is not on PATH", "pip install cmake")
     if facts["nvcc"] is None:
-        return Step("CUDA compiler", "skipped", "nvcc is not on PATH",
-                    "install the CUDA toolkit and put its bin/ on PATH")
+        return Step(
+            "CUDA compiler",
+            "skipped",
+            "nvcc is not on PATH",
+            "install the CUDA toolkit and put its bin/ on PATH",
+        )
     return None
 
 
@@ -134,11 +148,18 @@ def library_step(build_dir: Path, facts: dict, given: str | None) -> Step:
     if missing:
         return replace(missing, name="plugin library")
     if facts["tensorrt_headers"] is None:
-        return Step("plugin library", "skipped", "TensorRT headers (NvInferRuntime.h) not found",
-                    "TensorRT_ROOT=<TensorRT folder with include/> vitexport doctor")
+        return Step(
+            "plugin library",
+            "skipped",
+            "TensorRT headers (NvInferRuntime.h) not found",
+            "TensorRT_ROOT=<TensorRT folder with include/> vitexport doctor",
+        )
     configure = _cmake_configure(build_dir, facts)
-    result = configure if configure.returncode else _run(
-        ["cmake", "--build", str(build_dir), "--target", "vitexport_plugins", "-j"])
+    result = (
+        configure
+        if configure.returncode
+        else _run(["cmake", "--build", str(build_dir), "--target", "vitexport_plugins", "-j"])
+    )
     path = build_dir / PLUGIN_LIBRARY
     if result.returncode or not path.is_file():
         return Step("plugin library", "failed", _tail(result), f"cmake --build {build_dir}")
@@ -160,10 +181,13 @@ def harness_step(build_dir: Path, facts: dict) -> Step:
     if built.returncode:
         return Step("kernel harness", "failed", _tail(built))
     tests = _run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"])
-    lines = [line for line in tests.stdout.splitlines() if line.startswith(("PASS", "FAIL", "SKIP"))]
+    lines = [
+        line for line in tests.stdout.splitlines() if line.startswith(("PASS", "FAIL", "SKIP"))
+    ]
     summary = _first_line("\n".join(reversed(tests.stdout.splitlines())))
-    return Step("kernel harness", "failed" if tests.returncode else "done", summary,
-                data={"lines": lines})
+    return Step(
+        "kernel harness", "failed" if tests.returncode else "done", summary, data={"lines": lines}
+    )
 
 
 def _tail(result: subprocess.CompletedProcess, lines: int = 5) -> str:
@@ -173,12 +197,14 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 5) -> str:
 def default_settings(model: str | None, img_size) -> BuildSettings:
     """The default model's Expedite build, with the plugin graph and the fp16 model."""
     spec, method, args = resolve(None, ModelSpec(model, None, img_size, None), "expedite", {})
-    return BuildSettings(model=spec, method=method, method_args=args, plugins=True,
-                         precision="fp16")
+    return BuildSettings(
+        model=spec, method=method, method_args=args, plugins=True, precision="fp16"
+    )
 
 
-def folder_step(out: Path | None, scratch: Path, model: str | None, img_size,
-                progress) -> tuple[Step, Path, dict, BuildSettings]:
+def folder_step(
+    out: Path | None, scratch: Path, model: str | None, img_size, progress
+) -> tuple[Step, Path, dict, BuildSettings]:
     """An existing build folder (checked against its hashes), or a fresh default build."""
     if out is not None:
         report, settings = read_folder(out)
@@ -188,10 +214,17 @@ def folder_step(out: Path | None, scratch: Path, model: str | None, img_size,
     report = build(settings, folder, bench=False, progress=progress)
     folder_text = f"{folder} (temporary, removed after the run)"
     passed = all(v["passed"] for v in report["validation"])
-    return (Step("build folder", "done" if passed else "failed",
-                 f"built {settings.model.name} + {settings.method} in {folder_text} "
-                 f"(artifacts: {', '.join(sorted(report['artifacts']))})"),
-            folder, report, settings)
+    return (
+        Step(
+            "build folder",
+            "done" if passed else "failed",
+            f"built {settings.model.name} + {settings.method} in {folder_text} "
+            f"(artifacts: {', '.join(sorted(report['artifacts']))})",
+        ),
+        folder,
+        report,
+        settings,
+    )
 
 
 class EngineSession:
@@ -210,8 +243,9 @@ class EngineSession:
         return self.runner.infer(feed)
 
 
-def engine_steps(folder: Path, report: dict, settings: BuildSettings, facts: dict,
-                 library: str | None, progress) -> list[Step]:
+def engine_steps(
+    folder: Path, report: dict, settings: BuildSettings, facts: dict, library: str | None, progress
+) -> list[Step]:
     """Build, validate and time the folder's engines; every missing piece is a skip."""
     missing = None
     if facts["gpu"] is None:
@@ -220,7 +254,8 @@ def engine_steps(folder: Path, report: dict, settings: BuildSettings, facts: dic
         missing = ("TensorRT is not installed", INSTALL_TRT)
     if missing:
         return [Step(f"engine {name}", "skipped", *missing) for _, name, _ in ENGINES] + [
-            Step("timing", "skipped", f"no engine was built: {missing[0]}", missing[1])]
+            Step("timing", "skipped", f"no engine was built: {missing[0]}", missing[1])
+        ]
     shape = tuple(report["model"]["input_shape"])
     profile = shapes_of(shape, settings.dynamic_batch)
     reduced = patched_model(settings)
@@ -229,16 +264,29 @@ def engine_steps(folder: Path, report: dict, settings: BuildSettings, facts: dic
     for key, name, precision in ENGINES:
         source = report["artifacts"].get(key)
         if source is None:
-            steps.append(Step(f"engine {name}", "skipped", f"the folder has no {key} artifact",
-                              "vitexport build --plugins --precision fp16"))
+            steps.append(
+                Step(
+                    f"engine {name}",
+                    "skipped",
+                    f"the folder has no {key} artifact",
+                    "vitexport build --plugins --precision fp16",
+                )
+            )
             continue
         if key == "onnx_plugins" and library is None:
-            steps.append(Step(f"engine {name}", "skipped", "no plugin library (see above)",
-                              "TensorRT_ROOT=<TensorRT> vitexport doctor"))
+            steps.append(
+                Step(
+                    f"engine {name}",
+                    "skipped",
+                    "no plugin library (see above)",
+                    "TensorRT_ROOT=<TensorRT> vitexport doctor",
+                )
+            )
             continue
         lib = library if key == "onnx_plugins" else None
-        eng = EngineSettings(precision=precision, plugin_library=lib,
-                             timing_cache=str(folder / "timing.cache"))
+        eng = EngineSettings(
+            precision=precision, plugin_library=lib, timing_cache=str(folder / "timing.cache")
+        )
         try:
             progress(f"build {name}")
             build_engine(folder / source, folder / name, eng, profile)
@@ -251,23 +299,32 @@ def engine_steps(folder: Path, report: dict, settings: BuildSettings, facts: dic
         checked = settings if precision == "fp32" else _loosened(settings)
         (entry,) = run_validation(checked, reduced, folder, {"engine": name}, shape, data)
         built[name] = folder / name
-        steps.append(Step(f"engine {name}", "done" if entry["passed"] else "failed",
-                          f"validated against PyTorch: {'passed' if entry['passed'] else 'FAILED'}",
-                          data={"validation": entry}))
+        steps.append(
+            Step(
+                f"engine {name}",
+                "done" if entry["passed"] else "failed",
+                f"validated against PyTorch: {'passed' if entry['passed'] else 'FAILED'}",
+                data={"validation": entry},
+            )
+        )
     steps.append(timing_step(folder, report, settings, built, shape, profile, progress))
     return steps
 
 
 def _loosened(settings: BuildSettings) -> BuildSettings:
     """The build's tolerances widened to the fp16 ones (never tightened)."""
-    return replace(settings, atol=max(settings.atol, FP16_TOLERANCES["atol"]),
-                   rtol=max(settings.rtol, FP16_TOLERANCES["rtol"]),
-                   min_cosine=min(settings.min_cosine, FP16_TOLERANCES["min_cosine"]),
-                   min_argmax=min(settings.min_argmax, FP16_TOLERANCES["min_argmax"]))
+    return replace(
+        settings,
+        atol=max(settings.atol, FP16_TOLERANCES["atol"]),
+        rtol=max(settings.rtol, FP16_TOLERANCES["rtol"]),
+        min_cosine=min(settings.min_cosine, FP16_TOLERANCES["min_cosine"]),
+        min_argmax=min(settings.min_argmax, FP16_TOLERANCES["min_argmax"]),
+    )
 
 
-def timing_step(folder: Path, report: dict, settings: BuildSettings, built: dict, shape, profile,
-                progress) -> Step:
+def timing_step(
+    folder: Path, report: dict, settings: BuildSettings, built: dict, shape, profile, progress
+) -> Step:
     """Latency of each engine against the baseline engine (`--method none`), interleaved."""
     from .bench import export_baseline
     from .models.base import INPUT_NAME
@@ -279,21 +336,33 @@ def timing_step(folder: Path, report: dict, settings: BuildSettings, built: dict
     if not baseline.is_file():
         baseline = export_baseline(folder, settings, shape, report, progress=progress)
     try:
-        build_engine(baseline, folder / "baseline.engine", EngineSettings(
-            timing_cache=str(folder / "timing.cache")), profile)
+        build_engine(
+            baseline,
+            folder / "baseline.engine",
+            EngineSettings(timing_cache=str(folder / "timing.cache")),
+            profile,
+        )
     except Exception as err:  # noqa: BLE001 - TensorRT's own errors
         return Step("timing", "failed", f"baseline engine: {type(err).__name__}: {err}")
     sessions = {"baseline.engine": EngineSession(folder / "baseline.engine", INPUT_NAME)}
     sessions.update({name: EngineSession(path, INPUT_NAME) for name, path in built.items()})
     latency = interleaved_latency(sessions, shape, runs=20, warmup=3, seed=settings.seed)
     base = latency["baseline.engine"]["median_ms"]
-    text = ", ".join(f"{name} {v['median_ms']:.3f} ms ({base / v['median_ms']:.2f}x)"
-                     for name, v in latency.items() if name != "baseline.engine")
+    text = ", ".join(
+        f"{name} {v['median_ms']:.3f} ms ({base / v['median_ms']:.2f}x)"
+        for name, v in latency.items()
+        if name != "baseline.engine"
+    )
     return Step("timing", "done", f"baseline.engine {base:.3f} ms; {text}", data=latency)
 
 
-def run_doctor(out: Path | None = None, model: str | None = None, img_size=None,
-               plugin_library: str | None = None, progress=lambda text: None) -> dict:
+def run_doctor(
+    out: Path | None = None,
+    model: str | None = None,
+    img_size=None,
+    plugin_library: str | None = None,
+    progress=lambda text: None,
+) -> dict:
     """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict)."""
     facts = host_facts()
     with tempfile.TemporaryDirectory(prefix="vitexport-doctor-") as scratch:
@@ -308,22 +377,35 @@ def run_doctor(out: Path | None = None, model: str | None = None, img_size=None,
         steps.append(step)
         lib = library.data.get("path")
         steps += engine_steps(folder, report, settings, facts, lib, progress)
-    return {"host": facts, "folder": str(out) if out else "a temporary default build",
-            "steps": [asdict(s) for s in steps]}
+    return {
+        "host": facts,
+        "folder": str(out) if out else "a temporary default build",
+        "steps": [asdict(s) for s in steps],
+    }
 
 
 def to_markdown(result: dict) -> str:
     host = result["host"]
     gpu = host["gpu"]
-    gpu_text = (f"{gpu['name']}, driver {gpu['driver']}, sm {gpu['compute_capability']}"
-                if gpu else "none")
-    lines = ["# vitexport doctor", "", "## Host", "",
-             f"- GPU: {gpu_text}",
-             f"- CUDA: nvcc {host['nvcc'] or 'absent'}, PyTorch built for CUDA {host['torch_cuda'] or 'none'}",
-             f"- TensorRT: {host['tensorrt'] or 'not installed'} (headers: {host['tensorrt_headers'] or 'not found'})",
-             f"- cmake: {host['cmake'] or 'absent'}; compute-sanitizer: {host['compute_sanitizer'] or 'absent'}; "
-             f"trtexec: {host['trtexec'] or 'absent'}",
-             "", f"## Steps ({result['folder']})", "", "| step | status | detail | fix |", "|---|---|---|---|"]
+    gpu_text = (
+        f"{gpu['name']}, driver {gpu['driver']}, sm {gpu['compute_capability']}" if gpu else "none"
+    )
+    lines = [
+        "# vitexport doctor",
+        "",
+        "## Host",
+        "",
+        f"- GPU: {gpu_text}",
+        f"- CUDA: nvcc {host['nvcc'] or 'absent'}, PyTorch built for CUDA {host['torch_cuda'] or 'none'}",
+        f"- TensorRT: {host['tensorrt'] or 'not installed'} (headers: {host['tensorrt_headers'] or 'not found'})",
+        f"- cmake: {host['cmake'] or 'absent'}; compute-sanitizer: {host['compute_sanitizer'] or 'absent'}; "
+        f"trtexec: {host['trtexec'] or 'absent'}",
+        "",
+        f"## Steps ({result['folder']})",
+        "",
+        "| step | status | detail | fix |",
+        "|---|---|---|---|",
+    ]
     for s in result["steps"]:
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
         lines.append(f"| {s['name']} | {s['status']} | {cell(s['detail'])} | {cell(s['fix'])} |")
@@ -335,8 +417,12 @@ def check_report_dir(folder: Path, force: bool = False) -> tuple[Path, Path]:
     folder = Path(folder)
     md, js = folder / "doctor.md", folder / "doctor.json"
     if not force and (md.exists() or js.exists()):
-        raise InputError("--report-dir", str(folder), "a folder without doctor.md/doctor.json "
-                         "(or --force)", "holds an earlier report")
+        raise InputError(
+            "--report-dir",
+            str(folder),
+            "a folder without doctor.md/doctor.json (or --force)",
+            "holds an earlier report",
+        )
     if folder.exists() and not folder.is_dir():
         raise InputError("--report-dir", str(folder), "a folder", "is a file")
     return md, js

@@ -25,14 +25,21 @@ def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypat
     report = json.loads((tmp_path / "r" / "doctor.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["build folder"]["status"] == "done"
-    for name in ("kernel harness", "engine model.engine", "engine model.plugins.engine",
-                 "engine model.fp16.engine", "timing"):
+    for name in (
+        "kernel harness",
+        "engine model.engine",
+        "engine model.plugins.engine",
+        "engine model.fp16.engine",
+        "timing",
+    ):
         assert steps[name]["status"] == "skipped" and "no CUDA GPU" in steps[name]["detail"]
         assert steps[name]["fix"]
     if report["host"]["tensorrt_headers"] is None:
         assert steps["plugin library"]["status"] == "skipped"
         assert "TensorRT_ROOT" in steps["plugin library"]["fix"]
-    assert not any(s["status"] == "done" and s["name"].startswith("engine") for s in report["steps"])
+    assert not any(
+        s["status"] == "done" and s["name"].startswith("engine") for s in report["steps"]
+    )
     assert "| engine model.plugins.engine | skipped |" in (tmp_path / "r" / "doctor.md").read_text()
     assert "skipped  kernel harness: no CUDA GPU" in result.output
 

@@ -12,14 +12,26 @@ from . import DEFAULT_OUT, _progress, main
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@click.option("--model", "model_name", default=None,
-              help="Model of the build made when OUT is not given (default: segmenter_digits).")
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Model of the build made when OUT is not given (default: segmenter_digits).",
+)
 @click.option("--img-size", default=None, help="Its input HxW (default: the model's).")
-@click.option("--plugin-lib", default=None,
-              help="A built libvitexport_plugins.so (default: build it with CMake when TensorRT "
-                   "headers are found).")
-@click.option("--report-dir", type=click.Path(path_type=Path), default=DEFAULT_OUT / "doctor",
-              show_default=True, help="Where doctor.md and doctor.json go.")
+@click.option(
+    "--plugin-lib",
+    default=None,
+    help="A built libvitexport_plugins.so (default: build it with CMake when TensorRT "
+    "headers are found).",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_OUT / "doctor",
+    show_default=True,
+    help="Where doctor.md and doctor.json go.",
+)
 @click.option("--force", is_flag=True, help="Replace an earlier doctor.md/doctor.json there.")
 def doctor(out, model_name, img_size, plugin_lib, report_dir, force):
     """Host facts (GPU, CUDA, TensorRT, plugin library), then for OUT (default: a fresh
