@@ -10,8 +10,12 @@ from .errors import InputError
 _PAIR = re.compile(r"^\s*(-?\d+)\s*[xX*]\s*(-?\d+)\s*$")
 
 
+# No size in this tool (pixels, tokens, windows) gets near this; bigger numbers are typos.
+MAX_PAIR = 1 << 16
+
+
 def parse_pair(flag: str, text, allowed: str = "HxW with positive integers, e.g. 24x24") -> tuple[int, int]:
-    """Parse "24x24" (or a single "24" meaning 24x24) into a pair of positive ints."""
+    """Parse "24x24" (or a single "24" meaning 24x24) into a pair of ints in 1..MAX_PAIR."""
     if isinstance(text, (tuple, list)) and len(text) == 2:
         pair = (int(text[0]), int(text[1]))
     else:
@@ -23,8 +27,9 @@ def parse_pair(flag: str, text, allowed: str = "HxW with positive integers, e.g.
             pair = (int(text), int(text))
         else:
             raise InputError(flag, text, allowed, "not of the form HxW")
-    if pair[0] <= 0 or pair[1] <= 0:
-        raise InputError(flag, f"{pair[0]}x{pair[1]}", allowed, "sizes must be positive")
+    if not (0 < pair[0] <= MAX_PAIR and 0 < pair[1] <= MAX_PAIR):
+        shown = text if len(str(text)) < 40 else str(text)[:40] + "..."
+        raise InputError(flag, shown, allowed, f"sizes must be in 1..{MAX_PAIR}")
     return pair
 
 
