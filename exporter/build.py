@@ -31,7 +31,7 @@ from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, bu
                          shapes_of, write_build_script)
 from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
 from .timing import speed_stage
-from .validate import validate_onnx
+from .validate import Tolerances, validate_entry
 
 Progress = Callable[[str], None]
 VALIDATION_SAMPLES = 2
@@ -166,8 +166,10 @@ def write_plugin_graph(proto, path: Path, method: str) -> None:
     save_onnx(use_plugins(proto, method), path)
 
 
-# A half-precision model is held to looser numbers than float32 (10-bit mantissa).
-FP16_TOLERANCES = {"atol": 5e-2, "rtol": 5e-2, "min_cosine": 0.999, "min_argmax": 0.99}
+# A half-precision model is held to looser numbers than float32 (10-bit mantissa): the
+# bounds of Tolerances.half(), read off the strictest tolerances.
+FP16_TOLERANCES = {k: getattr(Tolerances(0.0, 0.0, 1.0, 1.0, 1.0).half(), k)
+                   for k in ("atol", "rtol", "min_cosine", "min_argmax")}
 
 
 def export_half(reduced: ReducedModel, path: Path, shape, settings: BuildSettings) -> None:
@@ -219,22 +221,16 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
             continue
         path = folder / artifacts[key]
         runner = None
-        tol = {"atol": settings.atol, "rtol": settings.rtol, "min_cosine": settings.min_cosine,
-               "min_argmax": settings.min_argmax}
+        tol = Tolerances.of(settings)
         if key == "onnx_plugins":
             runner = plugin_graph_runner(path, runtime)
         elif key == "onnx_fp16":
             runner = half_precision_runner(path, shape, reduced.model.output_names, runtime)
-            tol = {k: max(v, FP16_TOLERANCES[k]) if k in ("atol", "rtol") else min(v, FP16_TOLERANCES[k])
-                   for k, v in tol.items()}
+            tol = tol.half()
         elif key == "engine":
             runner = tensorrt_runner(path, runtime)
-        entries.append(validate_onnx(
-            reduced, path, shape, reduced.model.output_names, reduced.model.output_kind,
-            settings.seed, VALIDATION_SAMPLES, tol["atol"], tol["rtol"], tol["min_cosine"],
-            settings.error_quantile, tol["min_argmax"], runtime_runner=runner, runtime=runtime,
-            images=None if data is None else data.images,
-            images_source=None if data is None else data.source))
+        entries.append(validate_entry(reduced, path, shape, tol, settings.seed, VALIDATION_SAMPLES,
+                                      runner, runtime, data))
     return entries
 
 

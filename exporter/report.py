@@ -57,6 +57,11 @@ def render_markdown(r: dict) -> str:
                          f"{_fmt(o.get('mean_abs'))} | {_fmt(o.get('cosine'))} | "
                          f"{_fmt(o.get('argmax_agreement'))} | "
                          f"{_fmt(o.get('mismatch_fraction'))} |")
+        if v.get("verdict"):  # decision-aware validation (validate.ValidationResult)
+            lines += ["", f"Decisions: {v['verdict']} (near-tie bound {t.get('tie_bound')})."]
+            lines += [f"- `{k}` ({d.get('tensor', 'not found')}): {d.get('flipped', 0)} of "
+                      f"{d.get('compared', 0)} flipped; largest margins {d.get('margins', [])}"
+                      for k, d in v.get("decisions", {}).items()]
         lines.append("")
     a = r.get("accuracy")
     if a:
@@ -150,6 +155,7 @@ def summary(report: dict, out) -> list[str]:
                if any(not math.isfinite(x) for x in (o.get("max_abs"), o.get("cosine"))
                       if isinstance(x, float))]
         extra += f", NaN or infinite values in {', '.join(bad)}" if bad else ""
+        extra += f"; {v['verdict']}" if v.get("verdict") else ""
         lines.append(f"  {v['artifact']} ({v['runtime']}): "
                      f"{'PASSED' if v['passed'] else 'FAILED'} cosine {worst:.8f}, "
                      f"max abs {max_abs:.3g}{extra}")
