@@ -32,12 +32,12 @@ from . import data
 NAME = "segmenter_digits"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG = {
-    "dim": 192, "depth": 8, "heads": 3, "patch": 2, "decoder_layers": 0,
-    "decoder": "linear", "stem": "conv", "stem_width": 64,
+    "dim": 96, "depth": 4, "heads": 3, "patch": 2, "decoder_layers": 0,
+    "decoder": "linear", "stem": "conv", "stem_width": 128,
     "canvas": data.CANVAS, "crop": 32, "crop_digits": [1, 2],
     "batch": 16, "full_batch": 4, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 100,
 }
-STEPS, FULL_STEPS = 3000, 200
+STEPS, FULL_STEPS = 3000, 150  # the shipped run: 930 s on 2 quiet cores
 EVAL_COUNT = 500  # validation canvases the recorded mIoU is measured on
 TEST_COUNT = 100  # the subset whose mIoU the test suite recomputes
 
