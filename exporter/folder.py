@@ -293,7 +293,8 @@ def write_report(out: Path, report: dict) -> None:
     digest = hashlib.sha256(text.encode()).hexdigest()
     write_atomic(Path(out) / "report.json", text)
     write_atomic(Path(out) / REPORT_HASH, f"{digest}  report.json\n")
-    write_atomic(Path(out) / "report.md", render_markdown(report))
+    # rendered from the written JSON, so report.md shows what report.json holds (NaN flagged)
+    write_atomic(Path(out) / "report.md", render_markdown(json.loads(text)))
 
 
 def _reject_constant(name):

@@ -254,12 +254,15 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
 
     out = Path(out)
     report, settings = read_folder(out)
+    # a bad --image is refused before any slow work or progress line
+    size = tuple(int(s) for s in report["model"]["input_shape"][2:])
+    given = None if image_path is None else load_image(image_path, size)
     progress("rebuild the PyTorch reference ...")
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
-    if image_path is not None:
-        image, labels, source = load_image(image_path, size), None, str(image_path)
+    if given is not None:
+        image, labels, source = given, None, str(image_path)
     else:
         image, labels, source = default_sample(settings.model.name, size)
     x = to_model_input(image, settings.model.name)
