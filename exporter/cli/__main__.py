@@ -1,0 +1,5 @@
+"""`python -m exporter.cli`: the same as the `vitexport` command."""
+
+from . import main
+
+main()
