@@ -254,13 +254,12 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
 
     out = Path(out)
     report, settings = read_folder(out)
-    # a bad --image is refused before any slow work or progress line
-    size = tuple(int(s) for s in report["model"]["input_shape"][2:])
-    given = None if image_path is None else load_image(image_path, size)
-    progress("rebuild the PyTorch reference ...")
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
+    # a bad --image is refused before any progress line: the error stays the only output
+    given = None if image_path is None else load_image(image_path, size)
+    progress("rebuilt the PyTorch reference")
     if given is not None:
         image, labels, source = given, None, str(image_path)
     else:
