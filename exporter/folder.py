@@ -22,6 +22,7 @@ import signal
 from pathlib import Path
 
 from .errors import InputError
+from .report import render_markdown
 
 FLAG = "--out"
 # Longest file name most filesystems take (ext4, xfs, tmpfs, APFS); the staging name adds to it.
@@ -287,8 +288,6 @@ REPORT_HASH = "report.sha256"  # sha256sum's format, so `sha256sum -c report.sha
 
 def write_report(out: Path, report: dict) -> None:
     """report.json (with its sha256 in report.sha256) and report.md, each replaced atomically."""
-    from .report import render_markdown
-
     text = to_json(report)
     digest = hashlib.sha256(text.encode()).hexdigest()
     write_atomic(Path(out) / "report.json", text)

@@ -6,8 +6,6 @@ import json
 import math
 from pathlib import Path
 
-# The folder's files (hashes, atomic writes, reading back) live in folder.py; kept importable here.
-from .folder import file_hashes, read_report, sha256, write_atomic, write_report  # noqa: F401
 
 
 def _fmt(v) -> str:

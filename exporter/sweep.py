@@ -20,7 +20,8 @@ from pathlib import Path
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
 from .presets import DEFAULT_METHOD, resolve
-from .report import percent, write_atomic
+from .folder import write_atomic
+from .report import percent
 
 NAME = "sweep"
 

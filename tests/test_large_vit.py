@@ -198,7 +198,7 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
 
     from exporter.onnx import export
     from exporter.onnx.lint import lint_folder
-    from exporter.report import file_hashes
+    from exporter.folder import file_hashes
 
     monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
     vit = tiny_vit(grid=(2, 3), depth=2, patch=14)
