@@ -378,27 +378,3 @@ def validate_entry(reduced, path: Path, input_shape, tol: Tolerances, seed: int,
     return validate_artifact(reduced, Path(path), feeds, inputs, reduced.model.output_names,
                              reduced.model.output_kind, tol, seed, runner, runtime).to_dict()
 
-
-def validate_onnx(reference: torch.nn.Module, onnx_path: Path, input_shape, output_names,
-                  output_kind: str, seed: int, samples: int, atol: float, rtol: float,
-                  min_cosine: float, error_quantile: float, min_argmax: float,
-                  runtime_runner: BaseRunner | None = None, runtime: str = "onnxruntime",
-                  images: np.ndarray | None = None, images_source: str = "",
-                  tolerances: Tolerances | None = None) -> dict:
-    """`validate_artifact` with the build's numbers as separate arguments (as build.py passes
-    them); returns the report entry. `tolerances`, when given, replaces the five numbers.
-
-    Real images are preferred where a build has them: on standard-normal noise a trained
-    model's token scores can nearly tie (gaps of 1e-5 relative), so decisions flip between
-    runtimes more often; the comparison tells such flips from errors either way (see
-    `ValidationResult`).
-
-    Passes when, for every output, polygraphy's check holds at `error_quantile` (that quantile
-    of |diff| is <= atol, or of the relative error <= rtol), the cosine similarity is at least
-    `min_cosine`, and for segmentation logits the argmax agrees on at least `min_argmax` of
-    the pixels, against the reference that decides as the runtime did.
-    """
-    tol = tolerances or Tolerances(atol, rtol, min_cosine, error_quantile, min_argmax)
-    data, inputs = feeds_for(input_shape, seed, samples, images, images_source)
-    return validate_artifact(reference, Path(onnx_path), data, inputs, output_names, output_kind,
-                             tol, seed, runtime_runner, runtime).to_dict()
