@@ -24,7 +24,7 @@ from .methods import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
 from .onnx.lint import errors_of, lint, lint_folder
-from .onnx.plugins import PLUGIN_METHODS, use_plugins
+from .onnx.plugins import PLUGIN_METHODS, check_family, use_plugins
 from .polygraphy_data import write_comparison_data
 from .reference import eval_set, input_shape, patched_model
 from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
@@ -81,6 +81,8 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     check_build_memory(settings, max_memory)  # before the model is allocated at that size
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
+    if settings.plugins:
+        check_family(settings.method, reduced.model.family)
     shape = input_shape(settings, reduced.model)
     data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
     tmp = folder.stage(expected_size(reduced.model, settings))

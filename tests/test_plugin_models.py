@@ -10,7 +10,7 @@ from exporter.onnx.export import export_onnx
 from exporter.onnx.plugin_ops import PLUGIN_DOMAIN, run_plugin_graph
 from exporter.onnx.plugins import PLUGINS, plugin_methods, use_plugins
 
-from .helpers import images_for, max_abs, tiny_segmenter, tiny_vit
+from .helpers import assert_one_line_error, images_for, max_abs, run, tiny_segmenter, tiny_vit
 from .test_dpt import tiny_dpt
 
 # family -> a tiny model; the 32x32 ViT grid has a neighbour table (1024 x 50) large enough
@@ -47,3 +47,28 @@ def test_plugin_record_finds_modules_by_their_class():
         path = f"{plugin.module.__module__}.{plugin.module.__qualname__}"
         assert path.startswith("exporter.ops.")
         assert plugin.cpu.__module__ == "exporter.onnx.plugin_ops"
+
+
+@pytest.mark.parametrize("method", plugin_methods())
+def test_plugin_graph_with_dynamic_batch(tmp_path, method):
+    """A dynamic batch adds shape arithmetic (Shape -> Gather ...) in front of the lowering:
+    the surgery leaves it out of the plugin's inputs, and the graph runs at any batch."""
+    reduced = apply_method(tiny_vit(grid=(8, 8), depth=3, dim=16), method, {})
+    images = images_for(reduced.model, batch=2)
+    proto = export_onnx(reduced, tmp_path / "model.onnx", tuple(images.shape), dynamic_batch=True)
+    portable = ort.InferenceSession(str(tmp_path / "model.onnx"),
+                                    providers=["CPUExecutionProvider"])
+    plugin = use_plugins(proto, method)
+    for batch in (1, 3):
+        feed = {"images": images_for(reduced.model, batch=batch).numpy()}
+        for a, b in zip(run_plugin_graph(plugin, feed), portable.run(None, feed)):
+            assert a.shape == b.shape and max_abs(a, b) <= 1e-5 * max(1.0, np.abs(b).max())
+
+
+def test_plugins_refused_for_swin_before_export(tmp_path):
+    """Swin's reconstruction works on window tensors the plugin does not take: one line, exit 2,
+    nothing written."""
+    result = run(["build", "--model", "swin_tiny_patch4_window7_224", "--img-size", "224x224",
+                  "--method", "expedite", "--plugins", "--out", tmp_path / "swin"])
+    assert_one_line_error(result, "--plugins")
+    assert "swin" in result.output and not (tmp_path / "swin").exists()

@@ -36,7 +36,8 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("decisions")
     out = {}
     for method, args in (("expedite", {"hw": "5x5", "k": 3}), ("ailurus", {"clusters": 12}),
-                         ("none", {})):
+                         ("tome", {"r": "6", "alpha": "1"}),
+                         ("token-adapter", {"alpha": "1"}), ("none", {})):
         reduced = apply_method(tiny_vit(grid=(8, 8), depth=3, dim=16), method, args)
         export_onnx(reduced, folder / f"{method}.onnx", SHAPE)
         out[method] = (reduced, folder / f"{method}.onnx")
@@ -50,7 +51,7 @@ def check(reduced, path, tol=Tolerances(), opts=None):
 
 
 @pytest.mark.parametrize("threads,level", MATRIX)
-@pytest.mark.parametrize("method", ["expedite", "ailurus"])
+@pytest.mark.parametrize("method", ["expedite", "ailurus", "tome", "token-adapter"])
 def test_decisions_found_and_judged_in_every_session(exported, method, threads, level):
     reduced, path = exported[method]
     result = check(reduced, path, opts=options(threads, level))
@@ -58,6 +59,32 @@ def test_decisions_found_and_judged_in_every_session(exported, method, threads, 
     assert result.decisions and all(d.get("tensor") for d in result.decisions.values())
     assert set(k.split("#")[0] for k in result.decisions) == set(reduced.method.decisions())
     assert result.verdict == "decisions equal" or result.verdict.startswith("near-tie flips")
+
+
+@pytest.mark.parametrize("method,names", [("tome", {"tome.match", "tome.merged"}),
+                                          ("token-adapter", {"adapter.rows", "adapter.cols",
+                                                             "adapter.best_rep"})])
+def test_imposed_decisions_are_followed(exported, method, names):
+    """Imposing the reference's own decisions changes nothing; imposing other kept lines or
+    other merged tokens changes the outputs (the rest of the reference follows them)."""
+    reduced, _ = exported[method]
+    images = torch.from_numpy(feeds_for(SHAPE, 0, 1)[0][0]["images"])
+    with torch.no_grad(), Decisions() as own:
+        base = reduced(images)
+    assert names <= {k.split("#")[0] for k in own.own}
+    with torch.no_grad(), Decisions(dict(own.own)):
+        assert torch.equal(reduced(images), base)
+    key = next(k for k in own.own if k.split("#")[0] in ("tome.merged", "adapter.rows"))
+    other = own.own[key].copy()
+    # a line of the 8x8 grid not kept / an A token (even position past the class token) not merged
+    candidates = range(2, 65, 2) if method == "tome" else range(8)
+    other[0, -1] = next(v for v in candidates if v not in other[0])
+    other.sort(-1)
+    with torch.no_grad(), Decisions({key: other}) as forced:
+        changed = reduced(images)
+    assert not torch.equal(changed, base)
+    assert np.array_equal(np.sort(forced.own[key], -1), np.sort(own.own[key], -1))
+    assert forced.margins[key](own.own[key], other).size == 1
 
 
 def test_swapped_model_fails(exported):

@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..errors import InputError
 from ..ops.density_peaks import DensityPeaksSelection
 from ..ops.reconstruction import ReconstructionWeights, TokenReconstruction
 from .plugin_ops import (DPC_SELECT, NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT,
@@ -210,17 +211,34 @@ def _score_operands(score: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
                              f"nodes before the reconstruction TopK (input {score.name})")
 
 
-def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int,
-                   scope: set[int]) -> gs.Node:
-    """`scope`: ids of every application's nodes (a group's output leaves them all)."""
-    members = {id(n) for n in group}
-    outside_inputs = []
+def _shape_derived(t: gs.Tensor, depth: int = 0) -> bool:
+    """Whether `t` is computed from tensor shapes only (a dynamic batch size and the arithmetic
+    on it): such inputs size the lowering and are not data the plugin needs."""
+    p = _producer(t)
+    if p is None or depth > SCORE_SEARCH_DEPTH:
+        return False
+    if p.op == "Shape":
+        return True
+    return all(_constant(i) is not None or _shape_derived(i, depth + 1) for i in p.inputs)
+
+
+def _outside_inputs(group: list[gs.Node], members: set[int]) -> list[gs.Tensor]:
+    """The data tensors a group takes from outside itself: not constants, not shape arithmetic."""
+    found = []
     for node in group:
         for t in node.inputs:
             p = _producer(t)
             if (p is None or id(p) not in members) and _constant(t) is None \
-                    and all(t is not o for o in outside_inputs):
-                outside_inputs.append(t)
+                    and not _shape_derived(t) and all(t is not o for o in found):
+                found.append(t)
+    return found
+
+
+def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int,
+                   scope: set[int]) -> gs.Node:
+    """`scope`: ids of every application's nodes (a group's output leaves them all)."""
+    members = {id(n) for n in group}
+    outside_inputs = _outside_inputs(group, members)
     topk_index = [t for t in outside_inputs if _producer(t) is not None and _producer(t).op == "TopK"]
     if len(topk_index) != 1:
         raise PluginSurgeryError(f"reconstruction group {number}: expected one input from a TopK, "
@@ -365,13 +383,7 @@ def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray
 def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int,
                        scope: set[int]) -> gs.Node:
     members = {id(n) for n in group}
-    inputs = []
-    for node in group:
-        for t in node.inputs:
-            p = _producer(t)
-            if (p is None or id(p) not in members) and _constant(t) is None \
-                    and all(t is not o for o in inputs):
-                inputs.append(t)
+    inputs = _outside_inputs(group, members)
     if len(inputs) != 1 or (inputs[0].shape is not None and len(inputs[0].shape) != 3):
         raise PluginSurgeryError(f"selection group {number}: expected one input z [B, N, C], "
                                  f"found {[(t.name, t.shape) for t in inputs]}")
@@ -473,6 +485,9 @@ class Plugin:
     surgery: Callable[[onnx.ModelProto], onnx.ModelProto]  # the graph with the node in its place
     methods: tuple[str, ...]  # the --method values whose graphs hold the module
     hidden: tuple[str, ...] = ()  # decisions (ops.decisions names) made inside the node
+    # DenseModel.family values whose lowering the surgery knows (Swin's windowed
+    # reconstruction works on rank-6 window tensors, not the plugin's [B, N, C])
+    families: tuple[str, ...] = ("vit",)
 
 
 # In the order they are applied.
@@ -503,6 +518,15 @@ def plugin_methods() -> tuple[str, ...]:
 
 
 PLUGIN_METHODS = plugin_methods()
+
+
+def check_family(method: str, family: str) -> None:
+    """Refuse `--plugins` for a model family that `method`'s plugin does not cover."""
+    for plugin in PLUGINS:
+        if method in plugin.methods and family not in plugin.families:
+            raise InputError("--plugins", "", f"models of family {'|'.join(plugin.families)}",
+                             f"the {plugin.name} plugin has no form for {family} models "
+                             f"(build without --plugins)")
 
 
 def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.ModelProto:

@@ -50,7 +50,7 @@ class MergePlan(NamedTuple):
 class BipartiteSoftMatching(nn.Module):
     """One ToMe merge of `num_tokens` tokens (prefix included) down to `num_tokens - r`."""
 
-    decision_names = ("tome.match",)
+    decision_names = ("tome.match", "tome.merged")
 
     def __init__(self, num_tokens: int, r: int, num_prefix: int):
         super().__init__()
@@ -94,6 +94,13 @@ class BipartiteSoftMatching(nn.Module):
             (best.unsqueeze(1) == best.unsqueeze(2)) & self.earlier)
         rank = ahead.sum(dim=2)  # a permutation of 0..n_a-1
         merged = rank < self.r  # [B, n_a]
+        # The merged A tokens (sequence positions, by rank) are a decision: the r best matches.
+        of_rank = rank.unsqueeze(1) == self.ranks.view(1, -1, 1)  # [B, r, n_a]
+        own_sources = (of_rank * self.a_pos.view(1, 1, -1)).sum(dim=2)
+        by_a = top_margin(best)
+        sources = decide("tome.merged", own_sources, lambda own, other: by_a(own // 2, other // 2))
+        if sources is not own_sources:  # another runtime's choice imposed (validation only)
+            merged = (self.a_pos.view(1, -1, 1) == sources.unsqueeze(1)).any(2)
         # Where each token goes, in sequence positions: merged A tokens to their B match.
         dest_a = torch.where(merged, match * 2 + 1, self.a_pos)
         dest_b = self.b_pos.view(1, -1).expand(match.shape[0], -1)
@@ -107,8 +114,6 @@ class BipartiteSoftMatching(nn.Module):
         # Inverse maps by counting, not scattering: slot t holds the kept token with t kept
         # tokens before it; source k is the A token of rank k.
         kept_index = (kept_before.unsqueeze(1) <= self.slots.view(1, -1, 1)).sum(dim=2)
-        of_rank = rank.unsqueeze(1) == self.ranks.view(1, -1, 1)  # [B, r, n_a]
-        sources = (of_rank * self.a_pos.view(1, 1, -1)).sum(dim=2)
         return MergePlan(target, kept_index, sources, target.gather(1, sources))
 
     def merge(self, x: torch.Tensor, sizes: torch.Tensor, plan: MergePlan

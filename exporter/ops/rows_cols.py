@@ -72,7 +72,7 @@ class RowColInjector(nn.Module):
     ejection state). Runs in float32.
     """
 
-    decision_names = ("adapter.best_rep",)
+    decision_names = ("adapter.rows", "adapter.cols", "adapter.best_rep")
 
     def __init__(self, grid: tuple[int, int], rows_ratio: float, cols_ratio: float,
                  unique_ratio: float):
@@ -91,12 +91,20 @@ class RowColInjector(nn.Module):
     def num_reduced(self) -> int:
         return self.kept[0] * self.kept[1]
 
-    def _axis(self, score, before, key, n_normal, n_kept, n_unique):
-        """Per-axis masks: kept [B, L], kept indices [B, n_kept], unique among kept [B, n_kept]."""
+    def _axis(self, name, score, before, key, n_normal, n_kept, n_unique):
+        """Per-axis masks: kept [B, L], kept indices [B, n_kept], unique among kept [B, n_kept].
+        The kept lines are a decision (the n_kept most important, ties to the lower index)."""
         L = score.shape[1]
         rank = stable_rank(score, before.to(score.device))
         kept = rank >= n_normal
-        index = select_ascending(kept, n_kept, key.to(score.dtype).expand(score.shape[0], -1))
+        chosen = select_ascending(kept, n_kept, key.to(score.dtype).expand(score.shape[0], -1))
+        index = decide(name, chosen, top_margin(score))
+        if index is not chosen:
+            # Another runtime's lines imposed (validation only): the kept mask follows them,
+            # and the unique lines are the most important of those kept.
+            kept = (index.unsqueeze(2) == torch.arange(L, device=score.device)).any(1)
+            rank = torch.where(kept, stable_rank(score.masked_fill(~kept, -torch.inf),
+                                                 before.to(score.device)), -1)
         unique = torch.gather(rank >= L - n_unique, 1, index)  # highest-importance kept lines
         return kept, index, unique
 
@@ -106,10 +114,10 @@ class RowColInjector(nn.Module):
         (k_h, k_w), M = self.kept, self.num_reduced
         z = z.float()
         token_score = z.amax(dim=2).reshape(B, H, W)  # importance of a token: max over channels
-        kept_r, rows, uniq_r = self._axis(token_score.amax(2), self.before_h, self.key_h,
-                                          self.normal[0], k_h, self.unique[0])
-        kept_c, cols, uniq_c = self._axis(token_score.amax(1), self.before_w, self.key_w,
-                                          self.normal[1], k_w, self.unique[1])
+        kept_r, rows, uniq_r = self._axis("adapter.rows", token_score.amax(2), self.before_h,
+                                          self.key_h, self.normal[0], k_h, self.unique[0])
+        kept_c, cols, uniq_c = self._axis("adapter.cols", token_score.amax(1), self.before_w,
+                                          self.key_w, self.normal[1], k_w, self.unique[1])
         flat = (rows.unsqueeze(2) * W + cols.unsqueeze(1)).reshape(B, M)  # kept tokens, raster
         representative = (~uniq_r.unsqueeze(2) & ~uniq_c.unsqueeze(1)).reshape(B, M)
 
