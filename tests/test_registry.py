@@ -1,5 +1,6 @@
 """Every registered method and model has tests, as the registries grow."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,25 @@ def test_eval_sets_fit_their_models():
         assert labels.shape == (2, 32, 32) and labels.dtype == np.int64, name
         assert 0 <= labels.min() and labels.max() < entry.num_classes, name
         assert source and entry.eval_count > 0
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_config_is_frozen_and_its_flags_derive_from_it(name):
+    """spec.options is read from the config dataclass: same keys, flags and defaults, in field
+    order; a built method keeps an instance of that class, which cannot be changed."""
+    spec = METHODS[name]
+    assert dataclasses.is_dataclass(spec.config) and spec.config.__dataclass_params__.frozen
+    flagged = [f for f in dataclasses.fields(spec.config) if "flag" in f.metadata]
+    assert [(o.key, o.flag, o.default) for o in spec.options] == [
+        (f.name, f.metadata["flag"], f.default) for f in flagged]
+    assert all(f.metadata["flag"] == "--" + f.name.replace("_", "-") for f in flagged)
+    cfg = spec.config()
+    for f in flagged:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, f.name, 1)
+    method = apply_method(tiny_vit(grid=(6, 10), depth=4), name, _tiny_args(name)).method
+    if flagged:
+        assert isinstance(method.cfg, spec.config)
 
 
 def _tiny_args(name):

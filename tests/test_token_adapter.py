@@ -49,7 +49,7 @@ def match_counts(z, merged, threshold):
 def test_token_count_is_the_papers_formula(H, W, r_h, r_w):
     """When r*H and r*W are whole, N_r = N - H*W*(r_h + r_w - r_h*r_w) exactly (section 3.1)."""
     layout = TokenLayout((H, W), 1, 8, 4, 2)
-    method = ta.TokenAdapter(layout, 1, 4, r_h, r_w, 0.1, "max", 0.9)
+    method = ta.TokenAdapter(layout, ta.TokenAdapterConfig(1, 4, r_h, r_w, 0.1, "max", 0.9))
     expect = H * W - H * W * (r_h + r_w - r_h * r_w)
     assert method.reduced_tokens() == round(expect)
     assert abs(expect - round(expect)) < 1e-9
@@ -180,7 +180,7 @@ def test_reduced_blocks_see_the_formula_token_count():
     with torch.no_grad():
         reduced(images_for(model, 2))
     hook.remove()
-    (_, _), (k_h, k_w), _ = ref.counts(7, 9, 0.2, 0.4, ta.DEFAULTS["unique_ratio"])
+    (_, _), (k_h, k_w), _ = ref.counts(7, 9, 0.2, 0.4, ta.TokenAdapterConfig.unique_ratio)
     assert seen == [torch.Size([2, 2 + k_h * k_w, 32])]
     assert reduced.method.reduced_tokens() == k_h * k_w
 

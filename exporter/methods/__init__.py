@@ -1,7 +1,7 @@
 """Token-reduction methods and their registry: `--method name` -> `MethodSpec`.
 
-Every module in this package that defines `SPEC` (a `MethodSpec`) is registered, so adding a
-method touches one new file.
+Every module or subpackage here that defines `SPEC` (a `MethodSpec`) is registered, so adding
+a method touches one new file (a method with several forms is a subpackage).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ and M = N/4; a = 0.9, lambda = 50, k = 1 (Table 7).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import InputError
@@ -21,22 +23,25 @@ from ..models.base import DenseModel
 from ..ops import run_block
 from ..ops.density_peaks import (TOPK_LIMIT, DensityPeaksSelection, merge_clusters,
                                  unfold_clusters)
-from .base import MethodSpec, Option, TokenMethod, check_int, defaults_of, split_prefix
+from .base import MethodSpec, TokenMethod, check_int, entries, flag, split_prefix
 
 PAPER_ALPHA = 2  # the block after which the paper clusters
 CLUSTER_SHARE = 0.25  # M = N/4
 SPATIAL_NEIGHBOURS = 50  # lambda
-OPTIONS = (
-    Option("--alpha", "alpha", "blocks run at full resolution before clustering",
-           rule="2 (the paper's location)"),
-    Option("--clusters", "clusters", "M: representative tokens kept (1..N-1)",
-           rule="round(N/4) (400 of 1600 in the paper)"),
-    Option("--spatial-alpha", "spatial_alpha", "a: spatial weight floor of Eq. 2, in (0, 1]", 0.9),
-    Option("--spatial-neighbours", "spatial_neighbours",
-           "lambda: spatial neighbours per token (1..N-1)", rule="50, at most N-1"),
-    Option("--knn", "knn", "k: neighbours averaged in the density (1..lambda)", 1),
-)
-DEFAULTS = defaults_of(OPTIONS)
+
+
+@dataclass(frozen=True)
+class AiluRusConfig:
+    alpha: int | None = flag("--alpha", "blocks run at full resolution before clustering",
+                             rule="2 (the paper's location)")
+    clusters: int | None = flag("--clusters", "M: representative tokens kept (1..N-1)",
+                                rule="round(N/4) (400 of 1600 in the paper)")
+    spatial_alpha: float = flag("--spatial-alpha", "a: spatial weight floor of Eq. 2, in (0, 1]",
+                                0.9)
+    spatial_neighbours: int | None = flag("--spatial-neighbours",
+                                          "lambda: spatial neighbours per token (1..N-1)",
+                                          rule="50, at most N-1")
+    knn: int = flag("--knn", "k: neighbours averaged in the density (1..lambda)", 1)
 
 
 def default_alpha(depth: int) -> int:
@@ -53,18 +58,17 @@ def default_clusters(num_patches: int) -> int:
 class AiluRus(TokenMethod):
     name = "ailurus"
 
-    def __init__(self, layout, alpha, clusters, spatial_alpha, neighbours, knn, restore_at_output):
+    def __init__(self, layout, cfg: AiluRusConfig, restore_at_output: bool):
         super().__init__(layout)
-        self.cut = alpha
-        self.clusters = clusters
+        self.cfg = cfg
+        self.cut, self.clusters = cfg.alpha, cfg.clusters
         self.restore_at_output = restore_at_output
-        self.selection = DensityPeaksSelection(layout.grid, clusters, neighbours, spatial_alpha,
-                                               knn)
+        self.selection = DensityPeaksSelection(layout.grid, cfg.clusters, cfg.spatial_neighbours,
+                                               cfg.spatial_alpha, cfg.knn)
 
     def config(self):
-        sel = self.selection
-        return {"alpha": self.cut, "clusters": self.clusters, "spatial_alpha": sel.spatial_alpha,
-                "spatial_neighbours": int(sel.neighbours.shape[1]), "knn": sel.knn,
+        fields = ("alpha", "clusters", "spatial_alpha", "spatial_neighbours", "knn")
+        return {**entries(self.cfg, *fields),
                 "restore": "output" if self.restore_at_output else "backbone"}
 
     def reduced_tokens(self):
@@ -116,7 +120,7 @@ def build(model: DenseModel, args: dict) -> AiluRus:
         if clusters > TOPK_LIMIT:
             raise InputError("--clusters", clusters, f"1..{TOPK_LIMIT}",
                              f"TensorRT's TopK takes at most {TOPK_LIMIT}")
-    spatial_alpha = check_spatial_alpha(args.get("spatial_alpha", DEFAULTS["spatial_alpha"]))
+    spatial_alpha = check_spatial_alpha(args.get("spatial_alpha", AiluRusConfig.spatial_alpha))
     neighbours = args.get("spatial_neighbours")
     if neighbours is None:
         # The paper's 50 assumes ~1000+ tokens; small grids have fewer other tokens.
@@ -124,15 +128,16 @@ def build(model: DenseModel, args: dict) -> AiluRus:
     else:
         neighbours = check_int("--spatial-neighbours", neighbours, 1, N - 1)
     knn_max = min(neighbours, TOPK_LIMIT)
-    knn = check_int("--knn", args.get("knn", DEFAULTS["knn"]), 1, knn_max)
+    knn = check_int("--knn", args.get("knn", AiluRusConfig.knn), 1, knn_max)
     at_output = model.restore_at_output and model.per_token_head
-    return AiluRus(lay, alpha, clusters, spatial_alpha, neighbours, knn, at_output)
+    cfg = AiluRusConfig(alpha, clusters, spatial_alpha, neighbours, knn)
+    return AiluRus(lay, cfg, at_output)
 
 
 SPEC = MethodSpec(
     "ailurus",
     "spatial-aware density peaks clustering after block alpha, unfold at the output "
     "(Li et al. 2023)",
-    OPTIONS,
+    AiluRusConfig,
     {"vit": build},
 )

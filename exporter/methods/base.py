@@ -7,7 +7,7 @@ they implement `reduce` and `restore`; others override `run`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
@@ -20,9 +20,9 @@ from ..models.base import DenseModel, TokenLayout
 
 @dataclass(frozen=True)
 class Option:
-    """One method flag: its CLI name, config key and help, and its default: a value the
-    method's builder takes when the flag is not given (`defaults_of`), or, where the default
-    depends on the model, `rule` saying how the builder computes it."""
+    """One method flag: its CLI name, config key and help, and its default: the value the
+    method's config takes when the flag is not given, or, where the default depends on the
+    model (default None), `rule` saying how the builder computes it."""
 
     flag: str
     key: str
@@ -42,9 +42,28 @@ class Option:
         return str(self.default)
 
 
-def defaults_of(options: tuple[Option, ...]) -> dict:
-    """{config key: default value} of the options whose default does not depend on the model."""
-    return {o.key: o.default for o in options if o.default is not None}
+def flag(name: str, help: str, default: Any = None, rule: str = "", is_flag: bool = False) -> Any:
+    """A config field that is also a method flag (`options_of` reads it back)."""
+    meta = {"flag": name, "help": help, "rule": rule, "is_flag": is_flag}
+    return field(default=default, metadata=meta)
+
+
+def options_of(config: type) -> tuple[Option, ...]:
+    """The flags of a method's config dataclass, in field order."""
+    return tuple(Option(f.metadata["flag"], f.name, f.metadata["help"], f.default,
+                        f.metadata["rule"], f.metadata["is_flag"])
+                 for f in fields(config) if "flag" in f.metadata)
+
+
+def entries(config, *names: str) -> dict:
+    """{name: value} of some config fields as report.json writes them (pairs as "HxW")."""
+    values = {n: getattr(config, n) for n in names}
+    return {n: format_pair(v) if isinstance(v, tuple) else v for n, v in values.items()}
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """The config of a method without flags."""
 
 
 @dataclass
@@ -53,11 +72,16 @@ class MethodSpec:
 
     name: str
     description: str
-    options: tuple[Option, ...]
+    # the method's frozen config dataclass: its fields with `flag` metadata are its flags
+    config: type
     # DenseModel.family -> builder of the method's form for that family
     builders: dict[str, Callable[[DenseModel, dict], "TokenMethod"]]
     # flags that switch to the authors' own formulation (same result), timed beside ours by bench
     authors_form: dict | None = None
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return options_of(self.config)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -204,11 +228,11 @@ def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
     return hw
 
 
-def check_restore(value, model: DenseModel) -> bool:
-    """--restore output|backbone -> restore at the output; output needs a per-token head."""
+def check_restore(value, model: DenseModel) -> str:
+    """--restore output|backbone, by default the model's; output needs a per-token head."""
     if value is None:
-        return model.restore_at_output
+        return "output" if model.restore_at_output else "backbone"
     check_choice("--restore", value, ("output", "backbone"))
     if value == "output" and not model.per_token_head:
         raise InputError("--restore", value, "backbone", "this model's head is not per token")
-    return value == "output"
+    return value

@@ -1,7 +1,7 @@
 """`--method none`: the unmodified model, the baseline everything is compared with."""
 
 from ..models.base import DenseModel
-from .base import MethodSpec, TokenMethod
+from .base import MethodSpec, NoConfig, TokenMethod
 
 
 class NoReduction(TokenMethod):
@@ -12,4 +12,4 @@ def build(model: DenseModel, args: dict) -> NoReduction:
     return NoReduction(model.layout)
 
 
-SPEC = MethodSpec("none", "the unmodified model (baseline)", (), {"vit": build, "swin": build})
+SPEC = MethodSpec("none", "the unmodified model (baseline)", NoConfig, {"vit": build, "swin": build})

@@ -9,29 +9,39 @@ placements) and the same defaults, so the two compare at equal token counts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..config import format_pair
 from ..models.base import DenseModel
 from ..ops.grid import own_cell
 from ..ops.pooling import GridPooling, GridUpsampling
-from .base import (MethodSpec, Option, TokenMethod, check_hw, check_int, check_restore,
+from .base import (MethodSpec, TokenMethod, check_hw, check_int, check_restore, entries, flag,
                    split_prefix)
 from .expedite import default_alpha, default_hw
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    alpha: int | None = flag("--alpha", "blocks run at full resolution before pooling",
+                             rule="round(depth*10/24)")
+    hw: tuple[int, int] | None = flag("--hw", "pooled grid h x w", rule="0.7 x grid per side")
+    restore: str | None = flag("--restore", "where to upsample: output | backbone",
+                               rule="output for Segmenter, else backbone")
 
 
 class GridPool(TokenMethod):
     name = "pool"
 
-    def __init__(self, layout, alpha: int, hw: tuple[int, int], restore_at_output: bool):
+    def __init__(self, layout, cfg: PoolConfig):
         super().__init__(layout)
-        self.cut, self.hw, self.restore_at_output = alpha, tuple(hw), restore_at_output
-        self.pooling = GridPooling(layout.grid, hw)
-        self.upsampling = GridUpsampling(hw, layout.grid)
+        self.cfg = cfg
+        self.cut, self.hw, self.restore_at_output = cfg.alpha, cfg.hw, cfg.restore == "output"
+        self.pooling = GridPooling(layout.grid, cfg.hw)
+        self.upsampling = GridUpsampling(cfg.hw, layout.grid)
 
     def config(self):
-        return {"alpha": self.cut, "hw": format_pair(self.hw),
-                "restore": "output" if self.restore_at_output else "backbone"}
+        return entries(self.cfg, "alpha", "hw", "restore")
 
     def reduced_tokens(self):
         return self.hw[0] * self.hw[1]
@@ -57,18 +67,12 @@ def build(model: DenseModel, args: dict) -> GridPool:
     alpha = args.get("alpha")
     alpha = default_alpha(lay.depth) if alpha is None else check_int("--alpha", alpha, 1, lay.depth - 1)
     hw = default_hw(lay.grid) if args.get("hw") is None else check_hw(args["hw"], lay.grid)
-    return GridPool(lay, alpha, hw, check_restore(args.get("restore"), model))
+    return GridPool(lay, PoolConfig(alpha, tuple(hw), check_restore(args.get("restore"), model)))
 
 
 SPEC = MethodSpec(
     "pool",
     "average-pool the token grid after block alpha, bilinear upsampling back (paper 001 baseline)",
-    (
-        Option("--alpha", "alpha", "blocks run at full resolution before pooling",
-               rule="round(depth*10/24)"),
-        Option("--hw", "hw", "pooled grid h x w", rule="0.7 x grid per side"),
-        Option("--restore", "restore", "where to upsample: output | backbone",
-               rule="output for Segmenter, else backbone"),
-    ),
+    PoolConfig,
     {"vit": build},
 )

@@ -28,6 +28,7 @@ block index i from alpha to depth - 1 (0-based) and nothing else:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,12 +37,23 @@ from ..errors import InputError
 from ..models.base import DenseModel
 from ..models.checkpoint import read_state_dict
 from ..ops.gating import CapacityGate, TokenGate
-from .base import MethodSpec, Option, TokenMethod, check_int
+from .base import MethodSpec, TokenMethod, check_int, flag
 
-DEFAULT_KEEP_RATIO = 0.7
 RANDOM_GATES_SEED = 0
 SHOWN_MISMATCHES = 3
 _GATE_KEY = re.compile(r"^gates\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class SViTConfig:
+    alpha: int | None = flag("--alpha", "blocks run dense before the first gated block",
+                             rule="round(depth/4), or the first gate in --gates")
+    keep_ratio: float = flag("--keep-ratio",
+                             "capacity: share of patch tokens each gated block runs", 0.7)
+    gates: str | None = flag("--gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)",
+                             rule="required")
+    random_gates: bool = flag("--random-gates", "seeded random gates (tests, trials)", False,
+                              rule="off", is_flag=True)
 
 
 def default_alpha(depth: int) -> int:
@@ -51,18 +63,19 @@ def default_alpha(depth: int) -> int:
 class SViT(TokenMethod):
     name = "svit"
 
-    def __init__(self, layout, alpha: int, keep_ratio: float, hidden: dict[int, int], source: str):
+    def __init__(self, layout, cfg: SViTConfig, hidden: dict[int, int]):
         super().__init__(layout)
-        self.cut, self.keep_ratio, self.source = alpha, keep_ratio, source
-        self.capacity = capacity_of(keep_ratio, layout.num_patches)
+        self.cfg = cfg
+        self.cut, self.keep_ratio = cfg.alpha, cfg.keep_ratio
+        self.capacity = capacity_of(cfg.keep_ratio, layout.num_patches)
         self.gates = nn.ModuleDict({
             str(i): CapacityGate(TokenGate(layout.dim, hidden[i]), layout.num_patches,
                                  layout.num_prefix, self.capacity)
-            for i in range(alpha, layout.depth)})
+            for i in range(cfg.alpha, layout.depth)})
 
     def config(self):
         return {"alpha": self.cut, "keep_ratio": self.keep_ratio, "capacity": self.capacity,
-                "gates": self.source}
+                "gates": "random" if self.cfg.random_gates else self.cfg.gates}
 
     def reduced_tokens(self):
         return self.capacity
@@ -153,7 +166,7 @@ def build(model: DenseModel, args: dict) -> SViT:
     if path is not None and random_gates:
         raise InputError("--random-gates", "with --gates", "one of --gates PATH or --random-gates")
     state = read_gates(path) if path is not None else None
-    keep_ratio = check_keep_ratio(args.get("keep_ratio", DEFAULT_KEEP_RATIO))
+    keep_ratio = check_keep_ratio(args.get("keep_ratio", SViTConfig.keep_ratio))
     alpha = args.get("alpha")
     if alpha is not None:
         alpha = check_int("--alpha", alpha, 1, lay.depth - 1)
@@ -165,10 +178,10 @@ def build(model: DenseModel, args: dict) -> SViT:
         hidden = {i: max(1, lay.dim // 4) for i in range(alpha, lay.depth)}
         with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG is untouched
             torch.manual_seed(RANDOM_GATES_SEED)
-            method = SViT(lay, alpha, keep_ratio, hidden, "random")
+            method = SViT(lay, SViTConfig(alpha, keep_ratio, random_gates=True), hidden)
         return method
     hidden = fit_gates(state, path, alpha, lay.depth, lay.dim)
-    method = SViT(lay, alpha, keep_ratio, hidden, str(path))
+    method = SViT(lay, SViTConfig(alpha, keep_ratio, str(path)), hidden)
     for i, g in method.gates.items():
         g.gate.load_state_dict({k.split(".", 2)[2]: v for k, v in state.items()
                                 if k.startswith(f"gates.{i}.")})
@@ -178,15 +191,6 @@ def build(model: DenseModel, args: dict) -> SViT:
 SPEC = MethodSpec(
     "svit",
     "learned per-block gates, fixed capacity, pruned tokens kept and reactivated (Liu et al. 2024)",
-    (
-        Option("--alpha", "alpha", "blocks run dense before the first gated block",
-               rule="round(depth/4), or the first gate in --gates"),
-        Option("--keep-ratio", "keep_ratio", "capacity: share of patch tokens each gated block runs",
-               DEFAULT_KEEP_RATIO),
-        Option("--gates", "gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)",
-               rule="required"),
-        Option("--random-gates", "random_gates", "seeded random gates (tests, trials)", rule="off",
-               is_flag=True),
-    ),
+    SViTConfig,
     {"vit": build},
 )

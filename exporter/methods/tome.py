@@ -15,6 +15,8 @@ as Expedite restores the mask logits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,9 +25,23 @@ from ..errors import InputError
 from ..models.base import DenseModel, TokenLayout
 from ..ops import run_block
 from ..ops.bipartite import BipartiteSoftMatching, mergeable, unmerge
-from .base import MethodSpec, Option, TokenMethod, check_int, check_restore
+from .base import MethodSpec, TokenMethod, check_int, check_restore, flag
 
 DEFAULT_SHARE = 0.5  # default r removes this share of the patch tokens by the last block
+
+
+@dataclass(frozen=True)
+class ToMeConfig:
+    """Resolved: r is the schedule (tokens merged before each block), alpha its first merging
+    block (None: r is 0 everywhere)."""
+
+    r: tuple[int, ...] | None = flag(
+        "--r", "tokens merged per block, or one count per block (comma-separated)",
+        rule="N/(2 x merging blocks): half the tokens merged by the end")
+    alpha: int | None = flag("--alpha", "blocks run at full resolution before merging starts",
+                             rule="0")
+    restore: str | None = flag("--restore", "where to unmerge: output | backbone",
+                               rule="output for Segmenter, else backbone")
 
 
 def default_r(num_patches: int, merging_blocks: int) -> int:
@@ -48,15 +64,15 @@ def attention_keys(block, x: torch.Tensor) -> torch.Tensor:
 class ToMe(TokenMethod):
     name = "tome"
 
-    def __init__(self, layout: TokenLayout, schedule: list[int], restore_at_output: bool):
+    def __init__(self, layout: TokenLayout, cfg: ToMeConfig):
         super().__init__(layout)
-        self.schedule = list(schedule)
-        self.restore_at_output = restore_at_output
-        merged = [i for i, r in enumerate(schedule) if r > 0]
-        self.cut = merged[0] if merged else None
+        self.cfg = cfg
+        self.schedule = list(cfg.r)
+        self.restore_at_output = cfg.restore == "output"
+        self.cut = cfg.alpha
         self.merges = nn.ModuleDict()
         n = layout.num_prefix + layout.num_patches
-        for i, r in enumerate(schedule):
+        for i, r in enumerate(self.schedule):
             if r > 0:
                 self.merges[str(i)] = BipartiteSoftMatching(n, r, layout.num_prefix)
                 n -= r
@@ -64,9 +80,8 @@ class ToMe(TokenMethod):
                              persistent=False)
 
     def config(self):
-        return {"r": self.schedule, "alpha": self.cut,  # None: r is 0 everywhere
-                "merge": "before each block, on its attention keys",
-                "restore": "output" if self.restore_at_output else "backbone"}
+        return {"r": self.schedule, "alpha": self.cfg.alpha,
+                "merge": "before each block, on its attention keys", "restore": self.cfg.restore}
 
     def reduced_tokens(self):
         return self.layout.num_patches - sum(self.schedule)
@@ -171,23 +186,17 @@ def build(model: DenseModel, args: dict) -> ToMe:
         r = min(default_r(lay.num_patches, lay.depth - (alpha or 0)),
                 mergeable(lay.num_prefix + lay.num_patches, lay.num_prefix))
     schedule = make_schedule(lay, r, alpha)
-    at_output = check_restore(args.get("restore"), model)
-    if at_output and len(model.taps) > 1 and any(schedule[min(model.taps) + 1:max(model.taps) + 1]):
+    restore = check_restore(args.get("restore"), model)
+    if restore == "output" and len(model.taps) > 1 and any(schedule[min(model.taps) + 1:max(model.taps) + 1]):
         raise InputError("--restore", "output", "backbone",
                          "the model's taps would see different token counts")
-    return ToMe(lay, schedule, at_output)
+    merged = [i for i, ri in enumerate(schedule) if ri > 0]
+    return ToMe(lay, ToMeConfig(tuple(schedule), merged[0] if merged else None, restore))
 
 
 SPEC = MethodSpec(
     "tome",
     "bipartite soft matching merges r tokens per block, proportional attention (Bolya et al. 2023)",
-    (
-        Option("--r", "r", "tokens merged per block, or one count per block (comma-separated)",
-               rule="N/(2 x merging blocks): half the tokens merged by the end"),
-        Option("--alpha", "alpha", "blocks run at full resolution before merging starts",
-               rule="0"),
-        Option("--restore", "restore", "where to unmerge: output | backbone",
-               rule="output for Segmenter, else backbone"),
-    ),
+    ToMeConfig,
     {"vit": build},
 )

@@ -1,7 +1,7 @@
 """Token Adapter written straight from the paper (003, section 3.2, Table 4): dense, slow,
 float64, one image and one token at a time. The export form in exporter/ must equal it.
 
-Readings shared with the export form (stated in exporter/methods/token_adapter.py):
+Readings shared with the export form (stated in exporter/methods/token_adapter/vit.py):
 counts rounded half up; ties in importance broken by the lower index; the most similar
 representative / reduced token is the first one (in raster order) among equals; m-threshold
 adds every reduced token whose cosine similarity to the original token is >= threshold.

@@ -16,17 +16,14 @@ lambda 5x5, kappa 5, tau 100, k 10; alpha and k x k scale with the stage's depth
 
 from __future__ import annotations
 
-from ..config import format_pair
-from ..models.base import DenseModel
-from ..ops import TokenReconstruction
-from ..ops.windows import window_merge, window_partition
-from .base import check_int
-from .expedite_flags import CLUSTERING, check_lambda, check_steps
-from .expedite_flags import DEFAULTS as VIT_DEFAULTS
-from .swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
+from ...config import format_pair
+from ...models.base import DenseModel
+from ...ops import TokenReconstruction
+from ...ops.windows import window_merge, window_partition
+from ..base import check_int, entries
+from ..swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
+from .config import CLUSTERING, SWIN_DEFAULTS, ExpediteConfig, check_lambda, check_steps
 
-DEFAULTS = {**VIT_DEFAULTS, "tau": 100.0, "k": 10, "clustering": "dense"}
-# A window holds few clusters (k*k), most inside every lambda window: tiling saves nothing there.
 VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
 
 
@@ -43,20 +40,20 @@ def default_window_hw(window: tuple[int, int]) -> tuple[int, int]:
 class WindowExpedite(WindowReduction):
     name = "expedite"
 
-    def __init__(self, model, stage, alpha, reduced_window, lam, iters, tau, k, norm, neighbours,
-                 clustering="dense"):
-        st = model.stages[stage - 1]
-        super().__init__(model, stage, alpha, st.depth, reduced_window)
-        self.lam, self.iters, self.tau, self.k = lam, iters, tau, k
-        self.norm, self.neighbours, self.formulation = norm, neighbours, clustering
-        self.clustering = CLUSTERING[clustering](st.window, reduced_window, lam, iters, tau)
-        self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, st.window,
-                                                           reduced_window, lam)
+    def __init__(self, model, cfg: ExpediteConfig):
+        st = model.stages[cfg.stage - 1]
+        super().__init__(model, cfg.stage, cfg.alpha, st.depth, cfg.window_hw)
+        self.cfg = cfg
+        self.clustering = CLUSTERING[cfg.clustering](st.window, cfg.window_hw, cfg.window,
+                                                     cfg.iters, cfg.tau)
+        self.reconstruction = TokenReconstruction.for_grid(cfg.k, cfg.tau, cfg.norm,
+                                                           cfg.neighbours, st.window,
+                                                           cfg.window_hw, cfg.window)
 
     def config(self):
-        return {**self.window_config(), "lambda": format_pair(self.lam), "iters": self.iters,
-                "tau": self.tau, "k": self.k, "norm": self.norm, "neighbours": self.neighbours,
-                "clustering": self.formulation}
+        # the report's "window" is the stage's attention window; --window is lambda here
+        steps = entries(self.cfg, "iters", "tau", "k", "norm", "neighbours", "clustering")
+        return {**self.window_config(), "lambda": format_pair(self.cfg.window), **steps}
 
     def reduce(self, x):
         z = window_partition(x, self.window)  # [B*nW, K*K, C]
@@ -77,5 +74,7 @@ def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
     alpha = args.get("alpha")
     alpha = default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
     hw = check_window_hw(args.get("window_hw"), st.window, stage, default_window_hw(st.window))
-    lam = check_lambda(args, DEFAULTS["window"])
-    return WindowExpedite(model, stage, alpha, hw, lam, **check_steps(args, DEFAULTS, hw[0] * hw[1], lam))
+    lam = check_lambda(args, SWIN_DEFAULTS.window)
+    steps = check_steps(args, SWIN_DEFAULTS, hw[0] * hw[1], lam)
+    return WindowExpedite(model, ExpediteConfig(alpha, window=lam, stage=stage, window_hw=hw,
+                                                **steps))

@@ -36,36 +36,15 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
-from ..models.base import DenseModel
-from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
-from .base import (MethodSpec, Option, TokenMethod, check_choice, check_int, defaults_of,
-                   split_prefix)
-from .swin_window import refuse_flags
-from .token_adapter_swin import build_swin
+from ...errors import InputError
+from ...models.base import DenseModel
+from ...ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
+from ..base import TokenMethod, check_int, entries, split_prefix
+from ..swin_window import refuse_flags
+from .config import TokenAdapterConfig, check_reduction, counts_entries
 
-# Table 4 (r_h = r_w = 0.3, m-threshold ejector). Figure 6b's values are not in the text of the
-# paper: it says only that keeping *part* of the kept lines unique beats keeping none, so the
-# default keeps a small share (0.1 of 28 kept lines = 3 unique rows and 3 unique columns).
-# The paper gives no threshold; 0.9 on the cosine similarity admits only near-duplicates of
-# the best match, so m-threshold differs from max where several reduced tokens fit equally well.
-OPTIONS = (
-    Option("--alpha", "alpha", "blocks run at full resolution before the injector",
-           rule="max(1, round(depth/24))"),
-    Option("--restore-after", "restore_after", "block after which the ejector restores "
-           "the full grid (alpha < value <= depth)", rule="depth"),
-    Option("--rows-ratio", "rows_ratio", "r_h: fraction of rows merged, in (0, 1)", 0.3),
-    Option("--cols-ratio", "cols_ratio", "r_w: fraction of columns merged, in (0, 1)", 0.3),
-    Option("--unique-ratio", "unique_ratio",
-           "fraction of kept rows/columns left intact, in [0, 1)", 0.1),
-    Option("--eject", "eject", "ejector matching: max | m-threshold", "m-threshold"),
-    Option("--threshold", "threshold",
-           "m-threshold: cosine similarity at which a reduced token also joins", 0.9),
-    Option("--stage", "stage", "Swin: stage (1-based) whose windows are reduced; --alpha "
-           "and --restore-after then count that stage's blocks", rule="the deepest stage"),
-)
-DEFAULTS = defaults_of(OPTIONS)
-EJECT_MODES = ("max", "m-threshold")
+REPORTED = ("alpha", "restore_after", "rows_ratio", "cols_ratio", "unique_ratio", "eject",
+            "threshold")
 
 
 def default_alpha(depth: int) -> int:
@@ -73,49 +52,24 @@ def default_alpha(depth: int) -> int:
     return max(1, min(depth - 1, round(depth / 24)))
 
 
-def check_fraction(flag: str, value, low_open: bool = True) -> float:
-    """A number in (0, 1), or in [0, 1) when low_open is False."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    ok = (0 < v < 1) if low_open else (0 <= v < 1)
-    if not ok:
-        raise InputError(flag, value, "a number in (0, 1)" if low_open else "a number in [0, 1)")
-    return v
-
-
-def check_cosine(flag: str, value) -> float:
-    """A cosine-similarity threshold in [-1, 1]."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not -1 <= v <= 1:
-        raise InputError(flag, value, "a number in [-1, 1] (a cosine similarity)")
-    return v
-
-
 class TokenAdapter(TokenMethod):
     name = "token-adapter"
     restore_at_output = False  # the ejector needs backbone tokens (module docstring)
 
-    def __init__(self, layout, alpha, restore_after, rows_ratio, cols_ratio, unique_ratio, eject,
-                 threshold):
+    def __init__(self, layout, cfg: TokenAdapterConfig):
         super().__init__(layout)
-        self.cut, self.restore_after = alpha, restore_after
-        self.rows_ratio, self.cols_ratio, self.unique_ratio = rows_ratio, cols_ratio, unique_ratio
-        self.injector = RowColInjector(layout.grid, rows_ratio, cols_ratio, unique_ratio)
-        self.ejector = RowColEjector(eject, threshold)
+        self.cfg = cfg
+        self.cut, self.restore_after = cfg.alpha, cfg.restore_after
+        self.rows_ratio, self.cols_ratio = cfg.rows_ratio, cfg.cols_ratio
+        self.unique_ratio = cfg.unique_ratio
+        self.injector = RowColInjector(layout.grid, cfg.rows_ratio, cfg.cols_ratio,
+                                       cfg.unique_ratio)
+        self.ejector = RowColEjector(cfg.eject, cfg.threshold)
 
     def config(self):
         counts = row_col_counts(self.layout.grid, self.rows_ratio, self.cols_ratio,
                                 self.unique_ratio)
-        return {"alpha": self.cut, "restore_after": self.restore_after,
-                "rows_ratio": self.rows_ratio, "cols_ratio": self.cols_ratio,
-                "unique_ratio": self.unique_ratio, "eject": self.ejector.mode,
-                "threshold": self.ejector.threshold, "normal_rows_cols": list(counts["normal"]),
-                "kept_rows_cols": list(counts["kept"]), "unique_rows_cols": list(counts["unique"])}
+        return {**entries(self.cfg, *REPORTED), **counts_entries(counts)}
 
     def reduced_tokens(self):
         return self.injector.num_reduced
@@ -150,7 +104,7 @@ class TokenAdapter(TokenMethod):
 
 
 def build(model: DenseModel, args: dict) -> TokenAdapter:
-    """The plain-ViT form (the Swin form: `build_swin` with this form's flag parser)."""
+    """The plain-ViT form (the Swin form is `swin.build_swin`)."""
     refuse_flags(args, {"stage": "--stage"}, "only with Swin models (swin_*)",
                  "does not apply to a plain ViT")
     lay = model.layout
@@ -163,23 +117,5 @@ def build(model: DenseModel, args: dict) -> TokenAdapter:
     restore_after = args.get("restore_after")
     restore_after = depth if restore_after is None else check_int(
         "--restore-after", restore_after, alpha + 1, depth)
-    return TokenAdapter(lay, alpha, restore_after, *check_reduction(args))
+    return TokenAdapter(lay, TokenAdapterConfig(alpha, restore_after, **check_reduction(args)))
 
-
-def check_reduction(args: dict) -> tuple[float, float, float, str, float]:
-    """--rows-ratio, --cols-ratio, --unique-ratio, --eject, --threshold (both forms)."""
-    rows = check_fraction("--rows-ratio", args.get("rows_ratio", DEFAULTS["rows_ratio"]))
-    cols = check_fraction("--cols-ratio", args.get("cols_ratio", DEFAULTS["cols_ratio"]))
-    unique = check_fraction("--unique-ratio", args.get("unique_ratio", DEFAULTS["unique_ratio"]),
-                            low_open=False)
-    eject = check_choice("--eject", args.get("eject", DEFAULTS["eject"]), EJECT_MODES)
-    threshold = check_cosine("--threshold", args.get("threshold", DEFAULTS["threshold"]))
-    return rows, cols, unique, eject, threshold
-
-
-SPEC = MethodSpec(
-    "token-adapter",
-    "merge the least important rows and columns of tokens, restore by matching (Su et al. 2024)",
-    OPTIONS,
-    {"vit": build, "swin": lambda model, args: build_swin(model, args, check_reduction)},
-)

@@ -14,34 +14,32 @@ Default alpha: the Expedite Swin default (the paper compares the two at the same
 
 from __future__ import annotations
 
-from ..models.base import DenseModel
-from ..ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
-from ..ops.windows import window_merge, window_partition
-from .base import check_int
-from .expedite_swin import default_alpha
-from .swin_window import WindowReduction, check_stage, refuse_flags
+from ...models.base import DenseModel
+from ...ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
+from ...ops.windows import window_merge, window_partition
+from ..base import check_int, entries
+from ..expedite.swin import default_alpha
+from ..swin_window import WindowReduction, check_stage, refuse_flags
+from .config import TokenAdapterConfig, check_reduction, counts_entries
 
 
 class WindowTokenAdapter(WindowReduction):
     name = "token-adapter"
 
-    def __init__(self, model, stage, alpha, end, rows_ratio, cols_ratio, unique_ratio, eject,
-                 threshold):
-        st = model.stages[stage - 1]
-        counts = row_col_counts(st.window, rows_ratio, cols_ratio, unique_ratio)
-        super().__init__(model, stage, alpha, end, counts["kept"])
-        self.rows_ratio, self.cols_ratio, self.unique_ratio = rows_ratio, cols_ratio, unique_ratio
+    def __init__(self, model, cfg: TokenAdapterConfig):
+        st = model.stages[cfg.stage - 1]
+        counts = row_col_counts(st.window, cfg.rows_ratio, cfg.cols_ratio, cfg.unique_ratio)
+        super().__init__(model, cfg.stage, cfg.alpha, cfg.restore_after, counts["kept"])
+        self.cfg = cfg
         self.counts_per_window = counts
-        self.injector = RowColInjector(st.window, rows_ratio, cols_ratio, unique_ratio)
-        self.ejector = RowColEjector(eject, threshold)
+        self.injector = RowColInjector(st.window, cfg.rows_ratio, cfg.cols_ratio,
+                                       cfg.unique_ratio)
+        self.ejector = RowColEjector(cfg.eject, cfg.threshold)
 
     def config(self):
-        c = self.counts_per_window
-        return {**self.window_config(), "rows_ratio": self.rows_ratio,
-                "cols_ratio": self.cols_ratio, "unique_ratio": self.unique_ratio,
-                "eject": self.ejector.mode, "threshold": self.ejector.threshold,
-                "normal_rows_cols": list(c["normal"]), "kept_rows_cols": list(c["kept"]),
-                "unique_rows_cols": list(c["unique"])}
+        ratios = entries(self.cfg, "rows_ratio", "cols_ratio", "unique_ratio", "eject",
+                         "threshold")
+        return {**self.window_config(), **ratios, **counts_entries(self.counts_per_window)}
 
     def reduce(self, x):
         z = window_partition(x, self.window)  # [B*nW, K*K, C]
@@ -54,10 +52,9 @@ class WindowTokenAdapter(WindowReduction):
         return window_merge(self.ejector(reduced, state), self.window, self.counts)
 
 
-def build_swin(model: DenseModel, args: dict, check_reduction) -> WindowTokenAdapter:
+def build_swin(model: DenseModel, args: dict) -> WindowTokenAdapter:
     """The plain form's checks on Swin's terms: --alpha and --restore-after count the blocks of
-    --stage. `check_reduction` is the plain form's parser of the ratio/eject flags (passed
-    in, so this module does not import it)."""
+    --stage."""
     refuse_flags(args, {"window_hw": "--window-hw"}, "--rows-ratio, --cols-ratio on Swin models",
                  "token-adapter's reduced window follows from the row and column ratios")
     stage = check_stage(model, args.get("stage"))
@@ -66,4 +63,5 @@ def build_swin(model: DenseModel, args: dict, check_reduction) -> WindowTokenAda
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
     end = args.get("restore_after")
     end = depth if end is None else check_int("--restore-after", end, alpha + 1, depth)
-    return WindowTokenAdapter(model, stage, alpha, end, *check_reduction(args))
+    cfg = TokenAdapterConfig(alpha, end, stage=stage, **check_reduction(args))
+    return WindowTokenAdapter(model, cfg)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from ..config import format_pair, parse_pair
-from ..errors import InputError
-from ..models.base import DenseModel
-from ..ops import TokenReconstruction
-from ..ops.distance import squared_distance
-from ..ops.grid import cell_of, window_mask
-from .base import MethodSpec, TokenMethod, check_int, check_restore, split_prefix
-from .expedite_flags import CLUSTERING, DEFAULTS, OPTIONS, check_lambda, check_steps
-from .expedite_swin import build_swin
-from .swin_window import refuse_swin_flags
+from ...config import format_pair, parse_pair
+from ...errors import InputError
+from ...models.base import DenseModel
+from ...ops import TokenReconstruction
+from ...ops.distance import squared_distance
+from ...ops.grid import cell_of, window_mask
+from ..base import TokenMethod, check_int, check_restore, entries, split_prefix
+from ..swin_window import refuse_swin_flags
+from .config import CLUSTERING, ExpediteConfig, check_lambda, check_steps
+
+REPORTED = ("alpha", "hw", "window", "iters", "tau", "k", "norm", "neighbours", "restore",
+            "clustering")
 
 
 def default_alpha(depth: int) -> int:
@@ -36,24 +38,19 @@ def default_hw(grid: tuple[int, int]) -> tuple[int, int]:
 class Expedite(TokenMethod):
     name = "expedite"
 
-    def __init__(self, layout, alpha, hw, window, iters, tau, k, norm, neighbours, restore_at_output,
-                 clustering="tiled"):
+    def __init__(self, layout, cfg: ExpediteConfig):
         super().__init__(layout)
-        self.cut = alpha
-        self.hw, self.window, self.k, self.norm = hw, window, k, norm
-        self.iters, self.tau, self.neighbours = iters, tau, neighbours
-        self.restore_at_output = restore_at_output
-        self.formulation = clustering
-        self.clustering = CLUSTERING[clustering](layout.grid, hw, window, iters, tau)
-        self.reconstruction = TokenReconstruction.for_grid(k, tau, norm, neighbours, layout.grid,
-                                                           hw, window)
+        self.cfg = cfg
+        self.cut, self.hw, self.window = cfg.alpha, cfg.hw, cfg.window
+        self.restore_at_output = cfg.restore == "output"
+        self.clustering = CLUSTERING[cfg.clustering](layout.grid, cfg.hw, cfg.window, cfg.iters,
+                                                     cfg.tau)
+        self.reconstruction = TokenReconstruction.for_grid(cfg.k, cfg.tau, cfg.norm,
+                                                           cfg.neighbours, layout.grid, cfg.hw,
+                                                           cfg.window)
 
     def config(self):
-        return {"alpha": self.cut, "hw": format_pair(self.hw), "window": format_pair(self.window),
-                "iters": self.iters, "tau": self.tau, "k": self.k, "norm": self.norm,
-                "neighbours": self.neighbours,
-                "restore": "output" if self.restore_at_output else "backbone",
-                "clustering": self.formulation}
+        return entries(self.cfg, *REPORTED)
 
     def reduced_tokens(self):
         return self.hw[0] * self.hw[1]
@@ -105,23 +102,15 @@ def check_cluster_hw(value, grid: tuple[int, int], window: tuple[int, int]) -> t
 
 
 def build(model: DenseModel, args: dict) -> Expedite:
-    """The plain-ViT form (the Swin form is `build_swin`)."""
+    """The plain-ViT form (the Swin form is `swin.build_swin`)."""
     refuse_swin_flags(args)
     lay = model.layout
     depth, grid = lay.depth, lay.grid
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-    window = check_lambda(args, DEFAULTS["window"])
+    window = check_lambda(args, ExpediteConfig.window)
     hw = default_hw(grid) if args.get("hw") is None else check_cluster_hw(args["hw"], grid, window)
-    steps = check_steps(args, DEFAULTS, hw[0] * hw[1], window)
-    at_output = check_restore(args.get("restore"), model)
-    return Expedite(lay, alpha, hw, window, restore_at_output=at_output, **steps)
+    steps = check_steps(args, ExpediteConfig(), hw[0] * hw[1], window)
+    restore = check_restore(args.get("restore"), model)
+    return Expedite(lay, ExpediteConfig(alpha, hw, window, restore=restore, **steps))
 
-
-SPEC = MethodSpec(
-    "expedite",
-    "token clustering after block alpha, reconstruction at the output (Liang et al. 2022)",
-    OPTIONS,
-    {"vit": build, "swin": build_swin},
-    authors_form={"clustering": "dense"},
-)

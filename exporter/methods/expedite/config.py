@@ -1,0 +1,74 @@
+"""Expedite's config and flags, shared by its plain and Swin forms: the lambda window, the EM
+steps and the reconstruction. Each form has its own defaults (the papers' tables differ)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...config import format_pair, parse_pair
+from ...errors import InputError
+from ...ops.clustering import DenseClustering, TokenClustering
+from ...ops.density_peaks import TOPK_LIMIT
+from ..base import check_choice, check_int, check_positive, flag
+
+# Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison.
+CLUSTERING = {"tiled": TokenClustering, "dense": DenseClustering}
+
+
+@dataclass(frozen=True)
+class ExpediteConfig:
+    """Both forms' flags; each form leaves the fields of the other (None) unset. Defaults of
+    the plain form: the paper's (001, Table 1 and section 4.3; supplementary Table 1 for
+    Segmenter ADE20K)."""
+
+    alpha: int | None = flag("--alpha", "blocks run at full resolution before clustering",
+                             rule="round(depth*10/24)")
+    hw: tuple[int, int] | None = flag("--hw", "clusters h x w", rule="0.7 x grid per side")
+    window: tuple[int, int] = flag("--window", "lambda: clusters each pixel may join (odd)", (5, 5))
+    iters: int = flag("--iters", "kappa: EM iterations", 5)
+    tau: float = flag("--tau", "temperature (exp(-d/tau))", 50.0)
+    k: int = flag("--k", "clusters each pixel is reconstructed from", 20)
+    norm: str = flag("--norm", "reconstruction weight normalisation: sum (paper) | l2", "sum")
+    neighbours: str = flag("--neighbours", "reconstruction from: all clusters | window", "all")
+    restore: str | None = flag("--restore", "where to reconstruct: output | backbone",
+                               rule="output for Segmenter, else backbone")
+    stage: int | None = flag("--stage", "Swin: stage (1-based) whose windows are clustered; "
+                             "--alpha then counts that stage's blocks", rule="the deepest stage")
+    window_hw: tuple[int, int] | None = flag("--window-hw",
+                                             "Swin: clustered window k x k (K x K before)",
+                                             rule="2/3 of K per side")
+    clustering: str = flag(
+        "--clustering", "tiled: windows only | dense: the authors' all-pairs form (same result)",
+        "tiled")
+
+
+# The Swin form's defaults: supplementary Table 2 (see swin.py). A window holds few clusters
+# (k*k), most inside every lambda window: tiling saves nothing there.
+SWIN_DEFAULTS = replace(ExpediteConfig(), tau=100.0, k=10, clustering="dense")
+
+
+def check_lambda(args: dict, default) -> tuple[int, int]:
+    """--window: the odd lambda x lambda neighbourhood of clusters a pixel may join."""
+    lam = parse_pair("--window", args.get("window") or default, "odd sizes, e.g. 5x5")
+    if lam[0] % 2 == 0 or lam[1] % 2 == 0:
+        raise InputError("--window", format_pair(lam), "odd sizes, e.g. 3x3, 5x5, 7x7")
+    return lam
+
+
+def check_steps(args: dict, defaults: ExpediteConfig, clusters: int, lam: tuple[int, int]) -> dict:
+    """--iters, --tau, --norm, --neighbours, --k (bounded by the clusters it may pick from)
+    and --clustering, as keyword arguments of the config."""
+    neighbours = check_choice("--neighbours", args.get("neighbours", defaults.neighbours),
+                              ("all", "window"))
+    k_max = clusters if neighbours == "all" else min(clusters, lam[0] * lam[1])
+    k_max = min(k_max, TOPK_LIMIT)
+    k = args.get("k")
+    return {
+        "iters": check_int("--iters", args.get("iters", defaults.iters), 1, 100),
+        "tau": check_positive("--tau", args.get("tau", defaults.tau)),
+        "k": min(defaults.k, k_max) if k is None else check_int("--k", k, 1, k_max),
+        "norm": check_choice("--norm", args.get("norm", defaults.norm), ("sum", "l2")),
+        "neighbours": neighbours,
+        "clustering": check_choice("--clustering", args.get("clustering", defaults.clustering),
+                                   tuple(CLUSTERING)),
+    }
