@@ -12,4 +12,6 @@ def build(model: DenseModel, args: dict) -> NoReduction:
     return NoReduction(model.layout)
 
 
-SPEC = MethodSpec("none", "the unmodified model (baseline)", NoConfig, {"vit": build, "swin": build})
+SPEC = MethodSpec(
+    "none", "the unmodified model (baseline)", NoConfig, {"vit": build, "swin": build}
+)

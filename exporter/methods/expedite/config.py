@@ -21,8 +21,9 @@ class ExpediteConfig:
     the plain form: the paper's (001, Table 1 and section 4.3; supplementary Table 1 for
     Segmenter ADE20K)."""
 
-    alpha: int | None = flag("--alpha", "blocks run at full resolution before clustering",
-                             rule="round(depth*10/24)")
+    alpha: int | None = flag(
+        "--alpha", "blocks run at full resolution before clustering", rule="round(depth*10/24)"
+    )
     hw: tuple[int, int] | None = flag("--hw", "clusters h x w", rule="0.7 x grid per side")
     window: tuple[int, int] = flag("--window", "lambda: clusters each pixel may join (odd)", (5, 5))
     iters: int = flag("--iters", "kappa: EM iterations", 5)
@@ -30,16 +31,25 @@ class ExpediteConfig:
     k: int = flag("--k", "clusters each pixel is reconstructed from", 20)
     norm: str = flag("--norm", "reconstruction weight normalisation: sum (paper) | l2", "sum")
     neighbours: str = flag("--neighbours", "reconstruction from: all clusters | window", "all")
-    restore: str | None = flag("--restore", "where to reconstruct: output | backbone",
-                               rule="output for Segmenter, else backbone")
-    stage: int | None = flag("--stage", "Swin: stage (1-based) whose windows are clustered; "
-                             "--alpha then counts that stage's blocks", rule="the deepest stage")
-    window_hw: tuple[int, int] | None = flag("--window-hw",
-                                             "Swin: clustered window k x k (K x K before)",
-                                             rule="2/3 of K per side")
+    restore: str | None = flag(
+        "--restore",
+        "where to reconstruct: output | backbone",
+        rule="output for Segmenter, else backbone",
+    )
+    stage: int | None = flag(
+        "--stage",
+        "Swin: stage (1-based) whose windows are clustered; "
+        "--alpha then counts that stage's blocks",
+        rule="the deepest stage",
+    )
+    window_hw: tuple[int, int] | None = flag(
+        "--window-hw", "Swin: clustered window k x k (K x K before)", rule="2/3 of K per side"
+    )
     clustering: str = flag(
-        "--clustering", "tiled: windows only | dense: the authors' all-pairs form (same result)",
-        "tiled")
+        "--clustering",
+        "tiled: windows only | dense: the authors' all-pairs form (same result)",
+        "tiled",
+    )
 
 
 # The Swin form's defaults: supplementary Table 2 (see swin.py). A window holds few clusters
@@ -58,8 +68,9 @@ def check_lambda(args: dict, default) -> tuple[int, int]:
 def check_steps(args: dict, defaults: ExpediteConfig, clusters: int, lam: tuple[int, int]) -> dict:
     """--iters, --tau, --norm, --neighbours, --k (bounded by the clusters it may pick from)
     and --clustering, as keyword arguments of the config."""
-    neighbours = check_choice("--neighbours", args.get("neighbours", defaults.neighbours),
-                              ("all", "window"))
+    neighbours = check_choice(
+        "--neighbours", args.get("neighbours", defaults.neighbours), ("all", "window")
+    )
     k_max = clusters if neighbours == "all" else min(clusters, lam[0] * lam[1])
     k_max = min(k_max, TOPK_LIMIT)
     k = args.get("k")
@@ -69,6 +80,7 @@ def check_steps(args: dict, defaults: ExpediteConfig, clusters: int, lam: tuple[
         "k": min(defaults.k, k_max) if k is None else check_int("--k", k, 1, k_max),
         "norm": check_choice("--norm", args.get("norm", defaults.norm), ("sum", "l2")),
         "neighbours": neighbours,
-        "clustering": check_choice("--clustering", args.get("clustering", defaults.clustering),
-                                   tuple(CLUSTERING)),
+        "clustering": check_choice(
+            "--clustering", args.get("clustering", defaults.clustering), tuple(CLUSTERING)
+        ),
     }

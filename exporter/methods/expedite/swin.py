@@ -44,11 +44,12 @@ class WindowExpedite(WindowReduction):
         st = model.stages[cfg.stage - 1]
         super().__init__(model, cfg.stage, cfg.alpha, st.depth, cfg.window_hw)
         self.cfg = cfg
-        self.clustering = CLUSTERING[cfg.clustering](st.window, cfg.window_hw, cfg.window,
-                                                     cfg.iters, cfg.tau)
-        self.reconstruction = TokenReconstruction.for_grid(cfg.k, cfg.tau, cfg.norm,
-                                                           cfg.neighbours, st.window,
-                                                           cfg.window_hw, cfg.window)
+        self.clustering = CLUSTERING[cfg.clustering](
+            st.window, cfg.window_hw, cfg.window, cfg.iters, cfg.tau
+        )
+        self.reconstruction = TokenReconstruction.for_grid(
+            cfg.k, cfg.tau, cfg.norm, cfg.neighbours, st.window, cfg.window_hw, cfg.window
+        )
 
     def config(self):
         # the report's "window" is the stage's attention window; --window is lambda here
@@ -67,14 +68,21 @@ class WindowExpedite(WindowReduction):
 
 
 def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
-    refuse_flags(args, VIT_ONLY, "--stage, --alpha, --window-hw on Swin models",
-                 "the Swin form clusters per window and reconstructs at the end of the stage")
+    refuse_flags(
+        args,
+        VIT_ONLY,
+        "--stage, --alpha, --window-hw on Swin models",
+        "the Swin form clusters per window and reconstructs at the end of the stage",
+    )
     stage = check_stage(model, args.get("stage"))
     st = model.stages[stage - 1]
     alpha = args.get("alpha")
-    alpha = default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
+    alpha = (
+        default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
+    )
     hw = check_window_hw(args.get("window_hw"), st.window, stage, default_window_hw(st.window))
     lam = check_lambda(args, SWIN_DEFAULTS.window)
     steps = check_steps(args, SWIN_DEFAULTS, hw[0] * hw[1], lam)
-    return WindowExpedite(model, ExpediteConfig(alpha, window=lam, stage=stage, window_hw=hw,
-                                                **steps))
+    return WindowExpedite(
+        model, ExpediteConfig(alpha, window=lam, stage=stage, window_hw=hw, **steps)
+    )

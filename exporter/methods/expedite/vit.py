@@ -21,8 +21,18 @@ from ..base import TokenMethod, check_int, check_restore, entries, split_prefix
 from ..swin_window import refuse_swin_flags
 from .config import CLUSTERING, ExpediteConfig, check_lambda, check_steps
 
-REPORTED = ("alpha", "hw", "window", "iters", "tau", "k", "norm", "neighbours", "restore",
-            "clustering")
+REPORTED = (
+    "alpha",
+    "hw",
+    "window",
+    "iters",
+    "tau",
+    "k",
+    "norm",
+    "neighbours",
+    "restore",
+    "clustering",
+)
 
 
 def default_alpha(depth: int) -> int:
@@ -43,11 +53,12 @@ class Expedite(TokenMethod):
         self.cfg = cfg
         self.cut, self.hw, self.window = cfg.alpha, cfg.hw, cfg.window
         self.restore_at_output = cfg.restore == "output"
-        self.clustering = CLUSTERING[cfg.clustering](layout.grid, cfg.hw, cfg.window, cfg.iters,
-                                                     cfg.tau)
-        self.reconstruction = TokenReconstruction.for_grid(cfg.k, cfg.tau, cfg.norm,
-                                                           cfg.neighbours, layout.grid, cfg.hw,
-                                                           cfg.window)
+        self.clustering = CLUSTERING[cfg.clustering](
+            layout.grid, cfg.hw, cfg.window, cfg.iters, cfg.tau
+        )
+        self.reconstruction = TokenReconstruction.for_grid(
+            cfg.k, cfg.tau, cfg.norm, cfg.neighbours, layout.grid, cfg.hw, cfg.window
+        )
 
     def config(self):
         return entries(self.cfg, *REPORTED)
@@ -96,9 +107,13 @@ def check_cluster_hw(value, grid: tuple[int, int], window: tuple[int, int]) -> t
     if all(c <= g or reachable(g, c, w) for c, g, w in zip(hw, grid, window)):
         return hw
     top = (max_cells(grid[0], window[0]), max_cells(grid[1], window[1]))
-    raise InputError("--hw", format_pair(hw), f"1..{top[0]} x 1..{top[1]} with --window "
-                     f"{format_pair(window)}", f"some clusters would be outside every token's "
-                     f"window on the {format_pair(grid)} token grid")
+    raise InputError(
+        "--hw",
+        format_pair(hw),
+        f"1..{top[0]} x 1..{top[1]} with --window {format_pair(window)}",
+        f"some clusters would be outside every token's "
+        f"window on the {format_pair(grid)} token grid",
+    )
 
 
 def build(model: DenseModel, args: dict) -> Expedite:
@@ -113,4 +128,3 @@ def build(model: DenseModel, args: dict) -> Expedite:
     steps = check_steps(args, ExpediteConfig(), hw[0] * hw[1], window)
     restore = check_restore(args.get("restore"), model)
     return Expedite(lay, ExpediteConfig(alpha, hw, window, restore=restore, **steps))
-

@@ -19,21 +19,31 @@ EJECT_MODES = ("max", "m-threshold")
 class TokenAdapterConfig:
     """Both forms' flags; the plain form leaves `stage` None."""
 
-    alpha: int | None = flag("--alpha", "blocks run at full resolution before the injector",
-                             rule="max(1, round(depth/24))")
-    restore_after: int | None = flag("--restore-after", "block after which the ejector restores "
-                                     "the full grid (alpha < value <= depth)", rule="depth")
+    alpha: int | None = flag(
+        "--alpha",
+        "blocks run at full resolution before the injector",
+        rule="max(1, round(depth/24))",
+    )
+    restore_after: int | None = flag(
+        "--restore-after",
+        "block after which the ejector restores the full grid (alpha < value <= depth)",
+        rule="depth",
+    )
     rows_ratio: float = flag("--rows-ratio", "r_h: fraction of rows merged, in (0, 1)", 0.3)
     cols_ratio: float = flag("--cols-ratio", "r_w: fraction of columns merged, in (0, 1)", 0.3)
-    unique_ratio: float = flag("--unique-ratio",
-                               "fraction of kept rows/columns left intact, in [0, 1)", 0.1)
+    unique_ratio: float = flag(
+        "--unique-ratio", "fraction of kept rows/columns left intact, in [0, 1)", 0.1
+    )
     eject: str = flag("--eject", "ejector matching: max | m-threshold", "m-threshold")
-    threshold: float = flag("--threshold",
-                            "m-threshold: cosine similarity at which a reduced token also joins",
-                            0.9)
-    stage: int | None = flag("--stage", "Swin: stage (1-based) whose windows are reduced; --alpha "
-                             "and --restore-after then count that stage's blocks",
-                             rule="the deepest stage")
+    threshold: float = flag(
+        "--threshold", "m-threshold: cosine similarity at which a reduced token also joins", 0.9
+    )
+    stage: int | None = flag(
+        "--stage",
+        "Swin: stage (1-based) whose windows are reduced; --alpha "
+        "and --restore-after then count that stage's blocks",
+        rule="the deepest stage",
+    )
 
 
 def check_fraction(flag: str, value, low_open: bool = True) -> float:
@@ -66,8 +76,9 @@ def check_reduction(args: dict) -> dict:
     return {
         "rows_ratio": check_fraction("--rows-ratio", args.get("rows_ratio", d.rows_ratio)),
         "cols_ratio": check_fraction("--cols-ratio", args.get("cols_ratio", d.cols_ratio)),
-        "unique_ratio": check_fraction("--unique-ratio", args.get("unique_ratio", d.unique_ratio),
-                                       low_open=False),
+        "unique_ratio": check_fraction(
+            "--unique-ratio", args.get("unique_ratio", d.unique_ratio), low_open=False
+        ),
         "eject": check_choice("--eject", args.get("eject", d.eject), EJECT_MODES),
         "threshold": check_cosine("--threshold", args.get("threshold", d.threshold)),
     }

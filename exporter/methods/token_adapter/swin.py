@@ -32,13 +32,11 @@ class WindowTokenAdapter(WindowReduction):
         super().__init__(model, cfg.stage, cfg.alpha, cfg.restore_after, counts["kept"])
         self.cfg = cfg
         self.counts_per_window = counts
-        self.injector = RowColInjector(st.window, cfg.rows_ratio, cfg.cols_ratio,
-                                       cfg.unique_ratio)
+        self.injector = RowColInjector(st.window, cfg.rows_ratio, cfg.cols_ratio, cfg.unique_ratio)
         self.ejector = RowColEjector(cfg.eject, cfg.threshold)
 
     def config(self):
-        ratios = entries(self.cfg, "rows_ratio", "cols_ratio", "unique_ratio", "eject",
-                         "threshold")
+        ratios = entries(self.cfg, "rows_ratio", "cols_ratio", "unique_ratio", "eject", "threshold")
         return {**self.window_config(), **ratios, **counts_entries(self.counts_per_window)}
 
     def reduce(self, x):
@@ -55,8 +53,12 @@ class WindowTokenAdapter(WindowReduction):
 def build_swin(model: DenseModel, args: dict) -> WindowTokenAdapter:
     """The plain form's checks on Swin's terms: --alpha and --restore-after count the blocks of
     --stage."""
-    refuse_flags(args, {"window_hw": "--window-hw"}, "--rows-ratio, --cols-ratio on Swin models",
-                 "token-adapter's reduced window follows from the row and column ratios")
+    refuse_flags(
+        args,
+        {"window_hw": "--window-hw"},
+        "--rows-ratio, --cols-ratio on Swin models",
+        "token-adapter's reduced window follows from the row and column ratios",
+    )
     stage = check_stage(model, args.get("stage"))
     depth = model.stages[stage - 1].depth
     alpha = args.get("alpha")

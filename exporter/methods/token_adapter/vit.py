@@ -43,8 +43,15 @@ from ..base import TokenMethod, check_int, entries, split_prefix
 from ..swin_window import refuse_flags
 from .config import TokenAdapterConfig, check_reduction, counts_entries
 
-REPORTED = ("alpha", "restore_after", "rows_ratio", "cols_ratio", "unique_ratio", "eject",
-            "threshold")
+REPORTED = (
+    "alpha",
+    "restore_after",
+    "rows_ratio",
+    "cols_ratio",
+    "unique_ratio",
+    "eject",
+    "threshold",
+)
 
 
 def default_alpha(depth: int) -> int:
@@ -62,13 +69,15 @@ class TokenAdapter(TokenMethod):
         self.cut, self.restore_after = cfg.alpha, cfg.restore_after
         self.rows_ratio, self.cols_ratio = cfg.rows_ratio, cfg.cols_ratio
         self.unique_ratio = cfg.unique_ratio
-        self.injector = RowColInjector(layout.grid, cfg.rows_ratio, cfg.cols_ratio,
-                                       cfg.unique_ratio)
+        self.injector = RowColInjector(
+            layout.grid, cfg.rows_ratio, cfg.cols_ratio, cfg.unique_ratio
+        )
         self.ejector = RowColEjector(cfg.eject, cfg.threshold)
 
     def config(self):
-        counts = row_col_counts(self.layout.grid, self.rows_ratio, self.cols_ratio,
-                                self.unique_ratio)
+        counts = row_col_counts(
+            self.layout.grid, self.rows_ratio, self.cols_ratio, self.unique_ratio
+        )
         return {**entries(self.cfg, *REPORTED), **counts_entries(counts)}
 
     def reduced_tokens(self):
@@ -105,17 +114,27 @@ class TokenAdapter(TokenMethod):
 
 def build(model: DenseModel, args: dict) -> TokenAdapter:
     """The plain-ViT form (the Swin form is `swin.build_swin`)."""
-    refuse_flags(args, {"stage": "--stage"}, "only with Swin models (swin_*)",
-                 "does not apply to a plain ViT")
+    refuse_flags(
+        args,
+        {"stage": "--stage"},
+        "only with Swin models (swin_*)",
+        "does not apply to a plain ViT",
+    )
     lay = model.layout
     depth = lay.depth
     if depth < 2:
-        raise InputError("--model", f"depth {depth}", "a ViT with at least 2 blocks",
-                         "token-adapter needs a block before and after the injector")
+        raise InputError(
+            "--model",
+            f"depth {depth}",
+            "a ViT with at least 2 blocks",
+            "token-adapter needs a block before and after the injector",
+        )
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
     restore_after = args.get("restore_after")
-    restore_after = depth if restore_after is None else check_int(
-        "--restore-after", restore_after, alpha + 1, depth)
+    restore_after = (
+        depth
+        if restore_after is None
+        else check_int("--restore-after", restore_after, alpha + 1, depth)
+    )
     return TokenAdapter(lay, TokenAdapterConfig(alpha, restore_after, **check_reduction(args)))
-
