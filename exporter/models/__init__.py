@@ -98,7 +98,8 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
         torch.manual_seed(seed)
         model = entry.build(spec)
     checkpoint = spec.checkpoint or (entry.default_weights() if entry.default_weights else None)
-    if checkpoint:
+    # a model built on the meta device (shapes only: GFLOPs, memory estimates) takes no weights
+    if checkpoint and next(model.parameters()).device.type != "meta":
         target = model.get_submodule(entry.weights_root) if entry.weights_root else model
         load_into(target, checkpoint, model.layout, entry.pos_embed_key, entry.convert_state)
     return model.eval()

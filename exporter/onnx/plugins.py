@@ -317,17 +317,25 @@ def _replace_groups(model: onnx.ModelProto, names: set[str], replace,
     return _export_with_plugin_domain(graph, model)
 
 
+def _swap(model: onnx.ModelProto, find, cls: type, method: str, replace,
+          by_output: bool = False) -> onnx.ModelProto:
+    """`model` with every group of the nodes `find` names (those of module class `cls`)
+    replaced by `replace` (one plugin node each)."""
+    names = find(model)
+    if not names:
+        raise PluginSurgeryError(f"no node of {class_path(cls)} in the graph (was it exported "
+                                 f"with --method {method}, and the metadata kept?)")
+    return _replace_groups(model, names, replace, by_output)
+
+
 def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of `model` with every Expedite reconstruction as one TopKMaskedReconstruct node.
 
     Raises:
         PluginSurgeryError: no reconstruction found, or one whose shape is not the expected lowering.
     """
-    names = reconstruction_node_names(model)
-    if not names:
-        raise PluginSurgeryError(f"no node of {RECONSTRUCTION_CLASS} in the graph (was it exported "
-                                 "with --method expedite, and the metadata kept?)")
-    return _replace_groups(model, names, _replace_group, by_output=True)
+    return _swap(model, reconstruction_node_names, TokenReconstruction, "expedite",
+                 _replace_group, by_output=True)
 
 
 # ---- DPCSelect -------------------------------------------------------------------------------------
@@ -466,11 +474,8 @@ def use_dpc_select_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         PluginSurgeryError: no selection found, or one whose shape is not the expected lowering.
     """
-    names = selection_node_names(model)
-    if not names:
-        raise PluginSurgeryError(f"no node of {SELECTION_CLASS} in the graph (was it exported with "
-                                 "--method ailurus, and the metadata kept?)")
-    return _replace_groups(model, names, _replace_selection)
+    return _swap(model, selection_node_names, DensityPeaksSelection, "ailurus",
+                 _replace_selection)
 
 
 @dataclass(frozen=True)
