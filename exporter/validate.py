@@ -234,15 +234,15 @@ class ExposedRun:
         return main, dict(zip(self.extra, outs[len(self.names):]))
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Where two choices agree: per element, or for top-k index sets [B, N, k] per row (their
-    order is not a decision)."""
-    if a.ndim >= 3:
+def _same(a: np.ndarray, b: np.ndarray, is_set: bool = False) -> np.ndarray:
+    """Where two choices agree: per element, or for index sets (top-k rows [B, N, k], or a
+    decision declared a set) per row: their order is not a decision."""
+    if a.ndim >= 3 or (is_set and a.ndim >= 2):
         return (np.sort(a, -1) == np.sort(b, -1)).all(-1)
     return a == b
 
 
-def _match(own: list[dict], found: list[dict]) -> dict[str, str]:
+def _match(own: list[dict], found: list[dict], sets: set[str]) -> dict[str, str]:
     """For each decision key, the runtime tensor holding it: same shape in every sample, the
     best agreement, and agreeing on at least half of the rows (else it is not there)."""
     chosen, taken = {}, set()
@@ -251,7 +251,8 @@ def _match(own: list[dict], found: list[dict]) -> dict[str, str]:
         for name, value in found[0].items():
             if name in taken or np.shape(value) != own[0][key].shape:
                 continue
-            share = np.mean([_same(o[key], f[name]).mean() for o, f in zip(own, found)])
+            share = np.mean([_same(o[key], f[name], key in sets).mean()
+                             for o, f in zip(own, found)])
             if share > best_share or (best is None and share >= best_share):
                 best, best_share = name, share
         if best is not None:
@@ -278,11 +279,12 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
     # A graph with external weights (past 2 GB) cannot be rewritten in memory: outputs only.
     if declared and str(artifact).endswith(".onnx") and not Path(f"{artifact}.data").exists():
         exposed = ExposedRun(artifact, names, options)
-    ref_iters, own = [], []
+    ref_iters, own, sets = [], [], set()
     for feeds in data:
         out, record = _run_reference(reference, feeds, names)
         ref_iters.append(out)
         own.append(record.own)
+        sets |= record.sets
     run_iters, found = [], []
     if exposed is not None:
         for feeds in data:
@@ -305,7 +307,7 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
     if exposed is None or not own[0]:
         result.verdict = "decisions not exposed"
         return result
-    where = _match(own, found)
+    where = _match(own, found, sets)
     inside = {k for k in own[0] if k not in where and k.split("#")[0] in exposed.hidden}
     missing = sorted(set(own[0]) - set(where) - inside)
     if missing:
@@ -318,7 +320,7 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
         result.verdict = "decisions inside plugin nodes"
         return result
     runtime_choice = [{k: f[where[k]] for k in where} for f in found]
-    flipped = sum(int((~_same(o[k], r[k])).sum()) for o, r in zip(own, runtime_choice)
+    flipped = sum(int((~_same(o[k], r[k], k in sets)).sum()) for o, r in zip(own, runtime_choice)
                   for k in where)
     if flipped == 0:
         result.decisions = {k: {"tensor": where[k], "compared": int(own[0][k].size),

@@ -201,3 +201,16 @@ def test_exact_ties_resolved_by_the_tie_rule_in_every_session(selection_onnx, th
         module(z)
     for key, got in (("selection.centers#0", centers), ("selection.assignment#0", assignment)):
         assert (record.margins[key](record.own[key], got) <= 1e-6).all(), key
+
+
+def test_a_set_decision_in_another_order_is_the_same_decision():
+    """ToMe's merged tokens come ordered by rank; a runtime that ranks two near-equal matches
+    the other way round merged the same tokens: not a flip, and the tensor is still found."""
+    from exporter.validate import _match, _same
+
+    own = np.array([[2, 4, 6, 8]])
+    other = np.array([[4, 2, 8, 6]])
+    assert not _same(own, other).all() and _same(own, other, is_set=True).all()
+    found = [{"sum_2": other, "noise": np.array([[1, 3, 5, 7]])}]
+    assert _match([{"tome.merged#0": own}], found, {"tome.merged#0"}) == {"tome.merged#0": "sum_2"}
+    assert _match([{"tome.merged#0": own}], found, set()) == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 
@@ -62,7 +64,8 @@ def weights_of(spec: ModelSpec) -> str:
     if spec.checkpoint:
         return spec.checkpoint
     if entry is not None and entry.default_weights is not None:
-        return f"{entry.default_weights()} (shipped)"
+        # the file name, not this install's path: reports and docs read the same everywhere
+        return f"{Path(entry.default_weights()).name} (shipped)"
     return "random"
 
 

@@ -98,7 +98,8 @@ class BipartiteSoftMatching(nn.Module):
         of_rank = rank.unsqueeze(1) == self.ranks.view(1, -1, 1)  # [B, r, n_a]
         own_sources = (of_rank * self.a_pos.view(1, 1, -1)).sum(dim=2)
         by_a = top_margin(best)
-        sources = decide("tome.merged", own_sources, lambda own, other: by_a(own // 2, other // 2))
+        sources = decide("tome.merged", own_sources, lambda own, other: by_a(own // 2, other // 2),
+                         is_set=True)
         if sources is not own_sources:  # another runtime's choice imposed (validation only)
             merged = (self.a_pos.view(1, -1, 1) == sources.unsqueeze(1)).any(2)
         # Where each token goes, in sequence positions: merged A tokens to their B match.

@@ -32,6 +32,7 @@ class Decisions:
         self.imposed = dict(imposed or {})
         self.own: dict[str, np.ndarray] = {}
         self.margins: dict[str, Margin | None] = {}
+        self.sets: set[str] = set()  # keys whose choice is a set: its order is not a decision
         self._calls: Counter = Counter()
 
     def __enter__(self) -> "Decisions":
@@ -44,8 +45,11 @@ class Decisions:
         _active = self._outer
 
 
-def decide(name: str, choice: torch.Tensor, margin: Margin | None = None) -> torch.Tensor:
-    """`choice`, or inside a validation run the imposed choice of this call (see module doc)."""
+def decide(name: str, choice: torch.Tensor, margin: Margin | None = None,
+           is_set: bool = False) -> torch.Tensor:
+    """`choice`, or inside a validation run the imposed choice of this call (see module doc).
+    `is_set`: the last axis lists a chosen set (e.g. tokens ordered by score); runtimes that
+    order it differently made the same decision."""
     run = _active
     if run is None:
         return choice
@@ -53,6 +57,8 @@ def decide(name: str, choice: torch.Tensor, margin: Margin | None = None) -> tor
     run._calls[name] += 1
     run.own[key] = choice.detach().cpu().numpy()
     run.margins[key] = margin
+    if is_set:
+        run.sets.add(key)
     if key not in run.imposed:
         return choice
     return torch.as_tensor(run.imposed[key]).to(choice.device, choice.dtype)
