@@ -29,7 +29,7 @@ from .options import SEED
     "--full-steps",
     type=click.IntRange(0, 10_000_000),
     default=None,
-    help="Final steps on full 64x64 canvases (default 150).",
+    help="Final steps on full 80x80 canvases (default 200).",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
