@@ -20,8 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .bench import bench_folder
+from .build import build as run_build
+from .build import revalidate
 from .config import BuildSettings, ModelSpec, parse_pair
 from .deploy import Repository, write_repository
+from .presets import resolve
 
 
 def _quiet(_: str) -> None:
@@ -67,9 +71,6 @@ def build(out, model: str | None = None, method: str | None = None, *, preset: s
     >>> r.passed, r.path("onnx").name  # doctest: +SKIP
     (True, 'model.onnx')
     """
-    from .build import build as run_build
-    from .presets import resolve
-
     fields = set(BuildSettings.__dataclass_fields__) - {"model", "method", "method_args"}
     settings_args = {k: v for k, v in options.items() if k in fields}
     method_args = {k: v for k, v in options.items() if k not in fields}
@@ -88,8 +89,6 @@ def validate(out, atol: float | None = None, rtol: float | None = None,
     >>> validate("out/tiny").passed  # doctest: +SKIP
     True
     """
-    from .build import revalidate
-
     return Result(Path(out), revalidate(Path(out), progress=progress, atol=atol, rtol=rtol))
 
 
@@ -97,8 +96,6 @@ def bench(out, runs: int = 10, warmup: int = 2, threads: int | None = None,
           progress: Callable[[str], None] = _quiet) -> Result:
     """Time a build against its `--method none` baseline (`vitexport bench OUT`); the numbers
     are in `result.report["bench"]`."""
-    from .bench import bench_folder
-
     return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
 
 

@@ -18,12 +18,18 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+
+from .bench import export_baseline
 from .build import FP16_TOLERANCES, build, run_validation
 from .config import BuildSettings, ModelSpec
 from .errors import InputError
 from .folder import read_folder, write_atomic, write_json
+from .models.base import INPUT_NAME
 from .presets import resolve
 from .reference import eval_set, patched_model
+from .runtime import tensorrt_runner
+from .timing import interleaved_latency
 from .trt.engine import (
     PLUGIN_LIBRARY,
     EngineSettings,
@@ -99,8 +105,6 @@ def tensorrt_headers() -> Path | None:
 
 
 def host_facts() -> dict:
-    import torch
-
     headers = tensorrt_headers()
     return {
         "gpu": gpu_info(),
@@ -231,8 +235,6 @@ class EngineSession:
     """A TensorRT engine with the two calls of an ONNX Runtime session that timing uses."""
 
     def __init__(self, path: Path, input_name: str):
-        from .runtime import tensorrt_runner
-
         self.runner, self.name = tensorrt_runner(path, path.name), input_name
         self.runner.activate()
 
@@ -326,10 +328,6 @@ def timing_step(
     folder: Path, report: dict, settings: BuildSettings, built: dict, shape, profile, progress
 ) -> Step:
     """Latency of each engine against the baseline engine (`--method none`), interleaved."""
-    from .bench import export_baseline
-    from .models.base import INPUT_NAME
-    from .timing import interleaved_latency
-
     if not built:
         return Step("timing", "skipped", "no engine was built")
     baseline = folder / report["artifacts"].get("baseline_onnx", "baseline.onnx")

@@ -21,6 +21,9 @@ import shutil
 import signal
 from pathlib import Path
 
+import onnx
+
+from .config import BuildSettings
 from .errors import InputError
 from .report import render_markdown
 
@@ -358,8 +361,6 @@ def check_hashes(out: Path, report: dict) -> None:
 
 def check_readable(out: Path, names) -> None:
     """Before --rehash records them: every artifact is there and every ONNX file parses."""
-    import onnx
-
     for name in names:
         path = Path(out) / name
         if not path.is_file():
@@ -379,8 +380,6 @@ def _inside(folder: Path, path: Path) -> bool:
 def read_folder(out: Path, rehash: bool = False):
     """The report and build settings of an output folder written by `vitexport build`, after
     checking its files against their recorded sha256 (`rehash`: record the files as they are)."""
-    from .config import BuildSettings
-
     out = Path(out)
     if not out.exists():
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no such folder")

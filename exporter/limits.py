@@ -9,12 +9,20 @@ the whole attention matrix of a block at once, which is what fails first on larg
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import torch
+from numpy.lib import format as npy
+from PIL import Image
+
+from .config import ModelSpec
 from .errors import InputError
+from .models import entry_of
 
 FLOAT = 4
 WEIGHT_COPIES = 4
@@ -65,8 +73,6 @@ def available_memory() -> int:
     except OSError:
         pass
     if avail is None:
-        import os
-
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
@@ -81,11 +87,6 @@ def available_memory() -> int:
 def _shape_only_model(spec):
     """The model of `spec` with shape-only (meta) tensors: its layout and size cost nothing.
     None when the model cannot be built that way; the real build then reports the problem."""
-    import torch
-
-    from .config import ModelSpec
-    from .models import entry_of
-
     entry = entry_of(spec.name)  # an unknown name is an InputError here already
     bare = ModelSpec(spec.name, None, spec.img_size, spec.num_classes)
     try:
@@ -130,8 +131,6 @@ def check_build_memory(settings, max_memory: int | None = None) -> int | None:
         return None
     eval_images = settings.eval_count or 0
     if settings.eval_data is None and not eval_images:
-        from .models import entry_of
-
         entry = entry_of(settings.model.name)
         eval_images = getattr(entry, "eval_count", 0) if getattr(entry, "eval_set", None) else 0
     parts = estimate_bytes(model, max(1, settings.batch), eval_images)
@@ -157,9 +156,6 @@ def check_npz(path: Path, flag: str = "--eval-data", max_bytes: int = MAX_EVAL_B
     """Shapes and dtypes of an .npz's arrays, read from the zip directory and the .npy headers
     only; refuses members whose declared or stored sizes exceed `max_bytes` (zip bombs, headers
     that claim millions of images) before any data is read."""
-    import numpy as np
-    from numpy.lib import format as npy
-
     allowed = f"an .npz of at most {size_text(max_bytes)} (uncompressed) without pickled objects"
     shapes = {}
     try:
@@ -201,8 +197,6 @@ def check_npz(path: Path, flag: str = "--eval-data", max_bytes: int = MAX_EVAL_B
 
 def open_image(path, flag: str = "--image"):
     """A Pillow image, opened lazily with the pixel bound; callers convert and resize it."""
-    from PIL import Image
-
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     path = Path(path)
     if path.is_dir():

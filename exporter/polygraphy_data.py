@@ -11,6 +11,7 @@ from pathlib import Path
 from polygraphy.comparator import Comparator
 from polygraphy.json import save_json
 
+from .trt.engine import PLUGIN_LIBRARY
 from .validate import TorchRunner, image_inputs, seeded_inputs
 
 INPUTS = "inputs.json"
@@ -48,8 +49,6 @@ def commands(report: dict, settings) -> list[dict]:
     """The commands to print in report.md: ONNX Runtime on model.onnx, TensorRT on the engine's
     source ONNX and, once it exists, on the engine itself; each at the tolerances its artifact
     was validated with (a half-precision one is held to looser numbers)."""
-    from .trt.engine import PLUGIN_LIBRARY
-
     arts = report["artifacts"]
     onnxrt = polygraphy_command(arts["onnx"], "--onnxrt", _entry(report, arts["onnx"])["tolerances"])
     source = arts.get("onnx_fp16") or arts.get("onnx_plugins") or arts["onnx"]

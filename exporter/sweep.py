@@ -17,11 +17,19 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .accuracy import evaluate_onnx
+from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
+from .methods import METHODS
+from .methods.expedite import default_alpha
+from .models import weights_of
+from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import write_atomic
+from .reference import eval_set, input_shape, patched_model
 from .report import percent
+from .timing import compare, count_gflops
 
 NAME = "sweep"
 
@@ -72,8 +80,6 @@ def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[S
 
 
 def parse_methods(text: str | None) -> set[str] | None:
-    from .methods import METHODS
-
     if text is None:
         return None
     names = {m.strip() for m in text.split(",") if m.strip()}
@@ -141,8 +147,6 @@ def best(rows: list[dict], target_speedup=None, min_retention=None) -> dict | No
 def default_config(base: BuildSettings, method: str) -> dict | None:
     """The resolved config of `vitexport build --method M` with no other flag (None when
     the method needs a flag, as SViT its gates)."""
-    from .reference import patched_model
-
     try:
         args = resolve(None, base.model, method, {})[2]
         return patched_model(replace(base, method=method, method_args=args)).method.config()
@@ -186,13 +190,6 @@ def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, metho
               need_retention: bool = False, progress=lambda text: None) -> dict:
     """Measure every setting of the grid on `spec` against one baseline; write the files after
     each row. Returns the result (the JSON's content)."""
-    from .accuracy import evaluate_onnx
-    from .build import run_validation
-    from .models import weights_of
-    from .onnx.export import export_onnx
-    from .reference import eval_set, input_shape, patched_model
-    from .timing import compare, count_gflops
-
     chosen = parse_methods(methods) if isinstance(methods, str) else methods
     out = Path(out)
     check_out(out, name, force, resume)
@@ -209,8 +206,6 @@ def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, metho
     one = (1, *shape[1:])
     alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
     if alpha is None:
-        from .methods.expedite import default_alpha
-
         alpha = default_alpha(model.layout.depth)
     grid = settings_grid(model.layout, alpha, chosen, full)
     defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
@@ -379,7 +374,7 @@ MARKERS = {"expedite": "o", "pool": "s", "ailurus": "^", "token-adapter": "D", "
 def figure(result: dict):
     """Retention (or GFLOPs ratio without evaluation data) against speed-up: one marker per
     method, the Pareto front as a line, each method's default ringed, the build's labelled."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is heavy and only the plot uses it
 
     rows = result["rows"]
     acc = any(r.get("retention") is not None for r in rows)

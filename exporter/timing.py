@@ -19,9 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .methods import apply_method
+from .models import create_model
+from .onnx.lint import module_of
 from .runtime import input_name, onnx_session
 
 GFLOPS_CONVENTION = "multiply-accumulates of matmul/conv counted as FLOPs (mmcv/fvcore)"
@@ -58,9 +63,6 @@ def count_gflops(module: torch.nn.Module, input_shape) -> float:
 def count_settings_gflops(settings, input_shape=None) -> float:
     """GFLOPs of a build's model without its weights: built on the "meta" device, so even
     ViT-L at 768x768 counts in seconds and no memory (the count depends on shapes only)."""
-    from .methods import apply_method
-    from .models import create_model
-
     with torch.device("meta"):
         model = create_model(replace(settings.model, checkpoint=None), settings.seed)
     # the method's index tables are built on the CPU (they are computed), then moved
@@ -121,11 +123,6 @@ def token_ops_share(onnx_path: Path, input_shape, runs: int = 3, threads: int | 
     traced at the top level (slicing, concatenation of prefix tokens), so the share is a
     lower bound; `unattributed` says how much kernel time that is.
     """
-    import onnx
-    import onnxruntime as ort
-
-    from .onnx.lint import module_of
-
     proto = onnx.load(str(onnx_path), load_external_data=False)
     scope = {n.name: module_of(n) for n in proto.graph.node}
     options = ort.SessionOptions()

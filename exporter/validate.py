@@ -13,12 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+from polygraphy.common import TensorMetadata
 from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
+from .onnx.plugin_ops import PLUGIN_DOMAIN, ort_session
+from .onnx.plugins import hidden_decisions
 from .ops.decisions import Decisions
 
 # The report carries the numbers; polygraphy would print its own verdict lines to stdout.
@@ -34,7 +39,6 @@ class TorchRunner(BaseRunner):
         self.model, self.input_shape, self.output_names = model, tuple(input_shape), list(output_names)
 
     def get_input_metadata_impl(self):
-        from polygraphy.common import TensorMetadata
         return TensorMetadata().add("images", np.float32, self.input_shape)
 
     def infer_impl(self, feed_dict):
@@ -199,12 +203,6 @@ class ExposedRun:
     inputs."""
 
     def __init__(self, path: Path, names, options=None):
-        import onnx
-
-        from .onnx.plugin_ops import PLUGIN_DOMAIN, ort_session
-
-        from .onnx.plugins import hidden_decisions
-
         proto = onnx.load(str(path))
         self.hidden = hidden_decisions(proto)
         typed = onnx.shape_inference.infer_shapes(proto)
@@ -222,8 +220,6 @@ class ExposedRun:
         if any(n.domain == PLUGIN_DOMAIN for n in proto.graph.node):
             self.session = ort_session(proto, options)
         else:
-            import onnxruntime as ort
-
             self.session = ort.InferenceSession(proto.SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
 

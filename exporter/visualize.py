@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from .build import read_folder
 from .errors import InputError
+from .limits import open_image
 from .models import entry_of
+from .reference import patched_model
 
 MIN_SIDE = 420  # token pictures are enlarged (nearest neighbour) to at least this side
 PRUNED_GREY = 96
@@ -38,7 +42,7 @@ def scale_of(size: tuple[int, int]) -> int:
 def class_colours(count: int) -> np.ndarray:
     """uint8 [count, 3]: matplotlib's qualitative tab20 order (tab10 first, then its light
     shades), repeated past 20 classes."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib is heavy; only the figures use it
 
     table = colormaps["tab20"].colors
     order = [table[2 * i] for i in range(10)] + [table[2 * i + 1] for i in range(10)]
@@ -53,8 +57,6 @@ def paint_classes(classes: np.ndarray, count: int) -> np.ndarray:
 
 def synthetic_image(size: tuple[int, int]) -> np.ndarray:
     """A deterministic test picture: a colour gradient with a few flat shapes, uint8 [H, W, 3]."""
-    from PIL import Image, ImageDraw
-
     H, W = size
     yy, xx = np.mgrid[0:H, 0:W] / np.array([max(H - 1, 1), max(W - 1, 1)]).reshape(2, 1, 1)
     base = np.stack([40 + 120 * xx, 60 + 100 * yy, 160 - 80 * xx], -1).astype(np.uint8)
@@ -68,10 +70,6 @@ def synthetic_image(size: tuple[int, int]) -> np.ndarray:
 
 def load_image(path, size: tuple[int, int]) -> np.ndarray:
     """An image file as uint8 [H, W, 3], resized to the model's input size."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .limits import open_image
-
     path = Path(path)
     if path.is_dir():
         raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
@@ -181,7 +179,7 @@ def prediction_maps(base: torch.Tensor, red: torch.Tensor, kind: str, size: tupl
 
 def panels(count: int, title: str, inches: float = PANEL_INCHES, legend: bool = True):
     """A figure of `count` square panels in a row, axes off, room for a legend below."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is heavy; only the figures use it
 
     below = 0.55 if legend else 0.1
     height = inches + 0.75 + below
@@ -214,7 +212,7 @@ def tokens_figure(image: np.ndarray, ids: np.ndarray, title: str):
 
 def prediction_figure(image, labels, base, red, kind: str, names, method: str, title: str):
     """input | ground truth | baseline | reduced, with a legend of the classes shown."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # deferred: matplotlib is heavy; only the figures use it
 
     shown = [("input", image)] + ([] if labels is None else [("ground truth", labels)])
     shown += [("baseline (--method none)", base), (f"reduced ({method})", red)]
@@ -249,9 +247,6 @@ def prediction_figure(image, labels, base, red, kind: str, names, method: str, t
 
 def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     """Write the pictures of an output folder; return {"files": [...], "notes": [...]}."""
-    from .build import read_folder
-    from .reference import patched_model
-
     out = Path(out)
     report, settings = read_folder(out)
     reduced = patched_model(settings)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..models.digits import build_model
 from ..models.segmenter import Segmenter
 from . import data
@@ -108,9 +109,7 @@ def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int
           eval_count: int = EVAL_COUNT, command: str | None = None, log=print,
           config: dict | None = None, threads: int = 2) -> dict:
     """Train, evaluate on the validation split, write weights + metadata; returns the metadata."""
-    from safetensors.torch import save_file
-
-    from ..errors import InputError
+    from safetensors.torch import save_file  # deferred: only writing the weights needs it
 
     for flag, value, low in (("--steps", steps, 1), ("--full-steps", full_steps, 0),
                              ("--eval-count", eval_count, 1), ("--threads", threads, 1)):
@@ -202,7 +201,7 @@ def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int
 
 
 def main(argv=None) -> None:
-    import argparse
+    import argparse  # deferred: only the script's __main__ path parses arguments
     p = argparse.ArgumentParser(description="Train the digits Segmenter shipped as the default model.")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--steps", type=int, default=STEPS, help="steps on 32x32 canvases")

@@ -9,6 +9,7 @@ loads it by name, and a system libpython of another build would be found otherwi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -19,9 +20,9 @@ import sysconfig
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import InputError
-from pathlib import Path
 
 
 class ServerUnavailable(Exception):
@@ -30,8 +31,6 @@ class ServerUnavailable(Exception):
 
 def bundled_server() -> Path:
     """The folder of the bundled server (`bin/`, `backends/`, `python_backend_stubs/`)."""
-    import importlib.util
-
     # Located, not imported: only the server binary is used, not pytriton's Python API (whose
     # own dependencies pin numpy below 2).
     spec = importlib.util.find_spec("pytriton")

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import onnx
 
+from ..build import engine_settings
+from ..config import BuildSettings
 from ..errors import InputError
+from ..folder import read_folder
+from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
 
 # ONNX TensorProto element types -> Triton's model-config data types.
 TRITON_TYPES = {
@@ -117,8 +121,6 @@ def _copy_onnx(src_folder: Path, name: str, dest: Path, as_name: str | None = No
 def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic: bool):
     """max_batch_size: 0 for a fixed-batch artifact, else --max-batch (default: the engine
     profile's max, which build_engine.sh builds for)."""
-    from ..trt.engine import shapes_of
-
     open_batch = bool(inputs) and inputs[0].shape[:1] == [-1]
     if not open_batch:
         fixed = f"this build's batch is fixed at {report['model']['input_shape'][0]}"
@@ -153,11 +155,7 @@ def check_target(repo: Path, out: Path, force: bool) -> None:
 
 
 def _read_build(out: Path):
-    try:
-        from ..folder import read_folder  # checks the files against their recorded hashes
-    except ImportError:
-        from ..build import read_folder
-    return read_folder(out)
+    return read_folder(out)  # checks the files against their recorded hashes
 
 
 def write_repository(out, repo, name: str | None = None, max_batch: int | None = None,
@@ -237,10 +235,6 @@ def _onnx_model(tmp, result, model, out, artifact, inputs, outputs, batch, dynam
 
 def _trt_model(tmp, result, model, out, report, batch, dynamic) -> None:
     """The engine's own I/O is the ONNX it is built from (names, types, dims)."""
-    from ..build import engine_settings
-    from ..config import BuildSettings
-    from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
-
     arts = report["artifacts"]
     source = report.get("engine", {}).get("source") or arts["onnx"]
     inputs, outputs = graph_io(out / source)

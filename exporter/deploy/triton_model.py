@@ -45,6 +45,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / params["onnx"]
         self.run = None
         if params.get("plugin_nodes") == "true":
+            # optional: only plugin graphs need onnx and vitexport in the stub's python
             import onnx
             from exporter.onnx.plugin_ops import (ort_extensions_available, ort_session,
                                                   run_plugin_graph)

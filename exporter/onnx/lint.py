@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import ast
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from ..ops.density_peaks import TOPK_LIMIT
+from .plugins import plugin_names
 
 FORBIDDEN = {
     "NonZero": "data-dependent output shape",
@@ -125,10 +127,6 @@ def errors_of(findings: list[Finding]) -> list[Finding]:
 
 def lint_folder(folder, artifacts: dict) -> dict[str, list[Finding]]:
     """Findings for every ONNX artifact of an output folder, keyed by file name."""
-    from pathlib import Path
-
-    from .plugins import plugin_names
-
     out = {}
     for key, name in artifacts.items():
         if name.endswith(".onnx"):

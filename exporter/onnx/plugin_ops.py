@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from ..ops.clustering import WEIGHT_FLOOR
 from ..ops.density_peaks import NOT_A_CANDIDATE
@@ -109,7 +110,7 @@ def _attributes(node: onnx.NodeProto) -> dict:
 # ---- ONNX reference evaluator ----------------------------------------------------------------------
 
 def _reference_ops() -> list:
-    from onnx.reference.op_run import OpRun
+    from onnx.reference.op_run import OpRun  # deferred: the reference evaluator is the slow fallback
 
     class TopKMaskedReconstruct(OpRun):  # the evaluator matches the class name to op_type
         op_domain = PLUGIN_DOMAIN
@@ -137,7 +138,7 @@ _NO_MASK = "trt_plugins_no_mask"
 
 def ort_extensions_available() -> bool:
     try:
-        import onnxruntime_extensions  # noqa: F401
+        import onnxruntime_extensions  # noqa: F401 - deferred: slow to import; may be absent
     except ImportError:
         return False
     return True
@@ -148,7 +149,7 @@ def _register_ort_ops() -> None:
     global _ORT_OPS_REGISTERED
     if _ORT_OPS_REGISTERED:
         return
-    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op  # deferred: slow to import; only the ort backend
 
     dt = PyCustomOpDef
     # A PyOp has a fixed number of inputs: the mask is always passed (see `_with_mask_inputs`).
@@ -192,8 +193,7 @@ def _with_mask_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def ort_session(model: onnx.ModelProto, options=None):
     """An ONNX Runtime CPU session that runs the plugin nodes with their Python implementation
     (`options`: SessionOptions to start from, e.g. threads or graph optimisation level)."""
-    import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
+    from onnxruntime_extensions import get_library_path  # deferred: slow to import; only the ort backend
 
     _register_ort_ops()
     options = options or ort.SessionOptions()
@@ -216,6 +216,6 @@ def run_plugin_graph(model: onnx.ModelProto, feeds: dict, backend: str | None = 
             raise RuntimeError("backend 'ort' needs onnxruntime-extensions: pip install onnxruntime-extensions")
         return ort_session(model).run(None, feeds)
     if backend == "reference":
-        from onnx.reference import ReferenceEvaluator
+        from onnx.reference import ReferenceEvaluator  # deferred: loaded only for this fallback
         return ReferenceEvaluator(model, new_ops=_reference_ops()).run(None, feeds)
     raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")

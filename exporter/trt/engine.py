@@ -12,6 +12,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from polygraphy.backend.trt import (CreateConfig, EngineFromNetwork, LoadPlugins,
+                                    NetworkFromOnnxPath, Profile, SaveEngine)
+
 from ..errors import InputError
 from ..models.base import INPUT_NAME
 
@@ -44,7 +47,7 @@ class EngineSettings:
 
 def tensorrt_version() -> str | None:
     try:
-        import tensorrt
+        import tensorrt  # optional: TensorRT is only on GPU hosts
     except ImportError:
         return None
     return getattr(tensorrt, "__version__", "unknown")
@@ -104,9 +107,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
         raise TensorRTUnavailable(
             "TensorRT is not installed here, so no engine was built; run build_engine.sh in the "
             "output folder on a machine with TensorRT (pip install 'vitexport[gpu]')")
-    import tensorrt as trt
-    from polygraphy.backend.trt import (CreateConfig, EngineFromNetwork, LoadPlugins,
-                                        NetworkFromOnnxPath, Profile, SaveEngine)
+    import tensorrt as trt  # optional: TensorRT is only on GPU hosts
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
     if settings.plugin_library:
