@@ -89,6 +89,8 @@ class OutputFolder:
     takes the lock, cleans stale temporaries, checks free space and makes the staging folder.
     """
 
+    _lock = None  # also when the constructor refused the folder before setting it (__del__)
+
     def __init__(self, out, force: bool = False):
         self.tmp: Path | None = None
         self._lock = None
