@@ -34,13 +34,16 @@ class EvalSet:
         return len(self.images)
 
 
-def load_eval_set(path, num_classes: int, image_size: tuple[int, int],
-                  count: int | None = None) -> EvalSet:
+def load_eval_set(
+    path, num_classes: int, image_size: tuple[int, int], count: int | None = None
+) -> EvalSet:
     """Read and check an eval `.npz`; every problem is an `InputError` naming --eval-data."""
     path = Path(path)
-    allowed = (f"an .npz with images float32 [N, 3, {image_size[0]}, {image_size[1]}] and "
-               f"labels int [N, {image_size[0]}, {image_size[1]}] in 0..{num_classes - 1} or "
-               f"{IGNORE}")
+    allowed = (
+        f"an .npz with images float32 [N, 3, {image_size[0]}, {image_size[1]}] and "
+        f"labels int [N, {image_size[0]}, {image_size[1]}] in 0..{num_classes - 1} or "
+        f"{IGNORE}"
+    )
     if path.is_dir():
         raise InputError(FLAG, str(path), allowed, "is a folder")
     if not path.is_file():
@@ -51,21 +54,25 @@ def load_eval_set(path, num_classes: int, image_size: tuple[int, int],
     shapes = check_npz(path, FLAG, max_bytes=min(MAX_EVAL_BYTES, available_memory() // 2))
     H, W = image_size
     if "images" not in shapes or "labels" not in shapes:
-        raise InputError(FLAG, str(path), allowed, f"keys {sorted(shapes)}, needs images and labels")
+        raise InputError(
+            FLAG, str(path), allowed, f"keys {sorted(shapes)}, needs images and labels"
+        )
     (ishape, _), (lshape, _) = shapes["images"], shapes["labels"]
     if len(ishape) != 4 or ishape[1:] != (3, H, W):
         raise InputError(FLAG, str(path), allowed, f"images have shape {list(ishape)}")
     if lshape != (ishape[0], H, W):
-        raise InputError(FLAG, str(path), allowed, f"labels have shape {list(lshape)} for "
-                         f"{ishape[0]} images")
+        raise InputError(
+            FLAG, str(path), allowed, f"labels have shape {list(lshape)} for {ishape[0]} images"
+        )
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise InputError(FLAG, str(path), allowed, "a single array, not an .npz")
         with data:
             if "images" not in data or "labels" not in data:
-                raise InputError(FLAG, str(path), allowed,
-                                 f"keys {sorted(data.files)}, needs images and labels")
+                raise InputError(
+                    FLAG, str(path), allowed, f"keys {sorted(data.files)}, needs images and labels"
+                )
             images, labels = data["images"], data["labels"]
     except InputError:
         raise
@@ -74,11 +81,14 @@ def load_eval_set(path, num_classes: int, image_size: tuple[int, int],
     return check_eval_set(images, labels, num_classes, image_size, count, str(path))
 
 
-def check_eval_set(images, labels, num_classes: int, image_size: tuple[int, int],
-                   count: int | None, source: str) -> EvalSet:
+def check_eval_set(
+    images, labels, num_classes: int, image_size: tuple[int, int], count: int | None, source: str
+) -> EvalSet:
     H, W = image_size
-    allowed = (f"images float [N, 3, {H}, {W}] and labels int [N, {H}, {W}] in "
-               f"0..{num_classes - 1} or {IGNORE}")
+    allowed = (
+        f"images float [N, 3, {H}, {W}] and labels int [N, {H}, {W}] in "
+        f"0..{num_classes - 1} or {IGNORE}"
+    )
 
     def bad(reason):
         return InputError(FLAG, source, allowed, reason)
@@ -95,23 +105,26 @@ def check_eval_set(images, labels, num_classes: int, image_size: tuple[int, int]
         raise bad("no images")
     if count is not None:
         if not 1 <= count <= len(images):
-            raise InputError("--eval-count", count, f"an integer in 1..{len(images)}",
-                             f"{source} holds {len(images)} images")
+            raise InputError(
+                "--eval-count",
+                count,
+                f"an integer in 1..{len(images)}",
+                f"{source} holds {len(images)} images",
+            )
         images, labels = images[:count], labels[:count]
     wrong = (labels != IGNORE) & ((labels < 0) | (labels >= num_classes))
     if wrong.any():
         raise bad(f"label {int(labels[wrong][0])} is not a class of a {num_classes}-class model")
     if not np.isfinite(images).all():
         raise bad("images hold NaN or infinity")
-    return EvalSet(np.ascontiguousarray(images, dtype=np.float32), labels.astype(np.int64),
-                   source)
+    return EvalSet(np.ascontiguousarray(images, dtype=np.float32), labels.astype(np.int64), source)
 
 
 def confusion(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """[num_classes, num_classes] pixel counts, rows = label, columns = prediction."""
     keep = labels != IGNORE
     index = labels[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-    return np.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def miou(cm: np.ndarray) -> float:
@@ -122,8 +135,14 @@ def miou(cm: np.ndarray) -> float:
     return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
 
 
-def evaluate_onnx(path: Path, data: EvalSet, num_classes: int, batch: int | None,
-                  progress: Callable[[str], None] = lambda text: None, name: str = "") -> dict:
+def evaluate_onnx(
+    path: Path,
+    data: EvalSet,
+    num_classes: int,
+    batch: int | None,
+    progress: Callable[[str], None] = lambda text: None,
+    name: str = "",
+) -> dict:
     """mIoU of the ONNX model at `path` over `data` in ONNX Runtime (CPU).
 
     `batch` is the export's fixed batch size, or None for a dynamic batch dimension; a last
@@ -136,25 +155,34 @@ def evaluate_onnx(path: Path, data: EvalSet, num_classes: int, batch: int | None
     report_every = max(1, n // 10) if n >= 20 else n  # about ten lines for a long run
     done_reported = 0
     for start in range(0, n, step):
-        images = data.images[start:start + step]
+        images = data.images[start : start + step]
         real = len(images)
         if batch is not None and real < batch:
             images = np.concatenate([images, np.repeat(images[-1:], batch - real, axis=0)])
         logits = sess.run(None, {input_name(sess): images})[0][:real]
-        cm += confusion(logits.argmax(axis=1), data.labels[start:start + real], num_classes)
+        cm += confusion(logits.argmax(axis=1), data.labels[start : start + real], num_classes)
         done = start + real
         if done - done_reported >= report_every or done == n:
             progress(f"{name}: {done}/{n} images")
             done_reported = done
-    return {"miou": miou(cm), "pixel_accuracy": float(np.trace(cm) / max(1, cm.sum())),
-            "images": n}
+    return {"miou": miou(cm), "pixel_accuracy": float(np.trace(cm) / max(1, cm.sum())), "images": n}
 
 
-def accuracy_entry(baseline: dict, reduced: dict, source: str, runtime: str = "onnxruntime") -> dict:
+def accuracy_entry(
+    baseline: dict, reduced: dict, source: str, runtime: str = "onnxruntime"
+) -> dict:
     """The report's "accuracy" section: both mIoUs and retention = reduced / baseline."""
     b, r = baseline["miou"], reduced["miou"]
-    return {"metric": "mIoU", "baseline": b, "reduced": r,
-            "retention": r / b if b and np.isfinite(b) else None,
-            "pixel_accuracy": {"baseline": baseline["pixel_accuracy"],
-                               "reduced": reduced["pixel_accuracy"]},
-            "images": reduced["images"], "data": source, "runtime": runtime}
+    return {
+        "metric": "mIoU",
+        "baseline": b,
+        "reduced": r,
+        "retention": r / b if b and np.isfinite(b) else None,
+        "pixel_accuracy": {
+            "baseline": baseline["pixel_accuracy"],
+            "reduced": reduced["pixel_accuracy"],
+        },
+        "images": reduced["images"],
+        "data": source,
+        "runtime": runtime,
+    }

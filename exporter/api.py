@@ -57,9 +57,19 @@ class Result:
         return self.folder / self.report["artifacts"][artifact]
 
 
-def build(out, model: str | None = None, method: str | None = None, *, preset: str | None = None,
-          img_size=None, checkpoint: str | None = None, num_classes: int | None = None,
-          force: bool = False, progress: Callable[[str], None] = _quiet, **options) -> Result:
+def build(
+    out,
+    model: str | None = None,
+    method: str | None = None,
+    *,
+    preset: str | None = None,
+    img_size=None,
+    checkpoint: str | None = None,
+    num_classes: int | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = _quiet,
+    **options,
+) -> Result:
     """Patch, export, validate and report into folder `out`, as `vitexport build` does.
 
     `model`, `method` and `preset` default as in the CLI (segmenter_digits, expedite).
@@ -75,15 +85,20 @@ def build(out, model: str | None = None, method: str | None = None, *, preset: s
     settings_args = {k: v for k, v in options.items() if k in fields}
     method_args = {k: v for k, v in options.items() if k not in fields}
     size = parse_pair("--img-size", img_size) if img_size is not None else None
-    spec, method, method_args = resolve(preset, ModelSpec(model, checkpoint, size, num_classes),
-                                        method, method_args)
+    spec, method, method_args = resolve(
+        preset, ModelSpec(model, checkpoint, size, num_classes), method, method_args
+    )
     settings = BuildSettings(model=spec, method=method, method_args=method_args, **settings_args)
     report = run_build(settings, Path(out), force=force, progress=progress)
     return Result(Path(out), report)
 
 
-def validate(out, atol: float | None = None, rtol: float | None = None,
-             progress: Callable[[str], None] = _quiet) -> Result:
+def validate(
+    out,
+    atol: float | None = None,
+    rtol: float | None = None,
+    progress: Callable[[str], None] = _quiet,
+) -> Result:
     """Re-run the validation of every artifact in a build folder (`vitexport validate OUT`).
 
     >>> validate("out/tiny").passed  # doctest: +SKIP
@@ -92,22 +107,34 @@ def validate(out, atol: float | None = None, rtol: float | None = None,
     return Result(Path(out), revalidate(Path(out), progress=progress, atol=atol, rtol=rtol))
 
 
-def bench(out, runs: int = 10, warmup: int = 2, threads: int | None = None,
-          progress: Callable[[str], None] = _quiet) -> Result:
+def bench(
+    out,
+    runs: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    progress: Callable[[str], None] = _quiet,
+) -> Result:
     """Time a build against its `--method none` baseline (`vitexport bench OUT`); the numbers
     are in `result.report["bench"]`."""
     return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
 
 
-def deploy(out, repo, name: str | None = None, max_batch: int | None = None,
-           dynamic_batch: bool = False, force: bool = False) -> Repository:
+def deploy(
+    out,
+    repo,
+    name: str | None = None,
+    max_batch: int | None = None,
+    dynamic_batch: bool = False,
+    force: bool = False,
+) -> Repository:
     """Write a Triton model repository for a build folder (`vitexport deploy triton`).
 
     >>> sorted(deploy("out/tiny", "triton-repo").models.values())  # doctest: +SKIP
     ['onnxruntime_onnx', 'python', 'tensorrt_plan']
     """
-    return write_repository(out, repo, name=name, max_batch=max_batch,
-                            dynamic_batch=dynamic_batch, force=force)
+    return write_repository(
+        out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch, force=force
+    )
 
 
 __all__ = ["Result", "Repository", "build", "validate", "bench", "deploy"]

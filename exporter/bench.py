@@ -21,8 +21,9 @@ def baseline_settings(settings):
     return replace(settings, method="none", method_args={})
 
 
-def export_variant(folder: Path, name: str, settings, shape, report: dict, model=None,
-                   progress=lambda text: None) -> Path:
+def export_variant(
+    folder: Path, name: str, settings, shape, report: dict, model=None, progress=lambda text: None
+) -> Path:
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
     kept; recorded in the report's artifacts and hashes."""
     path = Path(folder) / f"{name}.onnx"
@@ -33,8 +34,7 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
         # past 2 GB) are named `<name>.onnx.data` as the graph refers to them; then moved in,
         # weights first, so a half-written model never sits under the final name.
         with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
-            export_onnx(model, Path(tmp) / path.name, shape, settings.opset,
-                        settings.dynamic_batch)
+            export_onnx(model, Path(tmp) / path.name, shape, settings.opset, settings.dynamic_batch)
             for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):
                 part.replace(Path(folder) / part.name)
     report["artifacts"][f"{name}_onnx"] = path.name
@@ -42,11 +42,13 @@ def export_variant(folder: Path, name: str, settings, shape, report: dict, model
     return path
 
 
-def export_baseline(folder: Path, settings, shape, report: dict, baseline=None,
-                    progress=lambda text: None) -> Path:
+def export_baseline(
+    folder: Path, settings, shape, report: dict, baseline=None, progress=lambda text: None
+) -> Path:
     """folder/baseline.onnx: the same model with `--method none`."""
-    return export_variant(folder, "baseline", baseline_settings(settings), shape, report,
-                          baseline, progress)
+    return export_variant(
+        folder, "baseline", baseline_settings(settings), shape, report, baseline, progress
+    )
 
 
 def authors_settings(settings):
@@ -57,8 +59,13 @@ def authors_settings(settings):
     return replace(settings, method_args={**settings.method_args, **form})
 
 
-def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None = None,
-                 progress=lambda text: None) -> dict:
+def bench_folder(
+    out: Path,
+    runs: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    progress=lambda text: None,
+) -> dict:
     """`vitexport bench OUT`: the folder's model.onnx against the same model with `--method none`.
 
     The baseline is exported once into OUT/baseline.onnx (kept for later runs). When the method
@@ -73,23 +80,39 @@ def bench_folder(out: Path, runs: int = 10, warmup: int = 2, threads: int | None
     if authors is not None:
         variants["authors_form"] = authors
     models = {name: patched_model(s) for name, s in variants.items()}
-    paths = {name: export_variant(out, name, variants[name], shape, report, models[name], progress)
-             for name in variants}
+    paths = {
+        name: export_variant(out, name, variants[name], shape, report, models[name], progress)
+        for name in variants
+    }
     paths["reduced"] = out / report["artifacts"]["onnx"]
     reduced = patched_model(settings)
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
-    gflops = {"baseline": count_gflops(models["baseline"], one),
-              "reduced": count_gflops(reduced, one)}
-    report["bench"] = compare(paths, gflops, shape, report["tokens"], runs, warmup, threads,
-                              settings.seed, progress=progress)
+    gflops = {
+        "baseline": count_gflops(models["baseline"], one),
+        "reduced": count_gflops(reduced, one),
+    }
+    report["bench"] = compare(
+        paths,
+        gflops,
+        shape,
+        report["tokens"],
+        runs,
+        warmup,
+        threads,
+        settings.seed,
+        progress=progress,
+    )
     lat = report["bench"]["latency"]
     if authors is not None:
         progress("profile the token operations of the authors' formulation ...")
         a_share = token_ops_share(paths["authors_form"], shape, threads=threads, seed=settings.seed)
         report["bench"]["authors_form"] = {
-            "flags": variants["authors_form"].method_args, "ms": lat["authors_form"]["median_ms"],
+            "flags": variants["authors_form"].method_args,
+            "ms": lat["authors_form"]["median_ms"],
             "gflops": count_gflops(models["authors_form"], one),
-            "token_ops_share": a_share["share"], "token_ops": a_share}
+            "token_ops_share": a_share["share"],
+            "token_ops": a_share,
+        }
     write_report(out, report)
     return report

@@ -27,8 +27,14 @@ from .onnx.lint import errors_of, lint, lint_folder
 from .onnx.plugins import PLUGIN_METHODS, check_family, use_plugins
 from .polygraphy_data import write_comparison_data
 from .reference import eval_set, input_shape, patched_model
-from .trt.engine import (PLUGIN_LIBRARY, EngineSettings, TensorRTUnavailable, build_engine,
-                         shapes_of, write_build_script)
+from .trt.engine import (
+    PLUGIN_LIBRARY,
+    EngineSettings,
+    TensorRTUnavailable,
+    build_engine,
+    shapes_of,
+    write_build_script,
+)
 from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
 from .timing import speed_stage
 from .validate import Tolerances, validate_entry
@@ -71,8 +77,14 @@ def _step(progress: Progress, text: str):
     progress(f"{text} done ({time.perf_counter() - start:.1f}s)")
 
 
-def build(settings: BuildSettings, out: Path, force: bool = False,
-          progress: Progress = _quiet, bench: bool = True, max_memory: int | None = None) -> dict:
+def build(
+    settings: BuildSettings,
+    out: Path,
+    force: bool = False,
+    progress: Progress = _quiet,
+    bench: bool = True,
+    max_memory: int | None = None,
+) -> dict:
     """Run the pipeline; return the report (its validation entries say pass or fail).
     `bench`: time model.onnx against the accuracy stage's baseline.onnx when there is one."""
     folder = OutputFolder(out, force)  # a bad --out is refused before any work
@@ -89,8 +101,9 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     getattr(progress, "release", _quiet)(out)  # the checks are over: held progress lines may show
     try:
         with _step(progress, "export ONNX (torch.onnx, dynamo)"):
-            proto = export_onnx(reduced, tmp / "model.onnx", shape, settings.opset,
-                                settings.dynamic_batch)
+            proto = export_onnx(
+                reduced, tmp / "model.onnx", shape, settings.opset, settings.dynamic_batch
+            )
         check_rules({"model.onnx": lint(proto)})
         report = base_report(settings, reduced, shape)
         report["artifacts"] = {"onnx": "model.onnx"}
@@ -105,12 +118,14 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
         report["lint"] = check_rules(lint_folder(tmp, report["artifacts"]))
         report["engine"] = engine_stage(settings, tmp, report, shape, progress)
         with _step(progress, "validate the artifacts against PyTorch"):
-            report["validation"] = run_validation(settings, reduced, tmp, report["artifacts"], shape,
-                                                  data)
+            report["validation"] = run_validation(
+                settings, reduced, tmp, report["artifacts"], shape, data
+            )
         write_comparison_data(tmp, reduced, shape, settings, data, report)  # polygraphy's files
         if data is not None:
-            report["accuracy"] = accuracy_stage(settings, reduced, tmp, report, shape, data,
-                                                progress)
+            report["accuracy"] = accuracy_stage(
+                settings, reduced, tmp, report, shape, data, progress
+            )
         if bench and "baseline_onnx" in report["artifacts"]:
             with _step(progress, "time model.onnx against baseline.onnx"):
                 report["bench"] = speed_stage(settings, tmp, report, progress)
@@ -123,14 +138,22 @@ def build(settings: BuildSettings, out: Path, force: bool = False,
     return report
 
 
-def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path, report: dict,
-                   shape, data, progress: Progress) -> dict:
+def accuracy_stage(
+    settings: BuildSettings,
+    reduced: ReducedModel,
+    folder: Path,
+    report: dict,
+    shape,
+    data,
+    progress: Progress,
+) -> dict:
     """mIoU of baseline.onnx (`--method none`) and model.onnx in ONNX Runtime, and retention."""
     classes = reduced.model.num_classes
     batch = None if settings.dynamic_batch else settings.batch
     with _step(progress, f"evaluate mIoU on {len(data)} images in ONNX Runtime"):
-        red = evaluate_onnx(folder / report["artifacts"]["onnx"], data, classes, batch, progress,
-                            "reduced")
+        red = evaluate_onnx(
+            folder / report["artifacts"]["onnx"], data, classes, batch, progress, "reduced"
+        )
         if settings.method == "none":
             base = red  # the model is its own baseline
         else:
@@ -142,8 +165,12 @@ def accuracy_stage(settings: BuildSettings, reduced: ReducedModel, folder: Path,
 def check_settings(settings: BuildSettings, out: Path, force: bool) -> None:
     """Refuse the flags that can be judged without building anything."""
     if settings.plugins and settings.method not in PLUGIN_METHODS:
-        raise InputError("--plugins", "", f"only with --method {'|'.join(PLUGIN_METHODS)}",
-                         f"--method {settings.method} has no plugin op")
+        raise InputError(
+            "--plugins",
+            "",
+            f"only with --method {'|'.join(PLUGIN_METHODS)}",
+            f"--method {settings.method} has no plugin op",
+        )
     engine_settings(settings).check()
 
 
@@ -151,12 +178,20 @@ def base_report(settings: BuildSettings, reduced: ReducedModel, shape) -> dict:
     model, method = reduced.model, reduced.method
     return {
         "tool": "vitexport",
-        "model": {"name": settings.model.name,
-                  "weights": weights_of(settings.model),
-                  "input_shape": list(shape), "dynamic_batch": settings.dynamic_batch,
-                  "layout": {"grid": list(model.layout.grid), "num_prefix": model.layout.num_prefix,
-                             "dim": model.layout.dim, "depth": model.layout.depth},
-                  "output_kind": model.output_kind, "outputs": list(model.output_names)},
+        "model": {
+            "name": settings.model.name,
+            "weights": weights_of(settings.model),
+            "input_shape": list(shape),
+            "dynamic_batch": settings.dynamic_batch,
+            "layout": {
+                "grid": list(model.layout.grid),
+                "num_prefix": model.layout.num_prefix,
+                "dim": model.layout.dim,
+                "depth": model.layout.depth,
+            },
+            "output_kind": model.output_kind,
+            "outputs": list(model.output_names),
+        },
         "method": {"name": settings.method, "config": method.config()},
         "tokens": {"full": method.full_tokens(), "reduced": method.reduced_tokens()},
         "settings": settings.to_dict(),
@@ -170,8 +205,10 @@ def write_plugin_graph(proto, path: Path, method: str) -> None:
 
 # A half-precision model is held to looser numbers than float32 (10-bit mantissa): the
 # bounds of Tolerances.half(), read off the strictest tolerances.
-FP16_TOLERANCES = {k: getattr(Tolerances(0.0, 0.0, 1.0, 1.0, 1.0).half(), k)
-                   for k in ("atol", "rtol", "min_cosine", "min_argmax")}
+FP16_TOLERANCES = {
+    k: getattr(Tolerances(0.0, 0.0, 1.0, 1.0, 1.0).half(), k)
+    for k in ("atol", "rtol", "min_cosine", "min_argmax")
+}
 
 
 def export_half(reduced: ReducedModel, path: Path, shape, settings: BuildSettings) -> None:
@@ -185,8 +222,12 @@ def export_half(reduced: ReducedModel, path: Path, shape, settings: BuildSetting
 
 def engine_settings(settings: BuildSettings) -> EngineSettings:
     lib = settings.plugin_library or (PLUGIN_LIBRARY if settings.plugins else None)
-    return EngineSettings(precision=settings.precision, workspace_mib=settings.workspace_mib,
-                          opt_level=settings.opt_level, plugin_library=lib)
+    return EngineSettings(
+        precision=settings.precision,
+        workspace_mib=settings.workspace_mib,
+        opt_level=settings.opt_level,
+        plugin_library=lib,
+    )
 
 
 def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, progress) -> dict:
@@ -198,8 +239,12 @@ def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, pro
     profile = shapes_of(shape, settings.dynamic_batch)
     write_build_script(folder, source, eng, profile)
     report["artifacts"]["build_script"] = "build_engine.sh"
-    result = {"requested": settings.engine, "built": False, "source": source,
-              "precision": eng.precision}
+    result = {
+        "requested": settings.engine,
+        "built": False,
+        "source": source,
+        "precision": eng.precision,
+    }
     if settings.engine:
         try:
             with _step(progress, "build TensorRT engine (polygraphy)"):
@@ -212,13 +257,18 @@ def engine_stage(settings: BuildSettings, folder: Path, report: dict, shape, pro
     return result
 
 
-def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path, artifacts: dict,
-                   shape, data=None) -> list[dict]:
+def run_validation(
+    settings: BuildSettings, reduced: ReducedModel, folder: Path, artifacts: dict, shape, data=None
+) -> list[dict]:
     """Each artifact against the PyTorch reference, on the build's first evaluation images
     when it has an eval set (`data`), else on seeded noise."""
     entries = []
-    for key, runtime in (("onnx", "onnxruntime"), ("onnx_plugins", "onnxruntime+plugins"),
-                         ("onnx_fp16", "onnxruntime-fp16"), ("engine", "tensorrt")):
+    for key, runtime in (
+        ("onnx", "onnxruntime"),
+        ("onnx_plugins", "onnxruntime+plugins"),
+        ("onnx_fp16", "onnxruntime-fp16"),
+        ("engine", "tensorrt"),
+    ):
         if key not in artifacts:
             continue
         path = folder / artifacts[key]
@@ -231,13 +281,17 @@ def run_validation(settings: BuildSettings, reduced: ReducedModel, folder: Path,
             tol = tol.half()
         elif key == "engine":
             runner = tensorrt_runner(path, runtime)
-        entries.append(validate_entry(reduced, path, shape, tol, settings.seed, VALIDATION_SAMPLES,
-                                      runner, runtime, data))
+        entries.append(
+            validate_entry(
+                reduced, path, shape, tol, settings.seed, VALIDATION_SAMPLES, runner, runtime, data
+            )
+        )
     return entries
 
 
-def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None,
-               rehash: bool = False) -> dict:
+def revalidate(
+    out: Path, progress: Progress = _quiet, atol=None, rtol=None, rehash: bool = False
+) -> dict:
     """`vitexport validate OUT`: rebuild the reference from report.json and compare again; the
     result goes to validation.json beside the report, which stays as built."""
     out = Path(out)
@@ -251,16 +305,23 @@ def revalidate(out: Path, progress: Progress = _quiet, atol=None, rtol=None,
     shape = tuple(report["model"]["input_shape"])
     data = eval_set(settings, reduced.model)
     with _step(progress, "validate artifacts against PyTorch"):
-        report["validation"] = run_validation(settings, reduced, out, report["artifacts"], shape,
-                                              data)
+        report["validation"] = run_validation(
+            settings, reduced, out, report["artifacts"], shape, data
+        )
     write_beside(out, "validation.json", {"validation": report["validation"]})
     report.pop("accuracy", None)  # measured at build time, not by this run
     return report
 
 
-def engine_for_folder(out: Path, precision: str = "fp32", workspace_mib=None, opt_level=None,
-                      plugin_library=None, progress: Progress = _quiet,
-                      rehash: bool = False) -> dict:
+def engine_for_folder(
+    out: Path,
+    precision: str = "fp32",
+    workspace_mib=None,
+    opt_level=None,
+    plugin_library=None,
+    progress: Progress = _quiet,
+    rehash: bool = False,
+) -> dict:
     """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
     out = Path(out)
     report, settings = read_folder(out, rehash)

@@ -14,7 +14,9 @@ _PAIR = re.compile(r"^\s*(-?\d+)\s*[xX*]\s*(-?\d+)\s*$")
 MAX_PAIR = 1 << 16
 
 
-def parse_pair(flag: str, text, allowed: str = "HxW with positive integers, e.g. 24x24") -> tuple[int, int]:
+def parse_pair(
+    flag: str, text, allowed: str = "HxW with positive integers, e.g. 24x24"
+) -> tuple[int, int]:
     """Parse "24x24" (or a single "24" meaning 24x24) into a pair of ints in 1..MAX_PAIR."""
     if isinstance(text, (tuple, list)) and len(text) == 2:
         pair = (int(text[0]), int(text[1]))

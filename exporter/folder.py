@@ -49,28 +49,43 @@ def resolve_out(out) -> Path:
     destroy something that is not this tool's output."""
     text = str(out)
     if text.strip() == "" or Path(text).name in ("", ".", ".."):
-        raise InputError(FLAG, text, "a folder name of its own, e.g. vitexport-out/run1",
-                         "names the current or a parent folder")
+        raise InputError(
+            FLAG,
+            text,
+            "a folder name of its own, e.g. vitexport-out/run1",
+            "names the current or a parent folder",
+        )
     try:
         path = Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
     except ValueError as err:  # an embedded NUL byte
         raise InputError(FLAG, repr(text), "a path", str(err)) from None
     if len(path.name) + STAGING_EXTRA > NAME_MAX:
-        raise InputError(FLAG, text[:60] + "...", f"a name of at most {NAME_MAX - STAGING_EXTRA} "
-                         "characters", f"the last name has {len(path.name)}")
+        raise InputError(
+            FLAG,
+            text[:60] + "...",
+            f"a name of at most {NAME_MAX - STAGING_EXTRA} characters",
+            f"the last name has {len(path.name)}",
+        )
     cwd = Path(os.path.realpath(os.getcwd()))
     for guarded, what in ((cwd, "the working directory"), (SOURCE_TREE, "the source tree")):
         if path == guarded or path in guarded.parents:
-            raise InputError(FLAG, text, "a folder that is not the working directory, the source "
-                             "tree or one of their parents", f"it is {what} or holds it")
+            raise InputError(
+                FLAG,
+                text,
+                "a folder that is not the working directory, the source "
+                "tree or one of their parents",
+                f"it is {what} or holds it",
+            )
     for parent in [path.parent, *path.parent.parents]:
         if parent.exists():
             if not parent.is_dir():
-                raise InputError(FLAG, text, "a path whose parents are folders",
-                                 f"{parent} is a file")
+                raise InputError(
+                    FLAG, text, "a path whose parents are folders", f"{parent} is a file"
+                )
             if not os.access(parent, os.W_OK | os.X_OK):  # EROFS shows here even for root
-                raise InputError(FLAG, text, "a folder on a writable filesystem",
-                                 f"{parent} is not writable")
+                raise InputError(
+                    FLAG, text, "a folder on a writable filesystem", f"{parent} is not writable"
+                )
             break
     if path.exists() and not path.is_dir():
         raise InputError(FLAG, text, "a folder", "it is a file")
@@ -100,9 +115,13 @@ class OutputFolder:
             if not force:
                 raise InputError(FLAG, str(out), "a new folder, or --force to replace it", "exists")
             if not is_output_folder(self.path):
-                raise InputError(FLAG, str(out), "a new folder, an empty one or a build's output "
-                                 "folder (with report.json)", "a non-empty folder that "
-                                 "`vitexport build` did not write; --force replaces only those")
+                raise InputError(
+                    FLAG,
+                    str(out),
+                    "a new folder, an empty one or a build's output folder (with report.json)",
+                    "a non-empty folder that "
+                    "`vitexport build` did not write; --force replaces only those",
+                )
 
     def _sibling(self, kind: str, pid: int | None = None) -> Path:
         return self.path.parent / f".{self.path.name}.{kind}-{os.getpid() if pid is None else pid}"
@@ -117,8 +136,12 @@ class OutputFolder:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
-                raise InputError(FLAG, str(self.path), "a folder no other build is writing",
-                                 f"another vitexport build (pid {holder}) is writing it") from None
+                raise InputError(
+                    FLAG,
+                    str(self.path),
+                    "a folder no other build is writing",
+                    f"another vitexport build (pid {holder}) is writing it",
+                ) from None
             try:  # the file may have been unlinked by its last holder between open and lock
                 same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
             except FileNotFoundError:
@@ -162,8 +185,12 @@ class OutputFolder:
             self.clean_stale()
             free = shutil.disk_usage(self.path.parent).free
             if expected_bytes > free:
-                raise InputError(FLAG, str(self.path), f"a filesystem with {_size(expected_bytes)}"
-                                 " free", f"only {_size(free)} free")
+                raise InputError(
+                    FLAG,
+                    str(self.path),
+                    f"a filesystem with {_size(expected_bytes)} free",
+                    f"only {_size(free)} free",
+                )
             self.tmp = self._sibling("tmp")
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir()
@@ -177,11 +204,19 @@ class OutputFolder:
         there, and only when --force allowed it at the start."""
         try:
             if self.path.exists() and not self.force:
-                raise InputError(FLAG, str(self.path), "a folder nobody else writes to during the "
-                                 "build", "appeared while building; nothing was replaced")
+                raise InputError(
+                    FLAG,
+                    str(self.path),
+                    "a folder nobody else writes to during the build",
+                    "appeared while building; nothing was replaced",
+                )
             if self.path.exists() and not is_output_folder(self.path):
-                raise InputError(FLAG, str(self.path), "a build's output folder",
-                                 "replaced by other files while building; nothing was replaced")
+                raise InputError(
+                    FLAG,
+                    str(self.path),
+                    "a build's output folder",
+                    "replaced by other files while building; nothing was replaced",
+                )
             old = self._sibling("old")
             # The two renames run with SIGINT/SIGTERM held back: no interruption between them.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -225,6 +260,7 @@ def _size(n: float) -> str:
 
 
 # ---- files inside a folder -------------------------------------------------------------------
+
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -313,11 +349,16 @@ def read_json(path: Path, flag: str = "OUT") -> dict:
     except IsADirectoryError:
         raise InputError(flag, str(path), "a JSON file", "is a folder") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise InputError(flag, str(path), "valid JSON written by vitexport",
-                         f"unreadable ({str(err).splitlines()[0][:120]})") from None
+        raise InputError(
+            flag,
+            str(path),
+            "valid JSON written by vitexport",
+            f"unreadable ({str(err).splitlines()[0][:120]})",
+        ) from None
     if not isinstance(data, dict):
-        raise InputError(flag, str(path), "a JSON object written by vitexport",
-                         f"a JSON {type(data).__name__}")
+        raise InputError(
+            flag, str(path), "a JSON object written by vitexport", f"a JSON {type(data).__name__}"
+        )
     return data
 
 
@@ -331,12 +372,19 @@ def check_report_hash(out: Path) -> None:
     try:
         digest = recorded.read_text().split()[0]
     except (OSError, UnicodeDecodeError, IndexError):
-        raise InputError("OUT", str(recorded), "the sha256 of report.json as the build wrote it "
-                         "(--rehash to record it now)", "missing or unreadable") from None
+        raise InputError(
+            "OUT",
+            str(recorded),
+            "the sha256 of report.json as the build wrote it (--rehash to record it now)",
+            "missing or unreadable",
+        ) from None
     if sha256(Path(out) / "report.json") != digest:
-        raise InputError("OUT", str(Path(out) / "report.json"), "the report as vitexport wrote "
-                         "it (--rehash if the change is intended)",
-                         f"its sha256 differs from {REPORT_HASH}: edited or truncated")
+        raise InputError(
+            "OUT",
+            str(Path(out) / "report.json"),
+            "the report as vitexport wrote it (--rehash if the change is intended)",
+            f"its sha256 differs from {REPORT_HASH}: edited or truncated",
+        )
 
 
 def check_hashes(out: Path, report: dict) -> None:
@@ -344,21 +392,33 @@ def check_hashes(out: Path, report: dict) -> None:
     hashes = report.get("hashes", {})
     unhashed = [n for n in report["artifacts"].values() if n not in hashes]
     if not isinstance(hashes, dict) or unhashed:
-        raise InputError("OUT", str(out), "a folder whose report.json records the sha256 of its "
-                         "files (or --rehash to record them now)",
-                         f"no sha256 for {unhashed[0] if unhashed else 'its files'}")
+        raise InputError(
+            "OUT",
+            str(out),
+            "a folder whose report.json records the sha256 of its "
+            "files (or --rehash to record them now)",
+            f"no sha256 for {unhashed[0] if unhashed else 'its files'}",
+        )
     for name, digest in hashes.items():
         path = Path(out) / str(name)
         if not _inside(Path(out), path):
-            raise InputError("OUT", str(out), "hashes of files inside the folder",
-                             f"report.json names {name}")
+            raise InputError(
+                "OUT", str(out), "hashes of files inside the folder", f"report.json names {name}"
+            )
         if not path.is_file():
-            raise InputError("OUT", str(path), "the file report.json records "
-                             "(--rehash to accept the folder as it is)", "missing")
+            raise InputError(
+                "OUT",
+                str(path),
+                "the file report.json records (--rehash to accept the folder as it is)",
+                "missing",
+            )
         if sha256(path) != digest:
-            raise InputError("OUT", str(path), "the file as the build wrote it "
-                             "(--rehash if the change is intended)",
-                             "its sha256 differs from report.json: changed or truncated")
+            raise InputError(
+                "OUT",
+                str(path),
+                "the file as the build wrote it (--rehash if the change is intended)",
+                "its sha256 differs from report.json: changed or truncated",
+            )
 
 
 def check_readable(out: Path, names) -> None:
@@ -371,8 +431,9 @@ def check_readable(out: Path, names) -> None:
             try:
                 onnx.load(str(path), load_external_data=False)
             except Exception as err:  # noqa: BLE001 - protobuf raises several types on bad bytes
-                raise InputError("OUT", str(path), "an ONNX file", "does not parse "
-                                 f"({type(err).__name__})") from None
+                raise InputError(
+                    "OUT", str(path), "an ONNX file", f"does not parse ({type(err).__name__})"
+                ) from None
 
 
 def _inside(folder: Path, path: Path) -> bool:
@@ -386,8 +447,9 @@ def read_folder(out: Path, rehash: bool = False):
     if not out.exists():
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no such folder")
     if not out.is_dir():
-        raise InputError("OUT", str(out), "a folder written by `vitexport build`",
-                         "is a file, not a folder")
+        raise InputError(
+            "OUT", str(out), "a folder written by `vitexport build`", "is a file, not a folder"
+        )
     if not (out / "report.json").exists():
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
     if not rehash:
@@ -396,12 +458,17 @@ def read_folder(out: Path, rehash: bool = False):
     fields = {"settings": dict, "artifacts": dict, "model": dict, "method": dict, "tokens": dict}
     for key, kind in fields.items():
         if not isinstance(report.get(key), kind):
-            raise InputError("OUT", str(out / "report.json"), "a report written by `vitexport "
-                             "build`", f"no {key!r} section")
+            raise InputError(
+                "OUT",
+                str(out / "report.json"),
+                "a report written by `vitexport build`",
+                f"no {key!r} section",
+            )
     for name in report["artifacts"].values():
         if not isinstance(name, str) or not _inside(out, out / name):
-            raise InputError("OUT", str(out / "report.json"), "artifacts inside the folder",
-                             f"names {name!r}")
+            raise InputError(
+                "OUT", str(out / "report.json"), "artifacts inside the folder", f"names {name!r}"
+            )
     if rehash:
         check_readable(out, report["artifacts"].values())
         for key in ("accuracy", "bench"):  # measured on the files as they were
@@ -415,8 +482,12 @@ def read_folder(out: Path, rehash: bool = False):
     try:
         settings = BuildSettings.from_dict(report["settings"])
     except (TypeError, ValueError, AttributeError) as err:
-        raise InputError("OUT", str(out / "report.json"), "settings written by `vitexport build`",
-                         f"unreadable settings ({err})") from None
+        raise InputError(
+            "OUT",
+            str(out / "report.json"),
+            "settings written by `vitexport build`",
+            f"unreadable settings ({err})",
+        ) from None
     return report, settings
 
 
@@ -427,5 +498,15 @@ def write_beside(out: Path, name: str, data: dict) -> Path:
     return path
 
 
-__all__ = ["OutputFolder", "resolve_out", "read_folder", "read_report", "write_report",
-           "write_beside", "file_hashes", "sha256", "write_atomic", "to_json"]
+__all__ = [
+    "OutputFolder",
+    "resolve_out",
+    "read_folder",
+    "read_report",
+    "write_report",
+    "write_beside",
+    "file_hashes",
+    "sha256",
+    "write_atomic",
+    "to_json",
+]

@@ -51,7 +51,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
 def parse_size(flag: str, text) -> int:
-    """"24G", "512M", "1.5T" or a number of GiB into bytes (bounded: 1 MiB .. 1 PiB)."""
+    """ "24G", "512M", "1.5T" or a number of GiB into bytes (bounded: 1 MiB .. 1 PiB)."""
     m = _SIZE.match(str(text))
     allowed = "a size like 16G, 512M or 1.5T (1M to 1024T)"
     if not m:
@@ -105,18 +105,25 @@ def estimate_bytes(model, batch: int, eval_images: int = 0) -> dict:
     params = sum(p.numel() for p in model.parameters())
     stages = getattr(model, "stages", None) or ()
     if stages:  # windowed attention: each token attends to its window only
-        attention = max(batch * s.num_heads * s.grid[0] * s.grid[1] * s.window[0] * s.window[1]
-                        for s in stages) * FLOAT
+        attention = (
+            max(
+                batch * s.num_heads * s.grid[0] * s.grid[1] * s.window[0] * s.window[1]
+                for s in stages
+            )
+            * FLOAT
+        )
         activations = max(batch * s.grid[0] * s.grid[1] * s.dim for s in stages) * FLOAT
     else:
         n = layout.num_patches + layout.num_prefix
         attention = batch * layout.num_heads * n * n * FLOAT
         activations = batch * n * layout.dim * FLOAT
     h, w = layout.image_size
-    parts = {"attention": ATTENTION_COPIES * attention,
-             "activations": ACTIVATION_COPIES * activations,
-             "weights": WEIGHT_COPIES * params * FLOAT,
-             "eval data": eval_images * h * w * (3 * FLOAT + 8)}
+    parts = {
+        "attention": ATTENTION_COPIES * attention,
+        "activations": ACTIVATION_COPIES * activations,
+        "weights": WEIGHT_COPIES * params * FLOAT,
+        "eval data": eval_images * h * w * (3 * FLOAT + 8),
+    }
     parts["total"] = sum(parts.values())
     return parts
 
@@ -139,11 +146,14 @@ def check_build_memory(settings, max_memory: int | None = None) -> int | None:
         h, w = model.layout.image_size
         biggest = max((k for k in parts if k != "total"), key=parts.get)
         source = "--max-memory" if max_memory is not None else "available memory"
-        raise InputError("--img-size", f"{h}x{w}", f"a size whose build fits in {size_text(limit)}"
-                         f" ({source}; --max-memory to override)",
-                         f"needs about {size_text(parts['total'])} ({biggest} "
-                         f"{size_text(parts[biggest])}, {model.layout.grid[0]}x"
-                         f"{model.layout.grid[1]} tokens)")
+        raise InputError(
+            "--img-size",
+            f"{h}x{w}",
+            f"a size whose build fits in {size_text(limit)} ({source}; --max-memory to override)",
+            f"needs about {size_text(parts['total'])} ({biggest} "
+            f"{size_text(parts[biggest])}, {model.layout.grid[0]}x"
+            f"{model.layout.grid[1]} tokens)",
+        )
     return parts["total"]
 
 
@@ -165,31 +175,46 @@ def check_npz(path: Path, flag: str = "--eval-data", max_bytes: int = MAX_EVAL_B
                 raise InputError(flag, str(path), allowed, f"{len(zf.infolist())} members")
             total = sum(i.file_size for i in members)
             if total > max_bytes:
-                raise InputError(flag, str(path), allowed,
-                                 f"its arrays unpack to {size_text(total)}")
+                raise InputError(
+                    flag, str(path), allowed, f"its arrays unpack to {size_text(total)}"
+                )
             for info in members:
                 with zf.open(info) as f:
                     version = npy.read_magic(f)
-                    reader = {(1, 0): npy.read_array_header_1_0,
-                              (2, 0): npy.read_array_header_2_0}.get(version)
+                    reader = {
+                        (1, 0): npy.read_array_header_1_0,
+                        (2, 0): npy.read_array_header_2_0,
+                    }.get(version)
                     if reader is None:
-                        raise InputError(flag, str(path), allowed,
-                                         f"{info.filename}: .npy version {version}")
+                        raise InputError(
+                            flag, str(path), allowed, f"{info.filename}: .npy version {version}"
+                        )
                     shape, _, dtype = reader(f, max_header_size=10000)
                 if dtype.hasobject:
                     raise InputError(flag, str(path), allowed, f"{info.filename} holds objects")
                 need = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 if need > max_bytes or need > info.file_size:
-                    raise InputError(flag, str(path), allowed,
-                                     f"{info.filename} declares {list(shape)} {dtype} "
-                                     f"({size_text(need)}) in {size_text(info.file_size)}")
+                    raise InputError(
+                        flag,
+                        str(path),
+                        allowed,
+                        f"{info.filename} declares {list(shape)} {dtype} "
+                        f"({size_text(need)}) in {size_text(info.file_size)}",
+                    )
                 shapes[info.filename[:-4]] = (tuple(shape), dtype)
     except InputError:
         raise
     except IsADirectoryError:
         raise InputError(flag, str(path), allowed, "is a folder") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
-            NotImplementedError, SyntaxError) as err:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        SyntaxError,
+    ) as err:
         why = str(err).splitlines()[0][:100] if str(err) else type(err).__name__
         raise InputError(flag, str(path), allowed, f"not a readable .npz ({why})") from None
     return shapes
@@ -205,12 +230,17 @@ def open_image(path, flag: str = "--image"):
         img = Image.open(path)
         w, h = img.size
     except Image.DecompressionBombError:
-        raise InputError(flag, str(path), f"an image of at most {MAX_IMAGE_PIXELS} pixels",
-                         "far more pixels than that (a decompression bomb?)") from None
+        raise InputError(
+            flag,
+            str(path),
+            f"an image of at most {MAX_IMAGE_PIXELS} pixels",
+            "far more pixels than that (a decompression bomb?)",
+        ) from None
     if w * h > MAX_IMAGE_PIXELS:
         img.close()
-        raise InputError(flag, str(path), f"an image of at most {MAX_IMAGE_PIXELS} pixels",
-                         f"{w}x{h} pixels")
+        raise InputError(
+            flag, str(path), f"an image of at most {MAX_IMAGE_PIXELS} pixels", f"{w}x{h} pixels"
+        )
     return img
 
 

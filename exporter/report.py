@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 
-
 def _fmt(v) -> str:
     if v is None:
         return "-"
@@ -42,34 +41,47 @@ def render_markdown(r: dict) -> str:
     for v in r.get("validation", []):
         verdict = "PASSED" if v["passed"] else "FAILED"
         t = v["tolerances"]
-        lines += [f"**{v['artifact']}** in {v['runtime']}: {verdict} "
-                  f"(atol {t['atol']} or rtol {t['rtol']} at quantile {t['error_quantile']}, "
-                  f"min cosine {t['min_cosine']}, min argmax agreement "
-                  f"{t['min_argmax_agreement']}; inputs: "
-                  f"{v.get('inputs', str(v['samples']) + ' seeded samples')})", "",
-                  "| output | max abs | max rel | mean abs | cosine | argmax agreement "
-                  "| outside tolerance |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{v['artifact']}** in {v['runtime']}: {verdict} "
+            f"(atol {t['atol']} or rtol {t['rtol']} at quantile {t['error_quantile']}, "
+            f"min cosine {t['min_cosine']}, min argmax agreement "
+            f"{t['min_argmax_agreement']}; inputs: "
+            f"{v.get('inputs', str(v['samples']) + ' seeded samples')})",
+            "",
+            "| output | max abs | max rel | mean abs | cosine | argmax agreement "
+            "| outside tolerance |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, o in v["outputs"].items():
-            lines.append(f"| {name} | {_fmt(o.get('max_abs'))} | {_fmt(o.get('max_rel'))} | "
-                         f"{_fmt(o.get('mean_abs'))} | {_fmt(o.get('cosine'))} | "
-                         f"{_fmt(o.get('argmax_agreement'))} | "
-                         f"{_fmt(o.get('mismatch_fraction'))} |")
+            lines.append(
+                f"| {name} | {_fmt(o.get('max_abs'))} | {_fmt(o.get('max_rel'))} | "
+                f"{_fmt(o.get('mean_abs'))} | {_fmt(o.get('cosine'))} | "
+                f"{_fmt(o.get('argmax_agreement'))} | "
+                f"{_fmt(o.get('mismatch_fraction'))} |"
+            )
         if v.get("verdict"):  # decision-aware validation (validate.ValidationResult)
             lines += ["", f"Decisions: {v['verdict']} (near-tie bound {t.get('tie_bound')})."]
-            lines += [f"- `{k}` ({d.get('tensor', 'not found')}): {d.get('flipped', 0)} of "
-                      f"{d.get('compared', 0)} flipped; largest margins {d.get('margins', [])}"
-                      for k, d in v.get("decisions", {}).items()]
+            lines += [
+                f"- `{k}` ({d.get('tensor', 'not found')}): {d.get('flipped', 0)} of "
+                f"{d.get('compared', 0)} flipped; largest margins {d.get('margins', [])}"
+                for k, d in v.get("decisions", {}).items()
+            ]
         lines.append("")
     a = r.get("accuracy")
     if a:
         ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
-        lines += [f"## Accuracy ({a['data']}, {a['images']} images, {a['runtime']})", "",
-                  "| | baseline (`--method none`) | reduced |", "|---|---|---|",
-                  f"| {a['metric']} (%) | {_pct(a['baseline'])} | {_pct(a['reduced'])} |",
-                  f"| pixel accuracy (%) | {_pct(a['pixel_accuracy']['baseline'])} | "
-                  f"{_pct(a['pixel_accuracy']['reduced'])} |",
-                  "", f"Retention (reduced / baseline {a['metric']}): {ret}.", ""]
+        lines += [
+            f"## Accuracy ({a['data']}, {a['images']} images, {a['runtime']})",
+            "",
+            "| | baseline (`--method none`) | reduced |",
+            "|---|---|---|",
+            f"| {a['metric']} (%) | {_pct(a['baseline'])} | {_pct(a['reduced'])} |",
+            f"| pixel accuracy (%) | {_pct(a['pixel_accuracy']['baseline'])} | "
+            f"{_pct(a['pixel_accuracy']['reduced'])} |",
+            "",
+            f"Retention (reduced / baseline {a['metric']}): {ret}.",
+            "",
+        ]
         if r.get("bench"):
             lines += [f"In short: {speed_line(r['bench'], a)}.", ""]
     b = r.get("bench")
@@ -82,18 +94,31 @@ def render_markdown(r: dict) -> str:
         for c in p["commands"]:
             lines += [f"{c['what']}:", "", "```", c["command"], "```", ""]
     lines += ["## Lint", ""]
-    lines += [f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
-              f"{f['message']}" for f in lint] or [
-        "No findings: standard ONNX ops only, no forbidden op."]
+    lines += [
+        f"- {f.get('artifact', 'model.onnx')}: {f['severity']}: {f['op']} in `{f['module']}`: "
+        f"{f['message']}"
+        for f in lint
+    ] or ["No findings: standard ONNX ops only, no forbidden op."]
     if r.get("non_finite"):
-        lines += ["", "## Non-finite numbers", "",
-                  "Written as null in report.json (JSON has no NaN): " +
-                  ", ".join(f"`{x}`" for x in r["non_finite"]) + "."]
-    lines += ["", "## Artifacts", "",
-              "`vitexport validate`, `lint`, `bench`, `engine` and `visualize` check these sha256 "
-              "(and report.sha256) before trusting a file; `validate` and `lint` leave this report "
-              "as built and write validation.json and lint.json beside it.", "",
-              "| artifact | file | sha256 |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Non-finite numbers",
+            "",
+            "Written as null in report.json (JSON has no NaN): "
+            + ", ".join(f"`{x}`" for x in r["non_finite"])
+            + ".",
+        ]
+    lines += [
+        "",
+        "## Artifacts",
+        "",
+        "`vitexport validate`, `lint`, `bench`, `engine` and `visualize` check these sha256 "
+        "(and report.sha256) before trusting a file; `validate` and `lint` leave this report "
+        "as built and write validation.json and lint.json beside it.",
+        "",
+        "| artifact | file | sha256 |",
+        "|---|---|---|",
+    ]
     for name, path in r["artifacts"].items():
         lines.append(f"| {name} | {path} | `{r.get('hashes', {}).get(path, '-')}` |")
     return "\n".join(lines) + "\n"
@@ -106,9 +131,11 @@ def _spread(b: dict, name: str) -> str:
 
 def speed_line(b: dict, accuracy: dict | None = None) -> str:
     """A build's result in one phrase: speed-up, GFLOPs ratio, token-op share, retention."""
-    text = (f"{b['speedup']:.2f}x faster than `--method none` (GFLOPs ratio "
-            f"{b['gflops_ratio']:.2f}x, token ops {percent(b.get('token_ops_share'))} of the "
-            "kernel time)")
+    text = (
+        f"{b['speedup']:.2f}x faster than `--method none` (GFLOPs ratio "
+        f"{b['gflops_ratio']:.2f}x, token ops {percent(b.get('token_ops_share'))} of the "
+        "kernel time)"
+    )
     if accuracy and accuracy.get("retention") is not None:
         text += f", {accuracy['retention']:.1%} of the {accuracy['metric']} kept"
     return text
@@ -116,24 +143,53 @@ def speed_line(b: dict, accuracy: dict | None = None) -> str:
 
 def format_bench(b: dict) -> str:
     """The side-by-side table of `vitexport bench` (Markdown, also readable in a terminal)."""
-    rows = [("baseline (`--method none`)", "baseline", b["baseline_ms"], b["gflops"]["baseline"],
-             b["tokens"]["full"], None),
-            ("reduced", "reduced", b["reduced_ms"], b["gflops"]["reduced"], b["tokens"]["reduced"],
-             b.get("token_ops_share"))]
+    rows = [
+        (
+            "baseline (`--method none`)",
+            "baseline",
+            b["baseline_ms"],
+            b["gflops"]["baseline"],
+            b["tokens"]["full"],
+            None,
+        ),
+        (
+            "reduced",
+            "reduced",
+            b["reduced_ms"],
+            b["gflops"]["reduced"],
+            b["tokens"]["reduced"],
+            b.get("token_ops_share"),
+        ),
+    ]
     a = b.get("authors_form")
     if a:
         flags = " ".join(f"--{k} {v}" for k, v in a["flags"].items() if k not in ("hw",))
-        rows.append((f"reduced, authors' form (`{flags}`)", "authors_form", a["ms"], a["gflops"],
-                     b["tokens"]["reduced"], a.get("token_ops_share")))
-    lines = ["| model | median ms | p25-p75 ms | speed-up | GFLOPs (MACs) | tokens | token ops |",
-             "|---|---|---|---|---|---|---|"]
+        rows.append(
+            (
+                f"reduced, authors' form (`{flags}`)",
+                "authors_form",
+                a["ms"],
+                a["gflops"],
+                b["tokens"]["reduced"],
+                a.get("token_ops_share"),
+            )
+        )
+    lines = [
+        "| model | median ms | p25-p75 ms | speed-up | GFLOPs (MACs) | tokens | token ops |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, key, ms, gf, tokens, tok in rows:
-        lines.append(f"| {label} | {ms:.1f} | {_spread(b, key)} | {b['baseline_ms'] / ms:.2f}x | "
-                     f"{gf:.2f} | {tokens} | {percent(tok)} |")
-    lines += ["", f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x (the "
-              f"speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it); {b['runs']} interleaved "
-              f"runs after {b['warmup']} warm-up. GFLOPs: {b['gflops_convention']}. Token ops: "
-              "share of the model's ONNX Runtime kernel time spent in the method's own modules."]
+        lines.append(
+            f"| {label} | {ms:.1f} | {_spread(b, key)} | {b['baseline_ms'] / ms:.2f}x | "
+            f"{gf:.2f} | {tokens} | {percent(tok)} |"
+        )
+    lines += [
+        "",
+        f"Speed-up {b['speedup']:.2f}x; GFLOPs ratio {b['gflops_ratio']:.2f}x (the "
+        f"speed-up reaches {b['speedup_vs_gflops_ratio']:.0%} of it); {b['runs']} interleaved "
+        f"runs after {b['warmup']} warm-up. GFLOPs: {b['gflops_convention']}. Token ops: "
+        "share of the model's ONNX Runtime kernel time spent in the method's own modules.",
+    ]
     return "\n".join(lines)
 
 
@@ -141,27 +197,39 @@ def summary(report: dict, out) -> list[str]:
     """What `vitexport build`, `validate` and `engine` print: the token counts, each artifact's
     verdict with its worst cosine and largest error, and accuracy and speed where measured."""
     tok = report["tokens"]
-    lines = [f"{report['model']['name']} + {report['method']['name']}: "
-             f"{tok['full']} -> {tok['reduced']} tokens; weights: {report['model']['weights']}"]
+    lines = [
+        f"{report['model']['name']} + {report['method']['name']}: "
+        f"{tok['full']} -> {tok['reduced']} tokens; weights: {report['model']['weights']}"
+    ]
     for v in report["validation"]:
         outputs = v["outputs"].values()
         worst = min((o.get("cosine", 0.0) for o in outputs), default=0.0)
         agree = [o["argmax_agreement"] for o in outputs if o.get("argmax_agreement") is not None]
         extra = f", argmax agreement {min(agree):.6f}" if agree else ""
         max_abs = max((o.get("max_abs", float("inf")) for o in outputs), default=0.0)
-        bad = [n for n, o in v["outputs"].items()
-               if any(not math.isfinite(x) for x in (o.get("max_abs"), o.get("cosine"))
-                      if isinstance(x, float))]
+        bad = [
+            n
+            for n, o in v["outputs"].items()
+            if any(
+                not math.isfinite(x)
+                for x in (o.get("max_abs"), o.get("cosine"))
+                if isinstance(x, float)
+            )
+        ]
         extra += f", NaN or infinite values in {', '.join(bad)}" if bad else ""
         extra += f"; {v['verdict']}" if v.get("verdict") else ""
-        lines.append(f"  {v['artifact']} ({v['runtime']}): "
-                     f"{'PASSED' if v['passed'] else 'FAILED'} cosine {worst:.8f}, "
-                     f"max abs {max_abs:.3g}{extra}")
+        lines.append(
+            f"  {v['artifact']} ({v['runtime']}): "
+            f"{'PASSED' if v['passed'] else 'FAILED'} cosine {worst:.8f}, "
+            f"max abs {max_abs:.3g}{extra}"
+        )
     a = report.get("accuracy")
     if a:
         ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
-        lines.append(f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
-                     f"{a['reduced']:.4f}, retention {ret}")
+        lines.append(
+            f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
+            f"{a['reduced']:.4f}, retention {ret}"
+        )
     if report.get("bench"):
         lines.append(f"  {speed_line(report['bench'], a)}")
     lines.append(f"report: {Path(out) / 'report.md'}")

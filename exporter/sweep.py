@@ -59,22 +59,35 @@ def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[S
     alphas = [a for a in (alpha - 1, alpha, alpha + 1) if 1 <= a < depth]
     for a in alphas:
         for share in hws if (full or a == alpha) else (0.6,):
-            out.append(Setting("expedite", {"hw": side(grid, share), "alpha": a},
-                               f"hw {side(grid, share)}, alpha {a}"))
+            out.append(
+                Setting(
+                    "expedite",
+                    {"hw": side(grid, share), "alpha": a},
+                    f"hw {side(grid, share)}, alpha {a}",
+                )
+            )
     for share in (0.7, 0.5):
         out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
     for share, word in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):
         m = max(1, round(n * share))
         out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
     for ratio in (0.3, 0.5):
-        out.append(Setting("token-adapter", {"rows_ratio": ratio, "cols_ratio": ratio},
-                           f"rows/cols ratio {ratio}"))
+        out.append(
+            Setting(
+                "token-adapter",
+                {"rows_ratio": ratio, "cols_ratio": ratio},
+                f"rows/cols ratio {ratio}",
+            )
+        )
     for share in (0.25, 0.5, 0.75):  # of the tokens merged away by the last block
         r = max(1, round(n * share / depth))
         out.append(Setting("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
     for keep in (0.7, 0.5):
-        out.append(Setting("svit", {"random_gates": True, "keep_ratio": keep},
-                           f"keep {keep}, random gates"))
+        out.append(
+            Setting(
+                "svit", {"random_gates": True, "keep_ratio": keep}, f"keep {keep}, random gates"
+            )
+        )
     unique = {s.key: s for s in out if methods is None or s.method in methods}
     return list(unique.values())
 
@@ -116,27 +129,39 @@ def validation_summary(checks: list[dict]) -> dict:
     """Passed, and the worst cosine and argmax agreement over the outputs of every check."""
     outs = [o for c in checks for o in c["outputs"].values()]
     agree = [o["argmax_agreement"] for o in outs if o.get("argmax_agreement") is not None]
-    return {"passed": all(c["passed"] for c in checks),
-            "cosine": min((o.get("cosine", -1.0) for o in outs), default=None),
-            "argmax_agreement": min(agree) if agree else None}
+    return {
+        "passed": all(c["passed"] for c in checks),
+        "cosine": min((o.get("cosine", -1.0) for o in outs), default=None),
+        "argmax_agreement": min(agree) if agree else None,
+    }
 
 
 def pareto(rows: list[dict]) -> set[int]:
     """Indices of the validated rows no other validated row beats on both speed-up and
     retention (on speed-up and GFLOPs ratio when there is no retention)."""
     y = "retention" if any(r.get("retention") is not None for r in rows) else "gflops_ratio"
-    pts = [(i, r["speedup"], r[y]) for i, r in enumerate(rows)
-           if r["validated"] and r.get(y) is not None]
-    return {i for i, s, v in pts
-            if not any(s2 >= s and v2 >= v and (s2 > s or v2 > v) for _, s2, v2 in pts)}
+    pts = [
+        (i, r["speedup"], r[y])
+        for i, r in enumerate(rows)
+        if r["validated"] and r.get(y) is not None
+    ]
+    return {
+        i
+        for i, s, v in pts
+        if not any(s2 >= s and v2 >= v and (s2 > s or v2 > v) for _, s2, v2 in pts)
+    }
 
 
 def best(rows: list[dict], target_speedup=None, min_retention=None) -> dict | None:
     """The validated row that meets the targets: the most retention at --target-speedup, the
     most speed-up at --min-retention (retention first when both are given)."""
-    ok = [r for r in rows if r["validated"]
-          and (target_speedup is None or r["speedup"] >= target_speedup)
-          and (min_retention is None or (r.get("retention") or 0) >= min_retention)]
+    ok = [
+        r
+        for r in rows
+        if r["validated"]
+        and (target_speedup is None or r["speedup"] >= target_speedup)
+        and (min_retention is None or (r.get("retention") or 0) >= min_retention)
+    ]
     if not ok:
         return None
     if target_speedup is not None:
@@ -180,28 +205,50 @@ class Sweep:
 def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
     files = [Path(out) / f"{name}.{e}" for e in ("json", "md", "png")]
     if any(f.exists() for f in files) and not (force or resume):
-        raise InputError("--out", str(out), "a folder without a sweep, or --resume to continue "
-                         "it, or --force to replace it", f"{name}.json/.md/.png exist")
+        raise InputError(
+            "--out",
+            str(out),
+            "a folder without a sweep, or --resume to continue it, or --force to replace it",
+            f"{name}.json/.md/.png exist",
+        )
 
 
-def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, methods=None,
-              runs: int = 5, warmup: int = 1, threads=None, full: bool = True,
-              force: bool = False, resume: bool = False, command: str = "", name: str = NAME,
-              need_retention: bool = False, progress=lambda text: None) -> dict:
+def run_sweep(
+    spec: ModelSpec,
+    out: Path,
+    eval_data=None,
+    eval_count=None,
+    methods=None,
+    runs: int = 5,
+    warmup: int = 1,
+    threads=None,
+    full: bool = True,
+    force: bool = False,
+    resume: bool = False,
+    command: str = "",
+    name: str = NAME,
+    need_retention: bool = False,
+    progress=lambda text: None,
+) -> dict:
     """Measure every setting of the grid on `spec` against one baseline; write the files after
     each row. Returns the result (the JSON's content)."""
     chosen = parse_methods(methods) if isinstance(methods, str) else methods
     out = Path(out)
     check_out(out, name, force, resume)
     spec, _, _ = resolve(None, spec, "none", {})
-    base_settings = BuildSettings(model=spec, method="none", eval_data=eval_data,
-                                  eval_count=eval_count)
+    base_settings = BuildSettings(
+        model=spec, method="none", eval_data=eval_data, eval_count=eval_count
+    )
     baseline = patched_model(base_settings)
     model = baseline.model
     data = eval_set(base_settings, model)
     if need_retention and data is None:
-        raise InputError("--min-retention", "", "only with evaluation data",
-                         f"{spec.name} has none; give --eval-data FILE")
+        raise InputError(
+            "--min-retention",
+            "",
+            "only with evaluation data",
+            f"{spec.name} has none; give --eval-data FILE",
+        )
     shape = input_shape(base_settings, model)
     one = (1, *shape[1:])
     alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
@@ -211,19 +258,34 @@ def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, metho
     defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
     out.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(out, name)
-    result = {"model": spec.name, "weights": weights_of(spec), "grid": list(model.layout.grid),
-              "tokens": model.layout.num_patches, "depth": model.layout.depth,
-              "input": list(shape[2:]), "data": None if data is None else data.source,
-              "images": None if data is None else len(data), "runs": runs, "warmup": warmup,
-              "threads": threads, "command": command, "default_method": DEFAULT_METHOD,
-              "complete": False, "rows": []}
+    result = {
+        "model": spec.name,
+        "weights": weights_of(spec),
+        "grid": list(model.layout.grid),
+        "tokens": model.layout.num_patches,
+        "depth": model.layout.depth,
+        "input": list(shape[2:]),
+        "data": None if data is None else data.source,
+        "images": None if data is None else len(data),
+        "runs": runs,
+        "warmup": warmup,
+        "threads": threads,
+        "command": command,
+        "default_method": DEFAULT_METHOD,
+        "complete": False,
+        "rows": [],
+    }
     old = sweep.existing() if resume else None
     done = {}
     if old is not None:
         same = all(old.get(k) == result[k] for k in ("model", "weights", "input", "data", "images"))
         if not same:
-            raise InputError("--resume", str(sweep.json), "a sweep of the same model and data",
-                             f"it holds {old.get('model')} on {old.get('data')}")
+            raise InputError(
+                "--resume",
+                str(sweep.json),
+                "a sweep of the same model and data",
+                f"it holds {old.get('model')} on {old.get('data')}",
+            )
         done = {r["key"]: r for r in old["rows"]}
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
         work = Path(tmp)
@@ -246,38 +308,56 @@ def run_sweep(spec: ModelSpec, out: Path, eval_data=None, eval_count=None, metho
             reduced = patched_model(settings)
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
-            check = validation_summary(run_validation(settings, reduced, work, {"onnx": path.name},
-                                                      shape, data))
+            check = validation_summary(
+                run_validation(settings, reduced, work, {"onnx": path.name}, shape, data)
+            )
             ev = None if data is None else evaluate_onnx(path, data, classes, 1)
             gflops = {"baseline": result["baseline_gflops"], "reduced": count_gflops(reduced, one)}
-            b = compare({"baseline": base_path, "reduced": path}, gflops, shape,
-                        {"full": reduced.method.full_tokens(),
-                         "reduced": reduced.method.reduced_tokens()},
-                        runs, warmup, threads, profile_runs=2)
+            b = compare(
+                {"baseline": base_path, "reduced": path},
+                gflops,
+                shape,
+                {"full": reduced.method.full_tokens(), "reduced": reduced.method.reduced_tokens()},
+                runs,
+                warmup,
+                threads,
+                profile_runs=2,
+            )
             path.unlink()
-            row = {"key": s.key, "method": s.method, "setting": s.label, "flags": s.flags,
-                   "config": reduced.method.config(),
-                   "default": reduced.method.config() == defaults[s.method],
-                   "cut": reduced.method.cut, "tokens": reduced.method.reduced_tokens(),
-                   "gflops": gflops["reduced"], "gflops_ratio": b["gflops_ratio"],
-                   "baseline_ms": b["baseline_ms"], "reduced_ms": b["reduced_ms"],
-                   "spread_ms": b["spread_ms"]["reduced"], "speedup": b["speedup"],
-                   "token_ops_share": b["token_ops_share"],
-                   "miou": None if ev is None else ev["miou"],
-                   "retention": (ev["miou"] / base_eval["miou"]
-                                 if ev and base_eval["miou"] else None),
-                   "validated": check["passed"], "cosine": check["cosine"],
-                   "argmax_agreement": check["argmax_agreement"],
-                   "command": build_command(spec, settings, s.method, s.flags),
-                   "seconds": None}
+            row = {
+                "key": s.key,
+                "method": s.method,
+                "setting": s.label,
+                "flags": s.flags,
+                "config": reduced.method.config(),
+                "default": reduced.method.config() == defaults[s.method],
+                "cut": reduced.method.cut,
+                "tokens": reduced.method.reduced_tokens(),
+                "gflops": gflops["reduced"],
+                "gflops_ratio": b["gflops_ratio"],
+                "baseline_ms": b["baseline_ms"],
+                "reduced_ms": b["reduced_ms"],
+                "spread_ms": b["spread_ms"]["reduced"],
+                "speedup": b["speedup"],
+                "token_ops_share": b["token_ops_share"],
+                "miou": None if ev is None else ev["miou"],
+                "retention": (ev["miou"] / base_eval["miou"] if ev and base_eval["miou"] else None),
+                "validated": check["passed"],
+                "cosine": check["cosine"],
+                "argmax_agreement": check["argmax_agreement"],
+                "command": build_command(spec, settings, s.method, s.flags),
+                "seconds": None,
+            }
             row["seconds"] = time.perf_counter() - start
             result["rows"].append(row)
             sweep.write(result)
             acc = "" if ev is None else f"retention {percent(row['retention'])}, "
-            progress(f"{tag}: {acc}speed-up {row['speedup']:.2f}x, GFLOPs ratio "
-                     f"{row['gflops_ratio']:.2f}x, token ops {percent(row['token_ops_share'])}"
-                     f"{'' if row['validated'] else ', NOT validated'} "
-                     f"({row['seconds']:.0f} s)")
+            progress(
+                f"{tag}: {acc}speed-up {row['speedup']:.2f}x, GFLOPs ratio "
+                f"{row['gflops_ratio']:.2f}x, token ops {percent(row['token_ops_share'])}"
+                f"{'' if row['validated'] else ', NOT validated'} "
+                f"({row['seconds']:.0f} s)"
+            )
     result["complete"] = True
     sweep.write(result)
     return result
@@ -294,7 +374,8 @@ def render(result: dict, png: str) -> str:
         f"# Trade-off sweep: {result['model']}, {result['input'][0]}x{result['input'][1]}",
         "",
         "Each method at several settings on the same model, each exported to ONNX, validated "
-        "against its PyTorch reference" + (", evaluated in ONNX Runtime" if acc else "")
+        "against its PyTorch reference"
+        + (", evaluated in ONNX Runtime" if acc else "")
         + " and timed side by side with one `--method none` export.",
         "",
         f"- Model: `{result['model']}` (weights: {result['weights']}), {g[0]}x{g[1]} = "
@@ -319,24 +400,29 @@ def render(result: dict, png: str) -> str:
         lines.append(f"- Regenerate: `{result['command']}`")
     if not result.get("complete"):
         lines.append(f"- **Incomplete**: {len(result['rows'])} rows so far")
-    lines += ["", f"![retention against speed-up]({png})", "",
-              "| method | setting | default | first reduced block | tokens | GFLOPs ratio | "
-              "reduced ms (p25-p75) | speed-up | token ops | "
-              + ("mIoU (%) | retention | " if acc else "cosine | ")
-              + "validated | Pareto |",
-              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if acc else "---|")
-              + "---|---|"]
+    lines += [
+        "",
+        f"![retention against speed-up]({png})",
+        "",
+        "| method | setting | default | first reduced block | tokens | GFLOPs ratio | "
+        "reduced ms (p25-p75) | speed-up | token ops | "
+        + ("mIoU (%) | retention | " if acc else "cosine | ")
+        + "validated | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if acc else "---|") + "---|---|",
+    ]
     for r in result["rows"]:
         lo, hi = r["spread_ms"]
         miou = None if r["miou"] is None else 100 * r["miou"]
-        quality = (f"{_num(miou, '.2f')} | {percent(r['retention'])}"
-                   if acc else _num(r["cosine"], ".8f"))
+        quality = (
+            f"{_num(miou, '.2f')} | {percent(r['retention'])}" if acc else _num(r["cosine"], ".8f")
+        )
         lines.append(
             f"| {r['method']} | {r['setting']} | {'yes' if r['default'] else ''} | "
             f"{'-' if r['cut'] is None else r['cut']} | {r['tokens']} | "
             f"{r['gflops_ratio']:.2f}x | {r['reduced_ms']:.1f} ({lo:.1f}-{hi:.1f}) | "
             f"{r['speedup']:.2f}x | {percent(r['token_ops_share'])} | {quality} | "
-            f"{'yes' if r['validated'] else 'NO'} | {'yes' if r.get('pareto') else ''} |")
+            f"{'yes' if r['validated'] else 'NO'} | {'yes' if r.get('pareto') else ''} |"
+        )
     lines += ["", "Reproduce a row with its command in the JSON file (`rows[].command`)."]
     if acc:
         lines += ["", PAPERS]
@@ -367,8 +453,14 @@ Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
 """
 
 
-MARKERS = {"expedite": "o", "pool": "s", "ailurus": "^", "token-adapter": "D", "tome": "v",
-           "svit": "P"}
+MARKERS = {
+    "expedite": "o",
+    "pool": "s",
+    "ailurus": "^",
+    "token-adapter": "D",
+    "tome": "v",
+    "svit": "P",
+}
 
 
 def figure(result: dict):
@@ -378,39 +470,76 @@ def figure(result: dict):
 
     rows = result["rows"]
     acc = any(r.get("retention") is not None for r in rows)
-    y_key, y_label = (("retention", "mIoU retention (%)") if acc
-                      else ("gflops_ratio", "GFLOPs ratio (baseline / reduced)"))
+    y_key, y_label = (
+        ("retention", "mIoU retention (%)")
+        if acc
+        else ("gflops_ratio", "GFLOPs ratio (baseline / reduced)")
+    )
     scale = 100 if acc else 1
     fig = Figure(figsize=(7.5, 5), dpi=120)
     ax = fig.add_subplot()
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = [r for r in rows if r["method"] == method and r.get(y_key) is not None]
-        ax.scatter([r["speedup"] for r in pts], [scale * r[y_key] for r in pts],
-                   marker=MARKERS.get(method, "o"), s=46, label=method, alpha=0.85, zorder=3)
+        ax.scatter(
+            [r["speedup"] for r in pts],
+            [scale * r[y_key] for r in pts],
+            marker=MARKERS.get(method, "o"),
+            s=46,
+            label=method,
+            alpha=0.85,
+            zorder=3,
+        )
         bad = [r for r in pts if not r["validated"]]
         if bad:
-            ax.scatter([r["speedup"] for r in bad], [scale * r[y_key] for r in bad], marker="x",
-                       s=80, color="black", zorder=4)
+            ax.scatter(
+                [r["speedup"] for r in bad],
+                [scale * r[y_key] for r in bad],
+                marker="x",
+                s=80,
+                color="black",
+                zorder=4,
+            )
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["speedup"])
     if front:
-        ax.plot([r["speedup"] for r in front], [scale * r[y_key] for r in front], "-",
-                color="0.3", lw=1.2, zorder=2, label="Pareto front")
+        ax.plot(
+            [r["speedup"] for r in front],
+            [scale * r[y_key] for r in front],
+            "-",
+            color="0.3",
+            lw=1.2,
+            zorder=2,
+            label="Pareto front",
+        )
     defaults = [r for r in rows if r["default"] and r.get(y_key) is not None]
-    ax.scatter([r["speedup"] for r in defaults], [scale * r[y_key] for r in defaults], s=170,
-               facecolors="none", edgecolors="black", lw=1.2, zorder=4, label="method default")
+    ax.scatter(
+        [r["speedup"] for r in defaults],
+        [scale * r[y_key] for r in defaults],
+        s=170,
+        facecolors="none",
+        edgecolors="black",
+        lw=1.2,
+        zorder=4,
+        label="method default",
+    )
     for r in defaults:
         if r["method"] == result.get("default_method"):
-            ax.annotate(f"default: {r['method']} {r['setting']}",
-                        (r["speedup"], scale * r[y_key]), textcoords="offset points",
-                        xytext=(8, -14), fontsize=8)
+            ax.annotate(
+                f"default: {r['method']} {r['setting']}",
+                (r["speedup"], scale * r[y_key]),
+                textcoords="offset points",
+                xytext=(8, -14),
+                fontsize=8,
+            )
     ax.axvline(1.0, color="0.6", lw=0.8, ls="--", zorder=1)
     if acc:
         ax.axhline(100.0, color="0.6", lw=0.8, ls="--", zorder=1)
     ax.set_xlabel("speed-up over --method none (ONNX Runtime CPU)")
     ax.set_ylabel(y_label)
-    ax.set_title(f"{result['model']} {result['input'][0]}x{result['input'][1]}: "
-                 f"{len(rows)} settings" + ("" if result.get("complete") else " (incomplete)"),
-                 fontsize=10)
+    ax.set_title(
+        f"{result['model']} {result['input'][0]}x{result['input'][1]}: "
+        f"{len(rows)} settings" + ("" if result.get("complete") else " (incomplete)"),
+        fontsize=10,
+    )
     ax.grid(True, color="0.9", zorder=0)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

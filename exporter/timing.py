@@ -73,12 +73,16 @@ def count_settings_gflops(settings, input_shape=None) -> float:
 
 
 def random_feed(session, input_shape, seed: int = 0) -> dict:
-    return {input_name(session): np.random.default_rng(seed).standard_normal(
-        tuple(input_shape), dtype=np.float32)}
+    return {
+        input_name(session): np.random.default_rng(seed).standard_normal(
+            tuple(input_shape), dtype=np.float32
+        )
+    }
 
 
-def interleaved_latency(sessions: dict, input_shape, runs: int = 10, warmup: int = 2,
-                        seed: int = 0) -> dict:
+def interleaved_latency(
+    sessions: dict, input_shape, runs: int = 10, warmup: int = 2, seed: int = 0
+) -> dict:
     """Median and spread (ms) per session, runs interleaved so that noise hits all alike."""
     feeds = {name: random_feed(sess, input_shape, seed) for name, sess in sessions.items()}
     for name, sess in sessions.items():
@@ -93,8 +97,13 @@ def interleaved_latency(sessions: dict, input_shape, runs: int = 10, warmup: int
     out = {}
     for name, t in times.items():
         q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
-        out[name] = {"median_ms": statistics.median(t), "p25_ms": q[0], "p75_ms": q[2],
-                     "min_ms": min(t), "runs": len(t)}
+        out[name] = {
+            "median_ms": statistics.median(t),
+            "p25_ms": q[0],
+            "p75_ms": q[2],
+            "min_ms": min(t),
+            "runs": len(t),
+        }
     return out
 
 
@@ -110,8 +119,9 @@ def source_node(name: str, known) -> str | None:
     return head if head in known else None
 
 
-def token_ops_share(onnx_path: Path, input_shape, runs: int = 3, threads: int | None = None,
-                    seed: int = 0) -> dict:
+def token_ops_share(
+    onnx_path: Path, input_shape, runs: int = 3, threads: int | None = None, seed: int = 0
+) -> dict:
     """Share of ONNX Runtime's kernel time spent in the method's own modules.
 
     Token operations are the nodes traced inside the method's submodules (scope `method.*`:
@@ -147,15 +157,27 @@ def token_ops_share(onnx_path: Path, input_shape, runs: int = 3, threads: int | 
             elif scope[node].startswith("method."):
                 token += e["dur"]
     n = runs + 1
-    return {"share": token / total if total else None, "token_ms_per_run": token / 1e3 / n,
-            "kernel_ms_per_run": total / 1e3 / n,
-            "unattributed": unknown / total if total else None,
-            "token_nodes": sum(s.startswith("method.") for s in scope.values())}
+    return {
+        "share": token / total if total else None,
+        "token_ms_per_run": token / 1e3 / n,
+        "kernel_ms_per_run": total / 1e3 / n,
+        "unattributed": unknown / total if total else None,
+        "token_nodes": sum(s.startswith("method.") for s in scope.values()),
+    }
 
 
-def compare(paths: dict, gflops: dict, input_shape, tokens: dict, runs: int = 10,
-            warmup: int = 2, threads: int | None = None, seed: int = 0, profile_runs: int = 3,
-            progress=lambda text: None) -> dict:
+def compare(
+    paths: dict,
+    gflops: dict,
+    input_shape,
+    tokens: dict,
+    runs: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    seed: int = 0,
+    profile_runs: int = 3,
+    progress=lambda text: None,
+) -> dict:
     """Time the ONNX files `paths` ({"baseline": ..., "reduced": ..., more}) interleaved and
     profile the reduced one's token operations: the report's "bench" entry."""
     progress(f"time them in ONNX Runtime, {runs} interleaved runs ...")
@@ -166,14 +188,22 @@ def compare(paths: dict, gflops: dict, input_shape, tokens: dict, runs: int = 10
     share = token_ops_share(paths["reduced"], input_shape, profile_runs, threads, seed)
     ratio = gflops["baseline"] / gflops["reduced"]
     return {
-        "runtime": "onnxruntime-cpu", "threads": threads,
-        "baseline_ms": base_ms, "reduced_ms": red_ms, "speedup": base_ms / red_ms,
+        "runtime": "onnxruntime-cpu",
+        "threads": threads,
+        "baseline_ms": base_ms,
+        "reduced_ms": red_ms,
+        "speedup": base_ms / red_ms,
         "spread_ms": {name: [v["p25_ms"], v["p75_ms"]] for name, v in lat.items()},
-        "gflops": dict(gflops), "gflops_ratio": ratio,
+        "gflops": dict(gflops),
+        "gflops_ratio": ratio,
         "speedup_vs_gflops_ratio": (base_ms / red_ms) / ratio,
         "gflops_convention": GFLOPS_CONVENTION,
-        "token_ops_share": share["share"], "token_ops": share,
-        "tokens": tokens, "latency": lat, "runs": runs, "warmup": warmup,
+        "token_ops_share": share["share"],
+        "token_ops": share,
+        "tokens": tokens,
+        "latency": lat,
+        "runs": runs,
+        "warmup": warmup,
     }
 
 
@@ -187,10 +217,22 @@ def speed_stage(settings, folder: Path, report: dict, progress=lambda text: None
     shape = tuple(report["model"]["input_shape"])
     one = (1, *shape[1:])
     base = replace(settings, method="none", method_args={})
-    gflops = {"baseline": count_settings_gflops(base, one),
-              "reduced": count_settings_gflops(settings, one)}
-    paths = {"baseline": Path(folder) / arts["baseline_onnx"],
-             "reduced": Path(folder) / arts["onnx"]}
-    return compare(paths, gflops, shape, report["tokens"], BUILD_RUNS, BUILD_WARMUP,
-                   seed=settings.seed, profile_runs=BUILD_PROFILE_RUNS, progress=progress)
-
+    gflops = {
+        "baseline": count_settings_gflops(base, one),
+        "reduced": count_settings_gflops(settings, one),
+    }
+    paths = {
+        "baseline": Path(folder) / arts["baseline_onnx"],
+        "reduced": Path(folder) / arts["onnx"],
+    }
+    return compare(
+        paths,
+        gflops,
+        shape,
+        report["tokens"],
+        BUILD_RUNS,
+        BUILD_WARMUP,
+        seed=settings.seed,
+        profile_runs=BUILD_PROFILE_RUNS,
+        progress=progress,
+    )

@@ -36,7 +36,11 @@ class TorchRunner(BaseRunner):
 
     def __init__(self, model: torch.nn.Module, input_shape, output_names, name="pytorch"):
         super().__init__(name=name)
-        self.model, self.input_shape, self.output_names = model, tuple(input_shape), list(output_names)
+        self.model, self.input_shape, self.output_names = (
+            model,
+            tuple(input_shape),
+            list(output_names),
+        )
 
     def get_input_metadata_impl(self):
         return TensorMetadata().add("images", np.float32, self.input_shape)
@@ -49,8 +53,9 @@ class TorchRunner(BaseRunner):
             self.inference_time = time.perf_counter() - start
         outs = out if isinstance(out, (tuple, list)) else (out,)
         # polygraphy views outputs as flat arrays: a transposed feature map must be copied
-        return OrderedDict((n, o.float().contiguous().numpy())
-                           for n, o in zip(self.output_names, outs))
+        return OrderedDict(
+            (n, o.float().contiguous().numpy()) for n, o in zip(self.output_names, outs)
+        )
 
 
 def seeded_inputs(shape, seed: int, count: int) -> list[dict]:
@@ -63,12 +68,15 @@ def image_inputs(images: np.ndarray, shape, count: int) -> list[dict]:
     """Up to `count` feed dicts of batch shape[0] from the first of `images` [N, 3, H, W]."""
     batch = shape[0]
     count = min(count, len(images) // batch)
-    return [{"images": np.ascontiguousarray(images[i * batch:(i + 1) * batch], dtype=np.float32)}
-            for i in range(count)]
+    return [
+        {"images": np.ascontiguousarray(images[i * batch : (i + 1) * batch], dtype=np.float32)}
+        for i in range(count)
+    ]
 
 
-def error_metrics(ref: np.ndarray, out: np.ndarray, argmax_axis: int | None, atol: float,
-                  rtol: float) -> dict:
+def error_metrics(
+    ref: np.ndarray, out: np.ndarray, argmax_axis: int | None, atol: float, rtol: float
+) -> dict:
     """max/mean absolute error, max relative error, cosine, argmax agreement, and the share of
     elements outside both tolerances."""
     r, o = ref.astype(np.float64).ravel(), out.astype(np.float64).ravel()
@@ -112,20 +120,34 @@ class Tolerances:
     @classmethod
     def of(cls, settings) -> "Tolerances":
         """The tolerances of a build's settings (BuildSettings or anything with those fields)."""
-        return cls(settings.atol, settings.rtol, settings.min_cosine, settings.error_quantile,
-                   settings.min_argmax)
+        return cls(
+            settings.atol,
+            settings.rtol,
+            settings.min_cosine,
+            settings.error_quantile,
+            settings.min_argmax,
+        )
 
     def half(self) -> "Tolerances":
         """Loosened for a float16 artifact (10-bit mantissa); never tightened."""
-        return replace(self, atol=max(self.atol, 5e-2), rtol=max(self.rtol, 5e-2),
-                       min_cosine=min(self.min_cosine, 0.999),
-                       min_argmax=min(self.min_argmax, 0.99),
-                       tie_bound=max(self.tie_bound, TIE_BOUND_FP16))
+        return replace(
+            self,
+            atol=max(self.atol, 5e-2),
+            rtol=max(self.rtol, 5e-2),
+            min_cosine=min(self.min_cosine, 0.999),
+            min_argmax=min(self.min_argmax, 0.99),
+            tie_bound=max(self.tie_bound, TIE_BOUND_FP16),
+        )
 
     def to_dict(self) -> dict:
-        return {"atol": self.atol, "rtol": self.rtol, "error_quantile": self.error_quantile,
-                "min_cosine": self.min_cosine, "min_argmax_agreement": self.min_argmax,
-                "tie_bound": self.tie_bound}
+        return {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "error_quantile": self.error_quantile,
+            "min_cosine": self.min_cosine,
+            "min_argmax_agreement": self.min_argmax,
+            "tie_bound": self.tie_bound,
+        }
 
 
 @dataclass
@@ -151,26 +173,43 @@ class ValidationResult:
     forced_outputs: dict | None = None  # the metrics with the runtime's decisions imposed
 
     def to_dict(self) -> dict:
-        out = {"runtime": self.runtime, "artifact": self.artifact, "passed": self.passed,
-               "verdict": self.verdict, "tolerances": self.tolerances.to_dict(),
-               "samples": self.samples, "seed": self.seed, "inputs": self.inputs,
-               "outputs": self.outputs, "decisions": self.decisions}
+        out = {
+            "runtime": self.runtime,
+            "artifact": self.artifact,
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "tolerances": self.tolerances.to_dict(),
+            "samples": self.samples,
+            "seed": self.seed,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "decisions": self.decisions,
+        }
         if self.forced_outputs is not None:
             out["forced_outputs"] = self.forced_outputs
         return out
 
 
-def _compare(ref_iters: list[dict], run_iters: list[dict], names, output_kind: str,
-             tol: Tolerances) -> tuple[bool, dict]:
+def _compare(
+    ref_iters: list[dict], run_iters: list[dict], names, output_kind: str, tol: Tolerances
+) -> tuple[bool, dict]:
     """polygraphy's quantile check plus cosine and argmax agreement, over all iterations."""
-    results = RunResults([("reference", [IterationResult(dict(r), runner_name="reference")
-                                         for r in ref_iters]),
-                          ("runtime", [IterationResult(dict(r), runner_name="runtime")
-                                       for r in run_iters])])
+    results = RunResults(
+        [
+            ("reference", [IterationResult(dict(r), runner_name="reference") for r in ref_iters]),
+            ("runtime", [IterationResult(dict(r), runner_name="runtime") for r in run_iters]),
+        ]
+    )
     accuracy = Comparator.compare_accuracy(
-        results, compare_func=SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_shapes=True,
-                                                check_error_stat="quantile",
-                                                error_quantile=tol.error_quantile))
+        results,
+        compare_func=SimpleCompareFunc(
+            atol=tol.atol,
+            rtol=tol.rtol,
+            check_shapes=True,
+            check_error_stat="quantile",
+            error_quantile=tol.error_quantile,
+        ),
+    )
     ok = bool(accuracy)
     axis = 1 if output_kind == "segmentation" else None
     outputs = {}
@@ -209,10 +248,15 @@ class ExposedRun:
         kinds = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
         ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
         outputs = {o.name for o in proto.graph.output}
-        self.extra = [t for n in proto.graph.node for t in n.output
-                      if kinds.get(t) in ints and t not in outputs]
-        proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, kinds[t], None)
-                                  for t in self.extra)
+        self.extra = [
+            t
+            for n in proto.graph.node
+            for t in n.output
+            if kinds.get(t) in ints and t not in outputs
+        ]
+        proto.graph.output.extend(
+            onnx.helper.make_tensor_value_info(t, kinds[t], None) for t in self.extra
+        )
         self.names = list(names)
         image = proto.graph.input[0]
         self.input = image.name
@@ -220,14 +264,15 @@ class ExposedRun:
         if any(n.domain == PLUGIN_DOMAIN for n in proto.graph.node):
             self.session = ort_session(proto, options)
         else:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
 
     def __call__(self, feeds: dict) -> tuple[dict, dict]:
         x = feeds["images"]
         outs = self.session.run(None, {self.input: x.astype(np.float16) if self.half else x})
         main = {n: o.astype(np.float32) for n, o in zip(self.names, outs)}
-        return main, dict(zip(self.extra, outs[len(self.names):]))
+        return main, dict(zip(self.extra, outs[len(self.names) :]))
 
 
 def _same(a: np.ndarray, b: np.ndarray, is_set: bool = False) -> np.ndarray:
@@ -247,8 +292,9 @@ def _match(own: list[dict], found: list[dict], sets: set[str]) -> dict[str, str]
         for name, value in found[0].items():
             if name in taken or np.shape(value) != own[0][key].shape:
                 continue
-            share = np.mean([_same(o[key], f[name], key in sets).mean()
-                             for o, f in zip(own, found)])
+            share = np.mean(
+                [_same(o[key], f[name], key in sets).mean() for o, f in zip(own, found)]
+            )
             if share > best_share or (best is None and share >= best_share):
                 best, best_share = name, share
         if best is not None:
@@ -257,10 +303,19 @@ def _match(own: list[dict], found: list[dict], sets: set[str]) -> dict[str, str]
     return chosen
 
 
-def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dict], inputs: str,
-                      output_names, output_kind: str, tol: Tolerances, seed: int,
-                      runner: BaseRunner | None = None, runtime: str = "onnxruntime",
-                      options=None) -> ValidationResult:
+def validate_artifact(
+    reference: torch.nn.Module,
+    artifact: Path,
+    data: list[dict],
+    inputs: str,
+    output_names,
+    output_kind: str,
+    tol: Tolerances,
+    seed: int,
+    runner: BaseRunner | None = None,
+    runtime: str = "onnxruntime",
+    options=None,
+) -> ValidationResult:
     """Compare one artifact with the PyTorch reference on `data` (feed dicts), decision-aware.
 
     The runtime's decisions come from the artifact itself (an ONNX file run with its integer
@@ -289,14 +344,16 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
             found.append(ints)
     else:
         runner = runner or OnnxrtRunner(
-            SessionFromOnnx(str(artifact), providers=["CPUExecutionProvider"]), name=runtime)
+            SessionFromOnnx(str(artifact), providers=["CPUExecutionProvider"]), name=runtime
+        )
         with runner:
             for feeds in data:
                 out = runner.infer(dict(feeds))
                 run_iters.append({n: np.asarray(out[n], dtype=np.float32) for n in names})
     plain_ok, outputs = _compare(ref_iters, run_iters, names, output_kind, tol)
-    result = ValidationResult(runtime, Path(artifact).name, plain_ok, "", tol, len(data), seed,
-                              inputs, outputs)
+    result = ValidationResult(
+        runtime, Path(artifact).name, plain_ok, "", tol, len(data), seed, inputs, outputs
+    )
     if not declared:
         result.verdict = "no decisions"
         return result
@@ -316,11 +373,15 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
         result.verdict = "decisions inside plugin nodes"
         return result
     runtime_choice = [{k: f[where[k]] for k in where} for f in found]
-    flipped = sum(int((~_same(o[k], r[k], k in sets)).sum()) for o, r in zip(own, runtime_choice)
-                  for k in where)
+    flipped = sum(
+        int((~_same(o[k], r[k], k in sets)).sum())
+        for o, r in zip(own, runtime_choice)
+        for k in where
+    )
     if flipped == 0:
-        result.decisions = {k: {"tensor": where[k], "compared": int(own[0][k].size),
-                                "flipped": 0} for k in where}
+        result.decisions = {
+            k: {"tensor": where[k], "compared": int(own[0][k].size), "flipped": 0} for k in where
+        }
         result.verdict = "decisions equal"
         return result
     # Teacher forcing: the reference with the runtime's decisions imposed, one sample at a
@@ -337,42 +398,75 @@ def validate_artifact(reference: torch.nn.Module, artifact: Path, data: list[dic
     forced_ok, forced = _compare(forced_iters, run_iters, names, output_kind, tol)
     flips = sum(len(m) for m in margins.values())
     worst = max((max(m) for m in margins.values() if m), default=0.0)
-    result.decisions = {k: {"tensor": where[k], "compared": int(own[0][k].size) * len(data),
-                            "flipped": len(m),
-                            "margins": sorted(m, reverse=True)[:MARGINS_SHOWN]}
-                        for k, m in margins.items()}
+    result.decisions = {
+        k: {
+            "tensor": where[k],
+            "compared": int(own[0][k].size) * len(data),
+            "flipped": len(m),
+            "margins": sorted(m, reverse=True)[:MARGINS_SHOWN],
+        }
+        for k, m in margins.items()
+    }
     result.forced_outputs = forced
     near_ties = worst <= tol.tie_bound
     result.passed = near_ties and forced_ok
     if result.passed:
         result.verdict = f"near-tie flips: {flips}"
     elif not near_ties:
-        result.verdict = (f"decisions flipped beyond rounding: {flips} flips, largest margin "
-                          f"{worst:.3g} > {tol.tie_bound:g}")
+        result.verdict = (
+            f"decisions flipped beyond rounding: {flips} flips, largest margin "
+            f"{worst:.3g} > {tol.tie_bound:g}"
+        )
     else:
-        result.verdict = (f"near-tie flips: {flips}, but the outputs differ with the runtime's "
-                          "decisions imposed")
+        result.verdict = (
+            f"near-tie flips: {flips}, but the outputs differ with the runtime's decisions imposed"
+        )
     return result
 
 
-def feeds_for(input_shape, seed: int, samples: int, images: np.ndarray | None = None,
-              images_source: str = "") -> tuple[list[dict], str]:
+def feeds_for(
+    input_shape, seed: int, samples: int, images: np.ndarray | None = None, images_source: str = ""
+) -> tuple[list[dict], str]:
     """The validation inputs and their description: the first of a build's evaluation
     `images` when given, else seeded standard-normal samples."""
     data = image_inputs(images, input_shape, samples) if images is not None else []
     if data:
         return data, f"the first {len(data) * input_shape[0]} images of {images_source}"
-    return (seeded_inputs(input_shape, seed, samples),
-            f"{samples} seeded standard-normal samples (seed {seed})")
+    return (
+        seeded_inputs(input_shape, seed, samples),
+        f"{samples} seeded standard-normal samples (seed {seed})",
+    )
 
 
-def validate_entry(reduced, path: Path, input_shape, tol: Tolerances, seed: int, samples: int,
-                   runner: BaseRunner | None = None, runtime: str = "onnxruntime",
-                   data=None) -> dict:
+def validate_entry(
+    reduced,
+    path: Path,
+    input_shape,
+    tol: Tolerances,
+    seed: int,
+    samples: int,
+    runner: BaseRunner | None = None,
+    runtime: str = "onnxruntime",
+    data=None,
+) -> dict:
     """The report entry of one artifact of a build: `reduced` (a ReducedModel) against the
     file at `path`, on the first images of `data` (an eval set) or on seeded noise."""
-    feeds, inputs = feeds_for(input_shape, seed, samples, None if data is None else data.images,
-                              None if data is None else data.source)
-    return validate_artifact(reduced, Path(path), feeds, inputs, reduced.model.output_names,
-                             reduced.model.output_kind, tol, seed, runner, runtime).to_dict()
-
+    feeds, inputs = feeds_for(
+        input_shape,
+        seed,
+        samples,
+        None if data is None else data.images,
+        None if data is None else data.source,
+    )
+    return validate_artifact(
+        reduced,
+        Path(path),
+        feeds,
+        inputs,
+        reduced.model.output_names,
+        reduced.model.output_kind,
+        tol,
+        seed,
+        runner,
+        runtime,
+    ).to_dict()

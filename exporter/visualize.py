@@ -72,18 +72,24 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
     """An image file as uint8 [H, W, 3], resized to the model's input size."""
     path = Path(path)
     if path.is_dir():
-        raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
-                         "is a folder")
+        raise InputError(
+            "--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)", "is a folder"
+        )
     if not path.is_file():
-        raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
-                         "no such file")
+        raise InputError(
+            "--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)", "no such file"
+        )
     try:
         with open_image(path) as img:  # bounded: a decompression bomb is one line, not a traceback
             img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img).copy()
     except (UnidentifiedImageError, OSError) as err:
-        raise InputError("--image", str(path), "an image file Pillow reads (PNG, JPEG, ...)",
-                         f"unreadable ({err})") from None
+        raise InputError(
+            "--image",
+            str(path),
+            "an image file Pillow reads (PNG, JPEG, ...)",
+            f"unreadable ({err})",
+        ) from None
 
 
 def to_model_input(image: np.ndarray, model_name: str) -> torch.Tensor:
@@ -188,8 +194,9 @@ def panels(count: int, title: str, inches: float = PANEL_INCHES, legend: bool = 
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.75 / height, bottom=below / height,
-                        wspace=0.04)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, top=1 - 0.75 / height, bottom=below / height, wspace=0.04
+    )
     return fig, axes
 
 
@@ -225,9 +232,15 @@ def prediction_figure(image, labels, base, red, kind: str, names, method: str, t
             ax.imshow(paint_classes(m, count), interpolation="nearest")
         present = sorted({int(c) for _, m in maps for c in np.unique(m) if c != IGNORE})
         colours = class_colours(count) / 255.0
-        fig.legend(handles=[Patch(color=colours[c], label=names[c]) for c in present],
-                   loc="lower center", ncol=min(len(present), 12), fontsize=8, frameon=False,
-                   handlelength=1.2, columnspacing=1.0)
+        fig.legend(
+            handles=[Patch(color=colours[c], label=names[c]) for c in present],
+            loc="lower center",
+            ncol=min(len(present), 12),
+            fontsize=8,
+            frameon=False,
+            handlelength=1.2,
+            columnspacing=1.0,
+        )
         agree = float((base == red).mean())
         axes[-1].set_title(f"reduced ({method})\n{agree:.1%} of pixels as baseline", fontsize=9)
     elif kind == "depth":
@@ -269,8 +282,10 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     files, notes = [], [f"input: {source}"]
     name = f"{settings.model.name} + {settings.method}"
     if ids is None:
-        notes.append(f"--method {settings.method} has no token assignment to draw; "
-                     "only the predictions are pictured")
+        notes.append(
+            f"--method {settings.method} has no token assignment to draw; "
+            "only the predictions are pictured"
+        )
     else:
         pix = pixel_ids(ids[0].cpu().numpy(), lay.grid, size)
         kept = ids[0][ids[0] >= 0]
@@ -281,16 +296,29 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
         save_figure(tokens_figure(image, pix, text), folder / "tokens.png")
         files.append(folder / "tokens.png")
         notes.append(f"{lay.num_patches} patch tokens drawn as {count} reduced tokens")
-    kind = model.output_kind if model.output_kind == "segmentation" else (
-        "depth" if base.shape[1] == 1 else "features")
+    kind = (
+        model.output_kind
+        if model.output_kind == "segmentation"
+        else ("depth" if base.shape[1] == 1 else "features")
+    )
     b, r = prediction_maps(base, red, model.output_kind, size)
     names = None
     if kind == "segmentation":
         classes = base.shape[1]
         names = list(entry_of(settings.model.name).class_names or ())
         names = names if len(names) == classes else [f"class {c}" for c in range(classes)]
-    save_figure(prediction_figure(image, labels if kind == "segmentation" else None, b, r, kind,
-                                  names, settings.method, f"{name} on {source}"),
-                folder / "prediction.png")
+    save_figure(
+        prediction_figure(
+            image,
+            labels if kind == "segmentation" else None,
+            b,
+            r,
+            kind,
+            names,
+            settings.method,
+            f"{name} on {source}",
+        ),
+        folder / "prediction.png",
+    )
     files.append(folder / "prediction.png")
     return {"files": [str(f) for f in files], "notes": notes}

@@ -21,9 +21,16 @@ def tiny_vit(grid=(8, 8), num_prefix=1, depth=4, dim=32, heads=2, patch=4, seed=
     """A random timm ViT with the given patch grid; prefix = class token + register tokens."""
     torch.manual_seed(seed)
     vit = VisionTransformer(
-        img_size=(grid[0] * patch, grid[1] * patch), patch_size=patch, embed_dim=dim, depth=depth,
-        num_heads=heads, num_classes=0, class_token=num_prefix > 0,
-        reg_tokens=max(0, num_prefix - 1), global_pool="" if num_prefix == 0 else "token")
+        img_size=(grid[0] * patch, grid[1] * patch),
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        num_classes=0,
+        class_token=num_prefix > 0,
+        reg_tokens=max(0, num_prefix - 1),
+        global_pool="" if num_prefix == 0 else "token",
+    )
     return TimmViT(vit).eval()
 
 

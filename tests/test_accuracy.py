@@ -33,9 +33,11 @@ def identity_model(path, batch):
     """An ONNX model whose logits are its input: 3 classes, argmax = the largest channel."""
     shape = [batch, 3, 4, 4]
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["images"], ["logits"])], "identity",
+        [helper.make_node("Identity", ["images"], ["logits"])],
+        "identity",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)])
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -68,8 +70,10 @@ def test_evaluate_onnx_in_batches(tmp_path, batch):
 
 def write_npz(path, n=3, size=(64, 96), classes=5, **override):
     rng = np.random.default_rng(0)
-    data = {"images": rng.standard_normal((n, 3, *size)).astype(np.float32),
-            "labels": rng.integers(0, classes, (n, *size)).astype(np.int64)}
+    data = {
+        "images": rng.standard_normal((n, 3, *size)).astype(np.float32),
+        "labels": rng.integers(0, classes, (n, *size)).astype(np.int64),
+    }
     data.update(override)
     np.savez(path, **data)
     return path
@@ -92,8 +96,21 @@ def own_miou(pred, labels, classes):
 def test_build_reports_accuracy_of_both_models(tmp_path):
     data = write_npz(tmp_path / "eval.npz")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x3", "--eval-data", str(data),
-                                       "--eval-count", "2", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            *TINY,
+            "--hw",
+            "3x3",
+            "--eval-data",
+            str(data),
+            "--eval-count",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     acc = report["accuracy"]
@@ -144,8 +161,7 @@ def test_bad_eval_data_exit_2_nothing_written(tmp_path, case, override):
         else:
             write_npz(path, **override)
     out = tmp_path / "work" / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--eval-data", str(path),
-                                       "--out", str(out)])
+    result = CliRunner().invoke(main, ["build", *TINY, "--eval-data", str(path), "--out", str(out)])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "--eval-data" in errors[0], result.output
@@ -153,10 +169,13 @@ def test_bad_eval_data_exit_2_nothing_written(tmp_path, case, override):
     assert not (tmp_path / "work").exists() or list((tmp_path / "work").iterdir()) == []
 
 
-@pytest.mark.parametrize("extra,flag", [
-    (["--eval-count", "5"], "--eval-count"),  # no eval data to count
-    (["--eval-data", "EVAL", "--eval-count", "9"], "--eval-count"),  # more than the 3 images
-])
+@pytest.mark.parametrize(
+    "extra,flag",
+    [
+        (["--eval-count", "5"], "--eval-count"),  # no eval data to count
+        (["--eval-data", "EVAL", "--eval-count", "9"], "--eval-count"),  # more than the 3 images
+    ],
+)
 def test_bad_eval_count(tmp_path, extra, flag):
     data = write_npz(tmp_path / "eval.npz")
     extra = [str(data) if e == "EVAL" else e for e in extra]
@@ -169,9 +188,20 @@ def test_bad_eval_count(tmp_path, extra, flag):
 
 def test_eval_data_refused_for_a_model_without_classes(tmp_path):
     data = write_npz(tmp_path / "eval.npz")
-    result = CliRunner().invoke(main, ["build", "--model", "vit_tiny_patch16_224", "--img-size",
-                                       "64x64", "--eval-data", str(data),
-                                       "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--img-size",
+            "64x64",
+            "--eval-data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "--eval-data" in result.output and "segmentation" in result.output
     assert not (tmp_path / "out").exists()
@@ -192,8 +222,9 @@ def test_token_adapter_on_the_default_model_passes_validation(tmp_path):
     # On noise images the trained model's row scores nearly tie and one runtime's rounding
     # flipped a representative choice (max abs 0.25); on its own images it must pass.
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--method", "token-adapter", "--eval-count", "2",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["build", "--method", "token-adapter", "--eval-count", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     entry = json.loads((out / "report.json").read_text())["validation"][0]
     assert entry["passed"] and entry["inputs"].startswith("the first 2 images of digits val")

@@ -14,8 +14,13 @@ from exporter.errors import InputError
 from exporter.methods import apply_method, get_method
 from exporter.methods.ailurus import build
 from exporter.models.base import TokenLayout
-from exporter.ops.density_peaks import (DensityPeaksSelection, merge_clusters, rank_weights,
-                                        spatial_neighbours, unfold_clusters)
+from exporter.ops.density_peaks import (
+    DensityPeaksSelection,
+    merge_clusters,
+    rank_weights,
+    spatial_neighbours,
+    unfold_clusters,
+)
 from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
 from tests.reference import ailurus as ref
 
@@ -83,8 +88,11 @@ def test_fallback_to_plain_distance_is_exercised_and_correct():
     grid, M, lam = (7, 9), 3, 4
     z = features(2, 63, 16, seed=63 + M)
     r = ref.density_peaks(z[0].double(), grid, M, lam, 0.6, 1)
-    orphans = [i for i in range(63) if i not in r["centers"]
-               and not set(ref.grid_neighbours(i, grid, lam)) & set(r["centers"])]
+    orphans = [
+        i
+        for i in range(63)
+        if i not in r["centers"] and not set(ref.grid_neighbours(i, grid, lam)) & set(r["centers"])
+    ]
     assert orphans, "this case must contain tokens without a center among their neighbours"
     _, assignment = DensityPeaksSelection(grid, M, lam, 0.6, 1)(z)
     assert [assignment[0, i].item() for i in orphans] == [r["assignment"][i] for i in orphans]
@@ -115,15 +123,26 @@ def test_half_inputs_are_clustered_in_float32():
 def reference_output(model64, reduced, images):
     """The literal reference for `reduced`'s settings, run on a float64 copy of its model."""
     cfg = reduced.method.config()
-    return ref.forward(model64, images.double(), cfg["alpha"], cfg["clusters"],
-                       cfg["spatial_neighbours"], cfg["spatial_alpha"], cfg["knn"])
+    return ref.forward(
+        model64,
+        images.double(),
+        cfg["alpha"],
+        cfg["clusters"],
+        cfg["spatial_neighbours"],
+        cfg["spatial_alpha"],
+        cfg["knn"],
+    )
 
 
-@pytest.mark.parametrize("grid,num_prefix,args", [
-    ((5, 7), 2, {"alpha": 1, "clusters": 9, "spatial_neighbours": 10, "knn": 2}),
-    ((6, 4), 0, {"alpha": 2, "clusters": 5, "spatial_neighbours": 4, "spatial_alpha": 0.7}),
-    ((4, 6), 1, {"alpha": 2, "clusters": 8}),
-], ids=["class+register", "no-prefix", "class-defaults"])
+@pytest.mark.parametrize(
+    "grid,num_prefix,args",
+    [
+        ((5, 7), 2, {"alpha": 1, "clusters": 9, "spatial_neighbours": 10, "knn": 2}),
+        ((6, 4), 0, {"alpha": 2, "clusters": 5, "spatial_neighbours": 4, "spatial_alpha": 0.7}),
+        ((4, 6), 1, {"alpha": 2, "clusters": 8}),
+    ],
+    ids=["class+register", "no-prefix", "class-defaults"],
+)
 def test_vit_output_equals_reference_forward(grid, num_prefix, args):
     model = tiny_vit(grid, num_prefix, depth=3)
     reduced = apply_method(model, "ailurus", args)
@@ -165,14 +184,19 @@ def test_selection_exports_and_runs_alike_in_onnxruntime(tmp_path):
     including exact ties (ORT's and PyTorch's TopK order ties differently)."""
     grid, M = (4, 6), 7
     sel = DensityPeaksSelection(grid, M, 10, 0.9, 2).eval()
-    _, proto = export_and_run(SelectionOnly(sel), features(2, 24, 8, seed=3),
-                              tmp_path / "selection.onnx", dynamic_batch=True)
+    _, proto = export_and_run(
+        SelectionOnly(sel),
+        features(2, 24, 8, seed=3),
+        tmp_path / "selection.onnx",
+        dynamic_batch=True,
+    )
     # O(N * lambda * C): no intermediate holds an N x N table
     inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
     shapes = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred]
     assert len(shapes) > 20 and not [s for s in shapes if s.count(24) >= 2]
-    sess = ort.InferenceSession(str(tmp_path / "selection.onnx"),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(tmp_path / "selection.onnx"), providers=["CPUExecutionProvider"]
+    )
     for inputs in (features(3, 24, 8, seed=4), column_features(grid, B=2), torch.zeros(1, 24, 8)):
         centers, assignment = sess.run(None, {"images": inputs.numpy()})
         expect_centers, expect_assignment = sel(inputs)
@@ -196,19 +220,28 @@ def fake_model(grid, depth=4):
     return SimpleNamespace(layout=lay, restore_at_output=False, per_token_head=True)
 
 
-@pytest.mark.parametrize("args,flag", [
-    ({"clusters": 24}, "--clusters"), ({"clusters": 30}, "--clusters"),
-    ({"clusters": 0}, "--clusters"), ({"clusters": -3}, "--clusters"),
-    ({"clusters": "many"}, "--clusters"),
-    ({"knn": 11, "spatial_neighbours": 10}, "--knn"), ({"knn": 0}, "--knn"),
-    ({"knn": 24}, "--knn"),  # default lambda is clamped to N-1 = 23
-    ({"spatial_alpha": 0}, "--spatial-alpha"), ({"spatial_alpha": 1.5}, "--spatial-alpha"),
-    ({"spatial_alpha": -0.2}, "--spatial-alpha"), ({"spatial_alpha": "nan"}, "--spatial-alpha"),
-    ({"spatial_alpha": "x"}, "--spatial-alpha"),
-    ({"spatial_neighbours": 24}, "--spatial-neighbours"),
-    ({"spatial_neighbours": 0}, "--spatial-neighbours"),
-    ({"alpha": 0}, "--alpha"), ({"alpha": 4}, "--alpha"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ({"clusters": 24}, "--clusters"),
+        ({"clusters": 30}, "--clusters"),
+        ({"clusters": 0}, "--clusters"),
+        ({"clusters": -3}, "--clusters"),
+        ({"clusters": "many"}, "--clusters"),
+        ({"knn": 11, "spatial_neighbours": 10}, "--knn"),
+        ({"knn": 0}, "--knn"),
+        ({"knn": 24}, "--knn"),  # default lambda is clamped to N-1 = 23
+        ({"spatial_alpha": 0}, "--spatial-alpha"),
+        ({"spatial_alpha": 1.5}, "--spatial-alpha"),
+        ({"spatial_alpha": -0.2}, "--spatial-alpha"),
+        ({"spatial_alpha": "nan"}, "--spatial-alpha"),
+        ({"spatial_alpha": "x"}, "--spatial-alpha"),
+        ({"spatial_neighbours": 24}, "--spatial-neighbours"),
+        ({"spatial_neighbours": 0}, "--spatial-neighbours"),
+        ({"alpha": 0}, "--alpha"),
+        ({"alpha": 4}, "--alpha"),
+    ],
+)
 def test_bad_flags_raise_input_error_naming_the_flag(args, flag):
     with pytest.raises(InputError) as err:
         build(fake_model((4, 6)), args)
@@ -232,7 +265,13 @@ def test_defaults_are_the_papers_configuration():
     """400 of 1600 tokens after block 2, a = 0.9, lambda = 50, k = 1 (paper 002, Table 7)."""
     assert get_method("ailurus").name == "ailurus"
     method = build(fake_model((40, 40), depth=24), {})
-    assert method.config() == {"alpha": 2, "clusters": 400, "spatial_alpha": 0.9,
-                               "spatial_neighbours": 50, "knn": 1, "restore": "backbone"}
+    assert method.config() == {
+        "alpha": 2,
+        "clusters": 400,
+        "spatial_alpha": 0.9,
+        "spatial_neighbours": 50,
+        "knn": 1,
+        "restore": "backbone",
+    }
     small = build(fake_model((4, 6)), {})
     assert small.config()["spatial_neighbours"] == 23  # lambda clamped to N-1

@@ -64,8 +64,19 @@ def test_bench_reports_baseline_and_reduced(tmp_path):
 @pytest.mark.slow
 def test_build_bench_flag_runs_the_benchmark(tmp_path):
     out = tmp_path / "out"
-    args = ["--model", "segmenter_tiny", "--img-size", "64x64", "--num-classes", "3",
-            "--method", "pool", "--out", str(out), "--bench"]
+    args = [
+        "--model",
+        "segmenter_tiny",
+        "--img-size",
+        "64x64",
+        "--num-classes",
+        "3",
+        "--method",
+        "pool",
+        "--out",
+        str(out),
+        "--bench",
+    ]
     result = CliRunner().invoke(main, ["build", *args])
     assert result.exit_code == 0, result.output
     b = json.loads((out / "report.json").read_text())["bench"]
@@ -73,10 +84,13 @@ def test_build_bench_flag_runs_the_benchmark(tmp_path):
     assert "speed-up" in result.output
 
 
-@pytest.mark.parametrize("args,flag", [
-    ([], "OUT"),
-    (["--model", "segmenter_tiny"], "--model"),  # every method on a model: `vitexport sweep`
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ([], "OUT"),
+        (["--model", "segmenter_tiny"], "--model"),  # every method on a model: `vitexport sweep`
+    ],
+)
 def test_bench_input_mistakes_exit_2_naming_the_flag(tmp_path, args, flag):
     args = [str(tmp_path / a) if a == "somewhere" else a for a in args]
     result = CliRunner().invoke(main, ["bench", *args])

@@ -144,8 +144,10 @@ def test_validate_catches_a_real_mismatch(built, tmp_path):
     assert not report["validation"][0]["passed"]
 
 
-@pytest.mark.parametrize("extra,flag", [(["--method", "pool", "--plugins"], "--plugins"),
-                                        (["--precision", "int8"], "--precision")])
+@pytest.mark.parametrize(
+    "extra,flag",
+    [(["--method", "pool", "--plugins"], "--plugins"), (["--precision", "int8"], "--precision")],
+)
 def test_engine_and_plugin_flags_refused_before_any_work(tmp_path, extra, flag):
     result = run(["build", *TINY, *extra, "--out", str(tmp_path / "o")])
     assert_one_line_error(result, flag)
@@ -162,8 +164,18 @@ def test_terminated_build_leaves_nothing_behind(tmp_path):
     import time
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "exporter.cli", "build", "--model", "segmenter_tiny",
-           "--img-size", "256x256", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "exporter.cli",
+        "build",
+        "--model",
+        "segmenter_tiny",
+        "--img-size",
+        "256x256",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir()):

@@ -115,10 +115,19 @@ def test_train_demo_refuses_bad_steps(tmp_path):
 
 def test_tiny_training_run_writes_weights_and_metadata(tmp_path):
     out = tmp_path / "w"
-    meta = demo_train.train(out, steps=2, full_steps=1, eval_count=2, log=lambda _: None,
-                            command="test", config={"batch": 2, "full_batch": 1})
-    assert sorted(p.name for p in out.iterdir()) == ["segmenter_digits.json",
-                                                     "segmenter_digits.safetensors"]
+    meta = demo_train.train(
+        out,
+        steps=2,
+        full_steps=1,
+        eval_count=2,
+        log=lambda _: None,
+        command="test",
+        config={"batch": 2, "full_batch": 1},
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "segmenter_digits.json",
+        "segmenter_digits.safetensors",
+    ]
     assert json.loads((out / "segmenter_digits.json").read_text()) == meta
     assert meta["steps"] == 2 and meta["command"] == "test" and 0 <= meta["val_miou"] <= 1
     spec = ModelSpec(checkpoint=str(out / "segmenter_digits.safetensors"))
@@ -131,9 +140,11 @@ def test_tiny_training_run_writes_weights_and_metadata(tmp_path):
 def test_failed_training_run_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
+
     monkeypatch.setattr(json, "dumps", boom)
     with pytest.raises(RuntimeError):
-        demo_train.train(tmp_path, steps=1, full_steps=0, eval_count=1, log=lambda _: None,
-                         config={"batch": 1})
+        demo_train.train(
+            tmp_path, steps=1, full_steps=0, eval_count=1, log=lambda _: None, config={"batch": 1}
+        )
     assert list(tmp_path.iterdir()) == []
     assert METADATA.exists()

@@ -58,8 +58,11 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
     result = deploy(out, repo)
     assert result.exit_code == 0, result.output
     name = "segmenter_tiny_expedite"
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == \
-        [f"{name}_onnx", f"{name}_python", f"{name}_trt"]
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
+        f"{name}_onnx",
+        f"{name}_python",
+        f"{name}_trt",
+    ]
     platforms = {}
     for config_path in repo.glob("*/config.pbtxt"):
         config = parse_config(config_path)
@@ -67,12 +70,18 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
         assert config.max_batch_size == 0  # this build's batch is fixed
         platforms[config.name] = config.platform or config.backend
         folder = config_path.parent
-        onnx_path = folder / "1" / "model.onnx" if (folder / "1" / "model.onnx").exists() \
-            else folder / "model.onnx"  # the TensorRT model keeps the ONNX its plan is built from
+        onnx_path = (
+            folder / "1" / "model.onnx"
+            if (folder / "1" / "model.onnx").exists()
+            else folder / "model.onnx"
+        )  # the TensorRT model keeps the ONNX its plan is built from
         check_against_onnx(config, onnx_path)
         assert onnx_path.read_bytes() == (out / "model.onnx").read_bytes()
-    assert platforms == {f"{name}_onnx": "onnxruntime_onnx", f"{name}_python": "python",
-                         f"{name}_trt": "tensorrt_plan"}
+    assert platforms == {
+        f"{name}_onnx": "onnxruntime_onnx",
+        f"{name}_python": "python",
+        f"{name}_trt": "tensorrt_plan",
+    }
     # The execution-provider block is there for a GPU host, but off.
     text = (repo / f"{name}_onnx" / "config.pbtxt").read_text()
     assert "# optimization { execution_accelerators {" in text
@@ -83,11 +92,14 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
     assert "LD_PRELOAD" in (repo / "README.md").read_text()
 
 
-@pytest.mark.parametrize("flags, flag", [
-    (["--max-batch", "4"], "--max-batch"),
-    (["--dynamic-batch"], "--dynamic-batch"),
-    (["--name", "two words"], "--name"),
-])
+@pytest.mark.parametrize(
+    "flags, flag",
+    [
+        (["--max-batch", "4"], "--max-batch"),
+        (["--dynamic-batch"], "--dynamic-batch"),
+        (["--name", "two words"], "--name"),
+    ],
+)
 def test_bad_flags_exit_2_and_write_nothing(built, tmp_path, flags, flag):
     repo = tmp_path / "repo"
     result = deploy(built(*EXPEDITE), repo, *flags)
@@ -135,8 +147,12 @@ def test_dynamic_batch_configs(built, tmp_path):
         config = parse_config(config_path)
         assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
         folder = config_path.parent
-        check_against_onnx(config, folder / "1" / "model.onnx" if config.backend == "python"
-                           or config.platform == "onnxruntime_onnx" else folder / "model.onnx")
+        check_against_onnx(
+            config,
+            folder / "1" / "model.onnx"
+            if config.backend == "python" or config.platform == "onnxruntime_onnx"
+            else folder / "model.onnx",
+        )
     script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
     assert "--minShapes=images:1x3x64x96" in script and "--maxShapes=images:8x3x64x96" in script
     # Without --dynamic-batch Triton still takes batches up to max_batch_size, unqueued.
@@ -156,8 +172,10 @@ def test_plugin_graph_configs(built, tmp_path):
     check_against_onnx(plugins, repo / f"{name}_python_plugins" / "1" / "model.plugins.onnx")
     assert 'string_value: "true"' in (repo / f"{name}_python_plugins" / "config.pbtxt").read_text()
     trt_text = (repo / f"{name}_trt" / "config.pbtxt").read_text()
-    check_against_onnx(parse_config(repo / f"{name}_trt" / "config.pbtxt"),
-                       repo / f"{name}_trt" / "model.plugins.onnx")  # the engine's source
+    check_against_onnx(
+        parse_config(repo / f"{name}_trt" / "config.pbtxt"),
+        repo / f"{name}_trt" / "model.plugins.onnx",
+    )  # the engine's source
     assert "LD_PRELOAD=libvitexport_plugins.so" in trt_text
     script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
     assert "--staticPlugins=libvitexport_plugins.so" in script
@@ -207,10 +225,26 @@ def group_gone(pgid: int, timeout: float = 10.0) -> bool:
 
 
 def client(url: str, model: str, image: Path, save: Path, *flags) -> str:
-    proc = subprocess.run([sys.executable, str(CLIENT), "--url", url, "--model", model,
-                           "--image", str(image), "--png", str(save.with_suffix(".png")),
-                           "--save", str(save), *flags],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(CLIENT),
+            "--url",
+            url,
+            "--model",
+            model,
+            "--image",
+            str(image),
+            "--png",
+            str(save.with_suffix(".png")),
+            "--save",
+            str(save),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -256,9 +290,14 @@ def test_triton_serves_onnxruntime_answers(built, tmp_path, server_factory):
     assert deploy(out, repo).exit_code == 0
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     model = "segmenter_tiny_expedite_python"
-    serve_and_compare(out, repo, [model],
-                      {model: lambda x: session.run(None, {"images": x})[0]}, server_factory,
-                      tmp_path)
+    serve_and_compare(
+        out,
+        repo,
+        [model],
+        {model: lambda x: session.run(None, {"images": x})[0]},
+        server_factory,
+        tmp_path,
+    )
 
 
 @pytest.mark.slow
@@ -270,6 +309,11 @@ def test_triton_serves_the_plugin_graph(built, tmp_path, server_factory):
     assert deploy(out, repo).exit_code == 0
     graph = onnx.load(str(out / "model.plugins.onnx"))
     model = "segmenter_tiny_expedite_python_plugins"
-    serve_and_compare(out, repo, [model],
-                      {model: lambda x: run_plugin_graph(graph, {"images": x})[0]},
-                      server_factory, tmp_path)
+    serve_and_compare(
+        out,
+        repo,
+        [model],
+        {model: lambda x: run_plugin_graph(graph, {"images": x})[0]},
+        server_factory,
+        tmp_path,
+    )

@@ -29,51 +29,97 @@ def tiny_dpt(img=(64, 96), seed=0) -> DPT:
 def official_dpt_keys(backbone: str):
     """Key names and shapes of the official DPT depth checkpoints (isl-org/DPT dpt/vit.py,
     blocks.py, models.py), written out from that layout at 384x384 (24x24 grid)."""
-    dim, depth, widths = {"base": (768, 12, (96, 192, 384, 768)),
-                          "hybrid": (768, 12, (256, 512, 768, 768))}[backbone]
+    dim, depth, widths = {
+        "base": (768, 12, (96, 192, 384, 768)),
+        "hybrid": (768, 12, (256, 512, 768, 768)),
+    }[backbone]
     vit = "pretrained.model"
-    keys = {f"{vit}.cls_token": (1, 1, dim), f"{vit}.pos_embed": (1, 577, dim),
-            f"{vit}.norm.weight": (dim,), f"{vit}.norm.bias": (dim,),
-            f"{vit}.head.weight": (1000, dim), f"{vit}.head.bias": (1000,)}
+    keys = {
+        f"{vit}.cls_token": (1, 1, dim),
+        f"{vit}.pos_embed": (1, 577, dim),
+        f"{vit}.norm.weight": (dim,),
+        f"{vit}.norm.bias": (dim,),
+        f"{vit}.head.weight": (1000, dim),
+        f"{vit}.head.bias": (1000,),
+    }
     for i in range(depth):
         p = f"{vit}.blocks.{i}"
-        keys.update({
-            f"{p}.norm1.weight": (dim,), f"{p}.norm1.bias": (dim,),
-            f"{p}.attn.qkv.weight": (3 * dim, dim), f"{p}.attn.qkv.bias": (3 * dim,),
-            f"{p}.attn.proj.weight": (dim, dim), f"{p}.attn.proj.bias": (dim,),
-            f"{p}.norm2.weight": (dim,), f"{p}.norm2.bias": (dim,),
-            f"{p}.mlp.fc1.weight": (4 * dim, dim), f"{p}.mlp.fc1.bias": (4 * dim,),
-            f"{p}.mlp.fc2.weight": (dim, 4 * dim), f"{p}.mlp.fc2.bias": (dim,)})
+        keys.update(
+            {
+                f"{p}.norm1.weight": (dim,),
+                f"{p}.norm1.bias": (dim,),
+                f"{p}.attn.qkv.weight": (3 * dim, dim),
+                f"{p}.attn.qkv.bias": (3 * dim,),
+                f"{p}.attn.proj.weight": (dim, dim),
+                f"{p}.attn.proj.bias": (dim,),
+                f"{p}.norm2.weight": (dim,),
+                f"{p}.norm2.bias": (dim,),
+                f"{p}.mlp.fc1.weight": (4 * dim, dim),
+                f"{p}.mlp.fc1.bias": (4 * dim,),
+                f"{p}.mlp.fc2.weight": (dim, 4 * dim),
+                f"{p}.mlp.fc2.bias": (dim,),
+            }
+        )
     if backbone == "hybrid":
         rn = f"{vit}.patch_embed.backbone"
-        keys.update({f"{rn}.stem.conv.weight": (64, 3, 7, 7), f"{rn}.stem.norm.weight": (64,),
-                     f"{rn}.stem.norm.bias": (64,)})
+        keys.update(
+            {
+                f"{rn}.stem.conv.weight": (64, 3, 7, 7),
+                f"{rn}.stem.norm.weight": (64,),
+                f"{rn}.stem.norm.bias": (64,),
+            }
+        )
         c_in = 64
         for s, (n_blocks, mid) in enumerate([(3, 64), (4, 128), (9, 256)]):
             out = 4 * mid
             for b in range(n_blocks):
                 p = f"{rn}.stages.{s}.blocks.{b}"
                 if b == 0:
-                    keys.update({f"{p}.downsample.conv.weight": (out, c_in, 1, 1),
-                                 f"{p}.downsample.norm.weight": (out,),
-                                 f"{p}.downsample.norm.bias": (out,)})
-                for j, shape in enumerate([(mid, c_in if b == 0 else out, 1, 1),
-                                           (mid, mid, 3, 3), (out, mid, 1, 1)], start=1):
-                    keys.update({f"{p}.conv{j}.weight": shape, f"{p}.norm{j}.weight": shape[:1],
-                                 f"{p}.norm{j}.bias": shape[:1]})
+                    keys.update(
+                        {
+                            f"{p}.downsample.conv.weight": (out, c_in, 1, 1),
+                            f"{p}.downsample.norm.weight": (out,),
+                            f"{p}.downsample.norm.bias": (out,),
+                        }
+                    )
+                for j, shape in enumerate(
+                    [(mid, c_in if b == 0 else out, 1, 1), (mid, mid, 3, 3), (out, mid, 1, 1)],
+                    start=1,
+                ):
+                    keys.update(
+                        {
+                            f"{p}.conv{j}.weight": shape,
+                            f"{p}.norm{j}.weight": shape[:1],
+                            f"{p}.norm{j}.bias": shape[:1],
+                        }
+                    )
             c_in = out
-        keys.update({f"{vit}.patch_embed.proj.weight": (dim, 1024, 1, 1),
-                     f"{vit}.patch_embed.proj.bias": (dim,)})
+        keys.update(
+            {
+                f"{vit}.patch_embed.proj.weight": (dim, 1024, 1, 1),
+                f"{vit}.patch_embed.proj.bias": (dim,),
+            }
+        )
     else:
-        keys.update({f"{vit}.patch_embed.proj.weight": (dim, 3, 16, 16),
-                     f"{vit}.patch_embed.proj.bias": (dim,)})
+        keys.update(
+            {
+                f"{vit}.patch_embed.proj.weight": (dim, 3, 16, 16),
+                f"{vit}.patch_embed.proj.bias": (dim,),
+            }
+        )
     # reassemble: [0] project readout, [3] 1x1 conv, [4] resample (none at 1/16)
     resample = {1: ("T", 4), 2: ("T", 2), 4: ("S", 3)}
     for i in range(3 if backbone == "hybrid" else 1, 5):
         w = widths[i - 1]
         p = f"pretrained.act_postprocess{i}"
-        keys.update({f"{p}.0.project.0.weight": (dim, 2 * dim), f"{p}.0.project.0.bias": (dim,),
-                     f"{p}.3.weight": (w, dim, 1, 1), f"{p}.3.bias": (w,)})
+        keys.update(
+            {
+                f"{p}.0.project.0.weight": (dim, 2 * dim),
+                f"{p}.0.project.0.bias": (dim,),
+                f"{p}.3.weight": (w, dim, 1, 1),
+                f"{p}.3.bias": (w,),
+            }
+        )
         if i in resample:
             k = resample[i][1]
             keys.update({f"{p}.4.weight": (w, w, k, k), f"{p}.4.bias": (w,)})
@@ -82,23 +128,30 @@ def official_dpt_keys(backbone: str):
         p = f"scratch.refinenet{i}"
         for unit in ("resConfUnit1", "resConfUnit2"):
             for conv in ("conv1", "conv2"):
-                keys.update({f"{p}.{unit}.{conv}.weight": (256, 256, 3, 3),
-                             f"{p}.{unit}.{conv}.bias": (256,)})
+                keys.update(
+                    {
+                        f"{p}.{unit}.{conv}.weight": (256, 256, 3, 3),
+                        f"{p}.{unit}.{conv}.bias": (256,),
+                    }
+                )
         keys.update({f"{p}.out_conv.weight": (256, 256, 1, 1), f"{p}.out_conv.bias": (256,)})
-    keys.update({"scratch.output_conv.0.weight": (128, 256, 3, 3),
-                 "scratch.output_conv.0.bias": (128,),
-                 "scratch.output_conv.2.weight": (32, 128, 3, 3),
-                 "scratch.output_conv.2.bias": (32,),
-                 "scratch.output_conv.4.weight": (1, 32, 1, 1),
-                 "scratch.output_conv.4.bias": (1,)})
+    keys.update(
+        {
+            "scratch.output_conv.0.weight": (128, 256, 3, 3),
+            "scratch.output_conv.0.bias": (128,),
+            "scratch.output_conv.2.weight": (32, 128, 3, 3),
+            "scratch.output_conv.2.bias": (32,),
+            "scratch.output_conv.4.weight": (1, 32, 1, 1),
+            "scratch.output_conv.4.bias": (1,),
+        }
+    )
     return keys
 
 
 @pytest.mark.parametrize("backbone,img", [("base", (64, 96)), ("hybrid", (32, 64))])
 def test_official_checkpoint_loads_every_key(tmp_path, backbone, img):
     g = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(s, generator=g) * 0.02
-             for k, s in official_dpt_keys(backbone).items()}
+    state = {k: torch.randn(s, generator=g) * 0.02 for k, s in official_dpt_keys(backbone).items()}
     path = tmp_path / "dpt.pt"
     torch.save(state, path)  # the release saves a bare state dict
     model = create_model(ModelSpec(f"dpt_{backbone}", str(path), img))
@@ -198,7 +251,7 @@ def record_taps(model: DPT) -> list:
 def tokens_run(method, block: int) -> int:
     """Patch tokens block `block` runs on under `method` (ToMe shrinks block by block)."""
     if method.name == "tome":
-        return method.layout.num_patches - sum(method.schedule[:block + 1])
+        return method.layout.num_patches - sum(method.schedule[: block + 1])
     return method.reduced_tokens()
 
 
@@ -244,7 +297,8 @@ def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
     # SViT never drops a token from the sequence (skipped ones pass through), so the taps
     # need no restoring: they carry every position, at full rank.
     model, reduced, images, ref, full, (taps, full_taps) = run_tiny_dpt(
-        "svit", {"random_gates": True, "alpha": 1, "keep_ratio": 0.5})
+        "svit", {"random_gates": True, "alpha": 1, "keep_ratio": 0.5}
+    )
     N = model.layout.num_patches
     assert [t.shape for t in taps] == [torch.Size([2, 1 + N, 64])] * 4
     assert torch.equal(taps[0], full_taps[0])  # block 0 runs before the gates
@@ -256,18 +310,37 @@ def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,size,hw,alpha", [
-    ("dpt_base", "128x160", "6x8", 5),
-    # the hybrid's taps (blocks 8 and 11) both follow the cut at block 5; its ResNet scales
-    # feed the head as they are
-    ("dpt_hybrid", "64x96", "3x4", 5)])
+@pytest.mark.parametrize(
+    "model,size,hw,alpha",
+    [
+        ("dpt_base", "128x160", "6x8", 5),
+        # the hybrid's taps (blocks 8 and 11) both follow the cut at block 5; its ResNet scales
+        # feed the head as they are
+        ("dpt_hybrid", "64x96", "3x4", 5),
+    ],
+)
 def test_cli_build_dpt_with_expedite(tmp_path, model, size, hw, alpha):
     from click.testing import CliRunner
 
     from exporter.cli import main
+
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "--model", model, "--img-size", size,
-                                       "--method", "expedite", "--hw", hw, "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--model",
+            model,
+            "--img-size",
+            size,
+            "--method",
+            "expedite",
+            "--hw",
+            hw,
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["output_kind"] == "depth"

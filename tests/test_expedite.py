@@ -24,18 +24,20 @@ def reference_forward(model, images, cfg):
     outs = []
     with torch.no_grad():
         for b in range(images.shape[0]):
-            x = model.embed(images[b:b + 1])
-            for blk in model.blocks[:cfg["alpha"]]:
+            x = model.embed(images[b : b + 1])
+            for blk in model.blocks[: cfg["alpha"]]:
                 x = blk(x)
-            reduced, z, s = ref.expedite_tokens(x[0].double(), lay.num_prefix, lay.grid, hw, window,
-                                                cfg["iters"], cfg["tau"])
+            reduced, z, s = ref.expedite_tokens(
+                x[0].double(), lay.num_prefix, lay.grid, hw, window, cfg["iters"], cfg["tau"]
+            )
             x = reduced.float().unsqueeze(0)
-            for blk in model.blocks[cfg["alpha"]:]:
+            for blk in model.blocks[cfg["alpha"] :]:
                 x = blk(x)
 
             def rebuild(values, z=z, s=s):
-                return ref.reconstruct(z, s, values.double(), cfg["k"], cfg["tau"], cfg["norm"],
-                                       allowed).float()
+                return ref.reconstruct(
+                    z, s, values.double(), cfg["k"], cfg["tau"], cfg["norm"], allowed
+                ).float()
 
             if cfg["restore"] == "output":
                 y = rebuild(model.head_tokens([x])[0])
@@ -51,12 +53,22 @@ FLAGS = list(itertools.product(["sum", "l2"], ["all", "window"], ["output", "bac
 
 
 @pytest.mark.parametrize("norm,neighbours,restore", FLAGS)
-@pytest.mark.parametrize("grid,hw,prefix", [((6, 10), "4x7", 1), ((8, 8), "5x5", 0),
-                                            ((7, 5), "3x4", 3)])
+@pytest.mark.parametrize(
+    "grid,hw,prefix", [((6, 10), "4x7", 1), ((8, 8), "5x5", 0), ((7, 5), "3x4", 3)]
+)
 def test_patched_vit_equals_reference(grid, hw, prefix, norm, neighbours, restore):
     model = tiny_vit(grid, num_prefix=prefix)
-    args = {"alpha": 2, "hw": hw, "window": "3x3", "iters": 3, "tau": 5.0, "k": 4, "norm": norm,
-            "neighbours": neighbours, "restore": restore}
+    args = {
+        "alpha": 2,
+        "hw": hw,
+        "window": "3x3",
+        "iters": 3,
+        "tau": 5.0,
+        "k": 4,
+        "norm": norm,
+        "neighbours": neighbours,
+        "restore": restore,
+    }
     reduced = apply_method(model, "expedite", args)
     images = images_for(model, batch=2)
     with torch.no_grad():
@@ -97,13 +109,23 @@ def test_reduced_token_count_and_defaults():
     assert reduced.method.reduced_tokens() == 20
 
 
-@pytest.mark.parametrize("args,flag", [
-    ({"hw": "31x4"}, "--hw"), ({"hw": "0x4"}, "--hw"), ({"hw": "axb"}, "--hw"),
-    ({"alpha": 0}, "--alpha"), ({"alpha": 12}, "--alpha"), ({"k": 17, "hw": "4x4"}, "--k"),
-    ({"k": 10, "neighbours": "window", "window": "3x3"}, "--k"), ({"window": "4x4"}, "--window"),
-    ({"tau": -1}, "--tau"), ({"norm": "max"}, "--norm"), ({"iters": 0}, "--iters"),
-    ({"clusters": 5}, "--clusters"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ({"hw": "31x4"}, "--hw"),
+        ({"hw": "0x4"}, "--hw"),
+        ({"hw": "axb"}, "--hw"),
+        ({"alpha": 0}, "--alpha"),
+        ({"alpha": 12}, "--alpha"),
+        ({"k": 17, "hw": "4x4"}, "--k"),
+        ({"k": 10, "neighbours": "window", "window": "3x3"}, "--k"),
+        ({"window": "4x4"}, "--window"),
+        ({"tau": -1}, "--tau"),
+        ({"norm": "max"}, "--norm"),
+        ({"iters": 0}, "--iters"),
+        ({"clusters": 5}, "--clusters"),
+    ],
+)
 def test_bad_flags_name_the_flag(args, flag):
     model = tiny_segmenter(img=(160, 160))
     with pytest.raises(InputError) as err:

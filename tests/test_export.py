@@ -86,29 +86,41 @@ def test_lint_flags_every_forbidden_kind():
         _node("ScatterElements", ["x", "i", "x"], ["ok"], "method.write"),
         _node("RandomUniformLike", ["x"], ["r"], "gates"),
     ]
-    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("ok", TensorProto.FLOAT, [4])],
-                              initializer=[helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [x],
+        [helper.make_tensor_value_info("ok", TensorProto.FLOAT, [4])],
+        initializer=[helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     found = {(f.op, f.module) for f in errors_of(lint(model))}
-    assert found == {("NonZero", "method.select"), ("ScatterElements", "method.merge"),
-                     ("RandomUniformLike", "gates")}
+    assert found == {
+        ("NonZero", "method.select"),
+        ("ScatterElements", "method.merge"),
+        ("RandomUniformLike", "gates"),
+    }
 
 
 def _plugin_model(op, **attrs):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
-    node = helper.make_node(op, ["x"], ["y"], domain="trt.plugins", plugin_version="1",
-                            plugin_namespace="", **attrs)
+    node = helper.make_node(
+        op, ["x"], ["y"], domain="trt.plugins", plugin_version="1", plugin_namespace="", **attrs
+    )
     graph = helper.make_graph([node], "g", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
-                                                   helper.make_opsetid("trt.plugins", 1)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("trt.plugins", 1)]
+    )
 
 
 def test_lint_of_plugin_nodes():
     known = ("TopKMaskedReconstruct",)
     assert lint(_plugin_model("TopKMaskedReconstruct", k=4, tau=2.0), plugins=known) == []
     unknown = errors_of(lint(_plugin_model("Mystery"), plugins=known))
-    assert [f.message for f in unknown] == ["custom op in domain 'trt.plugins' with no vitexport plugin"]
+    assert [f.message for f in unknown] == [
+        "custom op in domain 'trt.plugins' with no vitexport plugin"
+    ]
     listed = errors_of(lint(_plugin_model("TopKMaskedReconstruct", ks=[1, 2]), plugins=known))
     assert len(listed) == 1 and "'ks'" in listed[0].message and "INTS" in listed[0].message
     clash = errors_of(lint(_plugin_model("TopK"), plugins=("TopK",)))
@@ -119,7 +131,8 @@ def test_lint_refuses_unsorted_topk():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])
     outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("v",)]
     node = helper.make_node("TopK", ["x", "k"], ["v", "i"], sorted=0)
-    graph = helper.make_graph([node], "g", [x], outs,
-                              initializer=[helper.make_tensor("k", TensorProto.INT64, [1], [2])])
+    graph = helper.make_graph(
+        [node], "g", [x], outs, initializer=[helper.make_tensor("k", TensorProto.INT64, [1], [2])]
+    )
     found = errors_of(lint(helper.make_model(graph)))
     assert len(found) == 1 and "sorted=0" in found[0].message

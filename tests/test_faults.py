@@ -50,8 +50,11 @@ def one_line(result, code: int, *words: str) -> str:
 
 def tree(path: Path) -> dict:
     """Every file under `path` with its sha256: to show that nothing changed."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -75,6 +78,7 @@ def folder(built, tmp_path):
 
 # ---- 1. deleting the user's files -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("out", [".", "d/inner/..", "..", "", "sub/..", "d/inner/../.."])
 def test_out_naming_the_working_directory_or_a_parent_is_refused(user_dir, out):
     before = tree(user_dir.parent)
@@ -82,8 +86,9 @@ def test_out_naming_the_working_directory_or_a_parent_is_refused(user_dir, out):
     assert tree(user_dir.parent) == before
 
 
-@pytest.mark.parametrize("out,word", [("keep.txt", "file"), ("keep.txt/sub", "file"),
-                                      ("a" * 300, "characters")])
+@pytest.mark.parametrize(
+    "out,word", [("keep.txt", "file"), ("keep.txt/sub", "file"), ("a" * 300, "characters")]
+)
 def test_out_that_cannot_be_a_folder_is_refused_before_any_work(user_dir, out, word):
     before = tree(user_dir)
     one_line(cli(["build", *TINY, "--out", out, "--force"]), 2, "--out", word)
@@ -171,14 +176,26 @@ def test_sigterm_during_a_forced_build_keeps_the_old_folder(built, tmp_path):
     one line, the old folder intact, no temporary left."""
     out = copy_of(built(*BASE), tmp_path)
     before = tree(out)
-    cmd = [sys.executable, "-c", "from exporter.cli import main; main()", "build", *TINY,
-           "--method", "none", "--force", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from exporter.cli import main; main()",
+        "build",
+        *TINY,
+        "--method",
+        "none",
+        "--force",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while not any(p.name.startswith(f".{out.name}.tmp-") for p in tmp_path.iterdir()):
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"the build ended or stalled before staging: {proc.communicate()[1][-2000:]}")
+            pytest.fail(
+                f"the build ended or stalled before staging: {proc.communicate()[1][-2000:]}"
+            )
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -200,9 +217,17 @@ def test_sigint_is_one_line_and_exit_130(tmp_path, monkeypatch):
 
 # ---- 2. validation cannot be switched off or fooled ------------------------------------------
 
-@pytest.mark.parametrize("flags,flag", [(["--atol", "nan"], "--atol"), (["--rtol", "nan"], "--rtol"),
-                                        (["--atol", "-1"], "--atol"), (["--rtol", "inf"], "--rtol"),
-                                        (["--atol", "0"], "--atol")])
+
+@pytest.mark.parametrize(
+    "flags,flag",
+    [
+        (["--atol", "nan"], "--atol"),
+        (["--rtol", "nan"], "--rtol"),
+        (["--atol", "-1"], "--atol"),
+        (["--rtol", "inf"], "--rtol"),
+        (["--atol", "0"], "--atol"),
+    ],
+)
 def test_tolerances_must_be_finite_and_positive(folder, flags, flag):
     before = tree(folder)
     one_line(cli(["validate", folder, *flags]), 2, flag)
@@ -216,8 +241,9 @@ def _flip_byte(path: Path, at: int) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("command", [["validate"], ["lint"], ["bench", "--runs", "1"],
-                                     ["engine"], ["visualize"]])
+@pytest.mark.parametrize(
+    "command", [["validate"], ["lint"], ["bench", "--runs", "1"], ["engine"], ["visualize"]]
+)
 @pytest.mark.parametrize("change", ["flip", "truncate", "missing"])
 def test_changed_model_is_refused_naming_the_file(folder, command, change):
     path = folder / "model.onnx"
@@ -299,28 +325,37 @@ def test_report_with_nan_is_valid_json_and_flags_it(tmp_path, folder):
 
 # ---- 3. resources bounded before allocation ---------------------------------------------------
 
+
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def test_img_size_500_on_the_default_model_is_refused_with_the_estimate(tmp_path):
-    line = one_line(cli(["build", "--img-size", "500", "--out", tmp_path / "o"]), 2,
-                    "--img-size", "needs about", "GiB")
+    line = one_line(
+        cli(["build", "--img-size", "500", "--out", tmp_path / "o"]),
+        2,
+        "--img-size",
+        "needs about",
+        "GiB",
+    )
     assert "--max-memory" in line
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("flags,flag", [
-    (["--img-size", "100000x100000"], "--img-size"),
-    (["--img-size", "4096x4096"], "--img-size"),
-    (["--hw", "99999999999999999999x2"], "--hw"),
-    (["--window", "99999x99999", "--hw", "5000x5000"], "--window"),
-    (["--seed", "-1"], "--seed"),
-    (["--batch", "0"], "--batch"),
-    (["--opset", "99"], "--opset"),
-    (["--eval-count", "0"], "--eval-count"),
-    (["--max-memory", "lots"], "--max-memory"),
-])
+@pytest.mark.parametrize(
+    "flags,flag",
+    [
+        (["--img-size", "100000x100000"], "--img-size"),
+        (["--img-size", "4096x4096"], "--img-size"),
+        (["--hw", "99999999999999999999x2"], "--hw"),
+        (["--window", "99999x99999", "--hw", "5000x5000"], "--window"),
+        (["--seed", "-1"], "--seed"),
+        (["--batch", "0"], "--batch"),
+        (["--opset", "99"], "--opset"),
+        (["--eval-count", "0"], "--eval-count"),
+        (["--max-memory", "lots"], "--max-memory"),
+    ],
+)
 def test_out_of_range_numbers_are_refused(tmp_path, flags, flag):
     start = _rss_mib()
     one_line(cli(["build", "--model", "segmenter_tiny", *flags, "--out", tmp_path / "o"]), 2, flag)
@@ -329,8 +364,12 @@ def test_out_of_range_numbers_are_refused(tmp_path, flags, flag):
 
 
 def test_max_memory_overrides_the_estimate(tmp_path):
-    one_line(cli(["build", *TINY, "--max-memory", "1M", "--out", tmp_path / "o"]), 2,
-             "needs about", "--max-memory")
+    one_line(
+        cli(["build", *TINY, "--max-memory", "1M", "--out", tmp_path / "o"]),
+        2,
+        "needs about",
+        "--max-memory",
+    )
 
 
 def _npy_header(shape, dtype="<f4") -> bytes:
@@ -347,8 +386,12 @@ def test_npz_whose_header_claims_a_million_images_is_refused_unread(tmp_path):
         zf.writestr("images.npy", _npy_header((10**6, 3, 64, 96)) + bytes(1000))
         zf.writestr("labels.npy", _npy_header((10**6, 64, 96), "<i8") + bytes(1000))
     start = _rss_mib()
-    one_line(cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]), 2,
-             "--eval-data", "images.npy")
+    one_line(
+        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        2,
+        "--eval-data",
+        "images.npy",
+    )
     assert _rss_mib() - start < 512
     assert not (tmp_path / "o").exists()
 
@@ -372,8 +415,12 @@ def test_zip_bomb_is_refused_before_unpacking(tmp_path, monkeypatch):
     assert path.stat().st_size < 1 << 20
     monkeypatch.setattr(exporter.accuracy, "MAX_EVAL_BYTES", 64 << 20)
     start = _rss_mib()
-    one_line(cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]), 2,
-             "--eval-data", "unpack to")
+    one_line(
+        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        2,
+        "--eval-data",
+        "unpack to",
+    )
     assert _rss_mib() - start < 60
 
 
@@ -381,15 +428,23 @@ def test_npz_without_labels_is_refused_before_its_images_are_read(tmp_path):
     path = tmp_path / "images_only.npz"
     _zeros_npz(path, "images.npy", (1024, 3, 64, 96))
     start = _rss_mib()
-    one_line(cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]), 2,
-             "--eval-data", "needs images and labels")
+    one_line(
+        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        2,
+        "--eval-data",
+        "needs images and labels",
+    )
     assert _rss_mib() - start < 60
 
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that declares its size and holds no pixels: enough for Pillow to judge the size."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
@@ -411,12 +466,14 @@ def test_folder_given_for_an_image_says_so(folder, tmp_path):
 
 # ---- 4. filesystems and exit codes ------------------------------------------------------------
 
+
 def _mount_tmpfs(path: Path, options: str) -> bool:
     path.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -438,13 +495,15 @@ def test_os_errors_during_a_build_are_one_line(tmp_path, monkeypatch, code):
         raise OSError(code, os.strerror(code), str(out))
 
     monkeypatch.setattr(OutputFolder, "__init__", failing)
-    one_line(cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2,
-             errno.errorcode[code])
+    one_line(
+        cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2, errno.errorcode[code]
+    )
 
 
 def test_engine_without_tensorrt_exits_non_zero(folder):
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed: the engine is built")
     except ImportError:
         pass
@@ -453,9 +512,23 @@ def test_engine_without_tensorrt_exits_non_zero(folder):
 
 # ---- 5. clear messages ------------------------------------------------------------------------
 
+
 def test_preset_conflict_names_the_preset(tmp_path):
-    one_line(cli(["build", "--preset", "segmenter-ade20k", "--model", "segmenter_digits",
-                  "--out", tmp_path / "o"]), 2, "--preset segmenter-ade20k")
+    one_line(
+        cli(
+            [
+                "build",
+                "--preset",
+                "segmenter-ade20k",
+                "--model",
+                "segmenter_digits",
+                "--out",
+                tmp_path / "o",
+            ]
+        ),
+        2,
+        "--preset segmenter-ade20k",
+    )
 
 
 def test_num_classes_on_the_digits_model_says_how_many_it_has(tmp_path):
@@ -466,18 +539,29 @@ def test_num_classes_on_the_digits_model_says_how_many_it_has(tmp_path):
 
     with torch.device("meta"):
         classes = entry_of("segmenter_digits").build(ModelSpec("segmenter_digits")).num_classes
-    one_line(cli(["build", "--num-classes", "5", "--out", tmp_path / "o"]), 2,
-             "--num-classes", f"has {classes} fixed classes")
+    one_line(
+        cli(["build", "--num-classes", "5", "--out", tmp_path / "o"]),
+        2,
+        "--num-classes",
+        f"has {classes} fixed classes",
+    )
 
 
 def test_no_banner_before_an_input_error(tmp_path):
-    line = one_line(cli(["build", *TINY, "--eval-data", tmp_path / "none.npz",
-                         "--out", tmp_path / "o"]), 2, "--eval-data")
+    line = one_line(
+        cli(["build", *TINY, "--eval-data", tmp_path / "none.npz", "--out", tmp_path / "o"]),
+        2,
+        "--eval-data",
+    )
     assert line.startswith("Error:")
 
 
 def test_npz_that_is_not_a_zip_is_one_line(tmp_path):
     path = tmp_path / "one.npy"
     np.save(path, np.zeros((2, 3, 64, 96), np.float32))
-    one_line(cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]), 2,
-             "--eval-data", "not an .npz")
+    one_line(
+        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        2,
+        "--eval-data",
+        "not an .npz",
+    )

@@ -29,19 +29,24 @@ from exporter.models.checkpoint import read_state_dict
 
 
 EXIT_CODES = {0, 1, 2, 130, 143}
-FAST = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
-FEW = settings(max_examples=12, deadline=None,
-               suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                      HealthCheck.too_slow])
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+FEW = settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # Text a user or a script might pass: numbers in many spellings, separators, junk, huge values.
 NUMBERS = st.one_of(
-    st.integers(-10**30, 10**30).map(str),
+    st.integers(-(10**30), 10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.tuples(st.integers(-10**25, 10**25), st.sampled_from("xX*, "),
-              st.integers(-10**25, 10**25)).map(lambda t: f"{t[0]}{t[1]}{t[2]}"),
+    st.tuples(
+        st.integers(-(10**25), 10**25), st.sampled_from("xX*, "), st.integers(-(10**25), 10**25)
+    ).map(lambda t: f"{t[0]}{t[1]}{t[2]}"),
     st.text(alphabet="0123456789xX.-+eE naif", max_size=24),
     st.text(max_size=12),
 )
@@ -52,8 +57,10 @@ def cli(args):
 
 
 def tree(path: Path) -> dict:
-    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(path.rglob("*"))}
+    return {
+        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(path.rglob("*"))
+    }
 
 
 def assert_contract(result):
@@ -67,6 +74,7 @@ def assert_contract(result):
 
 
 # ---- the parsers ------------------------------------------------------------------------------
+
 
 @FAST
 @given(NUMBERS)
@@ -90,14 +98,35 @@ def test_parse_size_returns_bounded_bytes_or_an_input_error(text):
     assert 1 << 20 <= size <= 1 << 50
 
 
-FLAGS = ["--img-size", "--hw", "--window", "--atol", "--rtol", "--seed", "--batch", "--opset",
-         "--num-classes", "--eval-count", "--max-memory", "--alpha", "--k", "--tau"]
+FLAGS = [
+    "--img-size",
+    "--hw",
+    "--window",
+    "--atol",
+    "--rtol",
+    "--seed",
+    "--batch",
+    "--opset",
+    "--num-classes",
+    "--eval-count",
+    "--max-memory",
+    "--alpha",
+    "--k",
+    "--tau",
+]
 
 
 @FAST
-@given(st.lists(st.tuples(st.sampled_from(FLAGS), NUMBERS), min_size=1, max_size=3),
-       st.one_of(st.just("out"), st.text(min_size=0, max_size=12), st.sampled_from(
-           [".", "..", "./", "keep.txt", "keep.txt/x", "sub/..", "a" * 300, "out/../.."])))
+@given(
+    st.lists(st.tuples(st.sampled_from(FLAGS), NUMBERS), min_size=1, max_size=3),
+    st.one_of(
+        st.just("out"),
+        st.text(min_size=0, max_size=12),
+        st.sampled_from(
+            [".", "..", "./", "keep.txt", "keep.txt/x", "sub/..", "a" * 300, "out/../.."]
+        ),
+    ),
+)
 def test_build_flags_never_break_the_contract(tmp_path_factory, flags, out):
     """Any flag value and --out: the contract holds and the working directory is untouched.
     `--precision int8` is refused before any model is built, so a valid value costs nothing."""
@@ -122,13 +151,20 @@ def test_build_flags_never_break_the_contract(tmp_path_factory, flags, out):
 
 # ---- output folders: intact or replaced whole -------------------------------------------------
 
-FILES = st.dictionaries(st.sampled_from(["report.json", "model.onnx", "a.txt", "b/c.bin"]),
-                        st.binary(max_size=64), min_size=1)
+FILES = st.dictionaries(
+    st.sampled_from(["report.json", "model.onnx", "a.txt", "b/c.bin"]),
+    st.binary(max_size=64),
+    min_size=1,
+)
 
 
 @FAST
-@given(old=st.one_of(st.none(), FILES), new=FILES, force=st.booleans(),
-       fail_at=st.sampled_from([None, "stage", "write", "commit"]))
+@given(
+    old=st.one_of(st.none(), FILES),
+    new=FILES,
+    force=st.booleans(),
+    fail_at=st.sampled_from([None, "stage", "write", "commit"]),
+)
 def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail_at):
     root = tmp_path_factory.mktemp("root")
     out = root / "out"
@@ -159,21 +195,40 @@ def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail
     except (InputError, KeyboardInterrupt, OSError):
         assert (tree(out) if out.exists() else None) == before
     else:
-        assert tree(out) == {**{str(Path(n).parent): None for n in new if "/" in n},
-                             **{n: d for n, d in new.items()}}
+        assert tree(out) == {
+            **{str(Path(n).parent): None for n in new if "/" in n},
+            **{n: d for n, d in new.items()},
+        }
     assert sorted(p.name for p in root.iterdir()) in ([], ["out"])
 
 
 # ---- readers -----------------------------------------------------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() |
-                    st.text(max_size=10),
-                    lambda inner: st.lists(inner, max_size=3) |
-                    st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-PATHS = [("settings",), ("settings", "model"), ("settings", "model", "name"),
-         ("settings", "model", "img_size"), ("settings", "batch"), ("artifacts",),
-         ("artifacts", "onnx"), ("hashes",), ("hashes", "model.onnx"), ("model",),
-         ("model", "input_shape"), ("method",), ("tokens",), ("lint",), ("validation",), ()]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+PATHS = [
+    ("settings",),
+    ("settings", "model"),
+    ("settings", "model", "name"),
+    ("settings", "model", "img_size"),
+    ("settings", "batch"),
+    ("artifacts",),
+    ("artifacts", "onnx"),
+    ("hashes",),
+    ("hashes", "model.onnx"),
+    ("model",),
+    ("model", "input_shape"),
+    ("method",),
+    ("tokens",),
+    ("lint",),
+    ("validation",),
+    (),
+]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +254,9 @@ def test_edited_report_never_breaks_lint(base_folder, tmp_path_factory, edits):
             node[path[-1]] = value
     text = json.dumps(report)
     (out / "report.json").write_text(text)
-    (out / "report.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "  report.json\n")
+    (out / "report.sha256").write_text(
+        hashlib.sha256(text.encode()).hexdigest() + "  report.json\n"
+    )
     before = tree(out)
     result = cli(["lint", out])
     assert_contract(result)
@@ -215,22 +272,30 @@ def _npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-VALID_NPZ = _npz_bytes({"images": np.zeros((2, 3, 8, 8), np.float32),
-                        "labels": np.zeros((2, 8, 8), np.int64)})
+VALID_NPZ = _npz_bytes(
+    {"images": np.zeros((2, 3, 8, 8), np.float32), "labels": np.zeros((2, 8, 8), np.int64)}
+)
 ARRAYS = st.dictionaries(
     st.sampled_from(["images", "labels", "other"]),
-    st.tuples(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_, np.float16]),
-              st.lists(st.integers(0, 9), max_size=4)),
-    max_size=3)
+    st.tuples(
+        st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_, np.float16]),
+        st.lists(st.integers(0, 9), max_size=4),
+    ),
+    max_size=3,
+)
 
 
 @FAST
-@given(st.one_of(
-    ARRAYS.map(lambda d: _npz_bytes({k: np.zeros(s, t) for k, (t, s) in d.items()})),
-    st.tuples(st.integers(0, len(VALID_NPZ) - 1), st.integers(0, 255)).map(
-        lambda t: VALID_NPZ[:t[0]] + bytes([t[1]]) + VALID_NPZ[t[0] + 1:]),
-    st.integers(0, len(VALID_NPZ)).map(lambda n: VALID_NPZ[:n]),
-    st.binary(max_size=300)))
+@given(
+    st.one_of(
+        ARRAYS.map(lambda d: _npz_bytes({k: np.zeros(s, t) for k, (t, s) in d.items()})),
+        st.tuples(st.integers(0, len(VALID_NPZ) - 1), st.integers(0, 255)).map(
+            lambda t: VALID_NPZ[: t[0]] + bytes([t[1]]) + VALID_NPZ[t[0] + 1 :]
+        ),
+        st.integers(0, len(VALID_NPZ)).map(lambda n: VALID_NPZ[:n]),
+        st.binary(max_size=300),
+    )
+)
 def test_npz_reader_returns_an_eval_set_or_an_input_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("npz") / "eval.npz"
     path.write_bytes(data)
@@ -262,16 +327,20 @@ CHECKPOINTS = {".safetensors": _safetensors_bytes(), ".pth": _torch_bytes()}
 
 
 @FAST
-@given(st.sampled_from(sorted(CHECKPOINTS)), st.one_of(
-    st.tuples(st.integers(0, 10**6), st.integers(0, 255)).map(lambda t: ("flip", t)),
-    st.integers(0, 10**6).map(lambda n: ("cut", n)),
-    st.binary(max_size=200).map(lambda b: ("raw", b))))
+@given(
+    st.sampled_from(sorted(CHECKPOINTS)),
+    st.one_of(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 255)).map(lambda t: ("flip", t)),
+        st.integers(0, 10**6).map(lambda n: ("cut", n)),
+        st.binary(max_size=200).map(lambda b: ("raw", b)),
+    ),
+)
 def test_checkpoint_reader_returns_tensors_or_an_input_error(tmp_path_factory, suffix, change):
     data = CHECKPOINTS[suffix]
     kind, arg = change
     if kind == "flip":
         at, byte = arg[0] % len(data), arg[1]
-        data = data[:at] + bytes([byte]) + data[at + 1:]
+        data = data[:at] + bytes([byte]) + data[at + 1 :]
     elif kind == "cut":
         data = data[: arg % (len(data) + 1)]
     else:

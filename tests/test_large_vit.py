@@ -31,8 +31,9 @@ _VIT_ARGS = set(inspect.signature(VisionTransformer).parameters)
 def vit_test_patch14(pretrained=False, **kwargs):
     """A ViT with patch 14 and ViT-H/14's layout (class token, no registers), 3 blocks, dim 32."""
     kwargs = {k: v for k, v in kwargs.items() if k in _VIT_ARGS}  # drop timm's cache/cfg args
-    return VisionTransformer(**{"patch_size": 14, "embed_dim": 32, "depth": 3, "num_heads": 2,
-                                **kwargs})
+    return VisionTransformer(
+        **{"patch_size": 14, "embed_dim": 32, "depth": 3, "num_heads": 2, **kwargs}
+    )
 
 
 # 70x126 (HxW) -> a 5 x 9 grid: rows and columns differ, so a swap would show.
@@ -40,11 +41,14 @@ SMALL = ["--model", "vit_test_patch14", "--img-size", "70x126"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,extra,reduced", [
-    ("expedite", ["--alpha", "1", "--hw", "3x6", "--window", "3x3", "--k", "4"], 18),
-    # 2 of 5 rows and 3 of 9 columns merged away: 3 x 6 tokens kept
-    ("token-adapter", ["--rows-ratio", "0.4", "--cols-ratio", "0.3334"], 18),
-])
+@pytest.mark.parametrize(
+    "method,extra,reduced",
+    [
+        ("expedite", ["--alpha", "1", "--hw", "3x6", "--window", "3x3", "--k", "4"], 18),
+        # 2 of 5 rows and 3 of 9 columns merged away: 3 x 6 tokens kept
+        ("token-adapter", ["--rows-ratio", "0.4", "--cols-ratio", "0.3334"], 18),
+    ],
+)
 def test_patch14_non_square_build_validates(tmp_path, method, extra, reduced):
     out = tmp_path / "out"
     result = run(["build", *SMALL, "--method", method, *extra, "--out", str(out)])
@@ -100,10 +104,32 @@ def test_patch14_registers_non_square_export_matches_pytorch(tmp_path):
 # Supplementary of paper 001 (file 000): Table 1 (alpha, h x w, lambda, kappa, tau, k, grid,
 # depth L) and Table 3 (input resolution), rows "SWAG ViT-H/14" and "SWAG ViT-L/16".
 SWAG = {
-    "swag-vit-h14": dict(model="vit_huge_patch14_224", img=(518, 518), alpha=8, grid=(37, 37),
-                         depth=32, hw="25x25", window="7x7", iters=5, tau=1, k=20, dim=1280),
-    "swag-vit-l16": dict(model="vit_large_patch16_224", img=(512, 512), alpha=8, grid=(32, 32),
-                         depth=24, hw="22x22", window="9x9", iters=5, tau=1, k=20, dim=1024),
+    "swag-vit-h14": dict(
+        model="vit_huge_patch14_224",
+        img=(518, 518),
+        alpha=8,
+        grid=(37, 37),
+        depth=32,
+        hw="25x25",
+        window="7x7",
+        iters=5,
+        tau=1,
+        k=20,
+        dim=1280,
+    ),
+    "swag-vit-l16": dict(
+        model="vit_large_patch16_224",
+        img=(512, 512),
+        alpha=8,
+        grid=(32, 32),
+        depth=24,
+        hw="22x22",
+        window="9x9",
+        iters=5,
+        tau=1,
+        k=20,
+        dim=1024,
+    ),
 }
 
 
@@ -118,19 +144,26 @@ def test_swag_presets_are_the_papers_rows(name):
         model = create_model(spec)
     reduced = apply_method(model, method, args)  # index tables are built on the CPU
     lay = model.layout
-    assert (lay.grid, lay.depth, lay.dim, lay.num_prefix) == (row["grid"], row["depth"],
-                                                              row["dim"], 1)
+    assert (lay.grid, lay.depth, lay.dim, lay.num_prefix) == (
+        row["grid"],
+        row["depth"],
+        row["dim"],
+        1,
+    )
     h, w = map(int, row["hw"].split("x"))
     assert reduced.method.reduced_tokens() == h * w
     assert reduced.method.cut == row["alpha"]  # blocks 0..alpha-1 run on all tokens
 
 
-@pytest.mark.parametrize("args,nearest", [
-    (["--preset", "swag-vit-h14", "--img-size", "512x512"], "504x504 or 518x518"),
-    (["--model", "vit_huge_patch14_224", "--img-size", "518x520"], "518x518 or 518x532"),
-    (["--model", "vit_large_patch16_224", "--img-size", "352x1210"], "352x1200 or 352x1216"),
-    (SMALL[:2] + ["--img-size", "10x126"], "14x126"),
-])
+@pytest.mark.parametrize(
+    "args,nearest",
+    [
+        (["--preset", "swag-vit-h14", "--img-size", "512x512"], "504x504 or 518x518"),
+        (["--model", "vit_huge_patch14_224", "--img-size", "518x520"], "518x518 or 518x532"),
+        (["--model", "vit_large_patch16_224", "--img-size", "352x1210"], "352x1200 or 352x1216"),
+        (SMALL[:2] + ["--img-size", "10x126"], "14x126"),
+    ],
+)
 def test_img_size_not_divisible_by_the_patch(tmp_path, args, nearest):
     result = run(["build", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
@@ -161,8 +194,10 @@ def test_more_cluster_rows_than_token_rows_matches_the_paper_form():
     assert torch.allclose(got.double(), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("hw,window,ok", [("6x5", "3x3", True), ("8x9", "3x3", True),
-                                          ("9x9", "3x3", False), ("5x9", "1x1", False)])
+@pytest.mark.parametrize(
+    "hw,window,ok",
+    [("6x5", "3x3", True), ("8x9", "3x3", True), ("9x9", "3x3", False), ("5x9", "1x1", False)],
+)
 def test_cluster_rows_beyond_the_grid_only_where_windows_reach(hw, window, ok):
     from exporter.errors import InputError
 
@@ -175,7 +210,8 @@ def test_cluster_rows_beyond_the_grid_only_where_windows_reach(hw, window, ok):
         apply_method(model, "expedite", args)
     # 3x3: rows of cells floor(r*8/4) = 0, 2, 4, 6 reach 0..7; 1x1: only the 4 own rows
     assert err.value.flag == "--hw" and err.value.allowed.startswith(
-        "1..8 x" if window == "3x3" else "1..4 x")
+        "1..8 x" if window == "3x3" else "1..4 x"
+    )
 
 
 def test_dpt_kitti_preset_is_the_papers_row():
@@ -184,7 +220,13 @@ def test_dpt_kitti_preset_is_the_papers_row():
     spec, method, args = resolve("dpt-kitti", ModelSpec(None), None, {})
     assert (spec.name, spec.img_size, method) == ("dpt_hybrid", (352, 1216), "expedite")
     assert (args["alpha"], args["hw"], args["window"], args["iters"], args["tau"], args["k"]) == (
-        2, "28x28", "5x5", 5, 5, 20)
+        2,
+        "28x28",
+        "5x5",
+        5,
+        5,
+        20,
+    )
     with torch.device("meta"):
         model = create_model(spec)
     assert model.layout.grid == (22, 76)
@@ -207,8 +249,9 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     proto = export.export_onnx(model, tmp_path / "model.onnx", tuple(images.shape))
     saved = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False).graph.initializer
     external = [t for t in saved if t.data_location == onnx.TensorProto.EXTERNAL]
-    assert external and {e.value for t in external for e in t.external_data
-                         if e.key == "location"} == {"model.onnx.data"}
+    assert external and {
+        e.value for t in external for e in t.external_data if e.key == "location"
+    } == {"model.onnx.data"}
     assert (tmp_path / "model.onnx.data").stat().st_size > 10_000
     # the returned proto still holds its weights (plugin and fp16 graphs derive from it)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
@@ -216,8 +259,10 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     # the report's hashes cover the weights file too
     hashes = file_hashes(tmp_path, ["model.onnx"])
     assert set(hashes) == {"model.onnx", "model.onnx.data"}
-    assert hashes["model.onnx.data"] == hashlib.sha256(
-        (tmp_path / "model.onnx.data").read_bytes()).hexdigest()
+    assert (
+        hashes["model.onnx.data"]
+        == hashlib.sha256((tmp_path / "model.onnx.data").read_bytes()).hexdigest()
+    )
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"images": images.numpy()})
     with torch.no_grad():
@@ -240,4 +285,9 @@ def test_bench_variant_past_the_proto_limit_keeps_its_weights_beside_it(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.onnx", "baseline.onnx.data"]
     assert set(report["hashes"]) == {"baseline.onnx", "baseline.onnx.data"}
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert sess.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (1, 3, 64, 64)
+    assert sess.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (
+        1,
+        3,
+        64,
+        64,
+    )

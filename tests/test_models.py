@@ -14,27 +14,41 @@ from exporter.models import MODELS, create_model
 def official_segmenter_keys(dim, depth, n_cls, grid_side, dec_layers=2):
     """Key names and shapes of the official Segmenter release (segm/model: vit.py, decoder.py,
     blocks.py), written out from its documented layout."""
+
     def block(prefix, d):
         return {
-            f"{prefix}.norm1.weight": (d,), f"{prefix}.norm1.bias": (d,),
-            f"{prefix}.attn.qkv.weight": (3 * d, d), f"{prefix}.attn.qkv.bias": (3 * d,),
-            f"{prefix}.attn.proj.weight": (d, d), f"{prefix}.attn.proj.bias": (d,),
-            f"{prefix}.norm2.weight": (d,), f"{prefix}.norm2.bias": (d,),
-            f"{prefix}.mlp.fc1.weight": (4 * d, d), f"{prefix}.mlp.fc1.bias": (4 * d,),
-            f"{prefix}.mlp.fc2.weight": (d, 4 * d), f"{prefix}.mlp.fc2.bias": (d,),
+            f"{prefix}.norm1.weight": (d,),
+            f"{prefix}.norm1.bias": (d,),
+            f"{prefix}.attn.qkv.weight": (3 * d, d),
+            f"{prefix}.attn.qkv.bias": (3 * d,),
+            f"{prefix}.attn.proj.weight": (d, d),
+            f"{prefix}.attn.proj.bias": (d,),
+            f"{prefix}.norm2.weight": (d,),
+            f"{prefix}.norm2.bias": (d,),
+            f"{prefix}.mlp.fc1.weight": (4 * d, d),
+            f"{prefix}.mlp.fc1.bias": (4 * d,),
+            f"{prefix}.mlp.fc2.weight": (d, 4 * d),
+            f"{prefix}.mlp.fc2.bias": (d,),
         }
+
     keys = {
         "encoder.cls_token": (1, 1, dim),
         "encoder.pos_embed": (1, grid_side * grid_side + 1, dim),
         "encoder.patch_embed.proj.weight": (dim, 3, 16, 16),
         "encoder.patch_embed.proj.bias": (dim,),
-        "encoder.norm.weight": (dim,), "encoder.norm.bias": (dim,),
-        "encoder.head.weight": (1000, dim), "encoder.head.bias": (1000,),
+        "encoder.norm.weight": (dim,),
+        "encoder.norm.bias": (dim,),
+        "encoder.head.weight": (1000, dim),
+        "encoder.head.bias": (1000,),
         "decoder.cls_emb": (1, n_cls, dim),
-        "decoder.proj_dec.weight": (dim, dim), "decoder.proj_dec.bias": (dim,),
-        "decoder.proj_patch": (dim, dim), "decoder.proj_classes": (dim, dim),
-        "decoder.decoder_norm.weight": (dim,), "decoder.decoder_norm.bias": (dim,),
-        "decoder.mask_norm.weight": (n_cls,), "decoder.mask_norm.bias": (n_cls,),
+        "decoder.proj_dec.weight": (dim, dim),
+        "decoder.proj_dec.bias": (dim,),
+        "decoder.proj_patch": (dim, dim),
+        "decoder.proj_classes": (dim, dim),
+        "decoder.decoder_norm.weight": (dim,),
+        "decoder.decoder_norm.bias": (dim,),
+        "decoder.mask_norm.weight": (n_cls,),
+        "decoder.mask_norm.bias": (n_cls,),
     }
     for i in range(depth):
         keys.update(block(f"encoder.blocks.{i}", dim))
@@ -119,13 +133,17 @@ def test_random_weights_are_seeded():
     assert torch.equal(a.decoder.cls_emb, b.decoder.cls_emb)
 
 
-@pytest.mark.parametrize("spec,flag", [
-    (ModelSpec("resnet50"), "--model"), (ModelSpec("nope"), "--model"),
-    (ModelSpec("segmenter_tiny", None, (65, 64)), "--img-size"),
-    (ModelSpec("vit_tiny_patch16_224", None, (100, 64)), "--img-size"),
-    (ModelSpec("vit_tiny_patch16_224", None, (64, 64), 3), "--num-classes"),
-    (ModelSpec("segmenter_tiny", None, None, 0), "--num-classes"),
-])
+@pytest.mark.parametrize(
+    "spec,flag",
+    [
+        (ModelSpec("resnet50"), "--model"),
+        (ModelSpec("nope"), "--model"),
+        (ModelSpec("segmenter_tiny", None, (65, 64)), "--img-size"),
+        (ModelSpec("vit_tiny_patch16_224", None, (100, 64)), "--img-size"),
+        (ModelSpec("vit_tiny_patch16_224", None, (64, 64), 3), "--num-classes"),
+        (ModelSpec("segmenter_tiny", None, None, 0), "--num-classes"),
+    ],
+)
 def test_bad_model_input(spec, flag):
     with pytest.raises(InputError) as err:
         create_model(spec)
@@ -153,8 +171,10 @@ def test_every_dpt_builds_with_official_taps():
         model = create_model(ModelSpec(name, None, (64, 64)))
         assert model.taps == expect and model.layout.grid == (4, 4)
         assert model.output_kind == "depth" and not model.per_token_head
-        assert all(k.startswith(("pretrained.model.", "pretrained.act_postprocess", "scratch."))
-                   for k in model.state_dict())
+        assert all(
+            k.startswith(("pretrained.model.", "pretrained.act_postprocess", "scratch."))
+            for k in model.state_dict()
+        )
 
 
 def test_segmenter_conv_stem_and_linear_decoder():

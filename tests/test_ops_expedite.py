@@ -13,8 +13,13 @@ from tests.reference import expedite as ref
 
 TOL = 1e-5
 # (grid, cells): square, non-divisible and non-square grids from the issue
-GRIDS = [((8, 8), (4, 4)), ((40, 40), (28, 28)), ((30, 20), (20, 12)), ((22, 76), (16, 16)),
-         ((7, 5), (3, 4))]
+GRIDS = [
+    ((8, 8), (4, 4)),
+    ((40, 40), (28, 28)),
+    ((30, 20), (20, 12)),
+    ((22, 76), (16, 16)),
+    ((7, 5), (3, 4)),
+]
 SLOW_GRIDS = {((40, 40), (28, 28)), ((22, 76), (16, 16)), ((30, 20), (20, 12))}
 
 
@@ -41,7 +46,9 @@ def test_window_mask_matches_reference_neighbours(grid, cells):
 def _grid_params():
     for grid, cells in GRIDS:
         marks = [pytest.mark.slow] if (grid, cells) in SLOW_GRIDS else []
-        yield pytest.param(grid, cells, marks=marks, id=f"{grid[0]}x{grid[1]}->{cells[0]}x{cells[1]}")
+        yield pytest.param(
+            grid, cells, marks=marks, id=f"{grid[0]}x{grid[1]}->{cells[0]}x{cells[1]}"
+        )
 
 
 @pytest.mark.parametrize("grid,cells", _grid_params())
@@ -57,7 +64,9 @@ def test_clustering_equals_reference(grid, cells, window):
 
 
 @pytest.mark.parametrize("grid,cells", _grid_params())
-@pytest.mark.parametrize("norm,neighbours", list(itertools.product(["sum", "l2"], ["all", "window"])))
+@pytest.mark.parametrize(
+    "norm,neighbours", list(itertools.product(["sum", "l2"], ["all", "window"]))
+)
 def test_reconstruction_equals_reference(grid, cells, norm, neighbours):
     B, C, D, k, window = 2, 16, 8, 6, (3, 3)
     z = features(B, grid[0] * grid[1], C, seed=7 + cells[1])
@@ -71,13 +80,21 @@ def test_reconstruction_equals_reference(grid, cells, norm, neighbours):
     if neighbours == "window":
         allowed = [ref.neighbours(p, grid, cells, window) for p in range(grid[0] * grid[1])]
     for b in range(B):
-        expect = ref.reconstruct(z[b].double(), centers[b].double(), refined[b].double(), k, 5.0,
-                                 norm, allowed)
+        expect = ref.reconstruct(
+            z[b].double(), centers[b].double(), refined[b].double(), k, 5.0, norm, allowed
+        )
         assert (got[b].double() - expect).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("grid,cells,window", [((8, 8), (4, 4), (3, 3)), ((32, 32), (24, 24), (5, 5)),
-                                               ((22, 76), (16, 16), (5, 3)), ((7, 5), (3, 4), (3, 3))])
+@pytest.mark.parametrize(
+    "grid,cells,window",
+    [
+        ((8, 8), (4, 4), (3, 3)),
+        ((32, 32), (24, 24), (5, 5)),
+        ((22, 76), (16, 16), (5, 3)),
+        ((7, 5), (3, 4), (3, 3)),
+    ],
+)
 def test_cluster_tiles_hold_every_window_pair_once(grid, cells, window):
     """Every (pixel, allowed cluster) pair of the dense mask sits in exactly one tile slot;
     `appear`, `owner` and `order` point where the tables say."""
@@ -133,6 +150,7 @@ def test_clustering_keeps_float32_under_half_inputs():
 
 def test_masked_logit_is_finite_in_half():
     from exporter.ops.clustering import MASKED_LOGIT
+
     assert torch.isfinite(torch.tensor(MASKED_LOGIT, dtype=torch.float16))
 
 

@@ -21,8 +21,13 @@ from exporter.ops.density_peaks import DensityPeaksSelection
 from tests.reference import ailurus as ailurus_ref
 from tests.reference import expedite as ref
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 # Float32 rounding of the scores relative to |z|^2, amplified by the sharpness (d/tau): the
 # clustering is checked to this share of the feature scale.
 CENTER_TOL = 2e-4
@@ -91,7 +96,7 @@ def test_near_empty_cluster_keeps_the_dense_constant():
 @given(st.floats(-2, 3), st.integers(0, 2**16), st.sampled_from([1, 3, 5, 7]))
 def test_clustering_under_half_inputs(log_scale, seed, lam):
     grid, cells = (8, 8), (5, 5)
-    scale = 10.0 ** log_scale
+    scale = 10.0**log_scale
     z = features(1, 64, 6, min(scale, 200.0), seed).half()  # float16 holds |z|^2 up to 6e4
     tau = tau_for(z.float(), 1.0)
     got = TokenClustering(grid, cells, (lam, lam), 3, tau)(z)
@@ -103,9 +108,14 @@ def test_clustering_under_half_inputs(log_scale, seed, lam):
 @st.composite
 def reconstruction_case(draw):
     M = draw(st.integers(1, 12))
-    return (draw(st.integers(1, M)), M, 10.0 ** draw(st.floats(-2, 3)),
-            10.0 ** draw(st.floats(-3, 3)), draw(st.sampled_from(["sum", "l2"])),
-            draw(st.integers(0, 2**16)))
+    return (
+        draw(st.integers(1, M)),
+        M,
+        10.0 ** draw(st.floats(-2, 3)),
+        10.0 ** draw(st.floats(-3, 3)),
+        draw(st.sampled_from(["sum", "l2"])),
+        draw(st.integers(0, 2**16)),
+    )
 
 
 @SETTINGS
@@ -142,7 +152,7 @@ def test_density_peaks_at_every_scale(log_scale, seed, knn):
     """No NaN, M distinct centers, every token in a valid cluster, each center in its own;
     equal to the reference where its scores are apart by more than rounding."""
     grid, M, lam = (6, 7), 9, 8
-    z = features(1, 42, 5, 10.0 ** log_scale, seed)
+    z = features(1, 42, 5, 10.0**log_scale, seed)
     sel = DensityPeaksSelection(grid, M, lam, 0.9, knn)
     centers, assignment = sel(z)
     _, _, score = sel.scores(z)
@@ -163,13 +173,17 @@ def test_bipartite_matching_at_every_scale(log_scale, seed):
 
     n, r, C = 17, 5, 6
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, n, C, generator=g) * 10.0 ** log_scale
+    x = torch.randn(1, n, C, generator=g) * 10.0**log_scale
     layer = BipartiteSoftMatching(n, r, 1)
     out, sizes, _ = layer(x, x, torch.ones(1, n), torch.arange(n).view(1, n))
     assert torch.isfinite(out).all() and out.shape == (1, n - r, C)
     assert sizes.sum().item() == n
-    assert math.isclose(out.double().mul(sizes[..., None].double()).sum().item(),
-                        x.double().sum().item(), rel_tol=1e-4, abs_tol=1e-4 * x.abs().max().item())
+    assert math.isclose(
+        out.double().mul(sizes[..., None].double()).sum().item(),
+        x.double().sum().item(),
+        rel_tol=1e-4,
+        abs_tol=1e-4 * x.abs().max().item(),
+    )
 
 
 @pytest.mark.parametrize("log_scale", [-2, 0, 3])
@@ -177,7 +191,7 @@ def test_token_adapter_scores_at_scale_extremes(log_scale):
     from exporter.ops.rows_cols import RowColEjector, RowColInjector
 
     g = torch.Generator().manual_seed(3)
-    z = torch.randn(1, 64, 6, generator=g) * 10.0 ** log_scale
+    z = torch.randn(1, 64, 6, generator=g) * 10.0**log_scale
     inject = RowColInjector((8, 8), 0.5, 0.5, 0.25)
     merged = inject(z)
     tokens = merged[0] if isinstance(merged, (tuple, list)) else merged

@@ -52,8 +52,13 @@ HOST_SOURCE = Path(__file__).parent / "native" / "dpc_select_host.cpp"
 TOL = 1e-5
 
 # grid, M, lambda, a, k: the test_ailurus cases plus a 16x16 grid with the paper's lambda = 50.
-CASES = [((5, 7), 9, 10, 0.9, 2), ((7, 9), 3, 4, 0.6, 1), ((4, 6), 12, 23, 0.9, 1),
-         ((6, 5), 7, 8, 1.0, 3), ((16, 16), 64, 50, 0.9, 1)]
+CASES = [
+    ((5, 7), 9, 10, 0.9, 2),
+    ((7, 9), 3, 4, 0.6, 1),
+    ((4, 6), 12, 23, 0.9, 1),
+    ((6, 5), 7, 8, 1.0, 3),
+    ((16, 16), 64, 50, 0.9, 1),
+]
 
 
 def _expected(grid, M, lam, a, k, z):
@@ -73,15 +78,24 @@ def _assert_float_close(got, expect):
 
 # ---- the .cuh math, built for the host ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def host_program(tmp_path_factory):
     if NVCC is None and CXX is None:
-        pytest.skip("neither nvcc nor g++ is on PATH: cannot build the host test of the kernel math")
+        pytest.skip(
+            "neither nvcc nor g++ is on PATH: cannot build the host test of the kernel math"
+        )
     exe = tmp_path_factory.mktemp("native") / "dpc_select_host"
     # g++ with -Werror is quick; nvcc -x cu checks the __host__ __device__ build (slow test below).
-    cmd = [CXX, "-std=c++17", "-O2", "-Wall", "-Werror"] if CXX else [NVCC, "-x", "cu", "-std=c++17"]
-    subprocess.run(cmd + [f"-I{PLUGIN_DIR}", str(HOST_SOURCE), "-o", str(exe)], check=True,
-                   capture_output=True, text=True)
+    cmd = (
+        [CXX, "-std=c++17", "-O2", "-Wall", "-Werror"] if CXX else [NVCC, "-x", "cu", "-std=c++17"]
+    )
+    subprocess.run(
+        cmd + [f"-I{PLUGIN_DIR}", str(HOST_SOURCE), "-o", str(exe)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return exe
 
 
@@ -107,11 +121,15 @@ def _run_host(exe, tmp_path, sel, z, M, k):
 
 @pytest.mark.parametrize("tied", [False, True], ids=["random", "tied-columns"])
 @pytest.mark.parametrize("grid,M,lam,a,k", CASES)
-def test_kernel_math_matches_density_peaks_selection(host_program, tmp_path, grid, M, lam, a, k, tied):
+def test_kernel_math_matches_density_peaks_selection(
+    host_program, tmp_path, grid, M, lam, a, k, tied
+):
     N = grid[0] * grid[1]
     z = column_features(grid) if tied else features(2, N, 16, seed=N + k)
     sel, centers, assignment, nlr, score = _expected(grid, M, lam, a, k, z)
-    got_nlr, got_score, got_centers, got_assignment = _run_host(host_program, tmp_path, sel, z, M, k)
+    got_nlr, got_score, got_centers, got_assignment = _run_host(
+        host_program, tmp_path, sel, z, M, k
+    )
     assert np.array_equal(got_centers, centers)
     assert np.array_equal(got_assignment, assignment)
     assert max_abs(got_nlr, nlr) <= TOL
@@ -132,8 +150,11 @@ def test_kernel_math_fallback_is_exercised(host_program, tmp_path):
 
 # ---- the CUDA kernels and the TensorRT wrapper compile ----------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: the CUDA kernel cannot be compiled here")
+@pytest.mark.skipif(
+    NVCC is None, reason="nvcc is not on PATH: the CUDA kernel cannot be compiled here"
+)
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_kernel_compiles(tmp_path, arch):
     out = tmp_path / "kernel.o"
@@ -145,8 +166,20 @@ def test_kernel_compiles(tmp_path, arch):
 @pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 def test_host_math_builds_with_nvcc(tmp_path):
-    result = subprocess.run([NVCC, "-x", "cu", "-std=c++17", f"-I{PLUGIN_DIR}", str(HOST_SOURCE),
-                             "-o", str(tmp_path / "host")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            NVCC,
+            "-x",
+            "cu",
+            "-std=c++17",
+            f"-I{PLUGIN_DIR}",
+            str(HOST_SOURCE),
+            "-o",
+            str(tmp_path / "host"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -159,14 +192,16 @@ def test_plugin_wrapper_compiles(tmp_path):
 
 # ---- the CPU implementation ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tied", [False, True], ids=["random", "tied-columns"])
 @pytest.mark.parametrize("grid,M,lam,a,k", CASES)
 def test_cpu_op_matches_density_peaks_selection(grid, M, lam, a, k, tied):
     N = grid[0] * grid[1]
     z = column_features(grid) if tied else features(2, N, 16, seed=N + k)
     sel, centers, assignment, _, _ = _expected(grid, M, lam, a, k, z)
-    got_centers, got_assignment = dpc_select(z.numpy(), sel.neighbours.numpy().astype(np.int32),
-                                             sel.weights.numpy(), clusters=M, knn=k)
+    got_centers, got_assignment = dpc_select(
+        z.numpy(), sel.neighbours.numpy().astype(np.int32), sel.weights.numpy(), clusters=M, knn=k
+    )
     assert got_centers.dtype == got_assignment.dtype == np.int32
     assert_same_up_to_ties(sel, z, got_centers, got_assignment)
     if not tied:  # random features: no score within rounding of another here
@@ -201,10 +236,12 @@ def test_cpu_op_rejects_clusters_not_below_tokens():
 
 # ---- graph surgery -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ailurus_vit(tmp_path_factory):
-    reduced = apply_method(tiny_vit(grid=(8, 8)), "ailurus",
-                           {"clusters": 12, "spatial_neighbours": 10, "knn": 2})
+    reduced = apply_method(
+        tiny_vit(grid=(8, 8)), "ailurus", {"clusters": 12, "spatial_neighbours": 10, "knn": 2}
+    )
     images = images_for(reduced.model, batch=2)
     path = tmp_path_factory.mktemp("ailurus") / "model.onnx"
     proto = export_onnx(reduced, path, tuple(images.shape))
@@ -222,8 +259,12 @@ def test_plugin_graph_structure(ailurus_vit):
     assert len(nodes) == 1 and nodes[0].domain == PLUGIN_DOMAIN
     attrs = {a.name: a for a in nodes[0].attribute}
     types = {name: onnx.AttributeProto.AttributeType.Name(a.type) for name, a in attrs.items()}
-    assert types == {"clusters": "INT", "knn": "INT", "plugin_version": "STRING",
-                     "plugin_namespace": "STRING"}
+    assert types == {
+        "clusters": "INT",
+        "knn": "INT",
+        "plugin_version": "STRING",
+        "plugin_namespace": "STRING",
+    }
     values = {name: onnx.helper.get_attribute_value(a) for name, a in attrs.items()}
     assert values["plugin_version"] == b"1" and values["plugin_namespace"] == b""
     assert values["clusters"] == 12 and values["knn"] == 2
@@ -236,14 +277,17 @@ def test_plugin_graph_structure(ailurus_vit):
     assert plugin.ir_version == proto.ir_version
     # int32 out of the plugin, cast back to int64 for the graph's consumers.
     casts = [n for n in plugin.graph.node if n.op_type == "Cast" and n.input[0] in nodes[0].output]
-    assert casts and all(onnx.helper.get_attribute_value(c.attribute[0]) == onnx.TensorProto.INT64
-                         for c in casts)
+    assert casts and all(
+        onnx.helper.get_attribute_value(c.attribute[0]) == onnx.TensorProto.INT64 for c in casts
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_plugin_graph_matches_portable_graph(ailurus_vit, backend):
     proto, expected, images, _ = ailurus_vit
-    got = run_plugin_graph(use_plugins(proto, "ailurus"), {"images": images.numpy()}, backend=backend)
+    got = run_plugin_graph(
+        use_plugins(proto, "ailurus"), {"images": images.numpy()}, backend=backend
+    )
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         assert a.shape == b.shape
@@ -253,9 +297,14 @@ def test_plugin_graph_matches_portable_graph(ailurus_vit, backend):
 def test_use_plugins_refuses_a_graph_without_plugin_subgraph():
     node = onnx.helper.make_node("Relu", ["x"], ["y"])
     graph = onnx.helper.make_graph(
-        [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
-    model = onnx.helper.make_model(graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 18)])
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    model = onnx.helper.make_model(
+        graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 18)]
+    )
     with pytest.raises(PluginSurgeryError, match="--method tome"):
         use_plugins(model, "tome")
     with pytest.raises(PluginSurgeryError, match="DensityPeaksSelection"):
@@ -267,6 +316,7 @@ def test_build_offers_plugins_for_ailurus():
 
 
 # ---- one vocabulary: creator, YAML spec, README and ONNX node -----------------------------------------
+
 
 def test_attribute_names_agree_across_plugin_files():
     yaml = pytest.importorskip("yaml")

@@ -28,8 +28,9 @@ def test_plugin_graph_equals_portable_graph(tmp_path, family, method):
     reduced = apply_method(MODELS[family](), method, {})
     images = images_for(reduced.model, batch=1)
     proto = export_onnx(reduced, tmp_path / "model.onnx", tuple(images.shape))
-    portable = ort.InferenceSession(str(tmp_path / "model.onnx"),
-                                    providers=["CPUExecutionProvider"])
+    portable = ort.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     expected = portable.run(None, {"images": images.numpy()})
     plugin = use_plugins(proto, method)
     ops = [n.op_type for n in plugin.graph.node if n.domain == PLUGIN_DOMAIN]
@@ -56,8 +57,9 @@ def test_plugin_graph_with_dynamic_batch(tmp_path, method):
     reduced = apply_method(tiny_vit(grid=(8, 8), depth=3, dim=16), method, {})
     images = images_for(reduced.model, batch=2)
     proto = export_onnx(reduced, tmp_path / "model.onnx", tuple(images.shape), dynamic_batch=True)
-    portable = ort.InferenceSession(str(tmp_path / "model.onnx"),
-                                    providers=["CPUExecutionProvider"])
+    portable = ort.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     plugin = use_plugins(proto, method)
     for batch in (1, 3):
         feed = {"images": images_for(reduced.model, batch=batch).numpy()}
@@ -68,7 +70,19 @@ def test_plugin_graph_with_dynamic_batch(tmp_path, method):
 def test_plugins_refused_for_swin_before_export(tmp_path):
     """Swin's reconstruction works on window tensors the plugin does not take: one line, exit 2,
     nothing written."""
-    result = run(["build", "--model", "swin_tiny_patch4_window7_224", "--img-size", "224x224",
-                  "--method", "expedite", "--plugins", "--out", tmp_path / "swin"])
+    result = run(
+        [
+            "build",
+            "--model",
+            "swin_tiny_patch4_window7_224",
+            "--img-size",
+            "224x224",
+            "--method",
+            "expedite",
+            "--plugins",
+            "--out",
+            tmp_path / "swin",
+        ]
+    )
     assert_one_line_error(result, "--plugins")
     assert "swin" in result.output and not (tmp_path / "swin").exists()

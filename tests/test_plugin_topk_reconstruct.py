@@ -49,8 +49,12 @@ GRAPH_TOL = 1e-4
 
 # (grid, cells, C, D, k, tau): M from 1 cluster (k = M = 1) to 48, N from 12 to 96 pixels.
 # tau >= 2: with sharper weights the float32 reference itself drifts by ~1e-5 from float64 truth.
-KERNEL_CASES = [((3, 4), (1, 1), 8, 3, 1, 5.0), ((4, 6), (3, 4), 16, 7, 4, 5.0),
-                ((8, 12), (6, 8), 24, 5, 20, 50.0), ((8, 8), (4, 4), 32, 9, 16, 2.0)]
+KERNEL_CASES = [
+    ((3, 4), (1, 1), 8, 3, 1, 5.0),
+    ((4, 6), (3, 4), 16, 7, 4, 5.0),
+    ((8, 12), (6, 8), 24, 5, 20, 50.0),
+    ((8, 8), (4, 4), 32, 9, 16, 2.0),
+]
 
 
 def _random_case(grid, cells, C, D, seed):
@@ -70,13 +74,18 @@ def _reference(z, centers, values, k, tau, norm, mask):
 
 # ---- the .cuh math, built for the host ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def host_program(tmp_path_factory):
     if NVCC is None and CXX is None:
-        pytest.skip("neither nvcc nor g++ is on PATH: cannot build the host test of the kernel math")
+        pytest.skip(
+            "neither nvcc nor g++ is on PATH: cannot build the host test of the kernel math"
+        )
     exe = tmp_path_factory.mktemp("native") / "topk_reconstruct_host"
     # nvcc compiles the __host__ __device__ qualifiers as CUDA does; g++ is the fallback.
-    cmd = ([NVCC, "-x", "cu", "-std=c++17"] if NVCC else [CXX, "-std=c++17", "-O2", "-Wall", "-Werror"])
+    cmd = (
+        [NVCC, "-x", "cu", "-std=c++17"] if NVCC else [CXX, "-std=c++17", "-O2", "-Wall", "-Werror"]
+    )
     cmd += [f"-I{PLUGIN_DIR}", str(HOST_SOURCE), "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
@@ -85,8 +94,9 @@ def host_program(tmp_path_factory):
 @pytest.mark.parametrize("masked", [False, True], ids=["all", "window"])
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("grid,cells,C,D,k,tau", KERNEL_CASES)
-def test_kernel_math_matches_token_reconstruction(host_program, tmp_path, grid, cells, C, D, k, tau,
-                                                  norm, masked):
+def test_kernel_math_matches_token_reconstruction(
+    host_program, tmp_path, grid, cells, C, D, k, tau, norm, masked
+):
     z, centers, values = _random_case(grid, cells, C, D, seed=C + k)
     mask = window_mask(grid, cells, (3, 3)) if masked else None
     if mask is not None:
@@ -107,8 +117,11 @@ def test_kernel_math_matches_token_reconstruction(host_program, tmp_path, grid, 
 
 # ---- the CUDA kernel and the TensorRT wrapper compile -----------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: the CUDA kernel cannot be compiled here")
+@pytest.mark.skipif(
+    NVCC is None, reason="nvcc is not on PATH: the CUDA kernel cannot be compiled here"
+)
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_kernel_compiles(tmp_path, arch):
     out = tmp_path / "kernel.o"
@@ -126,6 +139,7 @@ def test_plugin_wrapper_compiles(tmp_path):
 
 # ---- the CPU implementation ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("masked", [False, True], ids=["all", "window"])
 @pytest.mark.parametrize("norm", NORMS)
 def test_cpu_op_matches_token_reconstruction(norm, masked):
@@ -133,9 +147,15 @@ def test_cpu_op_matches_token_reconstruction(norm, masked):
     z, centers, values = _random_case(grid, cells, 16, 6, seed=3)
     mask = window_mask(grid, cells, (3, 3)) if masked else None
     expect = _reference(z, centers, values, 5, 4.0, norm, mask)
-    got = topk_masked_reconstruct(z.numpy(), centers.numpy(), values.numpy(),
-                                  None if mask is None else mask.numpy(), k=5, tau=4.0,
-                                  norm=NORMS.index(norm))
+    got = topk_masked_reconstruct(
+        z.numpy(),
+        centers.numpy(),
+        values.numpy(),
+        None if mask is None else mask.numpy(),
+        k=5,
+        tau=4.0,
+        norm=NORMS.index(norm),
+    )
     assert max_abs(got, expect) <= KERNEL_TOL
 
 
@@ -147,6 +167,7 @@ def test_cpu_op_rejects_k_above_clusters():
 
 # ---- graph surgery -------------------------------------------------------------------------------------
 
+
 def _export(reduced, images, path):
     proto = export_onnx(reduced, path, tuple(images.shape))
     portable = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -156,13 +177,21 @@ def _export(reduced, images, path):
 def _check_plugin_graph(proto, expected_outputs, images, config, backend):
     plugin = use_topk_reconstruct_plugin(proto)
     onnx.checker.check_model(plugin)
-    assert not [n for n in plugin.graph.node if n.op_type == "TopK"], "reconstruction TopK left over"
+    assert not [n for n in plugin.graph.node if n.op_type == "TopK"], (
+        "reconstruction TopK left over"
+    )
     nodes = [n for n in plugin.graph.node if n.op_type == TOPK_RECONSTRUCT]
     assert len(nodes) == 1 and nodes[0].domain == PLUGIN_DOMAIN
     attrs = {a.name: a for a in nodes[0].attribute}
     types = {name: onnx.AttributeProto.AttributeType.Name(a.type) for name, a in attrs.items()}
-    assert types == {"k": "INT", "tau": "FLOAT", "norm": "INT", "has_mask": "INT",
-                     "plugin_version": "STRING", "plugin_namespace": "STRING"}
+    assert types == {
+        "k": "INT",
+        "tau": "FLOAT",
+        "norm": "INT",
+        "has_mask": "INT",
+        "plugin_version": "STRING",
+        "plugin_namespace": "STRING",
+    }
     values = {name: onnx.helper.get_attribute_value(a) for name, a in attrs.items()}
     assert values["plugin_version"] == b"1" and values["plugin_namespace"] == b""
     assert values["k"] == config["k"] and values["tau"] == pytest.approx(config["tau"])
@@ -179,9 +208,11 @@ def _check_plugin_graph(proto, expected_outputs, images, config, backend):
 @pytest.fixture(scope="module")
 def vit_window_l2(tmp_path_factory):
     """Reconstruction at the backbone output, window neighbours, l2 norm: a fast small graph."""
-    reduced = apply_method(tiny_vit(grid=(8, 8)), "expedite",
-                           {"hw": "4x4", "k": 6, "tau": 2.0, "norm": "l2", "neighbours": "window",
-                            "window": "3x3"})
+    reduced = apply_method(
+        tiny_vit(grid=(8, 8)),
+        "expedite",
+        {"hw": "4x4", "k": 6, "tau": 2.0, "norm": "l2", "neighbours": "window", "window": "3x3"},
+    )
     images = images_for(reduced.model, batch=2)
     proto, outputs = _export(reduced, images, tmp_path_factory.mktemp("vit") / "model.onnx")
     return proto, outputs, images, reduced.method.config()
@@ -211,15 +242,21 @@ def test_plugin_graph_matches_portable_graph_segmenter(segmenter_output, backend
 def test_surgery_refuses_a_graph_without_reconstruction():
     node = onnx.helper.make_node("TopK", ["x", "k"], ["v", "i"], largest=0)
     graph = onnx.helper.make_graph(
-        [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
         [onnx.helper.make_tensor_value_info("v", onnx.TensorProto.FLOAT, [1, 2])],
-        [onnx.numpy_helper.from_array(np.array([2], dtype=np.int64), "k")])
-    model = onnx.helper.make_model(graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 18)])
+        [onnx.numpy_helper.from_array(np.array([2], dtype=np.int64), "k")],
+    )
+    model = onnx.helper.make_model(
+        graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 18)]
+    )
     with pytest.raises(PluginSurgeryError, match="TokenReconstruction"):
         use_topk_reconstruct_plugin(model)
 
 
 # ---- one vocabulary: creator, YAML spec, README and ONNX node -----------------------------------------
+
 
 def test_attribute_names_agree_across_plugin_files():
     yaml = pytest.importorskip("yaml")

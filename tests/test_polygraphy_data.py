@@ -35,8 +35,10 @@ def test_files_are_polygraphys_and_recorded(built):
 
     out = built(*EXPEDITE)
     report = __import__("json").loads((out / "report.json").read_text())
-    for key, name in (("polygraphy_inputs", "inputs.json"),
-                      ("polygraphy_reference", "reference.json")):
+    for key, name in (
+        ("polygraphy_inputs", "inputs.json"),
+        ("polygraphy_reference", "reference.json"),
+    ):
         assert report["artifacts"][key] == name
         assert len(report["hashes"][name]) == 64
     feeds = load_json(str(out / "inputs.json"))

@@ -23,8 +23,14 @@ TOL = 1e-5
 # Building the tiny Segmenter costs seconds; methods wrap it without changing its weights.
 segmenter = functools.lru_cache(maxsize=1)(lambda: tiny_segmenter((64, 96)))
 # (grid, pooled): divisible, non-divisible both ways, non-square, identity, a single cell
-SIZES = [((8, 8), (4, 4)), ((40, 40), (28, 28)), ((6, 10), (4, 7)), ((7, 5), (3, 4)),
-         ((5, 3), (5, 3)), ((4, 6), (1, 1))]
+SIZES = [
+    ((8, 8), (4, 4)),
+    ((40, 40), (28, 28)),
+    ((6, 10), (4, 7)),
+    ((7, 5), (3, 4)),
+    ((5, 3), (5, 3)),
+    ((4, 6), (1, 1)),
+]
 
 
 @pytest.mark.parametrize("grid,cells", SIZES)
@@ -50,9 +56,19 @@ def _reduced(model, **args):
 
 # tiny ViTs (depth 4) with non-square grids, with and without prefix tokens; Segmenter tiny
 CASES = [
-    pytest.param(lambda: tiny_vit((6, 10), num_prefix=0), dict(hw="4x7", restore="backbone"), id="vit-6x10-p0"),
-    pytest.param(lambda: tiny_vit((7, 5), num_prefix=3), dict(hw="3x4", alpha=1, restore="output"), id="vit-7x5-p3"),
-    pytest.param(lambda: tiny_vit((8, 4), num_prefix=1), dict(hw="4x2", alpha=3), id="vit-8x4-p1-div"),
+    pytest.param(
+        lambda: tiny_vit((6, 10), num_prefix=0),
+        dict(hw="4x7", restore="backbone"),
+        id="vit-6x10-p0",
+    ),
+    pytest.param(
+        lambda: tiny_vit((7, 5), num_prefix=3),
+        dict(hw="3x4", alpha=1, restore="output"),
+        id="vit-7x5-p3",
+    ),
+    pytest.param(
+        lambda: tiny_vit((8, 4), num_prefix=1), dict(hw="4x2", alpha=3), id="vit-8x4-p1-div"
+    ),
     pytest.param(segmenter, dict(hw="3x4"), id="segmenter-output"),
 ]
 
@@ -100,16 +116,19 @@ class FeatureHeadViT(TimmViT):
     per_token_head = False
 
 
-@pytest.mark.parametrize("args,flag", [
-    (dict(hw="9x4"), "--hw"),  # taller than the 8x6 grid
-    (dict(hw="8x7"), "--hw"),
-    (dict(hw="0x3"), "--hw"),
-    (dict(hw="big"), "--hw"),
-    (dict(alpha=0), "--alpha"),
-    (dict(alpha=4), "--alpha"),  # depth 4: 1..3
-    (dict(restore="middle"), "--restore"),
-    (dict(window="5x5"), "--window"),  # an Expedite flag
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (dict(hw="9x4"), "--hw"),  # taller than the 8x6 grid
+        (dict(hw="8x7"), "--hw"),
+        (dict(hw="0x3"), "--hw"),
+        (dict(hw="big"), "--hw"),
+        (dict(alpha=0), "--alpha"),
+        (dict(alpha=4), "--alpha"),  # depth 4: 1..3
+        (dict(restore="middle"), "--restore"),
+        (dict(window="5x5"), "--window"),  # an Expedite flag
+    ],
+)
 def test_bad_flags_raise_input_error(args, flag):
     with pytest.raises(InputError) as err:
         _reduced(tiny_vit((8, 6)), **args)

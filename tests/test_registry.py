@@ -58,7 +58,8 @@ def test_method_config_is_frozen_and_its_flags_derive_from_it(name):
     assert dataclasses.is_dataclass(spec.config) and spec.config.__dataclass_params__.frozen
     flagged = [f for f in dataclasses.fields(spec.config) if "flag" in f.metadata]
     assert [(o.key, o.flag, o.default) for o in spec.options] == [
-        (f.name, f.metadata["flag"], f.default) for f in flagged]
+        (f.name, f.metadata["flag"], f.default) for f in flagged
+    ]
     assert all(f.metadata["flag"] == "--" + f.name.replace("_", "-") for f in flagged)
     cfg = spec.config()
     for f in flagged:
@@ -71,9 +72,14 @@ def test_method_config_is_frozen_and_its_flags_derive_from_it(name):
 
 def _tiny_args(name):
     """Flags that make every method reduce a 6x10 grid of a 4-block ViT."""
-    return {"expedite": {"alpha": 1, "hw": "4x5", "k": 4}, "ailurus": {"alpha": 1, "clusters": 20},
-            "token-adapter": {"alpha": 1}, "tome": {"r": 4}, "pool": {"alpha": 1, "hw": "3x5"},
-            "svit": {"alpha": 1, "random_gates": True}}.get(name, {})
+    return {
+        "expedite": {"alpha": 1, "hw": "4x5", "k": 4},
+        "ailurus": {"alpha": 1, "clusters": 20},
+        "token-adapter": {"alpha": 1},
+        "tome": {"r": 4},
+        "pool": {"alpha": 1, "hw": "3x5"},
+        "svit": {"alpha": 1, "random_gates": True},
+    }.get(name, {})
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -35,8 +35,11 @@ def tensorrt_include() -> Path | None:
 
 
 def cuda_include() -> Path | None:
-    roots = [os.environ.get("CUDA_HOME"), "/usr/local/cuda", *sorted(Path("/usr/local").glob(
-        "cuda-*"))]
+    roots = [
+        os.environ.get("CUDA_HOME"),
+        "/usr/local/cuda",
+        *sorted(Path("/usr/local").glob("cuda-*")),
+    ]
     for root in filter(None, roots):
         if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
             return Path(root) / "include"
@@ -46,9 +49,22 @@ def cuda_include() -> Path | None:
 @pytest.mark.slow
 def test_python_sample_builds_validates_and_deploys(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(SAMPLES / "python" / "end_to_end.py"), "--model", "segmenter_tiny",
-         "--img-size", "64x64", "--out", str(tmp_path / "out"), "--repo", str(tmp_path / "repo")],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            str(SAMPLES / "python" / "end_to_end.py"),
+            "--model",
+            "segmenter_tiny",
+            "--img-size",
+            "64x64",
+            "--out",
+            str(tmp_path / "out"),
+            "--repo",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "model.onnx in onnxruntime: passed" in proc.stdout
     assert "validated again: passed" in proc.stdout
@@ -56,11 +72,15 @@ def test_python_sample_builds_validates_and_deploys(tmp_path):
     assert (tmp_path / "repo" / "segmenter_tiny_expedite_python" / "config.pbtxt").is_file()
 
 
-@pytest.mark.skipif(ort_include() is None, reason="ONNX Runtime C++ headers not found (set "
-                    "ONNXRUNTIME_INCLUDE_DIR, or put onnxruntime_cxx_api.h and the headers it "
-                    "includes in .headers/onnxruntime/; they are not committed)")
-@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None,
-                    reason="cmake or g++ not found")
+@pytest.mark.skipif(
+    ort_include() is None,
+    reason="ONNX Runtime C++ headers not found (set "
+    "ONNXRUNTIME_INCLUDE_DIR, or put onnxruntime_cxx_api.h and the headers it "
+    "includes in .headers/onnxruntime/; they are not committed)",
+)
+@pytest.mark.skipif(
+    shutil.which("cmake") is None or shutil.which("g++") is None, reason="cmake or g++ not found"
+)
 def test_ort_cpp_sample_matches_python(built, tmp_path):
     import onnxruntime as ort
     from polygraphy.json import load_json
@@ -74,15 +94,32 @@ def test_ort_cpp_sample_matches_python(built, tmp_path):
         (root / "lib" / name).symlink_to(lib)
     (root / "include").symlink_to(ort_include())
     build = tmp_path / "build"
-    for cmd in (["cmake", "-S", str(SAMPLES / "cpp" / "ort"), "-B", str(build),
-                 f"-DONNXRUNTIME_ROOT={root}"], ["cmake", "--build", str(build)]):
+    for cmd in (
+        [
+            "cmake",
+            "-S",
+            str(SAMPLES / "cpp" / "ort"),
+            "-B",
+            str(build),
+            f"-DONNXRUNTIME_ROOT={root}",
+        ],
+        ["cmake", "--build", str(build)],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     images = load_json(str(out / "inputs.json"))[0]["images"]
     images.tofile(tmp_path / "input.bin")
-    proc = subprocess.run([str(build / "vitexport_ort"), str(out / "model.onnx"),
-                           str(tmp_path / "input.bin"), str(tmp_path / "output.bin")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(build / "vitexport_ort"),
+            str(out / "model.onnx"),
+            str(tmp_path / "input.bin"),
+            str(tmp_path / "output.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     want = session.run(None, {"images": images})[0]
@@ -94,15 +131,31 @@ def test_ort_cpp_sample_matches_python(built, tmp_path):
     assert f"image 0: {expected}" in proc.stdout
 
 
-@pytest.mark.skipif(tensorrt_include() is None or cuda_include() is None
-                    or shutil.which("g++") is None,
-                    reason="TensorRT headers (TensorRT_ROOT or .tensorrt/include), CUDA headers "
-                           "or g++ not found")
+@pytest.mark.skipif(
+    tensorrt_include() is None or cuda_include() is None or shutil.which("g++") is None,
+    reason="TensorRT headers (TensorRT_ROOT or .tensorrt/include), CUDA headers or g++ not found",
+)
 def test_trt_cpp_sample_compiles(tmp_path):
     proc = subprocess.run(
-        ["g++", "-std=c++17", "-c", "-Wall", "-Wextra", "-Werror",
-         "-Wno-deprecated-declarations", "-isystem", str(tensorrt_include()),
-         "-isystem", str(cuda_include()), str(SAMPLES / "cpp" / "trt" / "main.cpp"),
-         "-o", str(tmp_path / "main.o")], capture_output=True, text=True, timeout=300)
+        [
+            "g++",
+            "-std=c++17",
+            "-c",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-Wno-deprecated-declarations",
+            "-isystem",
+            str(tensorrt_include()),
+            "-isystem",
+            str(cuda_include()),
+            str(SAMPLES / "cpp" / "trt" / "main.cpp"),
+            "-o",
+            str(tmp_path / "main.o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "main.o").stat().st_size > 0

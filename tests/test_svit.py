@@ -54,8 +54,12 @@ def test_equal_scores_choose_the_first_tokens():
 
 CASES = [  # non-square grids, with and without prefix tokens, several capacities
     pytest.param(lambda: tiny_vit((6, 5), num_prefix=0), dict(keep_ratio=0.5), id="vit-6x5-p0"),
-    pytest.param(lambda: tiny_vit((5, 7), num_prefix=2), dict(keep_ratio=0.7, alpha=2), id="vit-5x7-p2"),
-    pytest.param(lambda: tiny_vit((4, 9), num_prefix=1), dict(keep_ratio=0.2, alpha=1), id="vit-4x9-p1"),
+    pytest.param(
+        lambda: tiny_vit((5, 7), num_prefix=2), dict(keep_ratio=0.7, alpha=2), id="vit-5x7-p2"
+    ),
+    pytest.param(
+        lambda: tiny_vit((4, 9), num_prefix=1), dict(keep_ratio=0.2, alpha=1), id="vit-4x9-p1"
+    ),
     pytest.param(segmenter, dict(keep_ratio=0.6), id="segmenter"),
 ]
 
@@ -105,9 +109,15 @@ def test_pruned_tokens_are_reactivated():
     blocks = range(m.cut, m.layout.depth)
     for b in range(len(images)):
         assert [sorted(chosen[b][i]) for i in blocks] == [ours[i][b] for i in blocks]
-    reactivated = [(b, i, j, n) for b in range(len(images)) for i in blocks for j in blocks if j > i
-                   for n in range(m.layout.num_patches)
-                   if n not in chosen[b][i] and n in chosen[b][j]]
+    reactivated = [
+        (b, i, j, n)
+        for b in range(len(images))
+        for i in blocks
+        for j in blocks
+        if j > i
+        for n in range(m.layout.num_patches)
+        if n not in chosen[b][i] and n in chosen[b][j]
+    ]
     assert reactivated, "no token dropped by one block was chosen by a later one"
 
 
@@ -144,6 +154,7 @@ def test_gates_file_round_trip(fmt, tmp_path):
         torch.save(state, path)
     else:
         from safetensors.torch import save_file
+
         save_file(state, str(path))
     loaded = _reduced(model, gates=path)  # alpha comes from the file's first gate
     assert loaded.method.cut == 2 and loaded.method.config()["gates"] == str(path)
@@ -162,7 +173,9 @@ def _gates_error(tmp_path, state, **args):
 
 
 def _good_gates():
-    return dict(_reduced(tiny_vit((4, 6), num_prefix=1), random_gates=True, alpha=2).method.gate_state())
+    return dict(
+        _reduced(tiny_vit((4, 6), num_prefix=1), random_gates=True, alpha=2).method.gate_state()
+    )
 
 
 def test_gates_file_with_wrong_shape_or_keys(tmp_path):
@@ -202,16 +215,19 @@ def test_without_gates_refuses():
         _reduced(tiny_vit((4, 4)), gates="x.pth", random_gates=True)
 
 
-@pytest.mark.parametrize("args,flag", [
-    (dict(keep_ratio=0), "--keep-ratio"),
-    (dict(keep_ratio=-0.5), "--keep-ratio"),
-    (dict(keep_ratio=1.01), "--keep-ratio"),
-    (dict(keep_ratio="nan"), "--keep-ratio"),
-    (dict(keep_ratio="half"), "--keep-ratio"),
-    (dict(alpha=0), "--alpha"),
-    (dict(alpha=4), "--alpha"),  # depth 4: 1..3
-    (dict(hw="2x2"), "--hw"),  # a pool/Expedite flag
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (dict(keep_ratio=0), "--keep-ratio"),
+        (dict(keep_ratio=-0.5), "--keep-ratio"),
+        (dict(keep_ratio=1.01), "--keep-ratio"),
+        (dict(keep_ratio="nan"), "--keep-ratio"),
+        (dict(keep_ratio="half"), "--keep-ratio"),
+        (dict(alpha=0), "--alpha"),
+        (dict(alpha=4), "--alpha"),  # depth 4: 1..3
+        (dict(hw="2x2"), "--hw"),  # a pool/Expedite flag
+    ],
+)
 def test_bad_flags_raise_input_error(args, flag):
     with pytest.raises(InputError) as err:
         _reduced(tiny_vit((4, 4)), random_gates=True, **args)
@@ -223,4 +239,6 @@ def test_defaults():
     m = _reduced(segmenter(), random_gates=True).method  # 12 blocks, 24 tokens
     assert m.config() == {"alpha": 3, "keep_ratio": 0.7, "capacity": 17, "gates": "random"}
     assert m.reduced_tokens() == 17 and sorted(m.gates, key=int) == [str(i) for i in range(3, 12)]
-    assert all(isinstance(g, CapacityGate) and g.gate.fc1.out_features == 48 for g in m.gates.values())
+    assert all(
+        isinstance(g, CapacityGate) and g.gate.fc1.out_features == 48 for g in m.gates.values()
+    )

@@ -16,27 +16,59 @@ from .helpers import tiny_segmenter
 
 
 def row(method, setting, speedup, retention, validated=True, default=False):
-    return {"key": f"{method} {setting}", "method": method, "setting": setting, "flags": {},
-            "default": default, "cut": 1, "tokens": 4, "gflops": 1.0, "gflops_ratio": 1.5,
-            "baseline_ms": 10.0, "reduced_ms": 10.0 / speedup, "spread_ms": [1.0, 2.0],
-            "speedup": speedup, "token_ops_share": 0.05, "miou": 0.5 * retention,
-            "retention": retention, "validated": validated, "cosine": 1.0,
-            "argmax_agreement": 1.0, "command": f"vitexport build --method {method}"}
+    return {
+        "key": f"{method} {setting}",
+        "method": method,
+        "setting": setting,
+        "flags": {},
+        "default": default,
+        "cut": 1,
+        "tokens": 4,
+        "gflops": 1.0,
+        "gflops_ratio": 1.5,
+        "baseline_ms": 10.0,
+        "reduced_ms": 10.0 / speedup,
+        "spread_ms": [1.0, 2.0],
+        "speedup": speedup,
+        "token_ops_share": 0.05,
+        "miou": 0.5 * retention,
+        "retention": retention,
+        "validated": validated,
+        "cosine": 1.0,
+        "argmax_agreement": 1.0,
+        "command": f"vitexport build --method {method}",
+    }
 
 
-ROWS = [row("expedite", "a", 1.6, 0.98, default=True),  # front
-        row("expedite", "b", 1.2, 0.97),                # beaten by a on both
-        row("pool", "c", 2.0, 0.90),                    # front: fastest
-        row("pool", "d", 1.1, 0.995),                   # front: most accurate
-        row("tome", "e", 2.5, 0.999, validated=False)]  # would win, but failed validation
+ROWS = [
+    row("expedite", "a", 1.6, 0.98, default=True),  # front
+    row("expedite", "b", 1.2, 0.97),  # beaten by a on both
+    row("pool", "c", 2.0, 0.90),  # front: fastest
+    row("pool", "d", 1.1, 0.995),  # front: most accurate
+    row("tome", "e", 2.5, 0.999, validated=False),
+]  # would win, but failed validation
 
 
 def result_of(rows, complete=True):
-    return {"model": "segmenter_tiny", "weights": "random", "grid": [4, 4], "tokens": 16,
-            "depth": 12, "input": [64, 64], "data": "eval.npz", "images": 4, "runs": 2,
-            "warmup": 1, "threads": None, "command": "vitexport sweep ...",
-            "default_method": "expedite", "complete": complete, "baseline_miou": 0.5,
-            "baseline_gflops": 1.5, "rows": rows}
+    return {
+        "model": "segmenter_tiny",
+        "weights": "random",
+        "grid": [4, 4],
+        "tokens": 16,
+        "depth": 12,
+        "input": [64, 64],
+        "data": "eval.npz",
+        "images": 4,
+        "runs": 2,
+        "warmup": 1,
+        "threads": None,
+        "command": "vitexport sweep ...",
+        "default_method": "expedite",
+        "complete": complete,
+        "baseline_miou": 0.5,
+        "baseline_gflops": 1.5,
+        "rows": rows,
+    }
 
 
 def test_grid_covers_every_method_at_two_settings_or_more():
@@ -49,7 +81,8 @@ def test_grid_covers_every_method_at_two_settings_or_more():
             assert sum(s.method == name for s in grid) >= 2, name
     # Expedite: every cut of alpha-1..alpha+1 crossed with every cluster size
     assert {(s.flags["alpha"], s.flags["hw"]) for s in grid if s.method == "expedite"} == {
-        (a, hw) for a in (4, 5, 6) for hw in ("6x6", "5x5", "4x4")}
+        (a, hw) for a in (4, 5, 6) for hw in ("6x6", "5x5", "4x4")
+    }
     small = settings_grid(model.layout, alpha=5, methods={"expedite"}, full=False)
     assert len(small) == 5 and {s.method for s in small} == {"expedite"}
     for s in grid:  # every setting is a valid configuration of its method
@@ -72,9 +105,11 @@ def test_build_command_reproduces_the_row():
     spec = ModelSpec("segmenter_tiny", None, (64, 64), 3)
     settings = BuildSettings(model=spec, method="svit", eval_data="e.npz", eval_count=4)
     text = build_command(spec, settings, "svit", {"random_gates": True, "keep_ratio": 0.5})
-    assert text == ("vitexport build --model segmenter_tiny --img-size 64x64 --num-classes 3 "
-                    "--eval-data e.npz --eval-count 4 --method svit --random-gates "
-                    "--keep-ratio 0.5")
+    assert text == (
+        "vitexport build --model segmenter_tiny --img-size 64x64 --num-classes 3 "
+        "--eval-data e.npz --eval-count 4 --method svit --random-gates "
+        "--keep-ratio 0.5"
+    )
 
 
 def test_table_json_and_plot_written_from_the_rows(tmp_path):
@@ -85,8 +120,10 @@ def test_table_json_and_plot_written_from_the_rows(tmp_path):
     text = sweep.md.read_text()
     assert "![retention against speed-up](s.png)" in text and "**Incomplete**" in text
     lines = [line for line in text.splitlines() if line.startswith("| expedite | a |")]
-    assert lines == ["| expedite | a | yes | 1 | 4 | 1.50x | 6.2 (1.0-2.0) | 1.60x | 5.0% | "
-                     "49.00 | 98.0% | yes | yes |"]
+    assert lines == [
+        "| expedite | a | yes | 1 | 4 | 1.50x | 6.2 (1.0-2.0) | 1.60x | 5.0% | "
+        "49.00 | 98.0% | yes | yes |"
+    ]
     assert "| tome | e |" in text and "| NO |" in text
     with Image.open(sweep.png) as png:
         assert png.size == (900, 600)
@@ -106,8 +143,11 @@ def test_plot_draws_each_method_the_front_and_the_default():
 
 def tiny_eval(path, n=3, size=64, classes=3):
     rng = np.random.default_rng(0)
-    np.savez(path, images=rng.standard_normal((n, 3, size, size)).astype(np.float32),
-             labels=rng.integers(0, classes, (n, size, size)))
+    np.savez(
+        path,
+        images=rng.standard_normal((n, 3, size, size)).astype(np.float32),
+        labels=rng.integers(0, classes, (n, size, size)),
+    )
     return path
 
 
@@ -123,25 +163,48 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, out, str(data), methods={"pool"}, runs=2, warmup=0,
-                  progress=stop_after_first_row)
+        run_sweep(
+            spec, out, str(data), methods={"pool"}, runs=2, warmup=0, progress=stop_after_first_row
+        )
     first = json.loads((out / "sweep.json").read_text())
     assert not first["complete"] and [r["setting"] for r in first["rows"]] == ["hw 3x3"]
     assert not list(out.glob(".sweep-*"))  # the scratch exports went with the interruption
 
-    args = ["sweep", "--model", "segmenter_tiny", "--img-size", "64x64", "--num-classes", "3",
-            "--eval-data", str(data), "--methods", "pool", "--runs", "2",
-            "--warmup", "0", "--out", str(out), "--min-retention", "0.01"]
+    args = [
+        "sweep",
+        "--model",
+        "segmenter_tiny",
+        "--img-size",
+        "64x64",
+        "--num-classes",
+        "3",
+        "--eval-data",
+        str(data),
+        "--methods",
+        "pool",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        "--min-retention",
+        "0.01",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "--resume" in result.output  # the finished rows are kept
     result = CliRunner().invoke(main, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert "hw 3x3: kept from the earlier run" in result.output
     done = json.loads((out / "sweep.json").read_text())
-    assert done["complete"] and done["rows"][0] == {**first["rows"][0],
-                                                     "pareto": done["rows"][0]["pareto"]}
-    assert [(r["method"], r["setting"]) for r in done["rows"]] == [("pool", "hw 3x3"),
-                                                                  ("pool", "hw 2x2")]
+    assert done["complete"] and done["rows"][0] == {
+        **first["rows"][0],
+        "pareto": done["rows"][0]["pareto"],
+    }
+    assert [(r["method"], r["setting"]) for r in done["rows"]] == [
+        ("pool", "hw 3x3"),
+        ("pool", "hw 2x2"),
+    ]
     for r in done["rows"]:
         assert r["validated"] and r["tokens"] < 16 and r["gflops_ratio"] > 1
         assert r["speedup"] == pytest.approx(r["baseline_ms"] / r["reduced_ms"])
@@ -156,14 +219,19 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
     assert Image.open(out / "sweep.png").size == (900, 600)
 
 
-@pytest.mark.parametrize("args,flag", [
-    (["--methods", "pool,warp"], "--methods"),
-    (["--methods", "none"], "--methods"),
-    (["--min-retention", "0"], "--min-retention"),
-    (["--target-speedup", "-1"], "--target-speedup"),
-    (["--model", "vit_tiny_patch16_224", "--img-size", "32x32", "--min-retention", "0.9"],
-     "--min-retention"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["--methods", "pool,warp"], "--methods"),
+        (["--methods", "none"], "--methods"),
+        (["--min-retention", "0"], "--min-retention"),
+        (["--target-speedup", "-1"], "--target-speedup"),
+        (
+            ["--model", "vit_tiny_patch16_224", "--img-size", "32x32", "--min-retention", "0.9"],
+            "--min-retention",
+        ),
+    ],
+)
 def test_sweep_input_mistakes_exit_2_naming_the_flag(tmp_path, args, flag):
     result = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "s")])
     assert result.exit_code == 2, result.output

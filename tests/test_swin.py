@@ -20,8 +20,15 @@ TOL = 1e-5
 def tiny_swin(img=128, window=4, depths=(2, 2, 4, 2), dim=16, seed=0) -> Swin:
     """A random timm Swin: grids img/4, /8, /16, /32 (32, 16, 8, 4 at 128)."""
     torch.manual_seed(seed)
-    swin = SwinTransformer(img_size=img, patch_size=4, embed_dim=dim, depths=depths,
-                           num_heads=(1, 2, 2, 4), window_size=window, num_classes=0)
+    swin = SwinTransformer(
+        img_size=img,
+        patch_size=4,
+        embed_dim=dim,
+        depths=depths,
+        num_heads=(1, 2, 2, 4),
+        window_size=window,
+        num_classes=0,
+    )
     for m in swin.modules():  # non-zero biases, so that every weight matters
         if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm)) and m.bias is not None:
             torch.nn.init.normal_(m.bias, std=0.1)
@@ -38,8 +45,10 @@ def reference_outputs(model, x, stage, alpha, end, reduced_window, pair):
     swin = copy.deepcopy(model.swin).double()
     reduce, restore = pair
     with torch.no_grad():
-        per_image = [ref.run(swin, img.double(), stage, alpha, end, reduced_window, reduce, restore)
-                     for img in x]
+        per_image = [
+            ref.run(swin, img.double(), stage, alpha, end, reduced_window, reduce, restore)
+            for img in x
+        ]
     return [torch.stack([p[s] for p in per_image]) for s in range(len(per_image[0]))]
 
 
@@ -49,8 +58,12 @@ def test_swin_outputs_equal_timm_features():
     with torch.no_grad():
         outs = model(x)
         want = model.swin.forward_intermediates(x, norm=True, intermediates_only=True)
-    assert [tuple(o.shape) for o in outs] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8),
-                                              (2, 128, 4, 4)]
+    assert [tuple(o.shape) for o in outs] == [
+        (2, 16, 32, 32),
+        (2, 32, 16, 16),
+        (2, 64, 8, 8),
+        (2, 128, 4, 4),
+    ]
     for o, w in zip(outs, want):
         assert max_abs(o, w) == 0.0
 
@@ -61,8 +74,9 @@ def test_literal_swin_blocks_equal_timm():
     x = images(model, batch=1)
     with torch.no_grad():
         want = model(x)
-    got = reference_outputs(model, x, stage=1, alpha=99, end=99, reduced_window=None,
-                            pair=(None, None))
+    got = reference_outputs(
+        model, x, stage=1, alpha=99, end=99, reduced_window=None, pair=(None, None)
+    )
     for o, w in zip(got, want):
         assert max_abs(o, w) < TOL
 
@@ -80,15 +94,30 @@ EXPEDITE_CASES = [
 @pytest.mark.parametrize("img,window,stage,alpha,hw,clustering", EXPEDITE_CASES)
 def test_window_expedite_equals_reference(img, window, stage, alpha, hw, clustering):
     model = tiny_swin(img, window)
-    args = {"stage": stage, "alpha": alpha, "window_hw": f"{hw[0]}x{hw[1]}", "window": "3x3",
-            "iters": 3, "tau": 5.0, "k": 4, "clustering": clustering}
+    args = {
+        "stage": stage,
+        "alpha": alpha,
+        "window_hw": f"{hw[0]}x{hw[1]}",
+        "window": "3x3",
+        "iters": 3,
+        "tau": 5.0,
+        "k": 4,
+        "clustering": clustering,
+    }
     reduced = apply_method(model, "expedite", args)
     st = model.stages[stage - 1]
     x = images(model)
     with torch.no_grad():
         got = reduced(x)
-    want = reference_outputs(model, x, stage, alpha, st.depth, hw,
-                             ref.expedite_window(st.window, hw, (3, 3), 3, 5.0, 4, "sum"))
+    want = reference_outputs(
+        model,
+        x,
+        stage,
+        alpha,
+        st.depth,
+        hw,
+        ref.expedite_window(st.window, hw, (3, 3), 3, 5.0, 4, "sum"),
+    )
     for o, w in zip(got, want):
         assert max_abs(o, w) < TOL
     # the stage after the cut really changed, the stages before did not
@@ -128,15 +157,18 @@ def test_window_expedite_exports_and_matches(tmp_path):
         assert max_abs(o, w) < 1e-4
 
 
-@pytest.mark.parametrize("args,flag", [
-    ({"stage": 5}, "--stage"),
-    ({"stage": 0}, "--stage"),
-    ({"window_hw": "4x4"}, "--window-hw"),
-    ({"window_hw": "3x5"}, "--window-hw"),
-    ({"alpha": 4}, "--alpha"),
-    ({"hw": "8x8"}, "--hw"),
-    ({"restore": "output"}, "--restore"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ({"stage": 5}, "--stage"),
+        ({"stage": 0}, "--stage"),
+        ({"window_hw": "4x4"}, "--window-hw"),
+        ({"window_hw": "3x5"}, "--window-hw"),
+        ({"alpha": 4}, "--alpha"),
+        ({"hw": "8x8"}, "--hw"),
+        ({"restore": "output"}, "--restore"),
+    ],
+)
 def test_window_expedite_refuses_bad_flags(args, flag):
     with pytest.raises(InputError) as err:
         apply_method(tiny_swin(), "expedite", args)
@@ -177,11 +209,20 @@ ADAPTER_CASES = [
 
 
 @pytest.mark.parametrize("img,window,stage,alpha,end,rows,cols,unique,eject", ADAPTER_CASES)
-def test_window_token_adapter_equals_reference(img, window, stage, alpha, end, rows, cols, unique,
-                                               eject):
+def test_window_token_adapter_equals_reference(
+    img, window, stage, alpha, end, rows, cols, unique, eject
+):
     model = tiny_swin(img, window)
-    args = {"stage": stage, "alpha": alpha, "restore_after": end, "rows_ratio": rows,
-            "cols_ratio": cols, "unique_ratio": unique, "eject": eject, "threshold": 0.5}
+    args = {
+        "stage": stage,
+        "alpha": alpha,
+        "restore_after": end,
+        "rows_ratio": rows,
+        "cols_ratio": cols,
+        "unique_ratio": unique,
+        "eject": eject,
+        "threshold": 0.5,
+    }
     reduced = apply_method(model, "token-adapter", args)
     st = model.stages[stage - 1]
     _, kept, _ = ref.adapter_ref.counts(window, window, rows, cols, unique)
@@ -189,8 +230,15 @@ def test_window_token_adapter_equals_reference(img, window, stage, alpha, end, r
     x = images(model)
     with torch.no_grad():
         got = reduced(x)
-    want = reference_outputs(model, x, stage, alpha, end, kept,
-                             ref.adapter_window(st.window, rows, cols, unique, eject, 0.5))
+    want = reference_outputs(
+        model,
+        x,
+        stage,
+        alpha,
+        end,
+        kept,
+        ref.adapter_window(st.window, rows, cols, unique, eject, 0.5),
+    )
     for o, w in zip(got, want):
         assert max_abs(o, w) < TOL
     with torch.no_grad():
@@ -211,13 +259,16 @@ def test_window_token_adapter_exports_and_matches(tmp_path):
         assert max_abs(o, w) < 1e-4
 
 
-@pytest.mark.parametrize("args,flag", [
-    ({"stage": 5}, "--stage"),
-    ({"alpha": 4}, "--alpha"),
-    ({"alpha": 2, "restore_after": 2}, "--restore-after"),
-    ({"window_hw": "3x3"}, "--window-hw"),
-    ({"rows_ratio": 1.0}, "--rows-ratio"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ({"stage": 5}, "--stage"),
+        ({"alpha": 4}, "--alpha"),
+        ({"alpha": 2, "restore_after": 2}, "--restore-after"),
+        ({"window_hw": "3x3"}, "--window-hw"),
+        ({"rows_ratio": 1.0}, "--rows-ratio"),
+    ],
+)
 def test_window_token_adapter_refuses_bad_flags(args, flag):
     with pytest.raises(InputError) as err:
         apply_method(tiny_swin(), "token-adapter", args)
@@ -236,27 +287,46 @@ def documented_keys(depths, dim, heads, window, mlp_ratio=4, patch=4, classes=10
     """timm's Swin state-dict names and shapes, written from its documented layout (the names
     official Swin checkpoints map to): patch embedding, per stage a patch merging (stages 2-4)
     and blocks, the final norm and the classifier."""
-    keys = {"patch_embed.proj.weight": (dim, 3, patch, patch), "patch_embed.proj.bias": (dim,),
-            "patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)}
+    keys = {
+        "patch_embed.proj.weight": (dim, 3, patch, patch),
+        "patch_embed.proj.bias": (dim,),
+        "patch_embed.norm.weight": (dim,),
+        "patch_embed.norm.bias": (dim,),
+    }
     for s, (depth, h) in enumerate(zip(depths, heads)):
-        d = dim * 2 ** s
+        d = dim * 2**s
         if s > 0:
             keys[f"layers.{s}.downsample.norm.weight"] = (2 * d,)
             keys[f"layers.{s}.downsample.norm.bias"] = (2 * d,)
             keys[f"layers.{s}.downsample.reduction.weight"] = (d, 2 * d)
         for b in range(depth):
             p = f"layers.{s}.blocks.{b}."
-            keys.update({
-                p + "norm1.weight": (d,), p + "norm1.bias": (d,),
-                p + "attn.relative_position_bias_table": ((2 * window - 1) ** 2, h),
-                p + "attn.qkv.weight": (3 * d, d), p + "attn.qkv.bias": (3 * d,),
-                p + "attn.proj.weight": (d, d), p + "attn.proj.bias": (d,),
-                p + "norm2.weight": (d,), p + "norm2.bias": (d,),
-                p + "mlp.fc1.weight": (mlp_ratio * d, d), p + "mlp.fc1.bias": (mlp_ratio * d,),
-                p + "mlp.fc2.weight": (d, mlp_ratio * d), p + "mlp.fc2.bias": (d,)})
+            keys.update(
+                {
+                    p + "norm1.weight": (d,),
+                    p + "norm1.bias": (d,),
+                    p + "attn.relative_position_bias_table": ((2 * window - 1) ** 2, h),
+                    p + "attn.qkv.weight": (3 * d, d),
+                    p + "attn.qkv.bias": (3 * d,),
+                    p + "attn.proj.weight": (d, d),
+                    p + "attn.proj.bias": (d,),
+                    p + "norm2.weight": (d,),
+                    p + "norm2.bias": (d,),
+                    p + "mlp.fc1.weight": (mlp_ratio * d, d),
+                    p + "mlp.fc1.bias": (mlp_ratio * d,),
+                    p + "mlp.fc2.weight": (d, mlp_ratio * d),
+                    p + "mlp.fc2.bias": (d,),
+                }
+            )
     last = dim * 2 ** (len(depths) - 1)
-    keys.update({"norm.weight": (last,), "norm.bias": (last,), "head.fc.weight": (classes, last),
-                 "head.fc.bias": (classes,)})
+    keys.update(
+        {
+            "norm.weight": (last,),
+            "norm.bias": (last,),
+            "head.fc.weight": (classes, last),
+            "head.fc.bias": (classes,),
+        }
+    )
     return keys
 
 
@@ -269,7 +339,9 @@ def test_swin_tiny_has_exactly_the_documented_keys():
     model = create_model(ModelSpec("swin_tiny_patch4_window7_224"))
     own = {k: tuple(v.shape) for k, v in model.swin.state_dict().items()}
     want = documented_keys((2, 2, 6, 2), 96, (3, 6, 12, 24), 7)
-    want = {k: v for k, v in want.items() if not k.startswith("head.")}  # the backbone has no classifier
+    want = {
+        k: v for k, v in want.items() if not k.startswith("head.")
+    }  # the backbone has no classifier
     assert own == want
 
 
@@ -289,8 +361,10 @@ def test_checkpoint_with_timm_names_loads_every_key(tmp_path):
     for k in own:
         assert torch.equal(own[k], state[k]), k
 
-    for broken, what in (({k: v for k, v in state.items() if k != "norm.weight"}, "missing"),
-                         ({**state, "layers.0.blocks.9.norm1.weight": torch.ones(16)}, "unexpected")):
+    for broken, what in (
+        ({k: v for k, v in state.items() if k != "norm.weight"}, "missing"),
+        ({**state, "layers.0.blocks.9.norm1.weight": torch.ones(16)}, "unexpected"),
+    ):
         torch.save(broken, path)
         with pytest.raises(InputError) as err:
             load_into(model.swin, str(path), model.layout, None, convert_state)
@@ -308,15 +382,19 @@ def test_checkpoint_in_the_official_layout_is_renamed(tmp_path):
     state = random_state(documented_keys((2, 2, 4, 2), 16, (1, 2, 2, 4), 4))
     official = {}
     for k, v in state.items():
-        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+        k = re.sub(
+            r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k
+        )
         official[k.replace("head.fc.", "head.")] = v
         if k.endswith("attn.relative_position_bias_table"):
             official[k.replace("bias_table", "index")] = torch.zeros(16, 16, dtype=torch.long)
     path = tmp_path / "official.pth"
     torch.save({"model": official}, path)
     load_into(model.swin, str(path), model.layout, None, convert_state)
-    assert torch.equal(model.swin.layers[1].downsample.reduction.weight,
-                       state["layers.1.downsample.reduction.weight"])
+    assert torch.equal(
+        model.swin.layers[1].downsample.reduction.weight,
+        state["layers.1.downsample.reduction.weight"],
+    )
 
 
 def test_bad_image_size_names_the_allowed_sizes():
@@ -334,14 +412,19 @@ def test_larger_swin_at_another_size_builds_its_stages():
 SWIN_T = ["--model", "swin_tiny_patch4_window7_224"]
 
 
-@pytest.mark.parametrize("args,flag", [
-    (SWIN_T + ["--method", "ailurus"], "--method"),
-    (SWIN_T + ["--method", "expedite", "--window-hw", "7x7"], "--window-hw"),
-    (SWIN_T + ["--method", "expedite", "--stage", "5"], "--stage"),
-    (SWIN_T + ["--img-size", "256x256"], "--img-size"),
-    (["--model", "vit_tiny_patch16_224", "--method", "expedite", "--window-hw", "3x3"],
-     "--window-hw"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (SWIN_T + ["--method", "ailurus"], "--method"),
+        (SWIN_T + ["--method", "expedite", "--window-hw", "7x7"], "--window-hw"),
+        (SWIN_T + ["--method", "expedite", "--stage", "5"], "--stage"),
+        (SWIN_T + ["--img-size", "256x256"], "--img-size"),
+        (
+            ["--model", "vit_tiny_patch16_224", "--method", "expedite", "--window-hw", "3x3"],
+            "--window-hw",
+        ),
+    ],
+)
 def test_cli_bad_swin_input_one_line_exit_2_nothing_written(tmp_path, args, flag):
     from tests.helpers import assert_one_line_error, run
 
@@ -358,8 +441,22 @@ def test_cli_build_swin_tiny_expedite_validates(tmp_path):
     from tests.helpers import run
 
     out = tmp_path / "out"
-    result = run(["build", *SWIN_T, "--method", "expedite", "--stage", "3", "--alpha", "2",
-                  "--window-hw", "5x5", "--out", str(out)])
+    result = run(
+        [
+            "build",
+            *SWIN_T,
+            "--method",
+            "expedite",
+            "--stage",
+            "3",
+            "--alpha",
+            "2",
+            "--window-hw",
+            "5x5",
+            "--out",
+            str(out),
+        ]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["outputs"] == ["stage1", "stage2", "stage3", "stage4"]
@@ -370,8 +467,7 @@ def test_cli_build_swin_tiny_expedite_validates(tmp_path):
     assert all(o["cosine"] >= 0.99999 for o in entry["outputs"].values())
 
 
-@pytest.mark.parametrize("method,args", [("expedite", {"window_hw": "3x3"}),
-                                         ("token-adapter", {})])
+@pytest.mark.parametrize("method,args", [("expedite", {"window_hw": "3x3"}), ("token-adapter", {})])
 def test_window_forms_run_on_a_halved_model(method, args):
     """--precision fp16 halves the model only; the method's block copies stay float32."""
     reduced = apply_method(tiny_swin(), method, {"stage": 3, "alpha": 1, **args})

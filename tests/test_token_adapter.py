@@ -44,8 +44,10 @@ def match_counts(z, merged, threshold):
 
 # ---- counts ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("H,W,r_h,r_w", [(40, 40, 0.3, 0.3), (10, 20, 0.3, 0.25),
-                                         (20, 8, 0.5, 0.25), (6, 10, 0.5, 0.1)])
+
+@pytest.mark.parametrize(
+    "H,W,r_h,r_w", [(40, 40, 0.3, 0.3), (10, 20, 0.3, 0.25), (20, 8, 0.5, 0.25), (6, 10, 0.5, 0.1)]
+)
 def test_token_count_is_the_papers_formula(H, W, r_h, r_w):
     """When r*H and r*W are whole, N_r = N - H*W*(r_h + r_w - r_h*r_w) exactly (section 3.1)."""
     layout = TokenLayout((H, W), 1, 8, 4, 2)
@@ -68,8 +70,13 @@ def test_counts_match_reference_and_shapes(grid, r_h, r_w, unique):
 
 # ---- ops vs reference ----------------------------------------------------------------------
 
-OPS_CASES = [((5, 7), 0.3, 0.4, 0.25), ((8, 6), 0.3, 0.3, 0.1), ((4, 9), 0.5, 0.2, 0.5),
-             ((9, 7), 0.3, 0.3, 0.0), ((3, 10), 0.34, 0.3, 0.34)]
+OPS_CASES = [
+    ((5, 7), 0.3, 0.4, 0.25),
+    ((8, 6), 0.3, 0.3, 0.1),
+    ((4, 9), 0.5, 0.2, 0.5),
+    ((9, 7), 0.3, 0.3, 0.0),
+    ((3, 10), 0.34, 0.3, 0.34),
+]
 
 
 @pytest.mark.parametrize("grid,r_h,r_w,unique", OPS_CASES)
@@ -111,14 +118,15 @@ def test_ties_break_by_index():
     cols = list(range(n_w, grid[1]))
     assert parts["flat"][0].tolist() == [r * grid[1] + c for r in rows for c in cols]
     reps = parts["representative"][0].reshape(k_h, k_w)
-    assert reps[:k_h - u_h, :k_w - u_w].all()
-    assert not reps[k_h - u_h:].any() and not reps[:, k_w - u_w:].any()
+    assert reps[: k_h - u_h, : k_w - u_w].all()
+    assert not reps[k_h - u_h :].any() and not reps[:, k_w - u_w :].any()
     for b in range(2):
         expect, _ = ref.inject(z[b].double(), grid, r_h, r_w, unique)
         assert (merged[b].double() - expect).abs().max() <= TOL
 
 
 # ---- whole models vs reference -------------------------------------------------------------
+
 
 def run_both(model, args, batch=2):
     """Patched model (float32) and the reference pipeline (float64) on the same images."""
@@ -128,13 +136,29 @@ def run_both(model, args, batch=2):
     model64 = copy.deepcopy(model).double()
     with torch.no_grad():
         got = reduced(images)
-        expect = ref.run_model(model64, images, m.cut, m.restore_after, m.rows_ratio,
-                               m.cols_ratio, m.unique_ratio, m.ejector.mode, m.ejector.threshold)
+        expect = ref.run_model(
+            model64,
+            images,
+            m.cut,
+            m.restore_after,
+            m.rows_ratio,
+            m.cols_ratio,
+            m.unique_ratio,
+            m.ejector.mode,
+            m.ejector.threshold,
+        )
     return reduced, images, got, expect, model64
 
 
-@pytest.mark.parametrize("grid,num_prefix,mode", [((6, 10), 0, "max"), ((7, 5), 1, "m-threshold"),
-                                                  ((5, 8), 3, "max"), ((6, 10), 3, "m-threshold")])
+@pytest.mark.parametrize(
+    "grid,num_prefix,mode",
+    [
+        ((6, 10), 0, "max"),
+        ((7, 5), 1, "m-threshold"),
+        ((5, 8), 3, "max"),
+        ((6, 10), 3, "m-threshold"),
+    ],
+)
 def test_vit_equals_reference(grid, num_prefix, mode):
     model = tiny_vit(grid, num_prefix)
     _, _, got, expect, _ = run_both(model, {"alpha": 1, "eject": mode, "threshold": 0.45})
@@ -144,8 +168,13 @@ def test_vit_equals_reference(grid, num_prefix, mode):
 
 def test_restore_before_the_last_block_equals_reference():
     model = tiny_vit((5, 9), 1, depth=5)
-    args = {"alpha": 2, "restore_after": 3, "rows_ratio": 0.4, "unique_ratio": 0.3,
-            "threshold": 0.45}
+    args = {
+        "alpha": 2,
+        "restore_after": 3,
+        "rows_ratio": 0.4,
+        "unique_ratio": 0.3,
+        "threshold": 0.45,
+    }
     reduced, _, got, expect, _ = run_both(model, args, batch=3)
     assert (reduced.method.cut, reduced.method.restore_after) == (2, 3)
     assert (got.double() - expect).abs().max() <= TOL
@@ -173,8 +202,9 @@ def test_segmenter_equals_reference():
 
 def test_reduced_blocks_see_the_formula_token_count():
     model = tiny_vit((7, 9), 2)
-    reduced = apply_method(model, "token-adapter", {"alpha": 1, "rows_ratio": 0.2,
-                                                    "cols_ratio": 0.4})
+    reduced = apply_method(
+        model, "token-adapter", {"alpha": 1, "rows_ratio": 0.2, "cols_ratio": 0.4}
+    )
     seen = []
     hook = model.blocks[2].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
     with torch.no_grad():
@@ -186,6 +216,7 @@ def test_reduced_blocks_see_the_formula_token_count():
 
 
 # ---- ONNX ----------------------------------------------------------------------------------
+
 
 def test_onnx_vit_lints_clean_and_matches(tmp_path):
     model = tiny_vit((5, 8), 2, depth=2)
@@ -210,8 +241,12 @@ class AdapterOps(nn.Module):
     def forward(self, z):
         merged, parts = self.inj(z)
         refined = merged * 2.0 + 1.0
-        return (parts["target"], merged, self.max(refined, self.max.weights(parts["zn"], merged)),
-                self.mthr(refined, self.mthr.weights(parts["zn"], merged)))
+        return (
+            parts["target"],
+            merged,
+            self.max(refined, self.max.weights(parts["zn"], merged)),
+            self.mthr(refined, self.mthr.weights(parts["zn"], merged)),
+        )
 
 
 def test_onnx_ops_agree_on_ties(tmp_path):
@@ -229,16 +264,27 @@ def test_onnx_ops_agree_on_ties(tmp_path):
 
 # ---- flags ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args,flag", [
-    ({"rows_ratio": 0}, "--rows-ratio"), ({"rows_ratio": 1}, "--rows-ratio"),
-    ({"rows_ratio": "1.5"}, "--rows-ratio"), ({"cols_ratio": "-0.1"}, "--cols-ratio"),
-    ({"cols_ratio": "abc"}, "--cols-ratio"), ({"unique_ratio": 1}, "--unique-ratio"),
-    ({"unique_ratio": -0.2}, "--unique-ratio"), ({"alpha": 0}, "--alpha"),
-    ({"alpha": 4}, "--alpha"), ({"alpha": 2, "restore_after": 2}, "--restore-after"),
-    ({"alpha": 2, "restore_after": 1}, "--restore-after"),
-    ({"restore_after": 5}, "--restore-after"),
-    ({"eject": "mean"}, "--eject"), ({"threshold": 1.5}, "--threshold"), ({"hw": "3x3"}, "--hw"),
-])
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        ({"rows_ratio": 0}, "--rows-ratio"),
+        ({"rows_ratio": 1}, "--rows-ratio"),
+        ({"rows_ratio": "1.5"}, "--rows-ratio"),
+        ({"cols_ratio": "-0.1"}, "--cols-ratio"),
+        ({"cols_ratio": "abc"}, "--cols-ratio"),
+        ({"unique_ratio": 1}, "--unique-ratio"),
+        ({"unique_ratio": -0.2}, "--unique-ratio"),
+        ({"alpha": 0}, "--alpha"),
+        ({"alpha": 4}, "--alpha"),
+        ({"alpha": 2, "restore_after": 2}, "--restore-after"),
+        ({"alpha": 2, "restore_after": 1}, "--restore-after"),
+        ({"restore_after": 5}, "--restore-after"),
+        ({"eject": "mean"}, "--eject"),
+        ({"threshold": 1.5}, "--threshold"),
+        ({"hw": "3x3"}, "--hw"),
+    ],
+)
 def test_bad_input_names_flag_and_range(args, flag):
     model = SimpleNamespace(layout=TokenLayout((6, 8), 1, 8, 4, 2))
     with pytest.raises(InputError) as err:

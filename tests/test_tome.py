@@ -34,8 +34,17 @@ def run_chain(x, metric_of, schedule, num_prefix):
 
 # (tokens incl. prefix, prefix, r): odd and even counts, no / class / class+registers prefix,
 # r from 1 to the most one layer can merge.
-LAYERS = [(17, 1, 1), (17, 1, 8), (24, 0, 12), (24, 0, 5), (31, 5, 6), (31, 5, 13), (9, 2, 3),
-          (3, 0, 2), (5, 0, 3)]  # more merged than left: every A token into the B ones
+LAYERS = [
+    (17, 1, 1),
+    (17, 1, 8),
+    (24, 0, 12),
+    (24, 0, 5),
+    (31, 5, 6),
+    (31, 5, 13),
+    (9, 2, 3),
+    (3, 0, 2),
+    (5, 0, 3),
+]  # more merged than left: every A token into the B ones
 
 
 @pytest.mark.parametrize("n,prefix,r", LAYERS)
@@ -50,15 +59,18 @@ def test_merge_layer_equals_reference(n, prefix, r):
     got_x, got_sizes = layer.merge(x, sizes, plan)
     assert got_x.shape == (B, n - r, C)
     for b in range(B):
-        ex, es, et = ref.merge_layer(x[b].double(), metric[b].double(), sizes[b].tolist(), r,
-                                     prefix)
+        ex, es, et = ref.merge_layer(
+            x[b].double(), metric[b].double(), sizes[b].tolist(), r, prefix
+        )
         assert target[b].tolist() == et
         assert (got_x[b].double() - ex).abs().max() <= TOL
         assert got_sizes[b].tolist() == es
 
 
-@pytest.mark.parametrize("n,prefix,schedule", [(65, 1, [4, 8, 0, 16, 3]), (60, 0, [30, 15, 7]),
-                                               (46, 6, [5, 5, 5, 5, 5, 5])])
+@pytest.mark.parametrize(
+    "n,prefix,schedule",
+    [(65, 1, [4, 8, 0, 16, 3]), (60, 0, [30, 15, 7]), (46, 6, [5, 5, 5, 5, 5, 5])],
+)
 def test_chain_and_position_map_equal_reference(n, prefix, schedule):
     """Per-layer r, metric recomputed from the current tokens (like keys from a block)."""
     B, C = 2, 16
@@ -105,8 +117,10 @@ def test_ties_go_to_the_lower_index():
     layer = BipartiteSoftMatching(n, 7, prefix)
     target = layer.plan(keys).target
     for b in range(B):
-        assert target[b].tolist() == ref.merge_layer(x[b].double(), keys[b].double(), [1.0] * n, 7,
-                                                     prefix)[2]
+        assert (
+            target[b].tolist()
+            == ref.merge_layer(x[b].double(), keys[b].double(), [1.0] * n, 7, prefix)[2]
+        )
 
 
 def test_masked_score_is_finite_in_half_and_below_every_cosine():
@@ -136,8 +150,12 @@ def test_method_on_vit_equals_reference(grid, prefix, flags):
     images = images_for(model, batch=2)
     with torch.no_grad():
         got = reduced(images)
-        expect = ref.run_model(copy.deepcopy(model).double(), images.double(),
-                               reduced.method.schedule, restore_at_output=False)
+        expect = ref.run_model(
+            copy.deepcopy(model).double(),
+            images.double(),
+            reduced.method.schedule,
+            restore_at_output=False,
+        )
     assert got.shape == model(images).shape
     assert (got.double() - expect).abs().max() <= TOL
 
@@ -154,8 +172,12 @@ def test_method_on_segmenter_unmerges_decoder_outputs(segmenter):
     images = images_for(model, batch=2)
     with torch.no_grad():
         got = reduced(images)
-        expect = ref.run_model(copy.deepcopy(model).double(), images.double(),
-                               reduced.method.schedule, restore_at_output=True)
+        expect = ref.run_model(
+            copy.deepcopy(model).double(),
+            images.double(),
+            reduced.method.schedule,
+            restore_at_output=True,
+        )
     assert (got.double() - expect).abs().max() <= TOL
 
 
@@ -218,6 +240,7 @@ def test_onnx_runtime_breaks_ties_like_pytorch(tmp_path):
 
 # --- flags ------------------------------------------------------------------------------
 
+
 def test_registered_with_its_flags():
     assert "tome" in METHODS
     flags = all_options()
@@ -225,22 +248,25 @@ def test_registered_with_its_flags():
     assert "tome" in [name for name, _ in flags["--alpha"]]
 
 
-@pytest.mark.parametrize("flags,flag", [  # on a 6x10 grid + class token, depth 4
-    ({"r": "31"}, "--r"),  # the first block can merge 30 (the A tokens that are not prefix)
-    ({"r": "-1"}, "--r"),
-    ({"r": "two"}, "--r"),
-    ({"r": "2.5"}, "--r"),
-    ({"r": "1,2,3"}, "--r"),  # wrong list length
-    ({"r": "1,2,3,4,5"}, "--r"),
-    ({"r": "20,20,20,0"}, "--r"),  # 60 of 60 patch tokens
-    ({"r": "30,20,0,0"}, "--r"),  # 31 tokens left before block 1: it can merge 15
-    ({"r": "1,-1,1,1"}, "--r"),
-    ({"r": "3", "alpha": "4"}, "--alpha"),
-    ({"r": "3", "alpha": "-1"}, "--alpha"),
-    ({"r": "1,1,1,1", "alpha": "2"}, "--r"),  # merges before the first merging block
-    ({"r": "3", "restore": "sideways"}, "--restore"),
-    ({"r": "3", "window": "3x3"}, "--window"),  # an Expedite flag
-])
+@pytest.mark.parametrize(
+    "flags,flag",
+    [  # on a 6x10 grid + class token, depth 4
+        ({"r": "31"}, "--r"),  # the first block can merge 30 (the A tokens that are not prefix)
+        ({"r": "-1"}, "--r"),
+        ({"r": "two"}, "--r"),
+        ({"r": "2.5"}, "--r"),
+        ({"r": "1,2,3"}, "--r"),  # wrong list length
+        ({"r": "1,2,3,4,5"}, "--r"),
+        ({"r": "20,20,20,0"}, "--r"),  # 60 of 60 patch tokens
+        ({"r": "30,20,0,0"}, "--r"),  # 31 tokens left before block 1: it can merge 15
+        ({"r": "1,-1,1,1"}, "--r"),
+        ({"r": "3", "alpha": "4"}, "--alpha"),
+        ({"r": "3", "alpha": "-1"}, "--alpha"),
+        ({"r": "1,1,1,1", "alpha": "2"}, "--r"),  # merges before the first merging block
+        ({"r": "3", "restore": "sideways"}, "--restore"),
+        ({"r": "3", "window": "3x3"}, "--window"),  # an Expedite flag
+    ],
+)
 def test_bad_flags_raise_input_error(flags, flag):
     with pytest.raises(InputError) as err:
         apply_method(tiny_vit((6, 10), 1), "tome", flags)

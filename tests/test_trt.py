@@ -14,16 +14,23 @@ from tests.helpers import TINY
 
 def test_trtexec_command_has_plugins_and_profile():
     eng = EngineSettings(workspace_mib=512, opt_level=3, plugin_library="libvitexport_plugins.so")
-    cmd = trtexec_command("model.plugins.onnx", "model.engine", eng, shapes_of((2, 3, 64, 96), True))
+    cmd = trtexec_command(
+        "model.plugins.onnx", "model.engine", eng, shapes_of((2, 3, 64, 96), True)
+    )
     assert "--onnx=model.plugins.onnx" in cmd and "--staticPlugins=libvitexport_plugins.so" in cmd
     assert "--minShapes=images:1x3x64x96" in cmd and "--optShapes=images:2x3x64x96" in cmd
     assert "--maxShapes=images:8x3x64x96" in cmd and "--memPoolSize=workspace:512M" in cmd
     assert "--builderOptimizationLevel=3" in cmd
 
 
-@pytest.mark.parametrize("kwargs,flag", [({"precision": "int4"}, "--precision"),
-                                         ({"opt_level": 7}, "--opt-level"),
-                                         ({"workspace_mib": 0}, "--workspace")])
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"precision": "int4"}, "--precision"),
+        ({"opt_level": 7}, "--opt-level"),
+        ({"workspace_mib": 0}, "--workspace"),
+    ],
+)
 def test_engine_settings_are_checked(kwargs, flag):
     with pytest.raises(InputError) as err:
         EngineSettings(**kwargs).check()
@@ -31,15 +38,22 @@ def test_engine_settings_are_checked(kwargs, flag):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,extra,plugin", [
-    ("expedite", ["--hw", "3x4", "--k", "6"], "TopKMaskedReconstruct"),
-    ("ailurus", ["--clusters", "8"], "DPCSelect")])
+@pytest.mark.parametrize(
+    "method,extra,plugin",
+    [
+        ("expedite", ["--hw", "3x4", "--k", "6"], "TopKMaskedReconstruct"),
+        ("ailurus", ["--clusters", "8"], "DPCSelect"),
+    ],
+)
 def test_plugin_graph_holds_the_plugin_nodes_and_validates(tmp_path, method, extra, plugin):
     import onnx
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--method", method, *extra, "--plugins",
-                                       "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["build", *TINY, "--method", method, *extra, "--plugins", "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     proto = onnx.load(str(out / "model.plugins.onnx"))
     custom = [n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")]
@@ -52,8 +66,11 @@ def test_plugin_graph_holds_the_plugin_nodes_and_validates(tmp_path, method, ext
 @pytest.mark.slow
 def test_build_with_plugins_and_engine(tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x4", "--k", "6", "--plugins",
-                                       "--engine", "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["build", *TINY, "--hw", "3x4", "--k", "6", "--plugins", "--engine", "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["artifacts"]["onnx_plugins"] == "model.plugins.onnx"
@@ -69,19 +86,26 @@ def test_build_with_plugins_and_engine(tmp_path):
 
 
 def test_plugins_refused_for_a_method_without_plugin_op(tmp_path):
-    result = CliRunner().invoke(main, ["build", *TINY, "--method", "none", "--plugins",
-                                       "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["build", *TINY, "--method", "none", "--plugins", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "--plugins" in result.output
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
 def test_engine_is_built_and_validated_with_tensorrt(tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installable on this machine (no wheel, "
-                                           "no GPU); this runs where it is")
+    pytest.importorskip(
+        "tensorrt",
+        reason="TensorRT is not installable on this machine (no wheel, "
+        "no GPU); this runs where it is",
+    )
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x4", "--k", "6", "--engine",
-                                       "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["build", *TINY, "--hw", "3x4", "--k", "6", "--engine", "--out", str(out)],
+        catch_exceptions=False,
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["engine"]["built"] and (out / "model.engine").is_file()
     (trt,) = [v for v in report["validation"] if v["runtime"] == "tensorrt"]
@@ -93,8 +117,11 @@ def test_fp16_onnx_is_written_validated_and_used_for_the_engine(tmp_path):
     import onnx
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision",
-                                       "fp16", "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision", "fp16", "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     (half,) = [v for v in report["validation"] if v["runtime"] == "onnxruntime-fp16"]

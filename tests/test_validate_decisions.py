@@ -18,10 +18,14 @@ from exporter.validate import Tolerances, feeds_for, validate_artifact
 from .helpers import tiny_vit
 
 SHAPE = (1, 3, 32, 32)
-MATRIX = [pytest.param(threads, level, id=f"threads{threads}-{name}")
-          for threads in (1, 2)
-          for name, level in (("opt-all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                              ("opt-off", ort.GraphOptimizationLevel.ORT_DISABLE_ALL))]
+MATRIX = [
+    pytest.param(threads, level, id=f"threads{threads}-{name}")
+    for threads in (1, 2)
+    for name, level in (
+        ("opt-all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        ("opt-off", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+    )
+]
 
 
 def options(threads, level):
@@ -35,9 +39,13 @@ def exported(tmp_path_factory):
     """method -> (reference, model.onnx) on an 8x8-token ViT; plus the baseline."""
     folder = tmp_path_factory.mktemp("decisions")
     out = {}
-    for method, args in (("expedite", {"hw": "5x5", "k": 3}), ("ailurus", {"clusters": 12}),
-                         ("tome", {"r": "6", "alpha": "1"}),
-                         ("token-adapter", {"alpha": "1"}), ("none", {})):
+    for method, args in (
+        ("expedite", {"hw": "5x5", "k": 3}),
+        ("ailurus", {"clusters": 12}),
+        ("tome", {"r": "6", "alpha": "1"}),
+        ("token-adapter", {"alpha": "1"}),
+        ("none", {}),
+    ):
         reduced = apply_method(tiny_vit(grid=(8, 8), depth=3, dim=16), method, args)
         export_onnx(reduced, folder / f"{method}.onnx", SHAPE)
         out[method] = (reduced, folder / f"{method}.onnx")
@@ -46,8 +54,17 @@ def exported(tmp_path_factory):
 
 def check(reduced, path, tol=Tolerances(), opts=None):
     data, text = feeds_for(SHAPE, 0, 2)
-    return validate_artifact(reduced, path, data, text, reduced.output_names,
-                             reduced.model.output_kind, tol, 0, options=opts)
+    return validate_artifact(
+        reduced,
+        path,
+        data,
+        text,
+        reduced.output_names,
+        reduced.model.output_kind,
+        tol,
+        0,
+        options=opts,
+    )
 
 
 @pytest.mark.parametrize("threads,level", MATRIX)
@@ -61,9 +78,13 @@ def test_decisions_found_and_judged_in_every_session(exported, method, threads, 
     assert result.verdict == "decisions equal" or result.verdict.startswith("near-tie flips")
 
 
-@pytest.mark.parametrize("method,names", [("tome", {"tome.match", "tome.merged"}),
-                                          ("token-adapter", {"adapter.rows", "adapter.cols",
-                                                             "adapter.best_rep"})])
+@pytest.mark.parametrize(
+    "method,names",
+    [
+        ("tome", {"tome.match", "tome.merged"}),
+        ("token-adapter", {"adapter.rows", "adapter.cols", "adapter.best_rep"}),
+    ],
+)
 def test_imposed_decisions_are_followed(exported, method, names):
     """Imposing the reference's own decisions changes nothing; imposing other kept lines or
     other merged tokens changes the outputs (the rest of the reference follows them)."""
@@ -99,8 +120,13 @@ def _perturbed_topk(path, out_path, noise):
     """model.onnx where the reconstruction's TopK picks its indices from scores + noise, and its
     weights from the true scores at those indices: another implementation's choices."""
     graph = gs.import_onnx(onnx.load(str(path)))
-    topk = next(n for n in graph.nodes if n.op == "TopK" and int(n.attrs.get("largest", 1)) == 1
-                and len(n.inputs[0].shape or ()) == 3)
+    topk = next(
+        n
+        for n in graph.nodes
+        if n.op == "TopK"
+        and int(n.attrs.get("largest", 1)) == 1
+        and len(n.inputs[0].shape or ()) == 3
+    )
     scores, (values, indices) = topk.inputs[0], topk.outputs
     shape = [d if isinstance(d, int) else 1 for d in scores.shape]
     bump = gs.Constant("bump", np.asarray(noise(shape), dtype=np.float32))
@@ -109,8 +135,9 @@ def _perturbed_topk(path, out_path, noise):
     topk.inputs[0] = shifted
     picked = gs.Variable("picked", dtype=np.float32)
     topk.outputs = [picked, indices]
-    graph.nodes.append(gs.Node("GatherElements", attrs={"axis": 2}, inputs=[scores, indices],
-                               outputs=[values]))
+    graph.nodes.append(
+        gs.Node("GatherElements", attrs={"axis": 2}, inputs=[scores, indices], outputs=[values])
+    )
     graph.cleanup().toposort()
     model = gs.export_onnx(graph)
     model.ir_version = onnx.load(str(path)).ir_version
@@ -121,10 +148,12 @@ def _perturbed_topk(path, out_path, noise):
 def _rows_noise(rng, rows, scale):
     """Noise on the first `rows` rows of a [B, N, k] score tensor only: a few decisions flip,
     the rest stay the reference's (so the matcher still finds the index tensor)."""
+
     def noise(shape):
         out = np.zeros(shape)
         out[:, :rows] = rng.standard_normal((shape[0], rows, *shape[2:])) * scale
         return out
+
     return noise
 
 
@@ -133,8 +162,9 @@ def test_teacher_forcing_reproduces_other_choices(exported, tmp_path):
     the margins shown. The same flips with the tie bound lifted: the reference with the
     runtime's choices imposed reproduces the runtime's outputs, so only the margins decided."""
     reduced, path = exported["expedite"]
-    other = _perturbed_topk(path, tmp_path / "other.onnx",
-                            _rows_noise(np.random.default_rng(0), 4, 50.0))
+    other = _perturbed_topk(
+        path, tmp_path / "other.onnx", _rows_noise(np.random.default_rng(0), 4, 50.0)
+    )
     strict = check(reduced, other)
     assert not strict.passed and strict.verdict.startswith("decisions flipped beyond rounding")
     flips = strict.decisions["reconstruction.index#0"]
@@ -184,8 +214,14 @@ def selection_onnx(tmp_path_factory):
     module = Selection(grid, 7, 8, 2).eval()
     z = integer_columns(grid)
     path = tmp_path_factory.mktemp("selection") / "selection.onnx"
-    torch.onnx.export(module, (z,), str(path), input_names=["z"],
-                      output_names=["centers", "assignment"], dynamo=True)
+    torch.onnx.export(
+        module,
+        (z,),
+        str(path),
+        input_names=["z"],
+        output_names=["centers", "assignment"],
+        dynamo=True,
+    )
     return module, z, path
 
 
@@ -194,8 +230,9 @@ def test_exact_ties_resolved_by_the_tie_rule_in_every_session(selection_onnx, th
     """ONNX Runtime's choices on exactly tied scores are the reference's, or differ only
     where the reference's own margins are zero (the rule: higher score, then lower index)."""
     module, z, path = selection_onnx
-    session = ort.InferenceSession(str(path), options(threads, level),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(path), options(threads, level), providers=["CPUExecutionProvider"]
+    )
     centers, assignment = session.run(None, {"z": z.numpy()})
     with Decisions({"selection.centers#0": centers}) as record:
         module(z)

@@ -12,8 +12,13 @@ from PIL import Image
 from exporter.cli import main
 from exporter.config import BuildSettings, ModelSpec
 from exporter.methods import apply_method
-from exporter.visualize import (EDGE, enlarge, prediction_figure, reconstruction_picture,
-                                 tokens_picture)
+from exporter.visualize import (
+    EDGE,
+    enlarge,
+    prediction_figure,
+    reconstruction_picture,
+    tokens_picture,
+)
 
 from .helpers import images_for, tiny_segmenter
 
@@ -21,14 +26,25 @@ from .helpers import images_for, tiny_segmenter
 def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
     """An output folder as `vitexport build` leaves it, as far as visualize reads it."""
     name, size, classes = model
-    settings = BuildSettings(model=ModelSpec(name, None, size, classes), method=method,
-                             method_args=args or {})
+    settings = BuildSettings(
+        model=ModelSpec(name, None, size, classes), method=method, method_args=args or {}
+    )
     out = tmp_path / f"out-{method}"
     out.mkdir()
-    text = json.dumps({"settings": settings.to_dict(), "artifacts": {}, "hashes": {},
-                       "model": {}, "method": {}, "tokens": {}})
+    text = json.dumps(
+        {
+            "settings": settings.to_dict(),
+            "artifacts": {},
+            "hashes": {},
+            "model": {},
+            "method": {},
+            "tokens": {},
+        }
+    )
     (out / "report.json").write_text(text)  # with its sha256, which visualize checks first
-    (out / "report.sha256").write_text(f"{hashlib.sha256(text.encode()).hexdigest()}  report.json\n")
+    (out / "report.sha256").write_text(
+        f"{hashlib.sha256(text.encode()).hexdigest()}  report.json\n"
+    )
     return out
 
 
@@ -43,14 +59,17 @@ PREDICTION = {3: (840, 410), 4: (1120, 410)}
 ALL = {"tokens.png": TOKENS, "prediction.png": PREDICTION[3]}
 
 
-@pytest.mark.parametrize("method,args", [
-    ("expedite", {"hw": "2x3"}),
-    ("ailurus", {"clusters": 6}),
-    ("tome", {}),
-    ("token-adapter", {}),
-    ("pool", {"hw": "2x3"}),
-    ("svit", {"random_gates": True}),
-])
+@pytest.mark.parametrize(
+    "method,args",
+    [
+        ("expedite", {"hw": "2x3"}),
+        ("ailurus", {"clusters": 6}),
+        ("tome", {}),
+        ("token-adapter", {}),
+        ("pool", {"hw": "2x3"}),
+        ("svit", {"random_gates": True}),
+    ],
+)
 def test_pictures_written_with_their_sizes(tmp_path, method, args):
     out = folder(tmp_path, method, args)
     result = CliRunner().invoke(main, ["visualize", str(out)])
@@ -174,6 +193,10 @@ def test_prediction_figure_names_the_classes_shown():
     names = ["background", "cat", "dog", "bird"]
     fig = prediction_figure(image, labels, base, red, "segmentation", names, "pool", "t")
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["input", "ground truth", "baseline (--method none)",
-                      "reduced (pool)\n75.0% of pixels as baseline"]
+    assert titles == [
+        "input",
+        "ground truth",
+        "baseline (--method none)",
+        "reduced (pool)\n75.0% of pixels as baseline",
+    ]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "cat", "bird"]

@@ -67,17 +67,22 @@ class OneLineErrors(click.Group):
             _echo_err(f"Error: {_one_line(err)}")
             sys.exit(2)
         except PluginSurgeryError as err:
-            _echo_err(f"Error: --plugins: {_one_line(err)}; allowed: a model and method whose "
-                      "graph has the subgraph the plugin replaces")
+            _echo_err(
+                f"Error: --plugins: {_one_line(err)}; allowed: a model and method whose "
+                "graph has the subgraph the plugin replaces"
+            )
             sys.exit(2)
         except (Stopped, KeyboardInterrupt, click.exceptions.Abort) as err:
             signum = getattr(err, "signum", signal.SIGINT)
-            _echo_err(f"{signal.Signals(signum).name}: stopped; nothing was written "
-                      "(an existing output folder is unchanged)")
+            _echo_err(
+                f"{signal.Signals(signum).name}: stopped; nothing was written "
+                "(an existing output folder is unchanged)"
+            )
             sys.exit(128 + signum)
         except MemoryError:
-            _echo_err("Error: out of memory; allowed: a smaller --img-size or --batch "
-                      "(see --max-memory)")
+            _echo_err(
+                "Error: out of memory; allowed: a smaller --img-size or --batch (see --max-memory)"
+            )
             sys.exit(2)
         except OSError as err:  # a full, read-only or missing filesystem; a name too long
             name = errno.errorcode.get(err.errno, type(err).__name__)
@@ -132,8 +137,19 @@ def _print_summary(report: dict, out: Path) -> None:
 
 
 # Modules of this package that attach commands to `main` (imported for that effect).
-COMMAND_MODULES: tuple[str, ...] = ("build", "validate", "engine", "bench", "lint", "visualize",
-                                    "train_demo", "listing", "sweep", "deploy", "doctor")
+COMMAND_MODULES: tuple[str, ...] = (
+    "build",
+    "validate",
+    "engine",
+    "bench",
+    "lint",
+    "visualize",
+    "train_demo",
+    "listing",
+    "sweep",
+    "deploy",
+    "doctor",
+)
 
 
 def _attach() -> None:

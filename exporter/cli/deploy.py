@@ -16,23 +16,36 @@ def deploy():
 
 @deploy.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--repo", type=click.Path(path_type=Path), required=True,
-              help="Model repository folder to write (new, or written by vitexport with --force).")
-@click.option("--name", default=None,
-              help="Model name prefix (default: <model>_<method>); models are <name>_python, "
-                   "_onnx, _trt.")
-@click.option("--max-batch", type=int, default=None,
-              help="max_batch_size for a build with a dynamic batch (default: the engine "
-                   "profile's max, 8).")
-@click.option("--dynamic-batch", is_flag=True,
-              help="Let Triton batch requests (only for a build with --dynamic-batch).")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model repository folder to write (new, or written by vitexport with --force).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Model name prefix (default: <model>_<method>); models are <name>_python, _onnx, _trt.",
+)
+@click.option(
+    "--max-batch",
+    type=int,
+    default=None,
+    help="max_batch_size for a build with a dynamic batch (default: the engine profile's max, 8).",
+)
+@click.option(
+    "--dynamic-batch",
+    is_flag=True,
+    help="Let Triton batch requests (only for a build with --dynamic-batch).",
+)
 @click.option("--force", is_flag=True, help="Replace a repository written by vitexport.")
 def triton(out, repo, name, max_batch, dynamic_batch, force):
     """Write a Triton model repository (python, onnxruntime and TensorRT models) for OUT."""
     from ..api import deploy as run_deploy
 
-    result = run_deploy(out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch,
-                        force=force)
+    result = run_deploy(
+        out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch, force=force
+    )
     for model, kind in result.models.items():
         click.echo(f"{model:40} {kind}")
     for note in result.notes:
@@ -42,12 +55,25 @@ def triton(out, repo, name, max_batch, dynamic_batch, force):
 
 @deploy.command()
 @click.argument("repo", type=click.Path(path_type=Path))
-@click.option("--model", "models", multiple=True,
-              help="Model to load (repeatable; default: every <name>_python model of REPO).")
-@click.option("--workdir", type=click.Path(path_type=Path), default=None,
-              help="Folder for the backend copy and server.log (default: REPO/../.triton-work).")
-@click.option("--timeout", type=click.IntRange(1, 3600), default=60, show_default=True,
-              help="Seconds to wait for the server to become ready.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Model to load (repeatable; default: every <name>_python model of REPO).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the backend copy and server.log (default: REPO/../.triton-work).",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for the server to become ready.",
+)
 def serve(repo, models, workdir, timeout):
     """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
     on free loopback ports, until Ctrl-C."""

@@ -14,34 +14,80 @@ from .options import MODEL
 
 @main.command()
 @MODEL
-@click.option("--eval-data", default=None,
-              help="An .npz as for `vitexport build --eval-data` (default: the model's own "
-                   "evaluation set where it has one).")
-@click.option("--eval-count", type=int, default=None,
-              help="Evaluate the first N images (default: as `vitexport build`).")
-@click.option("--methods", default=None,
-              help="Only these methods, comma-separated (default: every method).")
-@click.option("--grid", type=click.Choice(["full", "small"]), default="full", show_default=True,
-              help="small: Expedite's hw sweep at its default cut only (3 rows fewer per "
-                   "other cut).")
-@click.option("--runs", type=click.IntRange(1, 1000), default=5, show_default=True,
-              help="Timed runs of each model, interleaved with the baseline's.")
+@click.option(
+    "--eval-data",
+    default=None,
+    help="An .npz as for `vitexport build --eval-data` (default: the model's own "
+    "evaluation set where it has one).",
+)
+@click.option(
+    "--eval-count",
+    type=int,
+    default=None,
+    help="Evaluate the first N images (default: as `vitexport build`).",
+)
+@click.option(
+    "--methods", default=None, help="Only these methods, comma-separated (default: every method)."
+)
+@click.option(
+    "--grid",
+    type=click.Choice(["full", "small"]),
+    default="full",
+    show_default=True,
+    help="small: Expedite's hw sweep at its default cut only (3 rows fewer per other cut).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Timed runs of each model, interleaved with the baseline's.",
+)
 @click.option("--warmup", type=click.IntRange(0, 100), default=1, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
-@click.option("--target-speedup", type=float, default=None,
-              help="Print the setting with the most retention among those at least this fast.")
-@click.option("--min-retention", type=float, default=None,
-              help="Print the fastest setting that keeps at least this share of the mIoU "
-                   "(0.97 or 97 for 97%).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder of NAME.md, NAME.json and NAME.png (default: "
-                   "vitexport-out/sweep-<model>).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
+)
+@click.option(
+    "--target-speedup",
+    type=float,
+    default=None,
+    help="Print the setting with the most retention among those at least this fast.",
+)
+@click.option(
+    "--min-retention",
+    type=float,
+    default=None,
+    help="Print the fastest setting that keeps at least this share of the mIoU "
+    "(0.97 or 97 for 97%).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of NAME.md, NAME.json and NAME.png (default: vitexport-out/sweep-<model>).",
+)
 @click.option("--name", default="sweep", show_default=True, help="File name stem in --out.")
 @click.option("--resume", is_flag=True, help="Keep the finished rows of a sweep in --out.")
 @click.option("--force", is_flag=True, help="Replace a sweep in --out.")
-def sweep(model, eval_data, eval_count, methods, grid,
-          runs, warmup, threads, target_speedup, min_retention, out, name, resume, force):
+def sweep(
+    model,
+    eval_data,
+    eval_count,
+    methods,
+    grid,
+    runs,
+    warmup,
+    threads,
+    target_speedup,
+    min_retention,
+    out,
+    name,
+    resume,
+    force,
+):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
     from ..sweep import best, parse_methods, run_sweep
 
@@ -57,9 +103,23 @@ def sweep(model, eval_data, eval_count, methods, grid,
     spec = model
     out = out or DEFAULT_OUT / f"sweep-{spec.name}"
     command = " ".join(["vitexport sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else ""
-    result = run_sweep(spec, out, eval_data, eval_count, chosen, runs, warmup, threads,
-                       grid == "full", force, resume, command, name,
-                       need_retention=min_retention is not None, progress=_progress)
+    result = run_sweep(
+        spec,
+        out,
+        eval_data,
+        eval_count,
+        chosen,
+        runs,
+        warmup,
+        threads,
+        grid == "full",
+        force,
+        resume,
+        command,
+        name,
+        need_retention=min_retention is not None,
+        progress=_progress,
+    )
     for ext in ("md", "json", "png"):
         click.echo(f"wrote {out / f'{name}.{ext}'}")
     front = [r for r in result["rows"] if r.get("pareto")]
@@ -67,13 +127,20 @@ def sweep(model, eval_data, eval_count, methods, grid,
     if target_speedup is None and min_retention is None:
         return
     pick = best(result["rows"], target_speedup, min_retention)
-    wanted = " and ".join(t for t in (
-        None if target_speedup is None else f"speed-up >= {target_speedup:g}x",
-        None if min_retention is None else f"retention >= {min_retention:.1%}") if t)
+    wanted = " and ".join(
+        t
+        for t in (
+            None if target_speedup is None else f"speed-up >= {target_speedup:g}x",
+            None if min_retention is None else f"retention >= {min_retention:.1%}",
+        )
+        if t
+    )
     if pick is None:
         click.echo(f"no validated setting meets {wanted}")
         sys.exit(1)
     ret = "" if pick["retention"] is None else f", retention {pick['retention']:.1%}"
-    click.echo(f"best for {wanted}: {pick['method']} {pick['setting']}: speed-up "
-               f"{pick['speedup']:.2f}x{ret}")
+    click.echo(
+        f"best for {wanted}: {pick['method']} {pick['setting']}: speed-up "
+        f"{pick['speedup']:.2f}x{ret}"
+    )
     click.echo(pick["command"])

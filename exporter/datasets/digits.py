@@ -62,11 +62,13 @@ def _check_split(split: str) -> None:
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear resize of a 2-D array (pixel centres aligned, edges clamped)."""
+
     def axis(n_out, n_in):
         x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         lo = np.floor(x).astype(np.int64)
         hi = np.minimum(lo + 1, n_in - 1)
         return lo, hi, (x - lo).astype(np.float32)
+
     r0, r1, rw = axis(h, img.shape[0])
     c0, c1, cw = axis(w, img.shape[1])
     rows = img[r0] * (1 - rw[:, None]) + img[r1] * rw[:, None]
@@ -88,8 +90,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def render(rng: np.random.Generator, pool: np.ndarray, size: int,
-           digits: tuple[int, int] = DIGITS_PER_CANVAS) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    size: int,
+    digits: tuple[int, int] = DIGITS_PER_CANVAS,
+) -> tuple[np.ndarray, np.ndarray]:
     """One canvas: (image uint8 [size, size, 3], label uint8 [size, size])."""
     images, target = _digits()
     img = _background(rng, size)
@@ -103,18 +109,19 @@ def render(rng: np.random.Generator, pool: np.ndarray, size: int,
         # A few tries to keep digits from hiding each other; overlap stays possible.
         for _ in range(8):
             y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-            if (label[y:y + h, x:x + w][alpha >= THRESHOLD] > 0).mean() < 0.1:
+            if (label[y : y + h, x : x + w][alpha >= THRESHOLD] > 0).mean() < 0.1:
                 break
         colour = rng.uniform(0.55, 1.0, 3).astype(np.float32)
         colour[rng.integers(3)] = rng.uniform(0.85, 1.0)
         a = alpha[..., None]
-        img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + colour * a
-        label[y:y + h, x:x + w][alpha >= THRESHOLD] = target[k] + 1
+        img[y : y + h, x : x + w] = img[y : y + h, x : x + w] * (1 - a) + colour * a
+        label[y : y + h, x : x + w][alpha >= THRESHOLD] = target[k] + 1
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), label
 
 
-def make_split(split: str, count: int | None = None, seed: int = 0,
-               size: int = CANVAS) -> tuple[np.ndarray, np.ndarray]:
+def make_split(
+    split: str, count: int | None = None, seed: int = 0, size: int = CANVAS
+) -> tuple[np.ndarray, np.ndarray]:
     """`count` canvases of a split: images uint8 [N, size, size, 3], labels uint8 [N, size, size].
 
     Canvas i depends only on (seed, split, i, size). `count` defaults to 4000 (train) / 500 (val).
@@ -151,8 +158,9 @@ def save_eval_data(path, split: str = "val", count: int | None = None, seed: int
     return path
 
 
-def confusion(pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES,
-              ignore: int = IGNORE) -> np.ndarray:
+def confusion(
+    pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES, ignore: int = IGNORE
+) -> np.ndarray:
     """[num_classes, num_classes] pixel counts, rows = label, cols = prediction; `ignore`
     pixels skipped."""
     pred, labels = np.asarray(pred).reshape(-1), np.asarray(labels).reshape(-1)
@@ -160,15 +168,21 @@ def confusion(pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASS
         raise ValueError(f"pred and labels differ in size: {pred.size} vs {labels.size}")
     keep = labels != ignore
     pred, labels = pred[keep].astype(np.int64), labels[keep].astype(np.int64)
-    if pred.size and (pred.min() < 0 or pred.max() >= num_classes
-                      or labels.min() < 0 or labels.max() >= num_classes):
+    if pred.size and (
+        pred.min() < 0
+        or pred.max() >= num_classes
+        or labels.min() < 0
+        or labels.max() >= num_classes
+    ):
         raise ValueError(f"class ids must be in [0, {num_classes}) or {ignore} (labels)")
-    return np.bincount(labels * num_classes + pred,
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
-def miou(pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES,
-         ignore: int = IGNORE) -> float:
+def miou(
+    pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES, ignore: int = IGNORE
+) -> float:
     """Mean intersection over union over the whole set.
 
     Pixels are pooled over all images (one confusion matrix, as segmentation benchmarks do, not

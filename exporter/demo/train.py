@@ -33,10 +33,22 @@ from . import data
 NAME = "segmenter_digits"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG = {
-    "dim": 192, "depth": 8, "heads": 3, "patch": 2, "decoder_layers": 0,
-    "decoder": "linear", "stem": "conv", "stem_width": 128,
-    "canvas": data.CANVAS, "crop": 32, "crop_digits": [1, 2],
-    "batch": 16, "full_batch": 4, "lr": 1e-3, "weight_decay": 0.05, "warmup": 200,
+    "dim": 192,
+    "depth": 8,
+    "heads": 3,
+    "patch": 2,
+    "decoder_layers": 0,
+    "decoder": "linear",
+    "stem": "conv",
+    "stem_width": 128,
+    "canvas": data.CANVAS,
+    "crop": 32,
+    "crop_digits": [1, 2],
+    "batch": 16,
+    "full_batch": 4,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "warmup": 200,
 }
 STEPS, FULL_STEPS = 3000, 200  # the shipped run: 4,916 s on 2 cores (82 min; ~1.1 s a crop step)
 EVAL_COUNT = 500  # validation canvases the recorded mIoU is measured on
@@ -53,8 +65,11 @@ def window_forward(model: Segmenter, images: torch.Tensor, offset: tuple[int, in
     x = x.flatten(2).transpose(1, 2)
     gh, gw = model.layout.grid
     pos = enc.pos_embed
-    patch_pos = pos[:, 1:].reshape(1, gh, gw, -1)[:, offset[0]:offset[0] + h,
-                                                   offset[1]:offset[1] + w].reshape(1, h * w, -1)
+    patch_pos = (
+        pos[:, 1:]
+        .reshape(1, gh, gw, -1)[:, offset[0] : offset[0] + h, offset[1] : offset[1] + w]
+        .reshape(1, h * w, -1)
+    )
     x = torch.cat([enc.cls_token.expand(B, -1, -1) + pos[:, :1], x + patch_pos], 1)
     for blk in enc.blocks:
         x = blk(x)
@@ -67,8 +82,10 @@ def window_forward(model: Segmenter, images: torch.Tensor, offset: tuple[int, in
 def predict(model: Segmenter, images_u8: np.ndarray, batch: int = 50) -> np.ndarray:
     """Class map uint8 [N, H, W] of uint8 canvases."""
     model.eval()
-    out = [model(data.to_input(images_u8[i:i + batch])).argmax(1).to(torch.uint8)
-           for i in range(0, len(images_u8), batch)]
+    out = [
+        model(data.to_input(images_u8[i : i + batch])).argmax(1).to(torch.uint8)
+        for i in range(0, len(images_u8), batch)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -77,7 +94,9 @@ def evaluate(model: Segmenter, count: int, seed: int = 0) -> float:
     return data.miou(predict(model, images), labels)
 
 
-def _batch(step: int, seed: int, size: int, count: int, digits) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(
+    step: int, seed: int, size: int, count: int, digits
+) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng([seed, 2, step])  # 2: neither make_split's train nor val stream
     pool = data.source_indices("train")
     pairs = [data.render(rng, pool, size, tuple(digits)) for _ in range(count)]
@@ -96,23 +115,41 @@ def _load() -> str:
 def _commit() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "exporter"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "exporter"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return rev + ("+uncommitted changes" if dirty else "") if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int = 0,
-          eval_count: int = EVAL_COUNT, command: str | None = None, log=print,
-          config: dict | None = None, threads: int = 2) -> dict:
+def train(
+    out: Path,
+    steps: int = STEPS,
+    full_steps: int = FULL_STEPS,
+    seed: int = 0,
+    eval_count: int = EVAL_COUNT,
+    command: str | None = None,
+    log=print,
+    config: dict | None = None,
+    threads: int = 2,
+) -> dict:
     """Train, evaluate on the validation split, write weights + metadata; returns the metadata."""
     from safetensors.torch import save_file  # deferred: only writing the weights needs it
 
-    for flag, value, low in (("--steps", steps, 1), ("--full-steps", full_steps, 0),
-                             ("--eval-count", eval_count, 1), ("--threads", threads, 1)):
+    for flag, value, low in (
+        ("--steps", steps, 1),
+        ("--full-steps", full_steps, 0),
+        ("--eval-count", eval_count, 1),
+        ("--threads", threads, 1),
+    ):
         if value < low:
             raise InputError(flag, value, f"an integer >= {low}")
     if Path(out).exists() and not Path(out).is_dir():
@@ -125,11 +162,19 @@ def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int
     torch.manual_seed(seed)
     model = build_model(config)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n
-             and "cls" not in n]
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.ndim >= 2 and "pos_embed" not in n and "cls" not in n
+    ]
     rest = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config["weight_decay"]},
-                             {"params": rest, "weight_decay": 0.0}], lr=config["lr"])
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config["weight_decay"]},
+            {"params": rest, "weight_decay": 0.0},
+        ],
+        lr=config["lr"],
+    )
     total = steps + full_steps
     gh, gw = model.layout.grid
     crop_tokens = config["crop"] // config["patch"]
@@ -142,12 +187,15 @@ def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int
         if step < steps:
             x, y = _batch(step, seed, config["crop"], config["batch"], config["crop_digits"])
             rng = np.random.default_rng([seed, 3, step])
-            offset = (int(rng.integers(0, gh - crop_tokens + 1)),
-                      int(rng.integers(0, gw - crop_tokens + 1)))
+            offset = (
+                int(rng.integers(0, gh - crop_tokens + 1)),
+                int(rng.integers(0, gw - crop_tokens + 1)),
+            )
             logits = window_forward(model, x, offset)
         else:
-            x, y = _batch(step, seed, config["canvas"], config["full_batch"],
-                          data.DIGITS_PER_CANVAS)
+            x, y = _batch(
+                step, seed, config["canvas"], config["full_batch"], data.DIGITS_PER_CANVAS
+            )
             logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -202,10 +250,15 @@ def train(out: Path, steps: int = STEPS, full_steps: int = FULL_STEPS, seed: int
 
 def main(argv=None) -> None:
     import argparse  # deferred: only the script's __main__ path parses arguments
-    p = argparse.ArgumentParser(description="Train the digits Segmenter shipped as the default model.")
+
+    p = argparse.ArgumentParser(
+        description="Train the digits Segmenter shipped as the default model."
+    )
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--steps", type=int, default=STEPS, help="steps on 32x32 canvases")
-    p.add_argument("--full-steps", type=int, default=FULL_STEPS, help="final steps on full canvases")
+    p.add_argument(
+        "--full-steps", type=int, default=FULL_STEPS, help="final steps on full canvases"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-count", type=int, default=EVAL_COUNT)
     p.add_argument("--threads", type=int, default=2)

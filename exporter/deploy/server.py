@@ -35,8 +35,10 @@ def bundled_server() -> Path:
     # own dependencies pin numpy below 2).
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerUnavailable("no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 "
-                                "brings the bundled server")
+        raise ServerUnavailable(
+            "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 "
+            "brings the bundled server"
+        )
     root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise ServerUnavailable(f"nvidia-pytriton has no server binary under {root}")
@@ -52,8 +54,9 @@ def backend_folder(dest: Path) -> Path:
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
-            raise ServerUnavailable(f"the bundled server has no python backend stub for "
-                                    f"Python {version}")
+            raise ServerUnavailable(
+                f"the bundled server has no python backend stub for Python {version}"
+            )
         shutil.copy2(stub, backends / "python" / stub.name)
     return backends
 
@@ -64,8 +67,8 @@ def server_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH"))
-        if p)
+        p for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH")) if p
+    )
     return env
 
 
@@ -104,8 +107,9 @@ class Server:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}; "
-                                   f"log: {self.log}")
+                raise RuntimeError(
+                    f"tritonserver exited with {self.process.returncode}; log: {self.log}"
+                )
             if self.ready():
                 return
             time.sleep(0.25)
@@ -132,18 +136,25 @@ def start(repo: Path, workdir: Path, models: list[str] | None = None) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     backends = backend_folder(workdir)
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [str(bundled_server() / "bin" / "tritonserver"),
-           f"--model-repository={Path(repo).resolve()}", f"--backend-directory={backends}",
-           "--http-address=127.0.0.1", f"--http-port={http}",
-           "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
-           "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
-           "--log-verbose=0"]
+    cmd = [
+        str(bundled_server() / "bin" / "tritonserver"),
+        f"--model-repository={Path(repo).resolve()}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics}",
+        "--log-verbose=0",
+    ]
     if models is not None:
         cmd += ["--model-control-mode=explicit"] + [f"--load-model={m}" for m in models]
     log = workdir / "server.log"
     with open(log, "wb") as f:
-        process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=server_env(),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True
+        )
     return Server(process, http, grpc, log)
 
 
@@ -154,12 +165,16 @@ def serve_models(repo, models: list[str] | None = None, workdir=None, timeout: f
     if not (repo / ".vitexport-repository").is_file():
         raise InputError("REPO", str(repo), "a repository written by `vitexport deploy triton`")
     if models is None:
-        models = sorted(p.name for p in repo.iterdir() if p.name.endswith(("_python",
-                                                                          "_python_plugins")))
+        models = sorted(
+            p.name for p in repo.iterdir() if p.name.endswith(("_python", "_python_plugins"))
+        )
     for m in models:
         if not (repo / m / "config.pbtxt").is_file():
-            raise InputError("--model", m, ", ".join(sorted(
-                p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())))
+            raise InputError(
+                "--model",
+                m,
+                ", ".join(sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())),
+            )
     try:
         bundled_server()
     except ServerUnavailable as err:

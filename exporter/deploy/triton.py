@@ -28,11 +28,16 @@ from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
 
 # ONNX TensorProto element types -> Triton's model-config data types.
 TRITON_TYPES = {
-    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
-    onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
-    onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",
-    onnx.TensorProto.INT16: "TYPE_INT16", onnx.TensorProto.INT32: "TYPE_INT32",
-    onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.BOOL: "TYPE_BOOL",
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
 MARKER = ".vitexport-repository"  # --force replaces only a folder holding this file
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -65,8 +70,12 @@ def graph_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
         for v in values:
             t = v.type.tensor_type
             if t.elem_type not in TRITON_TYPES:
-                raise InputError("OUT", str(path), "ONNX tensors of a type Triton serves",
-                                 f"{v.name} has ONNX type {onnx.TensorProto.DataType.Name(t.elem_type)}")
+                raise InputError(
+                    "OUT",
+                    str(path),
+                    "ONNX tensors of a type Triton serves",
+                    f"{v.name} has ONNX type {onnx.TensorProto.DataType.Name(t.elem_type)}",
+                )
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
             out.append(Tensor(v.name, TRITON_TYPES[t.elem_type], dims))
         return out
@@ -78,21 +87,28 @@ def _tensor_block(kind: str, tensors: list[Tensor], batched: bool) -> list[str]:
     lines = [f"{kind} ["]
     for i, t in enumerate(tensors):
         dims = t.shape[1:] if batched else t.shape  # max_batch_size > 0: dims leave out the batch
-        lines += ["  {", f'    name: "{t.name}"', f"    data_type: {t.dtype}",
-                  f"    dims: [ {', '.join(str(d) for d in dims)} ]",
-                  "  }" + ("," if i < len(tensors) - 1 else "")]
+        lines += [
+            "  {",
+            f'    name: "{t.name}"',
+            f"    data_type: {t.dtype}",
+            f"    dims: [ {', '.join(str(d) for d in dims)} ]",
+            "  }" + ("," if i < len(tensors) - 1 else ""),
+        ]
     return lines + ["]"]
 
 
-def config_text(name: str, head: list[str], inputs, outputs, max_batch: int, dynamic: bool,
-                tail: list[str] = ()) -> str:
+def config_text(
+    name: str, head: list[str], inputs, outputs, max_batch: int, dynamic: bool, tail: list[str] = ()
+) -> str:
     """config.pbtxt in protobuf text format (comments say why where a setting is a choice)."""
     lines = [f'name: "{name}"', *head, f"max_batch_size: {max_batch}"]
     lines += _tensor_block("input", inputs, max_batch > 0)
     lines += _tensor_block("output", outputs, max_batch > 0)
     if dynamic:
-        lines += ["# Requests are batched up to max_batch_size (the artifact's batch is dynamic).",
-                  "dynamic_batching { max_queue_delay_microseconds: 100 }"]
+        lines += [
+            "# Requests are batched up to max_batch_size (the artifact's batch is dynamic).",
+            "dynamic_batching { max_queue_delay_microseconds: 100 }",
+        ]
     return "\n".join([*lines, *tail, ""])
 
 
@@ -125,8 +141,9 @@ def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic
     if not open_batch:
         fixed = f"this build's batch is fixed at {report['model']['input_shape'][0]}"
         if max_batch is not None:
-            raise InputError("--max-batch", max_batch, "only for a build with --dynamic-batch",
-                             fixed)
+            raise InputError(
+                "--max-batch", max_batch, "only for a build with --dynamic-batch", fixed
+            )
         if dynamic:
             raise InputError("--dynamic-batch", "", "only for a build with --dynamic-batch", fixed)
         return 0
@@ -134,8 +151,9 @@ def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic
     if max_batch is None:
         return limit
     if not 1 <= max_batch <= limit:
-        raise InputError("--max-batch", max_batch, f"1..{limit}",
-                         "the engine's optimisation profile stops there")
+        raise InputError(
+            "--max-batch", max_batch, f"1..{limit}", "the engine's optimisation profile stops there"
+        )
     return max_batch
 
 
@@ -147,19 +165,34 @@ def check_target(repo: Path, out: Path, force: bool) -> None:
         raise InputError("--repo", str(repo), "a folder", "is a file")
     if repo.exists() and any(repo.iterdir()):
         if not force:
-            raise InputError("--repo", str(repo), "a new or empty folder, or --force to replace "
-                             "a repository written by `vitexport deploy`", "exists and is not empty")
+            raise InputError(
+                "--repo",
+                str(repo),
+                "a new or empty folder, or --force to replace "
+                "a repository written by `vitexport deploy`",
+                "exists and is not empty",
+            )
         if not (repo / MARKER).is_file():
-            raise InputError("--repo", str(repo), "with --force, a repository written by "
-                             "`vitexport deploy`", f"no {MARKER} in it; not replacing it")
+            raise InputError(
+                "--repo",
+                str(repo),
+                "with --force, a repository written by `vitexport deploy`",
+                f"no {MARKER} in it; not replacing it",
+            )
 
 
 def _read_build(out: Path):
     return read_folder(out)  # checks the files against their recorded hashes
 
 
-def write_repository(out, repo, name: str | None = None, max_batch: int | None = None,
-                     dynamic_batch: bool = False, force: bool = False) -> Repository:
+def write_repository(
+    out,
+    repo,
+    name: str | None = None,
+    max_batch: int | None = None,
+    dynamic_batch: bool = False,
+    force: bool = False,
+) -> Repository:
     """Write a Triton model repository for build folder `out` into `repo`.
 
     >>> r = write_repository("vitexport-out/segmenter_digits-expedite", "triton-repo")  # doctest: +SKIP
@@ -185,14 +218,33 @@ def write_repository(out, repo, name: str | None = None, max_batch: int | None =
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _python_model(tmp, result, f"{name}_python", out, arts["onnx"], inputs, outputs, batch,
-                      dynamic, plugin_nodes=False)
+        _python_model(
+            tmp,
+            result,
+            f"{name}_python",
+            out,
+            arts["onnx"],
+            inputs,
+            outputs,
+            batch,
+            dynamic,
+            plugin_nodes=False,
+        )
         if "onnx_plugins" in arts:
             p_in, p_out = graph_io(out / arts["onnx_plugins"])
-            _python_model(tmp, result, f"{name}_python_plugins", out, arts["onnx_plugins"], p_in,
-                          p_out, batch, dynamic, plugin_nodes=True)
-        _onnx_model(tmp, result, f"{name}_onnx", out, arts["onnx"], inputs, outputs, batch,
-                    dynamic)
+            _python_model(
+                tmp,
+                result,
+                f"{name}_python_plugins",
+                out,
+                arts["onnx_plugins"],
+                p_in,
+                p_out,
+                batch,
+                dynamic,
+                plugin_nodes=True,
+            )
+        _onnx_model(tmp, result, f"{name}_onnx", out, arts["onnx"], inputs, outputs, batch, dynamic)
         _trt_model(tmp, result, f"{name}_trt", out, report, batch, dynamic)
         (tmp / MARKER).write_text(f"written by `vitexport deploy triton` from {out.name}\n")
         (tmp / "README.md").write_text(readme(result, name, out))
@@ -205,20 +257,24 @@ def write_repository(out, repo, name: str | None = None, max_batch: int | None =
     return result
 
 
-def _python_model(tmp, result, model, out, artifact, inputs, outputs, batch, dynamic,
-                  plugin_nodes: bool) -> None:
+def _python_model(
+    tmp, result, model, out, artifact, inputs, outputs, batch, dynamic, plugin_nodes: bool
+) -> None:
     version = tmp / model / "1"
     version.mkdir(parents=True)
     _copy_onnx(out, artifact, version)
     shutil.copy2(MODEL_FILE, version / "model.py")
-    head = ['backend: "python"',
-            "# One CPU instance: ONNX Runtime already uses every core for one request.",
-            "instance_group [ { kind: KIND_CPU, count: 1 } ]",
-            f'parameters {{ key: "onnx" value {{ string_value: "{artifact}" }} }}',
-            f'parameters {{ key: "plugin_nodes" value {{ string_value: '
-            f'"{"true" if plugin_nodes else "false"}" }} }}']
+    head = [
+        'backend: "python"',
+        "# One CPU instance: ONNX Runtime already uses every core for one request.",
+        "instance_group [ { kind: KIND_CPU, count: 1 } ]",
+        f'parameters {{ key: "onnx" value {{ string_value: "{artifact}" }} }}',
+        f'parameters {{ key: "plugin_nodes" value {{ string_value: '
+        f'"{"true" if plugin_nodes else "false"}" }} }}',
+    ]
     (tmp / model / "config.pbtxt").write_text(
-        config_text(model, head, inputs, outputs, batch, dynamic))
+        config_text(model, head, inputs, outputs, batch, dynamic)
+    )
     result.models[model] = "python"
 
 
@@ -226,10 +282,13 @@ def _onnx_model(tmp, result, model, out, artifact, inputs, outputs, batch, dynam
     version = tmp / model / "1"
     version.mkdir(parents=True)
     _copy_onnx(out, artifact, version, "model.onnx")
-    head = ['platform: "onnxruntime_onnx"',
-            "# No instance_group: Triton puts the model on every GPU, or on the CPU without one."]
+    head = [
+        'platform: "onnxruntime_onnx"',
+        "# No instance_group: Triton puts the model on every GPU, or on the CPU without one.",
+    ]
     (tmp / model / "config.pbtxt").write_text(
-        config_text(model, head, inputs, outputs, batch, dynamic, ORT_TRT_BLOCK))
+        config_text(model, head, inputs, outputs, batch, dynamic, ORT_TRT_BLOCK)
+    )
     result.models[model] = "onnxruntime_onnx"
 
 
@@ -245,28 +304,40 @@ def _trt_model(tmp, result, model, out, report, batch, dynamic) -> None:
     plugins = "onnx_plugins" in arts and source == arts["onnx_plugins"]
     if "engine" in arts:
         shutil.copy2(out / arts["engine"], version / "model.plan")
-        result.notes.append(f"{model}: 1/model.plan is the build's {arts['engine']} (an engine "
-                            "runs only on the GPU model and TensorRT version it was built with)")
+        result.notes.append(
+            f"{model}: 1/model.plan is the build's {arts['engine']} (an engine "
+            "runs only on the GPU model and TensorRT version it was built with)"
+        )
     else:
         _copy_onnx(out, source, tmp / model)
         profile = shapes_of(report["model"]["input_shape"], batch > 0)
         if eng.plugin_library is None and plugins:
             eng.plugin_library = PLUGIN_LIBRARY
-        script = ["#!/usr/bin/env bash",
-                  "# Builds 1/model.plan on the GPU host that serves it (TensorRT engines are",
-                  "# specific to a GPU model and TensorRT version).",
-                  "set -euo pipefail", 'cd "$(dirname "$0")"',
-                  trtexec_command(source, "1/model.plan", eng, profile), ""]
+        script = [
+            "#!/usr/bin/env bash",
+            "# Builds 1/model.plan on the GPU host that serves it (TensorRT engines are",
+            "# specific to a GPU model and TensorRT version).",
+            "set -euo pipefail",
+            'cd "$(dirname "$0")"',
+            trtexec_command(source, "1/model.plan", eng, profile),
+            "",
+        ]
         (tmp / model / "build_plan.sh").write_text("\n".join(script))
         (tmp / model / "build_plan.sh").chmod(0o755)
-        result.notes.append(f"{model}: no engine in the build; run {model}/build_plan.sh on the "
-                            "GPU host to write 1/model.plan")
+        result.notes.append(
+            f"{model}: no engine in the build; run {model}/build_plan.sh on the "
+            "GPU host to write 1/model.plan"
+        )
     head = ['platform: "tensorrt_plan"', "instance_group [ { kind: KIND_GPU, count: 1 } ]"]
     if plugins:
-        head.insert(1, f"# Plugin nodes: start tritonserver with LD_PRELOAD={PLUGIN_LIBRARY} or "
-                       f"--backend-config=tensorrt,plugins=/path/to/{PLUGIN_LIBRARY}")
+        head.insert(
+            1,
+            f"# Plugin nodes: start tritonserver with LD_PRELOAD={PLUGIN_LIBRARY} or "
+            f"--backend-config=tensorrt,plugins=/path/to/{PLUGIN_LIBRARY}",
+        )
     (tmp / model / "config.pbtxt").write_text(
-        config_text(model, head, inputs, outputs, batch, dynamic))
+        config_text(model, head, inputs, outputs, batch, dynamic)
+    )
     result.models[model] = "tensorrt_plan"
 
 

@@ -47,8 +47,11 @@ class TritonPythonModel:
         if params.get("plugin_nodes") == "true":
             # optional: only plugin graphs need onnx and vitexport in the stub's python
             import onnx
-            from exporter.onnx.plugin_ops import (ort_extensions_available, ort_session,
-                                                  run_plugin_graph)
+            from exporter.onnx.plugin_ops import (
+                ort_extensions_available,
+                ort_session,
+                run_plugin_graph,
+            )
 
             proto = onnx.load(str(path))
             if not ort_extensions_available():  # the ONNX reference evaluator: slow but exact
@@ -62,8 +65,7 @@ class TritonPythonModel:
             threads = int(params.get("intra_op_threads", "0"))
             if threads:
                 options.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(path), options,
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in session.get_inputs()]
         self.outputs = [o.name for o in session.get_outputs()]
         self.run = lambda feeds: session.run(self.outputs, feeds)
@@ -71,9 +73,14 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            feeds = {name: to_numpy(pb_utils.get_input_tensor_by_name(request, name))
-                     for name in self.inputs}
+            feeds = {
+                name: to_numpy(pb_utils.get_input_tensor_by_name(request, name))
+                for name in self.inputs
+            }
             outs = self.run(feeds)
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[to_tensor(n, o) for n, o in zip(self.outputs, outs)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[to_tensor(n, o) for n, o in zip(self.outputs, outs)]
+                )
+            )
         return responses

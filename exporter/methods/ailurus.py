@@ -21,8 +21,7 @@ import torch
 from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops import run_block
-from ..ops.density_peaks import (TOPK_LIMIT, DensityPeaksSelection, merge_clusters,
-                                 unfold_clusters)
+from ..ops.density_peaks import TOPK_LIMIT, DensityPeaksSelection, merge_clusters, unfold_clusters
 from .base import MethodSpec, TokenMethod, check_int, entries, flag, split_prefix
 
 PAPER_ALPHA = 2  # the block after which the paper clusters
@@ -32,15 +31,24 @@ SPATIAL_NEIGHBOURS = 50  # lambda
 
 @dataclass(frozen=True)
 class AiluRusConfig:
-    alpha: int | None = flag("--alpha", "blocks run at full resolution before clustering",
-                             rule="2 (the paper's location)")
-    clusters: int | None = flag("--clusters", "M: representative tokens kept (1..N-1)",
-                                rule="round(N/4) (400 of 1600 in the paper)")
-    spatial_alpha: float = flag("--spatial-alpha", "a: spatial weight floor of Eq. 2, in (0, 1]",
-                                0.9)
-    spatial_neighbours: int | None = flag("--spatial-neighbours",
-                                          "lambda: spatial neighbours per token (1..N-1)",
-                                          rule="50, at most N-1")
+    alpha: int | None = flag(
+        "--alpha",
+        "blocks run at full resolution before clustering",
+        rule="2 (the paper's location)",
+    )
+    clusters: int | None = flag(
+        "--clusters",
+        "M: representative tokens kept (1..N-1)",
+        rule="round(N/4) (400 of 1600 in the paper)",
+    )
+    spatial_alpha: float = flag(
+        "--spatial-alpha", "a: spatial weight floor of Eq. 2, in (0, 1]", 0.9
+    )
+    spatial_neighbours: int | None = flag(
+        "--spatial-neighbours",
+        "lambda: spatial neighbours per token (1..N-1)",
+        rule="50, at most N-1",
+    )
     knn: int = flag("--knn", "k: neighbours averaged in the density (1..lambda)", 1)
 
 
@@ -63,13 +71,16 @@ class AiluRus(TokenMethod):
         self.cfg = cfg
         self.cut, self.clusters = cfg.alpha, cfg.clusters
         self.restore_at_output = restore_at_output
-        self.selection = DensityPeaksSelection(layout.grid, cfg.clusters, cfg.spatial_neighbours,
-                                               cfg.spatial_alpha, cfg.knn)
+        self.selection = DensityPeaksSelection(
+            layout.grid, cfg.clusters, cfg.spatial_neighbours, cfg.spatial_alpha, cfg.knn
+        )
 
     def config(self):
         fields = ("alpha", "clusters", "spatial_alpha", "spatial_neighbours", "knn")
-        return {**entries(self.cfg, *fields),
-                "restore": "output" if self.restore_at_output else "backbone"}
+        return {
+            **entries(self.cfg, *fields),
+            "restore": "output" if self.restore_at_output else "backbone",
+        }
 
     def reduced_tokens(self):
         return self.clusters
@@ -108,8 +119,12 @@ def build(model: DenseModel, args: dict) -> AiluRus:
     lay = model.layout
     depth, N = lay.depth, lay.num_patches
     if N < 2:
-        raise InputError("--img-size", f"{lay.image_size[0]}x{lay.image_size[1]}",
-                         "an image of at least 2 patches", "AiluRus needs tokens to merge")
+        raise InputError(
+            "--img-size",
+            f"{lay.image_size[0]}x{lay.image_size[1]}",
+            "an image of at least 2 patches",
+            "AiluRus needs tokens to merge",
+        )
     alpha = args.get("alpha")
     alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
     clusters = args.get("clusters")
@@ -118,8 +133,12 @@ def build(model: DenseModel, args: dict) -> AiluRus:
     else:
         clusters = check_int("--clusters", clusters, 1, N - 1)
         if clusters > TOPK_LIMIT:
-            raise InputError("--clusters", clusters, f"1..{TOPK_LIMIT}",
-                             f"TensorRT's TopK takes at most {TOPK_LIMIT}")
+            raise InputError(
+                "--clusters",
+                clusters,
+                f"1..{TOPK_LIMIT}",
+                f"TensorRT's TopK takes at most {TOPK_LIMIT}",
+            )
     spatial_alpha = check_spatial_alpha(args.get("spatial_alpha", AiluRusConfig.spatial_alpha))
     neighbours = args.get("spatial_neighbours")
     if neighbours is None:

@@ -50,9 +50,18 @@ def flag(name: str, help: str, default: Any = None, rule: str = "", is_flag: boo
 
 def options_of(config: type) -> tuple[Option, ...]:
     """The flags of a method's config dataclass, in field order."""
-    return tuple(Option(f.metadata["flag"], f.name, f.metadata["help"], f.default,
-                        f.metadata["rule"], f.metadata["is_flag"])
-                 for f in fields(config) if "flag" in f.metadata)
+    return tuple(
+        Option(
+            f.metadata["flag"],
+            f.name,
+            f.metadata["help"],
+            f.default,
+            f.metadata["rule"],
+            f.metadata["is_flag"],
+        )
+        for f in fields(config)
+        if "flag" in f.metadata
+    )
 
 
 def entries(config, *names: str) -> dict:
@@ -91,8 +100,12 @@ class MethodSpec:
         """The builder for `model`'s family, or an InputError when the method has no such form."""
         family = getattr(model, "family", "vit")
         if family not in self.builders:
-            raise InputError("--method", self.name, f"a model family in {'|'.join(self.families)}",
-                             f"{self.name} has no {family} form")
+            raise InputError(
+                "--method",
+                self.name,
+                f"a model family in {'|'.join(self.families)}",
+                f"{self.name} has no {family} form",
+            )
         return self.builders[family]
 
     def check_args(self, args: dict) -> None:
@@ -223,8 +236,12 @@ def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
     """--hw as a pair no larger than the token grid."""
     hw = parse_pair("--hw", value)
     if hw[0] > grid[0] or hw[1] > grid[1]:
-        raise InputError("--hw", format_pair(hw), f"1..{grid[0]} x 1..{grid[1]}",
-                         f"larger than the token grid {format_pair(grid)}")
+        raise InputError(
+            "--hw",
+            format_pair(hw),
+            f"1..{grid[0]} x 1..{grid[1]}",
+            f"larger than the token grid {format_pair(grid)}",
+        )
     return hw
 
 

@@ -16,18 +16,30 @@ import torch
 from ..models.base import DenseModel
 from ..ops.grid import own_cell
 from ..ops.pooling import GridPooling, GridUpsampling
-from .base import (MethodSpec, TokenMethod, check_hw, check_int, check_restore, entries, flag,
-                   split_prefix)
+from .base import (
+    MethodSpec,
+    TokenMethod,
+    check_hw,
+    check_int,
+    check_restore,
+    entries,
+    flag,
+    split_prefix,
+)
 from .expedite import default_alpha, default_hw
 
 
 @dataclass(frozen=True)
 class PoolConfig:
-    alpha: int | None = flag("--alpha", "blocks run at full resolution before pooling",
-                             rule="round(depth*10/24)")
+    alpha: int | None = flag(
+        "--alpha", "blocks run at full resolution before pooling", rule="round(depth*10/24)"
+    )
     hw: tuple[int, int] | None = flag("--hw", "pooled grid h x w", rule="0.7 x grid per side")
-    restore: str | None = flag("--restore", "where to upsample: output | backbone",
-                               rule="output for Segmenter, else backbone")
+    restore: str | None = flag(
+        "--restore",
+        "where to upsample: output | backbone",
+        rule="output for Segmenter, else backbone",
+    )
 
 
 class GridPool(TokenMethod):
@@ -55,7 +67,6 @@ class GridPool(TokenMethod):
         prefix, pooled = split_prefix(x, num_prefix)
         return torch.cat([prefix, self.upsampling(pooled)], dim=1)
 
-
     def assign(self, x):
         # the pooled cell whose bin starts at or before each token (bins may overlap)
         cells = own_cell(self.layout.grid, self.hw).to(x.device)
@@ -65,7 +76,9 @@ class GridPool(TokenMethod):
 def build(model: DenseModel, args: dict) -> GridPool:
     lay = model.layout
     alpha = args.get("alpha")
-    alpha = default_alpha(lay.depth) if alpha is None else check_int("--alpha", alpha, 1, lay.depth - 1)
+    alpha = (
+        default_alpha(lay.depth) if alpha is None else check_int("--alpha", alpha, 1, lay.depth - 1)
+    )
     hw = default_hw(lay.grid) if args.get("hw") is None else check_hw(args["hw"], lay.grid)
     return GridPool(lay, PoolConfig(alpha, tuple(hw), check_restore(args.get("restore"), model)))
 

@@ -46,14 +46,20 @@ _GATE_KEY = re.compile(r"^gates\.(\d+)\.")
 
 @dataclass(frozen=True)
 class SViTConfig:
-    alpha: int | None = flag("--alpha", "blocks run dense before the first gated block",
-                             rule="round(depth/4), or the first gate in --gates")
-    keep_ratio: float = flag("--keep-ratio",
-                             "capacity: share of patch tokens each gated block runs", 0.7)
-    gates: str | None = flag("--gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)",
-                             rule="required")
-    random_gates: bool = flag("--random-gates", "seeded random gates (tests, trials)", False,
-                              rule="off", is_flag=True)
+    alpha: int | None = flag(
+        "--alpha",
+        "blocks run dense before the first gated block",
+        rule="round(depth/4), or the first gate in --gates",
+    )
+    keep_ratio: float = flag(
+        "--keep-ratio", "capacity: share of patch tokens each gated block runs", 0.7
+    )
+    gates: str | None = flag(
+        "--gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)", rule="required"
+    )
+    random_gates: bool = flag(
+        "--random-gates", "seeded random gates (tests, trials)", False, rule="off", is_flag=True
+    )
 
 
 def default_alpha(depth: int) -> int:
@@ -68,22 +74,36 @@ class SViT(TokenMethod):
         self.cfg = cfg
         self.cut, self.keep_ratio = cfg.alpha, cfg.keep_ratio
         self.capacity = capacity_of(cfg.keep_ratio, layout.num_patches)
-        self.gates = nn.ModuleDict({
-            str(i): CapacityGate(TokenGate(layout.dim, hidden[i]), layout.num_patches,
-                                 layout.num_prefix, self.capacity)
-            for i in range(cfg.alpha, layout.depth)})
+        self.gates = nn.ModuleDict(
+            {
+                str(i): CapacityGate(
+                    TokenGate(layout.dim, hidden[i]),
+                    layout.num_patches,
+                    layout.num_prefix,
+                    self.capacity,
+                )
+                for i in range(cfg.alpha, layout.depth)
+            }
+        )
 
     def config(self):
-        return {"alpha": self.cut, "keep_ratio": self.keep_ratio, "capacity": self.capacity,
-                "gates": "random" if self.cfg.random_gates else self.cfg.gates}
+        return {
+            "alpha": self.cut,
+            "keep_ratio": self.keep_ratio,
+            "capacity": self.capacity,
+            "gates": "random" if self.cfg.random_gates else self.cfg.gates,
+        }
 
     def reduced_tokens(self):
         return self.capacity
 
     def gate_state(self) -> dict[str, torch.Tensor]:
         """The gate weights under the --gates file's keys."""
-        return {f"gates.{i}.{name}": t for i, g in self.gates.items()
-                for name, t in g.gate.state_dict().items()}
+        return {
+            f"gates.{i}.{name}": t
+            for i, g in self.gates.items()
+            for name, t in g.gate.state_dict().items()
+        }
 
     def run(self, model, images):
         x = model.embed(images)
@@ -94,10 +114,9 @@ class SViT(TokenMethod):
                 feats.append(x)
         return model.head_map(model.head_tokens(feats), images.shape[-2:])
 
-
     def assign(self, x):
         # the first gated block: processed tokens keep their own id, skipped ones get -1
-        z = x[:, self.layout.num_prefix:]
+        z = x[:, self.layout.num_prefix :]
         rank = self.gates[str(self.cut)].select(z)
         own = torch.arange(z.shape[1], device=z.device).expand_as(rank)
         return torch.where(rank < self.capacity, own, -1)
@@ -137,8 +156,12 @@ def fit_gates(state: dict, path: str, alpha: int, depth: int, dim: int) -> dict[
         w1 = state.get(f"gates.{i}.fc1.weight")
         h = int(w1.shape[0]) if w1 is not None and w1.dim() == 2 and w1.shape[0] > 0 else dim // 4
         hidden[i] = max(1, h)
-        shapes = {"fc1.weight": [hidden[i], dim], "fc1.bias": [hidden[i]],
-                  "fc2.weight": [1, hidden[i]], "fc2.bias": [1]}
+        shapes = {
+            "fc1.weight": [hidden[i], dim],
+            "fc1.bias": [hidden[i]],
+            "fc2.weight": [1, hidden[i]],
+            "fc2.bias": [1],
+        }
         for name, shape in shapes.items():
             key = f"gates.{i}.{name}"
             expected.add(key)
@@ -150,10 +173,17 @@ def fit_gates(state: dict, path: str, alpha: int, depth: int, dim: int) -> dict[
                 problems.append(f"{key} has non-finite values")
     problems += [f"unexpected {k}" for k in sorted(state) if k not in expected]
     if problems:
-        more = f" (and {len(problems) - SHOWN_MISMATCHES} more)" if len(problems) > SHOWN_MISMATCHES else ""
-        raise InputError("--gates", path,
-                         f"gates.<i>.fc1/fc2.weight/bias for blocks {alpha}..{depth - 1}, C={dim}",
-                         "does not fit the model: " + "; ".join(problems[:SHOWN_MISMATCHES]) + more)
+        more = (
+            f" (and {len(problems) - SHOWN_MISMATCHES} more)"
+            if len(problems) > SHOWN_MISMATCHES
+            else ""
+        )
+        raise InputError(
+            "--gates",
+            path,
+            f"gates.<i>.fc1/fc2.weight/bias for blocks {alpha}..{depth - 1}, C={dim}",
+            "does not fit the model: " + "; ".join(problems[:SHOWN_MISMATCHES]) + more,
+        )
     return hidden
 
 
@@ -161,8 +191,12 @@ def build(model: DenseModel, args: dict) -> SViT:
     lay = model.layout
     path, random_gates = args.get("gates"), bool(args.get("random_gates"))
     if path is None and not random_gates:
-        raise InputError("--gates", "(none)", "--gates PATH (trained gates) or --random-gates",
-                         "SViT needs trained gates")
+        raise InputError(
+            "--gates",
+            "(none)",
+            "--gates PATH (trained gates) or --random-gates",
+            "SViT needs trained gates",
+        )
     if path is not None and random_gates:
         raise InputError("--random-gates", "with --gates", "one of --gates PATH or --random-gates")
     state = read_gates(path) if path is not None else None
@@ -170,7 +204,11 @@ def build(model: DenseModel, args: dict) -> SViT:
     alpha = args.get("alpha")
     if alpha is not None:
         alpha = check_int("--alpha", alpha, 1, lay.depth - 1)
-    elif state is not None and (first := first_gated_block(state)) is not None and 1 <= first < lay.depth:
+    elif (
+        state is not None
+        and (first := first_gated_block(state)) is not None
+        and 1 <= first < lay.depth
+    ):
         alpha = first
     else:
         alpha = default_alpha(lay.depth)
@@ -183,8 +221,9 @@ def build(model: DenseModel, args: dict) -> SViT:
     hidden = fit_gates(state, path, alpha, lay.depth, lay.dim)
     method = SViT(lay, SViTConfig(alpha, keep_ratio, str(path)), hidden)
     for i, g in method.gates.items():
-        g.gate.load_state_dict({k.split(".", 2)[2]: v for k, v in state.items()
-                                if k.startswith(f"gates.{i}.")})
+        g.gate.load_state_dict(
+            {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"gates.{i}.")}
+        )
     return method
 
 

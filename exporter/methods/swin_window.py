@@ -28,7 +28,9 @@ def refuse_flags(args: dict, flags: dict, allowed: str, reason: str) -> None:
 
 
 def refuse_swin_flags(args: dict) -> None:
-    refuse_flags(args, SWIN_FLAGS, "only with Swin models (swin_*)", "does not apply to a plain ViT")
+    refuse_flags(
+        args, SWIN_FLAGS, "only with Swin models (swin_*)", "does not apply to a plain ViT"
+    )
 
 
 def default_stage(model: DenseModel) -> int:
@@ -51,9 +53,12 @@ def check_window_hw(value, window: tuple[int, int], stage: int, default) -> tupl
     """--window-hw k_h x k_w: smaller than the stage's window K on each side."""
     hw = default if value is None else parse_pair("--window-hw", value)
     if hw[0] >= window[0] or hw[1] >= window[1]:
-        raise InputError("--window-hw", format_pair(hw),
-                         f"1..{window[0] - 1} x 1..{window[1] - 1}",
-                         f"not smaller than the stage-{stage} window {format_pair(window)}")
+        raise InputError(
+            "--window-hw",
+            format_pair(hw),
+            f"1..{window[0] - 1} x 1..{window[1] - 1}",
+            f"not smaller than the stage-{stage} window {format_pair(window)}",
+        )
     return hw
 
 
@@ -66,8 +71,9 @@ class WindowReduction(TokenMethod):
     `restore(x, state) -> [B, H, W, C]`.
     """
 
-    def __init__(self, model: DenseModel, stage: int, alpha: int, end: int,
-                 reduced_window: tuple[int, int]):
+    def __init__(
+        self, model: DenseModel, stage: int, alpha: int, end: int, reduced_window: tuple[int, int]
+    ):
         super().__init__(model.layout)
         st = model.stages[stage - 1]
         self.stage, self.alpha, self.end_in_stage = stage, alpha, end
@@ -76,8 +82,10 @@ class WindowReduction(TokenMethod):
         self.cut = st.first + alpha
         self.end = st.first + end - 1  # flat index of the last step on reduced windows
         reduced_grid = (self.counts[0] * reduced_window[0], self.counts[1] * reduced_window[1])
-        self.blocks = nn.ModuleList(model.window_block(i, reduced_grid, self.reduced_window)
-                                    for i in range(self.cut, self.end + 1))
+        self.blocks = nn.ModuleList(
+            model.window_block(i, reduced_grid, self.reduced_window)
+            for i in range(self.cut, self.end + 1)
+        )
 
     def full_tokens(self):
         return self.grid[0] * self.grid[1]
@@ -86,9 +94,14 @@ class WindowReduction(TokenMethod):
         return self.counts[0] * self.counts[1] * self.reduced_window[0] * self.reduced_window[1]
 
     def window_config(self) -> dict:
-        return {"stage": self.stage, "alpha": self.alpha, "restore_after": self.end_in_stage,
-                "window": format_pair(self.window), "window_hw": format_pair(self.reduced_window),
-                "windows": format_pair(self.counts)}
+        return {
+            "stage": self.stage,
+            "alpha": self.alpha,
+            "restore_after": self.end_in_stage,
+            "window": format_pair(self.window),
+            "window_hw": format_pair(self.reduced_window),
+            "windows": format_pair(self.counts),
+        }
 
     def run(self, model: DenseModel, images: torch.Tensor):
         x = model.embed(images)

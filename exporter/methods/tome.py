@@ -36,12 +36,18 @@ class ToMeConfig:
     block (None: r is 0 everywhere)."""
 
     r: tuple[int, ...] | None = flag(
-        "--r", "tokens merged per block, or one count per block (comma-separated)",
-        rule="N/(2 x merging blocks): half the tokens merged by the end")
-    alpha: int | None = flag("--alpha", "blocks run at full resolution before merging starts",
-                             rule="0")
-    restore: str | None = flag("--restore", "where to unmerge: output | backbone",
-                               rule="output for Segmenter, else backbone")
+        "--r",
+        "tokens merged per block, or one count per block (comma-separated)",
+        rule="N/(2 x merging blocks): half the tokens merged by the end",
+    )
+    alpha: int | None = flag(
+        "--alpha", "blocks run at full resolution before merging starts", rule="0"
+    )
+    restore: str | None = flag(
+        "--restore",
+        "where to unmerge: output | backbone",
+        rule="output for Segmenter, else backbone",
+    )
 
 
 def default_r(num_patches: int, merging_blocks: int) -> int:
@@ -55,8 +61,8 @@ def attention_keys(block, x: torch.Tensor) -> torch.Tensor:
     attn = block.attn
     B, n, _ = x.shape
     dim = attn.num_heads * attn.head_dim
-    bias = attn.qkv.bias[dim:2 * dim] if attn.qkv.bias is not None else None
-    k = F.linear(block.norm1(x), attn.qkv.weight[dim:2 * dim], bias)
+    bias = attn.qkv.bias[dim : 2 * dim] if attn.qkv.bias is not None else None
+    k = F.linear(block.norm1(x), attn.qkv.weight[dim : 2 * dim], bias)
     k = attn.k_norm(k.reshape(B, n, attn.num_heads, attn.head_dim))
     return k.mean(dim=2)
 
@@ -76,12 +82,17 @@ class ToMe(TokenMethod):
             if r > 0:
                 self.merges[str(i)] = BipartiteSoftMatching(n, r, layout.num_prefix)
                 n -= r
-        self.register_buffer("identity", torch.arange(layout.num_prefix + layout.num_patches),
-                             persistent=False)
+        self.register_buffer(
+            "identity", torch.arange(layout.num_prefix + layout.num_patches), persistent=False
+        )
 
     def config(self):
-        return {"r": self.schedule, "alpha": self.cfg.alpha,
-                "merge": "before each block, on its attention keys", "restore": self.cfg.restore}
+        return {
+            "r": self.schedule,
+            "alpha": self.cfg.alpha,
+            "merge": "before each block, on its attention keys",
+            "restore": self.cfg.restore,
+        }
 
     def reduced_tokens(self):
         return self.layout.num_patches - sum(self.schedule)
@@ -107,7 +118,6 @@ class ToMe(TokenMethod):
             y = unmerge(y, positions[:, p:] - p)  # prefix tokens stay in front, so shift by p
         return model.head_map(y, images.shape[-2:])
 
-
     def assignment(self, model: DenseModel, images: torch.Tensor) -> torch.Tensor | None:
         """The merged token holding each patch token after the last merge (see `run`)."""
         if self.cut is None:
@@ -120,8 +130,9 @@ class ToMe(TokenMethod):
                 if positions is None:
                     sizes = x.new_ones(x.shape[:2], dtype=torch.float32)
                     positions = self.identity.view(1, -1).expand(x.shape[0], -1)
-                x, sizes, positions = self.merges[str(i)](x, attention_keys(blk, x), sizes,
-                                                          positions)
+                x, sizes, positions = self.merges[str(i)](
+                    x, attention_keys(blk, x), sizes, positions
+                )
             if i < last:
                 x = run_block(blk, x, sizes)
         p = self.layout.num_prefix
@@ -151,8 +162,12 @@ def make_schedule(layout: TokenLayout, r, alpha: int | None) -> list[int]:
         start = 0 if alpha is None else alpha
         first = mergeable(p + patches, p)
         if parsed > first:
-            raise InputError("--r", r, f"an integer in 0..{first}",
-                             f"a block seeing {patches} patch tokens can merge at most {first}")
+            raise InputError(
+                "--r",
+                r,
+                f"an integer in 0..{first}",
+                f"a block seeing {patches} patch tokens can merge at most {first}",
+            )
         schedule, n = [0] * depth, p + patches
         for i in range(start, depth):
             schedule[i] = min(parsed, mergeable(n, p))
@@ -162,13 +177,21 @@ def make_schedule(layout: TokenLayout, r, alpha: int | None) -> list[int]:
         raise InputError("--r", r, f"zeros for the {alpha} blocks before --alpha {alpha}")
     total = sum(parsed)
     if total > patches - 1:
-        raise InputError("--r", r, f"a total of at most {patches - 1}",
-                         f"merges {total} of {patches} patch tokens, leaving fewer than 1")
+        raise InputError(
+            "--r",
+            r,
+            f"a total of at most {patches - 1}",
+            f"merges {total} of {patches} patch tokens, leaving fewer than 1",
+        )
     n = p + patches
     for i, ri in enumerate(parsed):
         if ri > mergeable(n, p):
-            raise InputError("--r", r, f"at most {mergeable(n, p)} for block {i}",
-                             f"block {i} sees {n - p} patch tokens")
+            raise InputError(
+                "--r",
+                r,
+                f"at most {mergeable(n, p)} for block {i}",
+                f"block {i} sees {n - p} patch tokens",
+            )
         n -= ri
     return parsed
 
@@ -177,19 +200,30 @@ def build(model: DenseModel, args: dict) -> ToMe:
     lay = model.layout
     attn = model.blocks[0].attn
     if not all(hasattr(attn, a) for a in ("qkv", "num_heads", "head_dim", "k_norm")):
-        raise InputError("--method", "tome", "models whose blocks use timm's Attention",
-                         f"{type(attn).__name__} has no qkv projection")
+        raise InputError(
+            "--method",
+            "tome",
+            "models whose blocks use timm's Attention",
+            f"{type(attn).__name__} has no qkv projection",
+        )
     alpha = args.get("alpha")
     alpha = None if alpha is None else check_int("--alpha", alpha, 0, lay.depth - 1)
     r = args.get("r")
     if r is None:  # the default shrinks to what tiny grids allow; a given value never does
-        r = min(default_r(lay.num_patches, lay.depth - (alpha or 0)),
-                mergeable(lay.num_prefix + lay.num_patches, lay.num_prefix))
+        r = min(
+            default_r(lay.num_patches, lay.depth - (alpha or 0)),
+            mergeable(lay.num_prefix + lay.num_patches, lay.num_prefix),
+        )
     schedule = make_schedule(lay, r, alpha)
     restore = check_restore(args.get("restore"), model)
-    if restore == "output" and len(model.taps) > 1 and any(schedule[min(model.taps) + 1:max(model.taps) + 1]):
-        raise InputError("--restore", "output", "backbone",
-                         "the model's taps would see different token counts")
+    if (
+        restore == "output"
+        and len(model.taps) > 1
+        and any(schedule[min(model.taps) + 1 : max(model.taps) + 1])
+    ):
+        raise InputError(
+            "--restore", "output", "backbone", "the model's taps would see different token counts"
+        )
     merged = [i for i, ri in enumerate(schedule) if ri > 0]
     return ToMe(lay, ToMeConfig(tuple(schedule), merged[0] if merged else None, restore))
 

@@ -35,12 +35,17 @@ def register(entry: ModelEntry) -> None:
 
 
 for _size, (_dim, _depth, _heads) in SIZES.items():
-    register(ModelEntry(
-        f"segmenter_{_size}",
-        lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
-        f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
-        pos_embed_key="encoder.pos_embed", takes_classes=True, input_size=DEFAULT_IMG_SIZE,
-        num_classes=DEFAULT_CLASSES))
+    register(
+        ModelEntry(
+            f"segmenter_{_size}",
+            lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
+            f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
+            pos_embed_key="encoder.pos_embed",
+            takes_classes=True,
+            input_size=DEFAULT_IMG_SIZE,
+            num_classes=DEFAULT_CLASSES,
+        )
+    )
 
 
 register(digits.ENTRY)
@@ -49,9 +54,13 @@ _DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 
 for _size, _cfg in DPT_CONFIGS.items():
     # The position embedding keeps the checkpoint's 24x24 grid and is resized in the forward,
     # so no resize at load time.
-    register(ModelEntry(
-        f"dpt_{_size}", lambda spec, s=_size: create_dpt(s, spec.img_size),
-        f"DPT {_DPT_BACKBONES[_size]} (taps {list(_cfg.taps)}) + reassemble/fusion depth head"))
+    register(
+        ModelEntry(
+            f"dpt_{_size}",
+            lambda spec, s=_size: create_dpt(s, spec.img_size),
+            f"DPT {_DPT_BACKBONES[_size]} (taps {list(_cfg.taps)}) + reassemble/fusion depth head",
+        )
+    )
 
 
 def _is_timm_vit(name: str) -> bool:
@@ -73,14 +82,26 @@ def entry_of(name: str) -> ModelEntry:
     """The entry of a built-in model, or of a timm ViT or Swin name."""
     entry = MODELS.get(name)
     if entry is None and is_timm_swin(name):
-        entry = ModelEntry(name, lambda s: create_swin(s.name, s.img_size), "timm Swin",
-                           weights_root="swin", convert_state=swin_convert_state)
+        entry = ModelEntry(
+            name,
+            lambda s: create_swin(s.name, s.img_size),
+            "timm Swin",
+            weights_root="swin",
+            convert_state=swin_convert_state,
+        )
     if entry is None and not _is_timm_vit(name):
-        allowed = ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
+        allowed = (
+            ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
+        )
         raise InputError("--model", name, allowed, "unknown model")
     if entry is None:
-        entry = ModelEntry(name, lambda s: create_timm_vit(s.name, s.img_size), "timm ViT",
-                           pos_embed_key="pos_embed", weights_root="vit")
+        entry = ModelEntry(
+            name,
+            lambda s: create_timm_vit(s.name, s.img_size),
+            "timm ViT",
+            pos_embed_key="pos_embed",
+            weights_root="vit",
+        )
     return entry
 
 
@@ -89,12 +110,15 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     entry = entry_of(spec.name)
     if spec.num_classes is not None and not entry.takes_classes:
         with torch.device("meta"):  # shapes only: how many classes its head has
-            fixed = getattr(entry.build(ModelSpec(spec.name, None, spec.img_size)), "num_classes",
-                            None)
-        raise InputError("--num-classes", spec.num_classes,
-                         "only with segmenter_tiny/small/base/large",
-                         f"{spec.name} has {fixed} fixed classes" if fixed else
-                         f"{spec.name} has no classes")
+            fixed = getattr(
+                entry.build(ModelSpec(spec.name, None, spec.img_size)), "num_classes", None
+            )
+        raise InputError(
+            "--num-classes",
+            spec.num_classes,
+            "only with segmenter_tiny/small/base/large",
+            f"{spec.name} has {fixed} fixed classes" if fixed else f"{spec.name} has no classes",
+        )
     if spec.num_classes is not None and spec.num_classes <= 0:
         raise InputError("--num-classes", spec.num_classes, "a positive integer")
     with torch.random.fork_rng(devices=[]):
@@ -108,5 +132,16 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     return model.eval()
 
 
-__all__ = ["DenseModel", "EvalData", "INPUT_NAME", "TokenLayout", "WindowStage", "MODELS",
-           "create_model", "entry_of", "ModelEntry", "register", "weights_of"]
+__all__ = [
+    "DenseModel",
+    "EvalData",
+    "INPUT_NAME",
+    "TokenLayout",
+    "WindowStage",
+    "MODELS",
+    "create_model",
+    "entry_of",
+    "ModelEntry",
+    "register",
+    "weights_of",
+]

@@ -23,7 +23,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if p.is_dir():
         raise InputError(FLAG, path, "a .pth/.pt/.bin or .safetensors file", "is a folder")
     if not p.is_file():
-        raise InputError(FLAG, path, "an existing .pth/.pt/.bin or .safetensors file", "no such file")
+        raise InputError(
+            FLAG, path, "an existing .pth/.pt/.bin or .safetensors file", "no such file"
+        )
     try:
         if p.suffix == ".safetensors":
             data = load_file(str(p))
@@ -31,14 +33,25 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             data = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if _is_pickle(p):
-            raise InputError(FLAG, path, "a checkpoint loadable with weights_only=True (tensors "
-                             "and plain containers)", "refused, it needs code execution to load"
-                             ) from None
-        raise InputError(FLAG, path, "a readable torch or safetensors checkpoint",
-                         f"cannot be read ({type(err).__name__})") from None
+            raise InputError(
+                FLAG,
+                path,
+                "a checkpoint loadable with weights_only=True (tensors and plain containers)",
+                "refused, it needs code execution to load",
+            ) from None
+        raise InputError(
+            FLAG,
+            path,
+            "a readable torch or safetensors checkpoint",
+            f"cannot be read ({type(err).__name__})",
+        ) from None
     except Exception as err:  # corrupt or truncated files raise many types
-        raise InputError(FLAG, path, "a readable torch or safetensors checkpoint",
-                         f"cannot be read ({type(err).__name__})") from None
+        raise InputError(
+            FLAG,
+            path,
+            "a readable torch or safetensors checkpoint",
+            f"cannot be read ({type(err).__name__})",
+        ) from None
     for key in ("model", "state_dict", "model_state"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -64,21 +77,24 @@ def _is_pickle(path: Path) -> bool:
         return False
 
 
-def fit_pos_embed(state: dict, module: torch.nn.Module, key: str, num_prefix: int,
-                  grid: tuple[int, int]) -> None:
+def fit_pos_embed(
+    state: dict, module: torch.nn.Module, key: str, num_prefix: int, grid: tuple[int, int]
+) -> None:
     """Resize a square checkpoint position embedding to the model's grid (bilinear)."""
     target = dict(module.named_parameters()).get(key)
     if key not in state or target is None or state[key].shape == target.shape:
         return
     n_old = state[key].shape[1] - num_prefix
-    side = int(round(n_old ** 0.5))
+    side = int(round(n_old**0.5))
     if side * side == n_old and state[key].shape[2] == target.shape[2]:
-        state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), old_size=[side, side],
-                                            num_prefix_tokens=num_prefix)
+        state[key] = resample_abs_pos_embed(
+            state[key], new_size=list(grid), old_size=[side, side], num_prefix_tokens=num_prefix
+        )
 
 
-def load_into(module: torch.nn.Module, path: str, layout, pos_embed_key: str | None = None,
-              convert=None) -> None:
+def load_into(
+    module: torch.nn.Module, path: str, layout, pos_embed_key: str | None = None, convert=None
+) -> None:
     """Load `path` into `module`; every key must match, shapes included.
 
     A position embedding trained at another resolution is resized first, as Segmenter does.
@@ -99,9 +115,16 @@ def load_into(module: torch.nn.Module, path: str, layout, pos_embed_key: str | N
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise InputError(FLAG, path, "a checkpoint with this model's keys", "; ".join(parts))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if state[k].shape != v.shape
+    ]
     if wrong:
-        raise InputError(FLAG, path, "a checkpoint with this model's shapes",
-                         f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})")
+        raise InputError(
+            FLAG,
+            path,
+            "a checkpoint with this model's shapes",
+            f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})",
+        )
     module.load_state_dict(state, strict=True)

@@ -33,6 +33,7 @@ DEFAULT_IMG_SIZE = (384, 384)
 FUSION_FEATURES = 256
 READOUTS = ("ignore", "add", "project")
 
+
 class DPTConfig(NamedTuple):
     dim: int
     depth: int
@@ -60,7 +61,7 @@ class ProjectReadout(nn.Module):
         self.project = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU())
 
     def forward(self, x):
-        patches = x[:, self.num_prefix:]
+        patches = x[:, self.num_prefix :]
         readout = x[:, :1].expand_as(patches)
         return self.project(torch.cat([patches, readout], dim=-1))
 
@@ -73,7 +74,7 @@ class AddReadout(nn.Module):
         self.num_prefix = num_prefix
 
     def forward(self, x):
-        return x[:, self.num_prefix:] + x[:, :1]
+        return x[:, self.num_prefix :] + x[:, :1]
 
 
 class IgnoreReadout(nn.Module):
@@ -84,7 +85,7 @@ class IgnoreReadout(nn.Module):
         self.num_prefix = num_prefix
 
     def forward(self, x):
-        return x[:, self.num_prefix:]
+        return x[:, self.num_prefix :]
 
 
 def make_readout(kind: str, dim: int, num_prefix: int) -> nn.Module:
@@ -119,10 +120,12 @@ class Reassemble(nn.Sequential):
 
 def reassemble_resamplers(widths) -> list[nn.Module | None]:
     """Per scale: 1/4 (4x up), 1/8 (2x up), 1/16 (as is), 1/32 (2x down) of the input."""
-    return [nn.ConvTranspose2d(widths[0], widths[0], 4, stride=4),
-            nn.ConvTranspose2d(widths[1], widths[1], 2, stride=2),
-            None,
-            nn.Conv2d(widths[3], widths[3], 3, stride=2, padding=1)]
+    return [
+        nn.ConvTranspose2d(widths[0], widths[0], 4, stride=4),
+        nn.ConvTranspose2d(widths[1], widths[1], 2, stride=2),
+        None,
+        nn.Conv2d(widths[3], widths[3], 3, stride=2, padding=1),
+    ]
 
 
 class ResidualConvUnit(nn.Module):
@@ -159,9 +162,14 @@ def depth_head(features: int) -> nn.Sequential:
     """Official indices: 0 conv, 1 2x upsample, 2 conv, 3 ReLU, 4 conv to 1, 5 ReLU (depth is
     non-negative), 6 identity. Index 1 is applied by `DPT.head_map` at the input's size."""
     return nn.Sequential(
-        nn.Conv2d(features, features // 2, 3, padding=1), nn.Identity(),
-        nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 1, 1), nn.ReLU(), nn.Identity())
+        nn.Conv2d(features, features // 2, 3, padding=1),
+        nn.Identity(),
+        nn.Conv2d(features // 2, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 1, 1),
+        nn.ReLU(),
+        nn.Identity(),
+    )
 
 
 def resnet50_embed(dim: int) -> nn.Module:
@@ -171,8 +179,14 @@ def resnet50_embed(dim: int) -> nn.Module:
     Built from the pieces rather than timm's HybridEmbed, which sizes itself with a probe
     forward of the ResNet (seconds at 384x384); its forward is not used here anyway."""
     embed = nn.Module()
-    embed.backbone = ResNetV2(layers=(3, 4, 9), num_classes=0, global_pool="", preact=False,
-                              stem_type="same", conv_layer=partial(StdConv2dSame, eps=1e-8))
+    embed.backbone = ResNetV2(
+        layers=(3, 4, 9),
+        num_classes=0,
+        global_pool="",
+        preact=False,
+        stem_type="same",
+        conv_layer=partial(StdConv2dSame, eps=1e-8),
+    )
     embed.proj = nn.Conv2d(1024, dim, 1)
     return embed
 
@@ -185,8 +199,13 @@ class DPT(DenseModel):
     per_token_head = False
     restore_at_output = False  # methods restore the tokens before every reassemble after the cut
 
-    def __init__(self, config: DPTConfig = CONFIGS["base"], img_size=DEFAULT_IMG_SIZE,
-                 readout: str = "project", features: int = FUSION_FEATURES):
+    def __init__(
+        self,
+        config: DPTConfig = CONFIGS["base"],
+        img_size=DEFAULT_IMG_SIZE,
+        readout: str = "project",
+        features: int = FUSION_FEATURES,
+    ):
         super().__init__()
         if readout not in READOUTS:
             raise InputError("readout", readout, "|".join(READOUTS))
@@ -196,28 +215,42 @@ class DPT(DenseModel):
         # weight_init="skip": these are random weights until a checkpoint loads; PyTorch's
         # seeded default init is enough and timm's full init costs seconds for ViT-L.
         self.pretrained.model = VisionTransformer(
-            img_size=TRAIN_SIZE, patch_size=PATCH, embed_dim=dim, depth=depth, num_heads=heads,
-            num_classes=1000, qkv_bias=True, weight_init="skip")
+            img_size=TRAIN_SIZE,
+            patch_size=PATCH,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            num_classes=1000,
+            qkv_bias=True,
+            weight_init="skip",
+        )
         if self.hybrid:
             self.pretrained.model.patch_embed = resnet50_embed(dim)
         # "skip" leaves these two uninitialised (torch.empty)
         nn.init.normal_(self.pretrained.model.cls_token, std=0.02)
         nn.init.normal_(self.pretrained.model.pos_embed, std=0.02)
         grid = (img_size[0] // PATCH, img_size[1] // PATCH)
-        self.layout = TokenLayout(grid=grid, num_prefix=1, dim=dim, depth=depth,
-                                  num_heads=heads, patch=(PATCH, PATCH))
+        self.layout = TokenLayout(
+            grid=grid, num_prefix=1, dim=dim, depth=depth, num_heads=heads, patch=(PATCH, PATCH)
+        )
         self.taps = taps
         self.readout = readout
         resamplers = reassemble_resamplers(widths)
         # the hybrid's first two scales are ResNet stages, used as they are (no reassemble)
         first = 2 if self.hybrid else 0
         for i in range(first, 4):
-            setattr(self.pretrained, f"act_postprocess{i + 1}",
-                    Reassemble(make_readout(readout, dim, 1), dim, widths[i], resamplers[i]))
+            setattr(
+                self.pretrained,
+                f"act_postprocess{i + 1}",
+                Reassemble(make_readout(readout, dim, 1), dim, widths[i], resamplers[i]),
+            )
         self.scratch = nn.Module()
         for i in range(4):
-            setattr(self.scratch, f"layer{i + 1}_rn",
-                    nn.Conv2d(widths[i], features, 3, padding=1, bias=False))
+            setattr(
+                self.scratch,
+                f"layer{i + 1}_rn",
+                nn.Conv2d(widths[i], features, 3, padding=1, bias=False),
+            )
             setattr(self.scratch, f"refinenet{i + 1}", FusionBlock(features))
         self.scratch.output_conv = depth_head(features)
         self._stage_feats: list[torch.Tensor] | None = None
@@ -284,8 +317,9 @@ class DPT(DenseModel):
     def head_map(self, tokens, image_size):
         head = self.scratch.output_conv
         x = head[0](tokens)
-        x = F.interpolate(x, size=tuple(int(s) for s in image_size), mode="bilinear",
-                          align_corners=True)
+        x = F.interpolate(
+            x, size=tuple(int(s) for s in image_size), mode="bilinear", align_corners=True
+        )
         for layer in list(head)[2:]:
             x = layer(x)
         return x

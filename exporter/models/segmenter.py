@@ -40,11 +40,14 @@ class MaskTransformer(nn.Module):
         self.n_cls = n_cls
         n_heads = d_model // 64
         self.blocks = nn.ModuleList(
-            [Block(d_model, n_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm)
-             for _ in range(n_layers)])
+            [
+                Block(d_model, n_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm)
+                for _ in range(n_layers)
+            ]
+        )
         self.cls_emb = nn.Parameter(torch.randn(1, n_cls, d_model) * 0.02)
         self.proj_dec = nn.Linear(d_encoder, d_model)
-        scale = d_model ** -0.5
+        scale = d_model**-0.5
         self.proj_patch = nn.Parameter(scale * torch.randn(d_model, d_model))
         self.proj_classes = nn.Parameter(scale * torch.randn(d_model, d_model))
         self.decoder_norm = LayerNorm(d_model)
@@ -57,7 +60,7 @@ class MaskTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         x = self.decoder_norm(x)
-        patches, classes = x[:, : -self.n_cls], x[:, -self.n_cls:]
+        patches, classes = x[:, : -self.n_cls], x[:, -self.n_cls :]
         patches = F.normalize(patches @ self.proj_patch, dim=-1, eps=0.0)
         classes = F.normalize(classes @ self.proj_classes, dim=-1, eps=0.0)
         return self.mask_norm(patches @ classes.transpose(1, 2))
@@ -85,15 +88,21 @@ class ConvStem(nn.Sequential):
 
     def __init__(self, patch: int, dim: int, width: int = 64):
         if patch < 2 or patch & (patch - 1):
-            raise ValueError(f"a convolutional stem needs a patch size that is a power of 2, not {patch}")
+            raise ValueError(
+                f"a convolutional stem needs a patch size that is a power of 2, not {patch}"
+            )
         layers = [nn.Conv2d(3, width // 2, 3, padding=1), nn.GELU()]
         c = width // 2
         for _ in range(patch.bit_length() - 1):
             layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.GELU()]
             c = width
-        layers += [nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
-                   nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.GELU(),
-                   nn.Conv2d(width, dim, 3, padding=8, dilation=8)]
+        layers += [
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4),
+            nn.GELU(),
+            nn.Conv2d(width, dim, 3, padding=8, dilation=8),
+        ]
         super().__init__(*layers)
 
 
@@ -105,9 +114,17 @@ class Segmenter(DenseModel):
     per_token_head = True
     restore_at_output = True  # as the Expedite authors do: reconstruct the mask logits
 
-    def __init__(self, size="base", img_size=DEFAULT_IMG_SIZE, num_classes=DEFAULT_CLASSES,
-                 patch: int = PATCH, decoder_layers: int = 2, decoder: str = "mask",
-                 stem: str = "patch", stem_width: int = 64):
+    def __init__(
+        self,
+        size="base",
+        img_size=DEFAULT_IMG_SIZE,
+        num_classes=DEFAULT_CLASSES,
+        patch: int = PATCH,
+        decoder_layers: int = 2,
+        decoder: str = "mask",
+        stem: str = "patch",
+        stem_width: int = 64,
+    ):
         super().__init__()
         if decoder not in ("mask", "linear"):
             raise ValueError(f"decoder must be 'mask' or 'linear', not {decoder!r}")
@@ -116,12 +133,22 @@ class Segmenter(DenseModel):
         # size: a name in SIZES or an explicit (embed dim, depth, heads)
         dim, depth, heads = SIZES[size] if isinstance(size, str) else size
         self.encoder = VisionTransformer(
-            img_size=tuple(img_size), patch_size=patch, embed_dim=dim, depth=depth,
-            num_heads=heads, num_classes=1000, norm_layer=LayerNorm, qkv_bias=True)
+            img_size=tuple(img_size),
+            patch_size=patch,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            num_classes=1000,
+            norm_layer=LayerNorm,
+            qkv_bias=True,
+        )
         if stem == "conv":
             self.encoder.patch_embed.proj = ConvStem(patch, dim, stem_width)
-        self.decoder = (MaskTransformer(num_classes, dim, dim, decoder_layers) if decoder == "mask"
-                        else LinearDecoder(num_classes, dim))
+        self.decoder = (
+            MaskTransformer(num_classes, dim, dim, decoder_layers)
+            if decoder == "mask"
+            else LinearDecoder(num_classes, dim)
+        )
         self.layout = layout_of(self.encoder)
         self.taps = (depth - 1,)
         self.num_classes = num_classes
@@ -134,7 +161,7 @@ class Segmenter(DenseModel):
         return vit_embed(self.encoder, images)
 
     def head_tokens(self, feats):
-        return self.decoder(self.encoder.norm(feats[-1])[:, self.layout.num_prefix:])
+        return self.decoder(self.encoder.norm(feats[-1])[:, self.layout.num_prefix :])
 
     def head_map(self, tokens, image_size):
         B, _, K = tokens.shape
@@ -143,10 +170,25 @@ class Segmenter(DenseModel):
         return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
 
 
-def create_segmenter(size, img_size=None, num_classes=None, patch: int = PATCH,
-                     decoder_layers: int = 2, decoder: str = "mask",
-                     stem: str = "patch", stem_width: int = 64) -> Segmenter:
+def create_segmenter(
+    size,
+    img_size=None,
+    num_classes=None,
+    patch: int = PATCH,
+    decoder_layers: int = 2,
+    decoder: str = "mask",
+    stem: str = "patch",
+    stem_width: int = 64,
+) -> Segmenter:
     img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
     check_img_size(img_size, patch)
-    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, patch, decoder_layers,
-                     decoder, stem, stem_width)
+    return Segmenter(
+        size,
+        img_size,
+        num_classes or DEFAULT_CLASSES,
+        patch,
+        decoder_layers,
+        decoder,
+        stem,
+        stem_width,
+    )

@@ -39,12 +39,15 @@ class SwinStep(nn.Module):
         return self.block(self.downsample(x))
 
 
-def resize_bias_table(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+def resize_bias_table(
+    table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
+) -> torch.Tensor:
     """[(2*old-1)^2, heads] -> [(2*new-1)^2, heads], bilinear (Expedite's Swin variant)."""
     heads = table.shape[1]
     grid = table.detach().T.reshape(1, heads, 2 * old[0] - 1, 2 * old[1] - 1)
-    grid = F.interpolate(grid.float(), size=(2 * new[0] - 1, 2 * new[1] - 1), mode="bilinear",
-                         align_corners=False)
+    grid = F.interpolate(
+        grid.float(), size=(2 * new[0] - 1, 2 * new[1] - 1), mode="bilinear", align_corners=False
+    )
     return grid.reshape(heads, -1).T.contiguous().to(table.dtype)
 
 
@@ -63,17 +66,29 @@ class Swin(DenseModel):
             steps.append(SwinStep(blocks[0], layer.downsample))
             steps += [SwinStep(b) for b in blocks[1:]]
             b0 = blocks[0]
-            stages.append(WindowStage(
-                grid=tuple(layer.output_resolution), window=tuple(b0.window_size),
-                dim=b0.dim, num_heads=b0.attn.num_heads, first=first, depth=len(blocks)))
+            stages.append(
+                WindowStage(
+                    grid=tuple(layer.output_resolution),
+                    window=tuple(b0.window_size),
+                    dim=b0.dim,
+                    num_heads=b0.attn.num_heads,
+                    first=first,
+                    depth=len(blocks),
+                )
+            )
             first += len(blocks)
         self.stages = tuple(stages)
         # Not registered: the steps are views of `swin`'s modules, whose names the state dict keeps.
         object.__setattr__(self, "_steps", nn.ModuleList(steps))
         self.taps = tuple(st.first + st.depth - 1 for st in stages)
-        self.layout = TokenLayout(grid=tuple(swin.patch_embed.grid_size), num_prefix=0,
-                                  dim=swin.embed_dim, depth=first, num_heads=stages[0].num_heads,
-                                  patch=patch)
+        self.layout = TokenLayout(
+            grid=tuple(swin.patch_embed.grid_size),
+            num_prefix=0,
+            dim=swin.embed_dim,
+            depth=first,
+            num_heads=stages[0].num_heads,
+            patch=patch,
+        )
         self.output_names = tuple(f"stage{i + 1}" for i in range(len(stages)))
 
     @property
@@ -115,8 +130,10 @@ class Swin(DenseModel):
 def convert_state(state: dict, module: nn.Module) -> dict:
     """timm's Swin names from a checkpoint: official (Microsoft) layouts are renamed by timm's
     filter, and the image classifier (`head.*`), which a backbone has no use for, is set aside."""
-    if any(k.endswith(("relative_position_index", "attn_mask")) for k in state) or \
-            "layers.0.downsample.reduction.weight" in state:
+    if (
+        any(k.endswith(("relative_position_index", "attn_mask")) for k in state)
+        or "layers.0.downsample.reduction.weight" in state
+    ):
         state = checkpoint_filter_fn(state, module)
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
@@ -129,8 +146,7 @@ def stage_grids(img_size, patch: int, num_stages: int) -> list[tuple[int, int]] 
     step = patch * 2 ** (num_stages - 1)
     if img_size[0] % step or img_size[1] % step:
         return None
-    return [(img_size[0] // patch // 2 ** s, img_size[1] // patch // 2 ** s)
-            for s in range(num_stages)]
+    return [(img_size[0] // patch // 2**s, img_size[1] // patch // 2**s) for s in range(num_stages)]
 
 
 def check_swin_size(name: str, img_size, patch: int, windows) -> None:
@@ -138,15 +154,19 @@ def check_swin_size(name: str, img_size, patch: int, windows) -> None:
     n = len(windows)
     grids = stage_grids(img_size, patch, n)
     ok = grids is not None and all(
-        all(g <= w or g % w == 0 for g, w in zip(grid, win)) for grid, win in zip(grids, windows))
+        all(g <= w or g % w == 0 for g, w in zip(grid, win)) for grid, win in zip(grids, windows)
+    )
     if not ok:
         step = patch * 2 ** (n - 1)
         win = windows[0][0]
-        raise InputError("--img-size", f"{img_size[0]}x{img_size[1]}",
-                         f"sides that are multiples of {step} whose stage grids (side/{patch}, "
-                         f"/{2 * patch}, ... /{step}) are multiples of the window {win} or at most "
-                         f"{win}, e.g. {step * win}x{step * win}",
-                         f"{name} would pad windows")
+        raise InputError(
+            "--img-size",
+            f"{img_size[0]}x{img_size[1]}",
+            f"sides that are multiples of {step} whose stage grids (side/{patch}, "
+            f"/{2 * patch}, ... /{step}) are multiples of the window {win} or at most "
+            f"{win}, e.g. {step * win}x{step * win}",
+            f"{name} would pad windows",
+        )
 
 
 def create_swin(name: str, img_size=None) -> Swin:
@@ -162,6 +182,7 @@ def create_swin(name: str, img_size=None) -> Swin:
     check_swin_size(name, size, patch, windows)
     swin = timm.create_model(name, **kwargs)
     if not isinstance(swin, SwinTransformer):
-        raise InputError("--model", name, "a timm SwinTransformer name, e.g. "
-                         "swin_tiny_patch4_window7_224")
+        raise InputError(
+            "--model", name, "a timm SwinTransformer name, e.g. swin_tiny_patch4_window7_224"
+        )
     return Swin(swin)

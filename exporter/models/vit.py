@@ -13,9 +13,14 @@ from .base import DenseModel, TokenLayout
 def layout_of(vit: VisionTransformer) -> TokenLayout:
     patch = vit.patch_embed.patch_size
     patch = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
-    return TokenLayout(grid=tuple(vit.patch_embed.grid_size), num_prefix=vit.num_prefix_tokens,
-                       dim=vit.embed_dim, depth=len(vit.blocks),
-                       num_heads=vit.blocks[0].attn.num_heads, patch=patch)
+    return TokenLayout(
+        grid=tuple(vit.patch_embed.grid_size),
+        num_prefix=vit.num_prefix_tokens,
+        dim=vit.embed_dim,
+        depth=len(vit.blocks),
+        num_heads=vit.blocks[0].attn.num_heads,
+        patch=patch,
+    )
 
 
 def vit_embed(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,7 @@ class TimmViT(DenseModel):
         return vit_embed(self.vit, images)
 
     def head_tokens(self, feats):
-        return self.vit.norm(feats[-1])[:, self.layout.num_prefix:]
+        return self.vit.norm(feats[-1])[:, self.layout.num_prefix :]
 
     def head_map(self, tokens, image_size):
         B, _, C = tokens.shape
@@ -72,11 +77,18 @@ def _create(name: str, kwargs: dict) -> VisionTransformer:
     try:
         vit = timm.create_model(name, **kwargs)
     except (RuntimeError, TypeError, AssertionError) as err:
-        raise InputError("--model", name, "a timm VisionTransformer name, e.g. vit_base_patch16_224",
-                         str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise InputError(
+            "--model",
+            name,
+            "a timm VisionTransformer name, e.g. vit_base_patch16_224",
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        ) from None
     if not isinstance(vit, VisionTransformer):
-        raise InputError("--model", name, "a timm VisionTransformer name (not "
-                         f"{type(vit).__name__}), e.g. vit_base_patch16_224")
+        raise InputError(
+            "--model",
+            name,
+            f"a timm VisionTransformer name (not {type(vit).__name__}), e.g. vit_base_patch16_224",
+        )
     return vit
 
 
@@ -90,7 +102,10 @@ def check_img_size(img_size, patch_size) -> None:
         below = (H // ph * ph, W // pw * pw)
         above = (-(-H // ph) * ph, -(-W // pw) * pw)
         near = [f"{h}x{w}" for h, w in (below, above) if h > 0 and w > 0]
-        raise InputError("--img-size", f"{H}x{W}",
-                         f"HxW with H a multiple of {ph} and W a multiple of {pw} "
-                         f"(nearest: {' or '.join(dict.fromkeys(near))})",
-                         f"not divisible by the patch size {ph}x{pw}")
+        raise InputError(
+            "--img-size",
+            f"{H}x{W}",
+            f"HxW with H a multiple of {ph} and W a multiple of {pw} "
+            f"(nearest: {' or '.join(dict.fromkeys(near))})",
+            f"not divisible by the patch size {ph}x{pw}",
+        )

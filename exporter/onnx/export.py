@@ -22,8 +22,14 @@ DROPPED_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 MAX_PROTO_BYTES = 2**31 - 1
 
 
-def export_onnx(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = 18,
-                dynamic_batch: bool = False, dtype: torch.dtype = torch.float32) -> onnx.ModelProto:
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    input_shape: tuple[int, ...],
+    opset: int = 18,
+    dynamic_batch: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> onnx.ModelProto:
     """Export `model` for inputs of `input_shape` (and `dtype`) to `path`; return the proto."""
     if not OPSETS[0] <= opset <= OPSETS[1]:
         raise InputError("--opset", opset, f"{OPSETS[0]}..{OPSETS[1]}")
@@ -37,9 +43,17 @@ def export_onnx(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (images,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=names, dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
-            external_data=False)
+            model,
+            (images,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False,
+            external_data=False,
+        )
     proto = program.model_proto
     strip_metadata(proto)
     save_onnx(proto, path)
@@ -71,6 +85,11 @@ def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
     if not too_big(proto):
         onnx.save_model(proto, str(path))
         return
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data")
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+    )
     load_external_data_for_model(proto, str(path.parent))

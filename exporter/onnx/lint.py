@@ -31,8 +31,11 @@ FORBIDDEN = {
 }
 SEQUENCE_PREFIXES = ("Sequence", "SplitToSequence", "ConcatFromSequence")
 STANDARD_DOMAINS = ("", "ai.onnx")
-PLUGIN_ATTRIBUTE_TYPES = (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT,
-                          onnx.AttributeProto.STRING)
+PLUGIN_ATTRIBUTE_TYPES = (
+    onnx.AttributeProto.INT,
+    onnx.AttributeProto.FLOAT,
+    onnx.AttributeProto.STRING,
+)
 
 
 @dataclass
@@ -66,8 +69,9 @@ def module_of(node: onnx.NodeProto) -> str:
 def _constants(graph: onnx.GraphProto) -> dict:
     # Weights moved to external data (models past 2 GB) are not read: the rules look at small
     # index constants (TopK's K, shapes), which stay inside the proto.
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer
-              if not uses_external_data(t)}
+    values = {
+        t.name: numpy_helper.to_array(t) for t in graph.initializer if not uses_external_data(t)
+    }
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -95,19 +99,29 @@ def lint(proto: onnx.ModelProto, plugins: tuple[str, ...] = ()) -> list[Finding]
                 add("error", node, f"custom op in domain '{node.domain}' with no vitexport plugin")
             for attr in node.attribute:
                 if attr.type not in PLUGIN_ATTRIBUTE_TYPES:
-                    add("error", node, f"plugin attribute '{attr.name}' of type "
+                    add(
+                        "error",
+                        node,
+                        f"plugin attribute '{attr.name}' of type "
                         f"{onnx.AttributeProto.AttributeType.Name(attr.type)}: the TensorRT "
-                        "parser turns only scalar INT/FLOAT and STRING into plugin fields")
+                        "parser turns only scalar INT/FLOAT and STRING into plugin fields",
+                    )
             if onnx.defs.has(op):
-                add("error", node, "plugin name equals a standard ONNX op: the parser looks "
-                    "plugins up by op_type alone")
+                add(
+                    "error",
+                    node,
+                    "plugin name equals a standard ONNX op: the parser looks "
+                    "plugins up by op_type alone",
+                )
             continue
         if op in FORBIDDEN:
             add("error", node, f"forbidden op ({FORBIDDEN[op]})")
         elif op.startswith(SEQUENCE_PREFIXES):
             add("error", node, "forbidden op (sequence type)")
         elif op in ("ScatterND", "ScatterElements"):
-            reduction = next((a.s.decode() for a in node.attribute if a.name == "reduction"), "none")
+            reduction = next(
+                (a.s.decode() for a in node.attribute if a.name == "reduction"), "none"
+            )
             if reduction != "none":
                 add("error", node, f"scatter with reduction '{reduction}'")
         elif op == "TopK" and len(node.input) > 1:
@@ -117,7 +131,9 @@ def lint(proto: onnx.ModelProto, plugins: tuple[str, ...] = ()) -> list[Finding]
             if k is None:
                 add("error", node, "TopK with a K that is not a constant")
             elif int(k.reshape(-1)[0]) > TOPK_LIMIT:
-                add("error", node, f"TopK K={int(k.reshape(-1)[0])} exceeds TensorRT's {TOPK_LIMIT}")
+                add(
+                    "error", node, f"TopK K={int(k.reshape(-1)[0])} exceeds TensorRT's {TOPK_LIMIT}"
+                )
     return findings
 
 

@@ -30,9 +30,16 @@ BACKENDS = ("ort", "reference")
 MASKED_DISTANCE = 3.0e38
 
 
-def topk_masked_reconstruct(z: np.ndarray, centers: np.ndarray, values: np.ndarray,
-                            mask: np.ndarray | None = None, *, k: int, tau: float,
-                            norm: int = 0) -> np.ndarray:
+def topk_masked_reconstruct(
+    z: np.ndarray,
+    centers: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    k: int,
+    tau: float,
+    norm: int = 0,
+) -> np.ndarray:
     """The TopKMaskedReconstruct op: z [B,N,C], centers [B,M,C], values [B,M,D], mask [N,M] -> [B,N,D].
 
     The equations of `TokenReconstruction.weights` (written with distances, as the kernel
@@ -59,8 +66,9 @@ def topk_masked_reconstruct(z: np.ndarray, centers: np.ndarray, values: np.ndarr
     return np.einsum("bnk,bnkd->bnd", w, picked).astype(np.float32)
 
 
-def dpc_select(z: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, *, clusters: int,
-               knn: int) -> tuple[np.ndarray, np.ndarray]:
+def dpc_select(
+    z: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, *, clusters: int, knn: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The DPCSelect op: z [B,N,C], neighbours [N,lambda], weights [lambda] ->
     (centers [B,M] int32 ascending token indices, assignment [B,N] int32 cluster slots).
 
@@ -96,10 +104,15 @@ def dpc_select(z: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, *, cl
     best = np.where(neighbour_is_center, w, np.float32(NOT_A_CANDIDATE)).argmin(-1)
     via_neighbour = np.take_along_axis(slot, nb[np.arange(N), best], axis=1)
     feats = np.take_along_axis(z, centers[..., None], axis=1)  # [B, M, C]
-    d = (z * z).sum(-1, keepdims=True) + (feats * feats).sum(-1)[:, None] - 2.0 * (z @ feats.transpose(0, 2, 1))
+    d = (
+        (z * z).sum(-1, keepdims=True)
+        + (feats * feats).sum(-1)[:, None]
+        - 2.0 * (z @ feats.transpose(0, 2, 1))
+    )
     via_any = np.maximum(d, 0.0).argmin(-1)
-    assignment = np.where(is_center, slot,
-                          np.where(neighbour_is_center.any(-1), via_neighbour, via_any))
+    assignment = np.where(
+        is_center, slot, np.where(neighbour_is_center.any(-1), via_neighbour, via_any)
+    )
     return centers.astype(np.int32), assignment.astype(np.int32)
 
 
@@ -109,22 +122,53 @@ def _attributes(node: onnx.NodeProto) -> dict:
 
 # ---- ONNX reference evaluator ----------------------------------------------------------------------
 
+
 def _reference_ops() -> list:
-    from onnx.reference.op_run import OpRun  # deferred: the reference evaluator is the slow fallback
+    from onnx.reference.op_run import (
+        OpRun,
+    )  # deferred: the reference evaluator is the slow fallback
 
     class TopKMaskedReconstruct(OpRun):  # the evaluator matches the class name to op_type
         op_domain = PLUGIN_DOMAIN
 
-        def _run(self, z, centers, values, mask=None, k=None, tau=None, norm=None, has_mask=None,
-                 plugin_version=None, plugin_namespace=None):
-            return (topk_masked_reconstruct(z, centers, values, mask if has_mask else None,
-                                            k=int(k), tau=float(tau), norm=int(norm)),)
+        def _run(
+            self,
+            z,
+            centers,
+            values,
+            mask=None,
+            k=None,
+            tau=None,
+            norm=None,
+            has_mask=None,
+            plugin_version=None,
+            plugin_namespace=None,
+        ):
+            return (
+                topk_masked_reconstruct(
+                    z,
+                    centers,
+                    values,
+                    mask if has_mask else None,
+                    k=int(k),
+                    tau=float(tau),
+                    norm=int(norm),
+                ),
+            )
 
     class DPCSelect(OpRun):
         op_domain = PLUGIN_DOMAIN
 
-        def _run(self, z, neighbours, weights, clusters=None, knn=None, plugin_version=None,
-                 plugin_namespace=None):
+        def _run(
+            self,
+            z,
+            neighbours,
+            weights,
+            clusters=None,
+            knn=None,
+            plugin_version=None,
+            plugin_namespace=None,
+        ):
             return dpc_select(z, neighbours, weights, clusters=int(clusters), knn=int(knn))
 
     return [TopKMaskedReconstruct, DPCSelect]
@@ -149,27 +193,53 @@ def _register_ort_ops() -> None:
     global _ORT_OPS_REGISTERED
     if _ORT_OPS_REGISTERED:
         return
-    from onnxruntime_extensions import PyCustomOpDef, onnx_op  # deferred: slow to import; only the ort backend
+    from onnxruntime_extensions import (
+        PyCustomOpDef,
+        onnx_op,
+    )  # deferred: slow to import; only the ort backend
 
     dt = PyCustomOpDef
-    # A PyOp has a fixed number of inputs: the mask is always passed (see `_with_mask_inputs`).
-    @onnx_op(op_type=f"{PLUGIN_DOMAIN}::{TOPK_RECONSTRUCT}",
-             inputs=[dt.dt_float, dt.dt_float, dt.dt_float, dt.dt_bool], outputs=[dt.dt_float],
-             attrs={"k": dt.dt_int64, "tau": dt.dt_float, "norm": dt.dt_int64,
-                    "has_mask": dt.dt_int64, "plugin_version": dt.dt_string,
-                    "plugin_namespace": dt.dt_string})
-    def _topk_masked_reconstruct(z, centers, values, mask, **attrs):
-        return topk_masked_reconstruct(z, centers, values, mask if attrs["has_mask"] else None,
-                                       k=int(attrs["k"]), tau=float(attrs["tau"]),
-                                       norm=int(attrs["norm"]))
 
-    @onnx_op(op_type=f"{PLUGIN_DOMAIN}::{DPC_SELECT}",
-             inputs=[dt.dt_float, dt.dt_int32, dt.dt_float], outputs=[dt.dt_int32, dt.dt_int32],
-             attrs={"clusters": dt.dt_int64, "knn": dt.dt_int64, "plugin_version": dt.dt_string,
-                    "plugin_namespace": dt.dt_string})
+    # A PyOp has a fixed number of inputs: the mask is always passed (see `_with_mask_inputs`).
+    @onnx_op(
+        op_type=f"{PLUGIN_DOMAIN}::{TOPK_RECONSTRUCT}",
+        inputs=[dt.dt_float, dt.dt_float, dt.dt_float, dt.dt_bool],
+        outputs=[dt.dt_float],
+        attrs={
+            "k": dt.dt_int64,
+            "tau": dt.dt_float,
+            "norm": dt.dt_int64,
+            "has_mask": dt.dt_int64,
+            "plugin_version": dt.dt_string,
+            "plugin_namespace": dt.dt_string,
+        },
+    )
+    def _topk_masked_reconstruct(z, centers, values, mask, **attrs):
+        return topk_masked_reconstruct(
+            z,
+            centers,
+            values,
+            mask if attrs["has_mask"] else None,
+            k=int(attrs["k"]),
+            tau=float(attrs["tau"]),
+            norm=int(attrs["norm"]),
+        )
+
+    @onnx_op(
+        op_type=f"{PLUGIN_DOMAIN}::{DPC_SELECT}",
+        inputs=[dt.dt_float, dt.dt_int32, dt.dt_float],
+        outputs=[dt.dt_int32, dt.dt_int32],
+        attrs={
+            "clusters": dt.dt_int64,
+            "knn": dt.dt_int64,
+            "plugin_version": dt.dt_string,
+            "plugin_namespace": dt.dt_string,
+        },
+    )
     def _dpc_select(z, neighbours, weights, **attrs):
-        return dpc_select(z, neighbours, weights, clusters=int(attrs["clusters"]),
-                          knn=int(attrs["knn"]))
+        return dpc_select(
+            z, neighbours, weights, clusters=int(attrs["clusters"]), knn=int(attrs["knn"])
+        )
 
     _ORT_OPS_REGISTERED = True
 
@@ -180,11 +250,15 @@ def _with_mask_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     Only for the ONNX Runtime path; the plugin graph itself keeps 3 inputs (has_mask = 0).
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    nodes = [n for n in model.graph.node
-             if n.op_type == TOPK_RECONSTRUCT and n.domain == PLUGIN_DOMAIN and len(n.input) == 3]
+    nodes = [
+        n
+        for n in model.graph.node
+        if n.op_type == TOPK_RECONSTRUCT and n.domain == PLUGIN_DOMAIN and len(n.input) == 3
+    ]
     if nodes:
         model.graph.initializer.append(
-            onnx.numpy_helper.from_array(np.ones((1, 1), dtype=bool), _NO_MASK))
+            onnx.numpy_helper.from_array(np.ones((1, 1), dtype=bool), _NO_MASK)
+        )
         for n in nodes:
             n.input.append(_NO_MASK)
     return model
@@ -193,13 +267,16 @@ def _with_mask_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def ort_session(model: onnx.ModelProto, options=None):
     """An ONNX Runtime CPU session that runs the plugin nodes with their Python implementation
     (`options`: SessionOptions to start from, e.g. threads or graph optimisation level)."""
-    from onnxruntime_extensions import get_library_path  # deferred: slow to import; only the ort backend
+    from onnxruntime_extensions import (
+        get_library_path,
+    )  # deferred: slow to import; only the ort backend
 
     _register_ort_ops()
     options = options or ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(_with_mask_inputs(model).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        _with_mask_inputs(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def run_plugin_graph(model: onnx.ModelProto, feeds: dict, backend: str | None = None) -> list:
@@ -213,9 +290,12 @@ def run_plugin_graph(model: onnx.ModelProto, feeds: dict, backend: str | None = 
         backend = "ort" if ort_extensions_available() else "reference"
     if backend == "ort":
         if not ort_extensions_available():
-            raise RuntimeError("backend 'ort' needs onnxruntime-extensions: pip install onnxruntime-extensions")
+            raise RuntimeError(
+                "backend 'ort' needs onnxruntime-extensions: pip install onnxruntime-extensions"
+            )
         return ort_session(model).run(None, feeds)
     if backend == "reference":
         from onnx.reference import ReferenceEvaluator  # deferred: loaded only for this fallback
+
         return ReferenceEvaluator(model, new_ops=_reference_ops()).run(None, feeds)
     raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")

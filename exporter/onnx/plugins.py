@@ -47,8 +47,15 @@ import onnx_graphsurgeon as gs
 from ..errors import InputError
 from ..ops.density_peaks import DensityPeaksSelection
 from ..ops.reconstruction import ReconstructionWeights, TokenReconstruction
-from .plugin_ops import (DPC_SELECT, NORMS, PLUGIN_DOMAIN, PLUGIN_VERSION, TOPK_RECONSTRUCT,
-                         dpc_select, topk_masked_reconstruct)
+from .plugin_ops import (
+    DPC_SELECT,
+    NORMS,
+    PLUGIN_DOMAIN,
+    PLUGIN_VERSION,
+    TOPK_RECONSTRUCT,
+    dpc_select,
+    topk_masked_reconstruct,
+)
 
 
 def class_path(cls: type) -> str:
@@ -82,8 +89,11 @@ def module_node_names(model: onnx.ModelProto, cls: type, exclude: type | None = 
     """Names of the nodes exported from a forward of module class `cls` (module metadata),
     without those of its submodule class `exclude`."""
     path, skip = class_path(cls), class_path(exclude) if exclude else None
-    return {n.name for n in model.graph.node
-            if path in (h := _metadata(n, HIERARCHY_KEY)) and (skip is None or skip not in h)}
+    return {
+        n.name
+        for n in model.graph.node
+        if path in (h := _metadata(n, HIERARCHY_KEY)) and (skip is None or skip not in h)
+    }
 
 
 def reconstruction_node_names(model: onnx.ModelProto) -> set[str]:
@@ -120,8 +130,12 @@ def _groups_by_output(nodes: list[gs.Node], graph: gs.Graph) -> list[list[gs.Nod
     nodes it depends on. Applications may share nodes (the exporter merges their common
     index arithmetic), so groups may overlap."""
     members = {id(n) for n in nodes}
-    leaving = [t for n in nodes for t in n.outputs
-               if t in graph.outputs or any(id(c) not in members for c in t.outputs)]
+    leaving = [
+        t
+        for n in nodes
+        for t in n.outputs
+        if t in graph.outputs or any(id(c) not in members for c in t.outputs)
+    ]
     groups = []
     for out in leaving:
         group, seen, queue = [], set(), deque([out.inputs[0]])
@@ -131,8 +145,9 @@ def _groups_by_output(nodes: list[gs.Node], graph: gs.Graph) -> list[list[gs.Nod
                 continue
             seen.add(id(node))
             group.append(node)
-            queue.extend(p for t in node.inputs if (p := _producer(t)) is not None
-                         and id(p) in members)
+            queue.extend(
+                p for t in node.inputs if (p := _producer(t)) is not None and id(p) in members
+            )
         groups.append(group)
     return groups
 
@@ -200,15 +215,20 @@ def _score_operands(score: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
         seen.add(id(node))
         if node.op == "MatMul":
             transpose = _producer(node.inputs[1])
-            if transpose is not None and transpose.op == "Transpose" \
-                    and list(transpose.attrs.get("perm", [])) == [0, 2, 1]:
+            if (
+                transpose is not None
+                and transpose.op == "Transpose"
+                and list(transpose.attrs.get("perm", [])) == [0, 2, 1]
+            ):
                 centers = _unscaled(transpose.inputs[0], 2.0)
                 if centers is not None:
                     return node.inputs[0], centers
             continue
         queue.extend((t, depth + 1) for t in node.inputs)
-    raise PluginSurgeryError(f"no MatMul(z, Transpose(2 * centers)) within {SCORE_SEARCH_DEPTH} "
-                             f"nodes before the reconstruction TopK (input {score.name})")
+    raise PluginSurgeryError(
+        f"no MatMul(z, Transpose(2 * centers)) within {SCORE_SEARCH_DEPTH} "
+        f"nodes before the reconstruction TopK (input {score.name})"
+    )
 
 
 def _shape_derived(t: gs.Tensor, depth: int = 0) -> bool:
@@ -228,56 +248,83 @@ def _outside_inputs(group: list[gs.Node], members: set[int]) -> list[gs.Tensor]:
     for node in group:
         for t in node.inputs:
             p = _producer(t)
-            if (p is None or id(p) not in members) and _constant(t) is None \
-                    and not _shape_derived(t) and all(t is not o for o in found):
+            if (
+                (p is None or id(p) not in members)
+                and _constant(t) is None
+                and not _shape_derived(t)
+                and all(t is not o for o in found)
+            ):
                 found.append(t)
     return found
 
 
-def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int,
-                   scope: set[int]) -> gs.Node:
+def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int, scope: set[int]) -> gs.Node:
     """`scope`: ids of every application's nodes (a group's output leaves them all)."""
     members = {id(n) for n in group}
     outside_inputs = _outside_inputs(group, members)
-    topk_index = [t for t in outside_inputs if _producer(t) is not None and _producer(t).op == "TopK"]
+    topk_index = [
+        t for t in outside_inputs if _producer(t) is not None and _producer(t).op == "TopK"
+    ]
     if len(topk_index) != 1:
-        raise PluginSurgeryError(f"reconstruction group {number}: expected one input from a TopK, "
-                                 f"found {len(topk_index)}")
+        raise PluginSurgeryError(
+            f"reconstruction group {number}: expected one input from a TopK, "
+            f"found {len(topk_index)}"
+        )
     topk = _producer(topk_index[0])
     if topk.outputs[1] is not topk_index[0] or int(topk.attrs.get("largest", 1)) != 1:
         raise PluginSurgeryError(f"{topk.name}: expected the indices of a largest-k TopK")
     after_topk = _downstream(list(topk.outputs), members)
     values = [t for t in outside_inputs if id(t) not in after_topk]
     if len(values) != 1:
-        raise PluginSurgeryError(f"reconstruction group {number}: expected one values input, "
-                                 f"found {[t.name for t in values]}")
+        raise PluginSurgeryError(
+            f"reconstruction group {number}: expected one values input, "
+            f"found {[t.name for t in values]}"
+        )
     values = values[0]
-    outputs = [t for n in group for t in n.outputs
-               if t in graph.outputs or any(id(c) not in scope for c in t.outputs)]
+    outputs = [
+        t
+        for n in group
+        for t in n.outputs
+        if t in graph.outputs or any(id(c) not in scope for c in t.outputs)
+    ]
     if len(outputs) != 1:
-        raise PluginSurgeryError(f"reconstruction group {number}: expected one output, "
-                                 f"found {[t.name for t in outputs]}")
+        raise PluginSurgeryError(
+            f"reconstruction group {number}: expected one output, found {[t.name for t in outputs]}"
+        )
     out = outputs[0]
 
     k = int(np.asarray(_constant(topk.inputs[1])).reshape(-1)[0])
     weight_nodes = _nodes_between(topk.outputs[0], members)
     exp_inputs = [_producer(n.inputs[0]) for n in weight_nodes if n.op == "Exp"]
-    if len(exp_inputs) != 1 or exp_inputs[0] is None or exp_inputs[0].op != "Div" \
-            or _constant(exp_inputs[0].inputs[1]) is None:
+    if (
+        len(exp_inputs) != 1
+        or exp_inputs[0] is None
+        or exp_inputs[0].op != "Div"
+        or _constant(exp_inputs[0].inputs[1]) is None
+    ):
         raise PluginSurgeryError(f"{topk.name}: expected exp(Div(s - s_max, tau)) after the TopK")
     tau = float(np.asarray(_constant(exp_inputs[0].inputs[1])).reshape(-1)[0])
-    norm = NORMS.index("l2") if any(n.op == "ReduceL2" for n in weight_nodes) else NORMS.index("sum")
+    norm = (
+        NORMS.index("l2") if any(n.op == "ReduceL2" for n in weight_nodes) else NORMS.index("sum")
+    )
 
     score, mask = topk.inputs[0], None
     where = _producer(score)
     if where is not None and where.op == "Where":
         mask = _constant(where.inputs[0])
         if mask is None:
-            raise PluginSurgeryError(f"{where.name}: the window mask before the TopK is not constant")
+            raise PluginSurgeryError(
+                f"{where.name}: the window mask before the TopK is not constant"
+            )
         score = where.inputs[1]
     z, centers = _score_operands(score)
 
-    for t, rank, what in ((z, 3, "z"), (centers, 3, "centers"), (values, 3, "values"), (out, 3, "output")):
+    for t, rank, what in (
+        (z, 3, "z"),
+        (centers, 3, "centers"),
+        (values, 3, "values"),
+        (out, 3, "output"),
+    ):
         if t.shape is not None and len(t.shape) != rank:
             raise PluginSurgeryError(f"{what} ({t.name}) has shape {t.shape}, expected rank {rank}")
 
@@ -285,10 +332,21 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int,
     if mask is not None:
         inputs.append(gs.Constant(f"{TOPK_RECONSTRUCT.lower()}_{number}_mask", mask.astype(bool)))
     out.inputs.clear()  # detach the old producer; cleanup() then drops the whole lowering
-    node = gs.Node(op=TOPK_RECONSTRUCT, name=f"{TOPK_RECONSTRUCT}_{number}", domain=PLUGIN_DOMAIN,
-                   attrs={"k": k, "tau": tau, "norm": norm, "has_mask": int(mask is not None),
-                          "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""},
-                   inputs=inputs, outputs=[out])
+    node = gs.Node(
+        op=TOPK_RECONSTRUCT,
+        name=f"{TOPK_RECONSTRUCT}_{number}",
+        domain=PLUGIN_DOMAIN,
+        attrs={
+            "k": k,
+            "tau": tau,
+            "norm": norm,
+            "has_mask": int(mask is not None),
+            "plugin_version": PLUGIN_VERSION,
+            "plugin_namespace": "",
+        },
+        inputs=inputs,
+        outputs=[out],
+    )
     graph.nodes.append(node)
     return node
 
@@ -303,8 +361,9 @@ def _export_with_plugin_domain(graph: gs.Graph, model: onnx.ModelProto) -> onnx.
     return result
 
 
-def _replace_groups(model: onnx.ModelProto, names: set[str], replace,
-                    by_output: bool = False) -> onnx.ModelProto:
+def _replace_groups(
+    model: onnx.ModelProto, names: set[str], replace, by_output: bool = False
+) -> onnx.ModelProto:
     """A copy of `model` where each group of the `names` nodes (one per call of the module:
     connected components, or with `by_output` the nodes behind each output) is replaced by
     `replace(graph, group, number)`."""
@@ -317,14 +376,17 @@ def _replace_groups(model: onnx.ModelProto, names: set[str], replace,
     return _export_with_plugin_domain(graph, model)
 
 
-def _swap(model: onnx.ModelProto, find, cls: type, method: str, replace,
-          by_output: bool = False) -> onnx.ModelProto:
+def _swap(
+    model: onnx.ModelProto, find, cls: type, method: str, replace, by_output: bool = False
+) -> onnx.ModelProto:
     """`model` with every group of the nodes `find` names (those of module class `cls`)
     replaced by `replace` (one plugin node each)."""
     names = find(model)
     if not names:
-        raise PluginSurgeryError(f"no node of {class_path(cls)} in the graph (was it exported "
-                                 f"with --method {method}, and the metadata kept?)")
+        raise PluginSurgeryError(
+            f"no node of {class_path(cls)} in the graph (was it exported "
+            f"with --method {method}, and the metadata kept?)"
+        )
     return _replace_groups(model, names, replace, by_output)
 
 
@@ -334,11 +396,18 @@ def use_topk_reconstruct_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         PluginSurgeryError: no reconstruction found, or one whose shape is not the expected lowering.
     """
-    return _swap(model, reconstruction_node_names, TokenReconstruction, "expedite",
-                 _replace_group, by_output=True)
+    return _swap(
+        model,
+        reconstruction_node_names,
+        TokenReconstruction,
+        "expedite",
+        _replace_group,
+        by_output=True,
+    )
 
 
 # ---- DPCSelect -------------------------------------------------------------------------------------
+
 
 def selection_node_names(model: onnx.ModelProto) -> set[str]:
     """Names of the nodes exported from a DensityPeaksSelection forward (module metadata)."""
@@ -383,18 +452,23 @@ def _neighbour_table(z: gs.Tensor, members: set[int], number: int) -> np.ndarray
                         tables.append(index[..., 0])
     tables = [t for t in tables if t is not None]
     if len(tables) != 1:
-        raise PluginSurgeryError(f"selection group {number}: expected one constant gather of neighbour "
-                                 f"features from z ({z.name}), found {len(tables)}")
+        raise PluginSurgeryError(
+            f"selection group {number}: expected one constant gather of neighbour "
+            f"features from z ({z.name}), found {len(tables)}"
+        )
     return np.asarray(tables[0])
 
 
-def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int,
-                       scope: set[int]) -> gs.Node:
+def _replace_selection(
+    graph: gs.Graph, group: list[gs.Node], number: int, scope: set[int]
+) -> gs.Node:
     members = {id(n) for n in group}
     inputs = _outside_inputs(group, members)
     if len(inputs) != 1 or (inputs[0].shape is not None and len(inputs[0].shape) != 3):
-        raise PluginSurgeryError(f"selection group {number}: expected one input z [B, N, C], "
-                                 f"found {[(t.name, t.shape) for t in inputs]}")
+        raise PluginSurgeryError(
+            f"selection group {number}: expected one input z [B, N, C], "
+            f"found {[(t.name, t.shape) for t in inputs]}"
+        )
     z = inputs[0]
 
     sqrt = [n for n in group if n.op == "Sqrt"]
@@ -410,28 +484,45 @@ def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int,
     table = _neighbour_table(z, members, number)
     N = z.shape[1] if z.shape is not None and isinstance(z.shape[1], int) else table.shape[0]
     if table.shape != (N, weights.shape[0]) or table.min() < 0 or table.max() >= N:
-        raise PluginSurgeryError(f"selection group {number}: neighbour table {table.shape} does not fit "
-                                 f"N = {N} tokens and lambda = {weights.shape[0]} weights")
+        raise PluginSurgeryError(
+            f"selection group {number}: neighbour table {table.shape} does not fit "
+            f"N = {N} tokens and lambda = {weights.shape[0]} weights"
+        )
 
-    smallest = [n for n in group if n.op == "TopK" and int(n.attrs.get("largest", 1)) == 0
-                and n.inputs[0] is weighted.outputs[0]]
+    smallest = [
+        n
+        for n in group
+        if n.op == "TopK"
+        and int(n.attrs.get("largest", 1)) == 0
+        and n.inputs[0] is weighted.outputs[0]
+    ]
     largest = [n for n in group if n.op == "TopK" and int(n.attrs.get("largest", 1)) == 1]
     if len(smallest) != 1 or not largest:
-        raise PluginSurgeryError(f"selection group {number}: expected the density's smallest-k TopK "
-                                 f"and the centers' largest-k TopK")
+        raise PluginSurgeryError(
+            f"selection group {number}: expected the density's smallest-k TopK "
+            f"and the centers' largest-k TopK"
+        )
     knn = _topk_k(smallest[0])
     clusters = {_topk_k(n) for n in largest}
     if len(clusters) != 1:
-        raise PluginSurgeryError(f"selection group {number}: the largest-k TopKs disagree on M: {clusters}")
+        raise PluginSurgeryError(
+            f"selection group {number}: the largest-k TopKs disagree on M: {clusters}"
+        )
     clusters = clusters.pop()
 
-    outputs = [t for n in group for t in n.outputs
-               if t in graph.outputs or any(id(c) not in members for c in t.outputs)]
+    outputs = [
+        t
+        for n in group
+        for t in n.outputs
+        if t in graph.outputs or any(id(c) not in members for c in t.outputs)
+    ]
     roles = {}
     for t in outputs:
         if t.shape is None or len(t.shape) != 2 or t.shape[1] not in (N, clusters):
-            raise PluginSurgeryError(f"selection output {t.name} has shape {t.shape}: expected "
-                                     f"[B, {clusters}] (centers) or [B, {N}] (assignment)")
+            raise PluginSurgeryError(
+                f"selection output {t.name} has shape {t.shape}: expected "
+                f"[B, {clusters}] (centers) or [B, {N}] (assignment)"
+            )
         role = "assignment" if t.shape[1] == N else "centers"
         if role in roles:
             raise PluginSurgeryError(f"selection group {number}: two outputs look like the {role}")
@@ -444,26 +535,49 @@ def _replace_selection(graph: gs.Graph, group: list[gs.Node], number: int,
     for role in ("centers", "assignment"):
         original = roles.get(role)
         batch = original.shape[0] if original is not None else z.shape[0]
-        out = gs.Variable(f"{prefix}_{role}", dtype=np.int32,
-                          shape=[batch, clusters if role == "centers" else N])
+        out = gs.Variable(
+            f"{prefix}_{role}", dtype=np.int32, shape=[batch, clusters if role == "centers" else N]
+        )
         plugin_outputs.append(out)
         if original is None:
             continue
         original.inputs.clear()  # detach the old producer; cleanup() drops the lowering
         if original.dtype in (np.int32, onnx.TensorProto.INT32):
-            graph.nodes.append(gs.Node("Identity", f"{prefix}_{role}_identity", inputs=[out],
-                                       outputs=[original]))
+            graph.nodes.append(
+                gs.Node("Identity", f"{prefix}_{role}_identity", inputs=[out], outputs=[original])
+            )
         else:  # TensorRT's plugin writes int32; the graph's consumers expect int64
-            to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(original.dtype)) \
-                if not isinstance(original.dtype, int) else original.dtype
-            graph.nodes.append(gs.Node("Cast", f"{prefix}_{role}_cast", attrs={"to": int(to)},
-                                       inputs=[out], outputs=[original]))
-    node = gs.Node(op=DPC_SELECT, name=f"{DPC_SELECT}_{number}", domain=PLUGIN_DOMAIN,
-                   attrs={"clusters": clusters, "knn": knn,
-                          "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""},
-                   inputs=[z, gs.Constant(f"{prefix}_neighbours", table.astype(np.int32)),
-                           gs.Constant(f"{prefix}_weights", weights)],
-                   outputs=plugin_outputs)
+            to = (
+                onnx.helper.np_dtype_to_tensor_dtype(np.dtype(original.dtype))
+                if not isinstance(original.dtype, int)
+                else original.dtype
+            )
+            graph.nodes.append(
+                gs.Node(
+                    "Cast",
+                    f"{prefix}_{role}_cast",
+                    attrs={"to": int(to)},
+                    inputs=[out],
+                    outputs=[original],
+                )
+            )
+    node = gs.Node(
+        op=DPC_SELECT,
+        name=f"{DPC_SELECT}_{number}",
+        domain=PLUGIN_DOMAIN,
+        attrs={
+            "clusters": clusters,
+            "knn": knn,
+            "plugin_version": PLUGIN_VERSION,
+            "plugin_namespace": "",
+        },
+        inputs=[
+            z,
+            gs.Constant(f"{prefix}_neighbours", table.astype(np.int32)),
+            gs.Constant(f"{prefix}_weights", weights),
+        ],
+        outputs=plugin_outputs,
+    )
     graph.nodes.append(node)
     return node
 
@@ -474,8 +588,7 @@ def use_dpc_select_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         PluginSurgeryError: no selection found, or one whose shape is not the expected lowering.
     """
-    return _swap(model, selection_node_names, DensityPeaksSelection, "ailurus",
-                 _replace_selection)
+    return _swap(model, selection_node_names, DensityPeaksSelection, "ailurus", _replace_selection)
 
 
 @dataclass(frozen=True)
@@ -497,11 +610,25 @@ class Plugin:
 
 # In the order they are applied.
 PLUGINS = (
-    Plugin(TOPK_RECONSTRUCT, ("k", "tau", "norm", "has_mask"), topk_masked_reconstruct,
-           TokenReconstruction, reconstruction_node_names, use_topk_reconstruct_plugin,
-           ("expedite",), ReconstructionWeights.decision_names),
-    Plugin(DPC_SELECT, ("clusters", "knn"), dpc_select, DensityPeaksSelection,
-           selection_node_names, use_dpc_select_plugin, ("ailurus",)),
+    Plugin(
+        TOPK_RECONSTRUCT,
+        ("k", "tau", "norm", "has_mask"),
+        topk_masked_reconstruct,
+        TokenReconstruction,
+        reconstruction_node_names,
+        use_topk_reconstruct_plugin,
+        ("expedite",),
+        ReconstructionWeights.decision_names,
+    ),
+    Plugin(
+        DPC_SELECT,
+        ("clusters", "knn"),
+        dpc_select,
+        DensityPeaksSelection,
+        selection_node_names,
+        use_dpc_select_plugin,
+        ("ailurus",),
+    ),
 )
 PLUGIN_SURGERIES = tuple((p.find, p.surgery) for p in PLUGINS)
 
@@ -529,9 +656,13 @@ def check_family(method: str, family: str) -> None:
     """Refuse `--plugins` for a model family that `method`'s plugin does not cover."""
     for plugin in PLUGINS:
         if method in plugin.methods and family not in plugin.families:
-            raise InputError("--plugins", "", f"models of family {'|'.join(plugin.families)}",
-                             f"the {plugin.name} plugin has no form for {family} models "
-                             f"(build without --plugins)")
+            raise InputError(
+                "--plugins",
+                "",
+                f"models of family {'|'.join(plugin.families)}",
+                f"the {plugin.name} plugin has no form for {family} models "
+                f"(build without --plugins)",
+            )
 
 
 def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.ModelProto:
@@ -546,6 +677,8 @@ def use_plugins(model: onnx.ModelProto, method: str | None = None) -> onnx.Model
             model = plugin.surgery(model)
             applied = True
     if not applied:
-        raise PluginSurgeryError(f"no subgraph that a TensorRT plugin replaces in the graph"
-                                 f"{f' of --method {method}' if method else ''}")
+        raise PluginSurgeryError(
+            f"no subgraph that a TensorRT plugin replaces in the graph"
+            f"{f' of --method {method}' if method else ''}"
+        )
     return model

@@ -6,5 +6,14 @@ from .distance import squared_distance
 from .grid import cell_of, own_cell, pool_matrix, window_mask
 from .reconstruction import TokenReconstruction
 
-__all__ = ["TokenClustering", "TokenReconstruction", "squared_distance", "pool_matrix",
-           "cell_of", "own_cell", "window_mask", "run_block", "size_bias"]
+__all__ = [
+    "TokenClustering",
+    "TokenReconstruction",
+    "squared_distance",
+    "pool_matrix",
+    "cell_of",
+    "own_cell",
+    "window_mask",
+    "run_block",
+    "size_bias",
+]

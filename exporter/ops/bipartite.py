@@ -67,8 +67,9 @@ class BipartiteSoftMatching(nn.Module):
         self.register_buffer("a_protected", a_pos < num_prefix, persistent=False)
         self.register_buffer("b_protected", b_pos < num_prefix, persistent=False)
         seq = torch.arange(num_tokens)
-        self.register_buffer("to_sequence", torch.where(seq % 2 == 0, seq // 2, n_a + seq // 2),
-                             persistent=False)
+        self.register_buffer(
+            "to_sequence", torch.where(seq % 2 == 0, seq // 2, n_a + seq // 2), persistent=False
+        )
         idx = torch.arange(n_a)
         self.register_buffer("earlier", idx.view(1, -1) < idx.view(-1, 1), persistent=False)
         self.register_buffer("slots", torch.arange(num_tokens - r), persistent=False)
@@ -91,15 +92,17 @@ class BipartiteSoftMatching(nn.Module):
         # Rank of each A token by (best score descending, index ascending), by counting the
         # tokens ahead of it: exact, identical in every runtime, and free of TopK's K limit.
         ahead = (best.unsqueeze(1) > best.unsqueeze(2)) | (
-            (best.unsqueeze(1) == best.unsqueeze(2)) & self.earlier)
+            (best.unsqueeze(1) == best.unsqueeze(2)) & self.earlier
+        )
         rank = ahead.sum(dim=2)  # a permutation of 0..n_a-1
         merged = rank < self.r  # [B, n_a]
         # The merged A tokens (sequence positions, by rank) are a decision: the r best matches.
         of_rank = rank.unsqueeze(1) == self.ranks.view(1, -1, 1)  # [B, r, n_a]
         own_sources = (of_rank * self.a_pos.view(1, 1, -1)).sum(dim=2)
         by_a = top_margin(best)
-        sources = decide("tome.merged", own_sources, lambda own, other: by_a(own // 2, other // 2),
-                         is_set=True)
+        sources = decide(
+            "tome.merged", own_sources, lambda own, other: by_a(own // 2, other // 2), is_set=True
+        )
         if sources is not own_sources:  # another runtime's choice imposed (validation only)
             merged = (self.a_pos.view(1, -1, 1) == sources.unsqueeze(1)).any(2)
         # Where each token goes, in sequence positions: merged A tokens to their B match.
@@ -117,21 +120,25 @@ class BipartiteSoftMatching(nn.Module):
         kept_index = (kept_before.unsqueeze(1) <= self.slots.view(1, -1, 1)).sum(dim=2)
         return MergePlan(target, kept_index, sources, target.gather(1, sources))
 
-    def merge(self, x: torch.Tensor, sizes: torch.Tensor, plan: MergePlan
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def merge(
+        self, x: torch.Tensor, sizes: torch.Tensor, plan: MergePlan
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Size-weighted average: gather the kept tokens, add the r merged ones by a one-hot
         matmul ([n - r, r], not [n - r, n]: its cost stays small next to the block's)."""
         sizes = sizes.float()
         weighted = x.float() * sizes.unsqueeze(2)
         into = (plan.source_slot.unsqueeze(1) == self.slots.view(1, -1, 1)).to(torch.float32)
-        new_sizes = sizes.gather(1, plan.kept) + torch.matmul(into, sizes.gather(1, plan.sources)
-                                                              .unsqueeze(2)).squeeze(2)
-        out = gather_tokens(weighted, plan.kept) + torch.matmul(into, gather_tokens(weighted,
-                                                                                   plan.sources))
+        new_sizes = sizes.gather(1, plan.kept) + torch.matmul(
+            into, sizes.gather(1, plan.sources).unsqueeze(2)
+        ).squeeze(2)
+        out = gather_tokens(weighted, plan.kept) + torch.matmul(
+            into, gather_tokens(weighted, plan.sources)
+        )
         return (out / new_sizes.unsqueeze(2)).to(x.dtype), new_sizes
 
-    def forward(self, x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor,
-                positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Merge r tokens: x [B, n, C], sizes [B, n], positions [B, N0] (original position ->
         token index) -> the same for n - r tokens."""
         plan = self.plan(metric)

@@ -29,8 +29,14 @@ class DenseClustering(nn.Module):
     the benchmark's point of comparison.
     """
 
-    def __init__(self, grid: tuple[int, int], cells: tuple[int, int], window: tuple[int, int],
-                 iters: int, tau: float):
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        cells: tuple[int, int],
+        window: tuple[int, int],
+        iters: int,
+        tau: float,
+    ):
         super().__init__()
         self.grid, self.cells, self.iters, self.tau = tuple(grid), tuple(cells), iters, float(tau)
         self.register_buffer("pool_h", pool_matrix(grid[0], cells[0]), persistent=False)

@@ -45,8 +45,9 @@ class Decisions:
         _active = self._outer
 
 
-def decide(name: str, choice: torch.Tensor, margin: Margin | None = None,
-           is_set: bool = False) -> torch.Tensor:
+def decide(
+    name: str, choice: torch.Tensor, margin: Margin | None = None, is_set: bool = False
+) -> torch.Tensor:
     """`choice`, or inside a validation run the imposed choice of this call (see module doc).
     `is_set`: the last axis lists a chosen set (e.g. tokens ordered by score); runtimes that
     order it differently made the same decision."""

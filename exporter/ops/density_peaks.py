@@ -49,7 +49,7 @@ def spatial_neighbours(grid: tuple[int, int], count: int) -> torch.Tensor:
     rows, cols = index // W, index % W
     chunks = []
     for start in range(0, N, TABLE_CHUNK):
-        own = index[start:start + TABLE_CHUNK, None]
+        own = index[start : start + TABLE_CHUNK, None]
         d2 = (rows[own] - rows[None]) ** 2 + (cols[own] - cols[None]) ** 2
         # One integer key per (distance, index) pair: unique, so top-k has no ties to break.
         key = d2 * N + index[None]
@@ -64,8 +64,9 @@ def rank_weights(count: int, spatial_alpha: float) -> torch.Tensor:
     return ((1.0 - spatial_alpha) * rank / count + spatial_alpha).float()
 
 
-def weighted_neighbour_distances(z: torch.Tensor, neighbours: torch.Tensor,
-                                 weights: torch.Tensor) -> torch.Tensor:
+def weighted_neighbour_distances(
+    z: torch.Tensor, neighbours: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """sigma(z_i, z_j) * s(i, j) for the neighbour table: [B, N, C] -> [B, N, lambda]."""
     picked = z[:, neighbours]  # [B, N, lambda, C]: a Gather, O(N * lambda * C)
     sigma = (picked - z.unsqueeze(2)).pow(2).sum(-1).sqrt()
@@ -77,8 +78,9 @@ def mean_knn_distance(w: torch.Tensor, knn: int) -> torch.Tensor:
     return torch.topk(w, knn, dim=-1, largest=False).values.mean(-1)
 
 
-def log_center_score(w: torch.Tensor, neg_log_rho: torch.Tensor,
-                     neighbours: torch.Tensor) -> torch.Tensor:
+def log_center_score(
+    w: torch.Tensor, neg_log_rho: torch.Tensor, neighbours: torch.Tensor
+) -> torch.Tensor:
     """log(rho * delta) [B, N], with delta from Eq. 3 and the finite peak value D."""
     denser = neg_log_rho[:, neighbours] < neg_log_rho.unsqueeze(-1)  # rho_j > rho_i
     nearest_denser = torch.where(denser, w, NOT_A_CANDIDATE).amin(-1)
@@ -93,7 +95,7 @@ def select_top(score: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Ten
     """The `count` highest scores per row, equal scores to the lower index, whatever order a
     runtime's TopK returns ties in. Returns (chosen mask [B, N], indices [B, count] ascending)."""
     N = score.shape[1]
-    threshold = torch.topk(score, count, dim=1).values[:, count - 1:]
+    threshold = torch.topk(score, count, dim=1).values[:, count - 1 :]
     above = score > threshold
     tied = score == threshold
     # Of the tokens tied at the threshold, keep the lowest-index ones that still fit.
@@ -115,8 +117,9 @@ class DensityPeaksSelection(nn.Module):
     output_names = ("centers", "assignment")
     decision_names = ("selection.centers", "selection.assignment")
 
-    def __init__(self, grid: tuple[int, int], clusters: int, neighbours: int,
-                 spatial_alpha: float, knn: int):
+    def __init__(
+        self, grid: tuple[int, int], clusters: int, neighbours: int, spatial_alpha: float, knn: int
+    ):
         super().__init__()
         N = grid[0] * grid[1]
         if not 1 <= clusters <= min(N - 1, TOPK_LIMIT):
@@ -155,8 +158,9 @@ class DensityPeaksSelection(nn.Module):
         # Fallback: nearest center by plain feature distance (argmin of squared = of sigma).
         center_feats = torch.gather(z, 1, centers.unsqueeze(-1).expand(B, self.clusters, C))
         via_any = squared_distance(z, center_feats).argmin(-1).float()
-        slot = torch.where(is_center, slot,
-                           torch.where(neighbour_is_center.any(-1), via_neighbour, via_any))
+        slot = torch.where(
+            is_center, slot, torch.where(neighbour_is_center.any(-1), via_neighbour, via_any)
+        )
 
         def costs():  # [B, N, M]: what each token pays to join each cluster (inf: no candidate)
             own = torch.full((B, N, self.clusters), float("inf"), dtype=torch.float64)
@@ -169,8 +173,9 @@ class DensityPeaksSelection(nn.Module):
         return centers, decide("selection.assignment", slot.long(), top_margin(costs, False))
 
 
-def merge_clusters(z: torch.Tensor, assignment: torch.Tensor,
-                   clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_clusters(
+    z: torch.Tensor, assignment: torch.Tensor, clusters: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each cluster (center included) by a one-hot matmul, and the cluster sizes.
 
     z [B, N, C], assignment [B, N] -> (merged [B, M, C] in z's dtype, sizes [B, M] float32).

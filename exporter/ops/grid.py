@@ -24,7 +24,9 @@ def cell_of(size_in: int, size_out: int) -> torch.Tensor:
     return torch.div(torch.arange(size_in) * size_out, size_in, rounding_mode="floor")
 
 
-def window_mask(grid: tuple[int, int], cells: tuple[int, int], window: tuple[int, int]) -> torch.Tensor:
+def window_mask(
+    grid: tuple[int, int], cells: tuple[int, int], window: tuple[int, int]
+) -> torch.Tensor:
     """[H*W, h*w] bool: pixel p may interact with cluster i.
 
     Pixel (r, c) lies in cell (floor(r*h/H), floor(c*w/W)); it sees the window[0] x window[1]
@@ -128,7 +130,7 @@ class ClusterTiles:
                 self.order[ci * w + cj] = t * K + torch.arange(k)
                 flat = ri * W + rj
                 self.pixels[t, :n] = flat
-                self.owner[t * P: t * P + n] = flat
+                self.owner[t * P : t * P + n] = flat
                 for s, p in enumerate(flat.tolist()):
                     slots[p].append(t * P + s)
                 dr = cell_r[ri][:, None] - ci[None, :]
@@ -138,4 +140,4 @@ class ClusterTiles:
         A = max(len(s) for s in slots)
         self.appear = torch.full((H * W, A), T * P, dtype=torch.long)
         for p, s in enumerate(slots):
-            self.appear[p, :len(s)] = torch.tensor(s, dtype=torch.long)
+            self.appear[p, : len(s)] = torch.tensor(s, dtype=torch.long)

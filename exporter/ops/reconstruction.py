@@ -9,6 +9,7 @@ from .clustering import LOWEST, WEIGHT_FLOOR
 from .decisions import decide, top_margin
 from .grid import window_mask
 
+
 class ReconstructionWeights(nn.Module):
     """Each pixel's k nearest clusters and their normalised weights exp(-d/tau).
 

@@ -32,8 +32,9 @@ def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def row_col_counts(grid: tuple[int, int], rows_ratio: float, cols_ratio: float,
-                   unique_ratio: float) -> dict:
+def row_col_counts(
+    grid: tuple[int, int], rows_ratio: float, cols_ratio: float, unique_ratio: float
+) -> dict:
     """Static counts: normal, kept and unique rows/cols (see the module docstring)."""
     H, W = grid
     n_h = min(max(round_half_up(rows_ratio * H), 0), H - 1)
@@ -74,8 +75,9 @@ class RowColInjector(nn.Module):
 
     decision_names = ("adapter.rows", "adapter.cols", "adapter.best_rep")
 
-    def __init__(self, grid: tuple[int, int], rows_ratio: float, cols_ratio: float,
-                 unique_ratio: float):
+    def __init__(
+        self, grid: tuple[int, int], rows_ratio: float, cols_ratio: float, unique_ratio: float
+    ):
         super().__init__()
         self.grid = tuple(grid)
         counts = row_col_counts(grid, rows_ratio, cols_ratio, unique_ratio)
@@ -83,8 +85,9 @@ class RowColInjector(nn.Module):
         H, W = self.grid
         for name, n in (("h", H), ("w", W)):
             ar = torch.arange(n)
-            self.register_buffer(f"before_{name}", ar.unsqueeze(1) > ar.unsqueeze(0),
-                                 persistent=False)
+            self.register_buffer(
+                f"before_{name}", ar.unsqueeze(1) > ar.unsqueeze(0), persistent=False
+            )
             self.register_buffer(f"key_{name}", (n - ar).float(), persistent=False)
 
     @property
@@ -103,8 +106,9 @@ class RowColInjector(nn.Module):
             # Another runtime's lines imposed (validation only): the kept mask follows them,
             # and the unique lines are the most important of those kept.
             kept = (index.unsqueeze(2) == torch.arange(L, device=score.device)).any(1)
-            rank = torch.where(kept, stable_rank(score.masked_fill(~kept, -torch.inf),
-                                                 before.to(score.device)), -1)
+            rank = torch.where(
+                kept, stable_rank(score.masked_fill(~kept, -torch.inf), before.to(score.device)), -1
+            )
         unique = torch.gather(rank >= L - n_unique, 1, index)  # highest-importance kept lines
         return kept, index, unique
 
@@ -114,10 +118,24 @@ class RowColInjector(nn.Module):
         (k_h, k_w), M = self.kept, self.num_reduced
         z = z.float()
         token_score = z.amax(dim=2).reshape(B, H, W)  # importance of a token: max over channels
-        kept_r, rows, uniq_r = self._axis("adapter.rows", token_score.amax(2), self.before_h,
-                                          self.key_h, self.normal[0], k_h, self.unique[0])
-        kept_c, cols, uniq_c = self._axis("adapter.cols", token_score.amax(1), self.before_w,
-                                          self.key_w, self.normal[1], k_w, self.unique[1])
+        kept_r, rows, uniq_r = self._axis(
+            "adapter.rows",
+            token_score.amax(2),
+            self.before_h,
+            self.key_h,
+            self.normal[0],
+            k_h,
+            self.unique[0],
+        )
+        kept_c, cols, uniq_c = self._axis(
+            "adapter.cols",
+            token_score.amax(1),
+            self.before_w,
+            self.key_w,
+            self.normal[1],
+            k_w,
+            self.unique[1],
+        )
         flat = (rows.unsqueeze(2) * W + cols.unsqueeze(1)).reshape(B, M)  # kept tokens, raster
         representative = (~uniq_r.unsqueeze(2) & ~uniq_c.unsqueeze(1)).reshape(B, M)
 
@@ -136,8 +154,7 @@ class RowColInjector(nn.Module):
         # Group average as a one-hot matmul: each slot = mean of the tokens sent to it.
         onehot = (target.unsqueeze(2) == torch.arange(M, device=z.device)).float()  # [B, N, M]
         merged = torch.matmul(onehot.transpose(1, 2), z) / onehot.sum(1).unsqueeze(2)
-        return merged, {"zn": zn, "flat": flat, "representative": representative,
-                        "target": target}
+        return merged, {"zn": zn, "flat": flat, "representative": representative, "target": target}
 
 
 class RowColEjector(nn.Module):

@@ -17,7 +17,9 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     return x.reshape(-1, wh * ww, C)
 
 
-def window_merge(windows: torch.Tensor, window: tuple[int, int], counts: tuple[int, int]) -> torch.Tensor:
+def window_merge(
+    windows: torch.Tensor, window: tuple[int, int], counts: tuple[int, int]
+) -> torch.Tensor:
     """[B * nH * nW, wh * ww, C] -> [B, nH * wh, nW * ww, C] (the inverse of window_partition)."""
     (wh, ww), (nh, nw) = window, counts
     C = windows.shape[-1]

@@ -12,8 +12,14 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from polygraphy.backend.trt import (CreateConfig, EngineFromNetwork, LoadPlugins,
-                                    NetworkFromOnnxPath, Profile, SaveEngine)
+from polygraphy.backend.trt import (
+    CreateConfig,
+    EngineFromNetwork,
+    LoadPlugins,
+    NetworkFromOnnxPath,
+    Profile,
+    SaveEngine,
+)
 
 from ..errors import InputError
 from ..models.base import INPUT_NAME
@@ -63,8 +69,12 @@ def shapes_of(input_shape, dynamic_batch: bool, max_batch: int = 8):
 
 def trtexec_command(onnx_name: str, engine_name: str, settings: EngineSettings, profile) -> str:
     """The `trtexec` command equivalent to `build_engine`."""
-    cmd = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}",
-           f"--timingCacheFile={settings.timing_cache}"]
+    cmd = [
+        "trtexec",
+        f"--onnx={onnx_name}",
+        f"--saveEngine={engine_name}",
+        f"--timingCacheFile={settings.timing_cache}",
+    ]
     if settings.plugin_library:
         cmd.append(f"--staticPlugins={settings.plugin_library}")
     if settings.workspace_mib:
@@ -73,8 +83,11 @@ def trtexec_command(onnx_name: str, engine_name: str, settings: EngineSettings, 
         cmd.append(f"--builderOptimizationLevel={settings.opt_level}")
     if profile:
         fmt = lambda s: f"{INPUT_NAME}:" + "x".join(str(v) for v in s)  # noqa: E731
-        cmd += [f"--minShapes={fmt(profile[0])}", f"--optShapes={fmt(profile[1])}",
-                f"--maxShapes={fmt(profile[2])}"]
+        cmd += [
+            f"--minShapes={fmt(profile[0])}",
+            f"--optShapes={fmt(profile[1])}",
+            f"--maxShapes={fmt(profile[2])}",
+        ]
     return " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -88,16 +101,24 @@ def write_build_script(folder: Path, onnx_name: str, settings: EngineSettings, p
         "# are strongly typed).",
     ]
     if settings.plugin_library:
-        lines.append("# Build the plugin library first: cmake -S plugins -B build/plugins "
-                     "-DTensorRT_ROOT=<TensorRT> && cmake --build build/plugins")
-    lines += ["set -euo pipefail", 'cd "$(dirname "$0")"',
-              trtexec_command(onnx_name, engine, settings, profile), ""]
+        lines.append(
+            "# Build the plugin library first: cmake -S plugins -B build/plugins "
+            "-DTensorRT_ROOT=<TensorRT> && cmake --build build/plugins"
+        )
+    lines += [
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        trtexec_command(onnx_name, engine, settings, profile),
+        "",
+    ]
     script.write_text("\n".join(lines))
     script.chmod(0o755)
     return script
 
 
-def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, profile=None) -> Path:
+def build_engine(
+    onnx_path: Path, engine_path: Path, settings: EngineSettings, profile=None
+) -> Path:
     """Build and save an engine with polygraphy's loaders (NetworkFromOnnxPath -> EngineFromNetwork).
 
     Raises:
@@ -106,7 +127,8 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
     if tensorrt_version() is None:
         raise TensorRTUnavailable(
             "TensorRT is not installed here, so no engine was built; run build_engine.sh in the "
-            "output folder on a machine with TensorRT (pip install 'vitexport[gpu]')")
+            "output folder on a machine with TensorRT (pip install 'vitexport[gpu]')"
+        )
     import tensorrt as trt  # optional: TensorRT is only on GPU hosts
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
@@ -118,9 +140,15 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings, p
     pool = None
     if settings.workspace_mib:
         pool = {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}
-    cache = str(Path(engine_path).parent / settings.timing_cache)  # as build_engine.sh: in the folder
-    config = CreateConfig(profiles=profiles, load_timing_cache=cache,
-                          builder_optimization_level=settings.opt_level, memory_pool_limits=pool)
+    cache = str(
+        Path(engine_path).parent / settings.timing_cache
+    )  # as build_engine.sh: in the folder
+    config = CreateConfig(
+        profiles=profiles,
+        load_timing_cache=cache,
+        builder_optimization_level=settings.opt_level,
+        memory_pool_limits=pool,
+    )
     build = EngineFromNetwork(network, config=config, save_timing_cache=cache)
     SaveEngine(build, str(engine_path))()
     return engine_path

@@ -26,17 +26,27 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace --out and --repo")
     args = p.parse_args(argv)
 
-    result = build(args.out, model=args.model, method=args.method, img_size=args.img_size,
-                   force=args.force, progress=lambda text: print(" ", text))
+    result = build(
+        args.out,
+        model=args.model,
+        method=args.method,
+        img_size=args.img_size,
+        force=args.force,
+        progress=lambda text: print(" ", text),
+    )
     tokens = result.report["tokens"]
     print(f"built {result.path('onnx')}: {tokens['full']} -> {tokens['reduced']} tokens")
     for v in result.validation:
         cosine = min(o["cosine"] for o in v["outputs"].values())
-        print(f"  {v['artifact']} in {v['runtime']}: "
-              f"{'passed' if v['passed'] else 'FAILED'}, cosine {cosine:.8f}")
+        print(
+            f"  {v['artifact']} in {v['runtime']}: "
+            f"{'passed' if v['passed'] else 'FAILED'}, cosine {cosine:.8f}"
+        )
     if result.accuracy:
-        print(f"  mIoU baseline {result.accuracy['baseline']:.4f}, "
-              f"reduced {result.accuracy['reduced']:.4f}")
+        print(
+            f"  mIoU baseline {result.accuracy['baseline']:.4f}, "
+            f"reduced {result.accuracy['reduced']:.4f}"
+        )
 
     again = validate(args.out)  # e.g. after copying the folder to another machine
     print(f"validated again: {'passed' if again.passed else 'FAILED'}")

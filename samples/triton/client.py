@@ -37,8 +37,13 @@ def model_io(client, model: str, protocol: str):
         meta, config = client.get_model_metadata(model), client.get_model_config(model)
     inp = meta["inputs"][0]
     shape = [int(d) for d in inp["shape"]]
-    return (inp["name"], shape, inp["datatype"], [o["name"] for o in meta["outputs"]],
-            int(config.get("max_batch_size", 0)))
+    return (
+        inp["name"],
+        shape,
+        inp["datatype"],
+        [o["name"] for o in meta["outputs"]],
+        int(config.get("max_batch_size", 0)),
+    )
 
 
 def load_images(args, height: int, width: int) -> np.ndarray:
@@ -53,8 +58,9 @@ def load_images(args, height: int, width: int) -> np.ndarray:
     return make_split("val", args.digits, size=height)[0]
 
 
-def infer(tc, client, model: str, name: str, datatype: str, outputs: list[str],
-          batch: np.ndarray) -> dict:
+def infer(
+    tc, client, model: str, name: str, datatype: str, outputs: list[str], batch: np.ndarray
+) -> dict:
     inp = tc.InferInput(name, list(batch.shape), datatype)
     inp.set_data_from_numpy(batch)
     req = [tc.InferRequestedOutput(o) for o in outputs]
@@ -62,9 +68,23 @@ def infer(tc, client, model: str, name: str, datatype: str, outputs: list[str],
     return {o: result.as_numpy(o) for o in outputs}
 
 
-PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-                    [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
-                    [210, 245, 60], [250, 190, 212], [0, 128, 128]], np.uint8)
+PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+    ],
+    np.uint8,
+)
 
 
 def colour(classes: np.ndarray) -> np.ndarray:
@@ -100,8 +120,10 @@ def main(argv=None) -> int:
         step = shape[0] if shape[0] > 0 else len(x)
         if max_batch == 0 and len(x) % step:
             sys.exit(f"--digits {len(x)}: the model takes batches of exactly {step} images")
-        results = [infer(tc, client, args.model, name, datatype, outputs, x[i:i + step])
-                   for i in range(0, len(x), step)]
+        results = [
+            infer(tc, client, args.model, name, datatype, outputs, x[i : i + step])
+            for i in range(0, len(x), step)
+        ]
     finally:
         client.close()  # an open client keeps the server's shutdown waiting
     outs = {o: np.concatenate([r[o] for r in results]) for o in outputs}
@@ -109,9 +131,10 @@ def main(argv=None) -> int:
     classes = logits.argmax(1)
     for i, c in enumerate(classes):
         ids, counts = np.unique(c, return_counts=True)
-        order = np.argsort(-counts)[:args.top]
-        text = ", ".join(f"class {ids[j]}: {counts[j]} px ({counts[j] / c.size:.1%})"
-                         for j in order)
+        order = np.argsort(-counts)[: args.top]
+        text = ", ".join(
+            f"class {ids[j]}: {counts[j]} px ({counts[j] / c.size:.1%})" for j in order
+        )
         print(f"image {i}: {text}")
     rows = [np.concatenate([pixels[i], colour(classes[i])], axis=1) for i in range(len(x))]
     Image.fromarray(np.concatenate(rows, axis=0)).save(args.png)

@@ -39,8 +39,13 @@ def density_peaks(z, grid, clusters, count, a, knn):
     N = z.shape[0]
     nbrs = [grid_neighbours(i, grid, count) for i in range(N)]
     # weighted[i][j] = sigma(z_i, z_j) * s(i, j) for the spatial neighbours j; others are inf.
-    weighted = [{j: euclidean(z[i], z[j]) * spatial_weight(rank, count, a)
-                 for rank, j in enumerate(nbrs[i])} for i in range(N)]
+    weighted = [
+        {
+            j: euclidean(z[i], z[j]) * spatial_weight(rank, count, a)
+            for rank, j in enumerate(nbrs[i])
+        }
+        for i in range(N)
+    ]
 
     # Eq. 1: rho_i = exp(-(1/k) * sum over the k nearest (under sigma * s) of sigma * s.
     rho = []
@@ -75,8 +80,13 @@ def density_peaks(z, grid, clusters, count, a, knn):
         else:
             plain = [(euclidean(z[i], z[c]), n) for n, c in enumerate(centers)]
             assignment.append(min(plain)[1])
-    return {"rho": rho, "delta": delta, "score": score, "centers": centers,
-            "assignment": assignment}
+    return {
+        "rho": rho,
+        "delta": delta,
+        "score": score,
+        "centers": centers,
+        "assignment": assignment,
+    }
 
 
 def merge(z, assignment, clusters):
@@ -124,7 +134,7 @@ def forward(model, images, alpha, clusters, count, a, knn):
     with torch.no_grad():
         x_all = model.embed(images)
         for b in range(images.shape[0]):
-            x = x_all[b:b + 1]
+            x = x_all[b : b + 1]
             for blk in model.blocks[:alpha]:
                 x = blk(x)
             x = x[0]

@@ -64,7 +64,7 @@ def cluster(z, grid, cells, window, iters, tau):
         q = e / e.sum(1, keepdim=True)
         # M-step: S_i = sum_p Q[p, i] Z_p, with Q normalised per cluster.
         q = q / q.sum(0, keepdim=True).clamp_min(1e-16)
-        s = torch.stack([(q[:, i:i + 1] * z).sum(0) for i in range(s.shape[0])])
+        s = torch.stack([(q[:, i : i + 1] * z).sum(0) for i in range(s.shape[0])])
     return s
 
 

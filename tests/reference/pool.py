@@ -45,8 +45,12 @@ def upsample(y, cells, grid):
         r0, r1, fr = source(r, h, grid[0])
         for c in range(grid[1]):
             c0, c1, fc = source(c, w, grid[1])
-            out.append((1 - fr) * (1 - fc) * y[r0 * w + c0] + (1 - fr) * fc * y[r0 * w + c1]
-                       + fr * (1 - fc) * y[r1 * w + c0] + fr * fc * y[r1 * w + c1])
+            out.append(
+                (1 - fr) * (1 - fc) * y[r0 * w + c0]
+                + (1 - fr) * fc * y[r0 * w + c1]
+                + fr * (1 - fc) * y[r1 * w + c0]
+                + fr * fc * y[r1 * w + c1]
+            )
     return torch.stack(out)
 
 
@@ -60,12 +64,20 @@ def run(model, images, alpha, hw, at_output):
         feats = []
         for i, blk in enumerate(model.blocks):
             if i == alpha:
-                x = torch.stack([torch.cat([x[b, :P], pool(x[b, P:], grid, hw)]) for b in range(len(x))])
+                x = torch.stack(
+                    [torch.cat([x[b, :P], pool(x[b, P:], grid, hw)]) for b in range(len(x))]
+                )
             x = blk(x)
             if i in model.taps:
                 if i >= alpha and not at_output:
-                    feats.append(torch.stack([torch.cat([x[b, :P], upsample(x[b, P:], hw, grid)])
-                                              for b in range(len(x))]))
+                    feats.append(
+                        torch.stack(
+                            [
+                                torch.cat([x[b, :P], upsample(x[b, P:], hw, grid)])
+                                for b in range(len(x))
+                            ]
+                        )
+                    )
                 else:
                     feats.append(x)
         y = model.head_tokens(feats)

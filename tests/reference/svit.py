@@ -13,8 +13,9 @@ import torch
 
 def gelu(v):
     """GELU with the exact Gaussian CDF, element by element."""
-    return torch.tensor([0.5 * a * (1.0 + math.erf(a / math.sqrt(2.0))) for a in v.tolist()],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [0.5 * a * (1.0 + math.erf(a / math.sqrt(2.0))) for a in v.tolist()], dtype=torch.float64
+    )
 
 
 def score(token, gate):

@@ -37,8 +37,12 @@ def bilinear_table(table, old, new):
         r0, r1, fr = taps(i, src[0], dst[0])
         for j in range(dst[1]):
             c0, c1, fc = taps(j, src[1], dst[1])
-            out[i, j] = ((1 - fr) * (1 - fc) * grid[r0, c0] + (1 - fr) * fc * grid[r0, c1]
-                         + fr * (1 - fc) * grid[r1, c0] + fr * fc * grid[r1, c1])
+            out[i, j] = (
+                (1 - fr) * (1 - fc) * grid[r0, c0]
+                + (1 - fr) * fc * grid[r0, c1]
+                + fr * (1 - fc) * grid[r1, c0]
+                + fr * fc * grid[r1, c1]
+            )
     return out.reshape(-1, table.shape[1])
 
 
@@ -65,8 +69,11 @@ def shift_mask(cells, size, window, shift, dtype):
     mask = torch.zeros(len(cells), len(cells), dtype=dtype)
     for a, (ra, ca) in enumerate(cells):
         for b, (rb, cb) in enumerate(cells):
-            if (region(ra, size[0], window[0], shift[0]) != region(rb, size[0], window[0], shift[0])
-                    or region(ca, size[1], window[1], shift[1]) != region(cb, size[1], window[1], shift[1])):
+            if region(ra, size[0], window[0], shift[0]) != region(
+                rb, size[0], window[0], shift[0]
+            ) or region(ca, size[1], window[1], shift[1]) != region(
+                cb, size[1], window[1], shift[1]
+            ):
                 mask[a, b] = MASKED
     return mask
 
@@ -110,8 +117,11 @@ def shift_of(index_in_stage, grid, window):
 def windows_of(x, window):
     """[H, W, C] -> list of [wh*ww, C] windows in raster order."""
     H, W, C = x.shape
-    return [x[r:r + window[0], c:c + window[1]].reshape(-1, C)
-            for r in range(0, H, window[0]) for c in range(0, W, window[1])]
+    return [
+        x[r : r + window[0], c : c + window[1]].reshape(-1, C)
+        for r in range(0, H, window[0])
+        for c in range(0, W, window[1])
+    ]
 
 
 def from_windows(wins, window, counts):
@@ -145,8 +155,13 @@ def run(swin, image, stage, alpha, end, reduced_window, reduce, restore):
                 x = from_windows([p[0] for p in pairs], reduced_window, counts)
             if s == stage - 1 and alpha <= i < end:
                 rgrid = tuple(x.shape[:2])
-                x = block(blk, x, reduced_window, shift_of(i, rgrid, reduced_window),
-                          bilinear_table(table, K, reduced_window))
+                x = block(
+                    blk,
+                    x,
+                    reduced_window,
+                    shift_of(i, rgrid, reduced_window),
+                    bilinear_table(table, K, reduced_window),
+                )
             else:
                 x = block(blk, x, K, shift_of(i, grid, K), table)
             if s == stage - 1 and i == end - 1:
@@ -159,6 +174,7 @@ def run(swin, image, stage, alpha, end, reduced_window, reduce, restore):
 
 def expedite_window(window, reduced_window, lam, iters, tau, k, norm):
     """Expedite's per-window clustering and reconstruction (tests/reference/expedite.py)."""
+
     def reduce(z):
         centers = expedite_ref.cluster(z, window, reduced_window, lam, iters, tau)
         return centers, (z, centers)
@@ -172,6 +188,7 @@ def expedite_window(window, reduced_window, lam, iters, tau, k, norm):
 
 def adapter_window(window, r_h, r_w, unique, mode, threshold):
     """Token Adapter's injector and ejector on one window (tests/reference/token_adapter.py)."""
+
     def reduce(z):
         merged, _ = adapter_ref.inject(z, window, r_h, r_w, unique)
         return merged, (z, merged)

@@ -52,8 +52,8 @@ def group_tokens(z, grid, r_h, r_w, unique):
     cols_by_importance = sorted(range(W), key=lambda c: (col_score[c], c))
     normal_rows = set(rows_by_importance[:n_h])
     normal_cols = set(cols_by_importance[:n_w])
-    unique_rows = set(rows_by_importance[H - u_h:]) if u_h else set()
-    unique_cols = set(cols_by_importance[W - u_w:]) if u_w else set()
+    unique_rows = set(rows_by_importance[H - u_h :]) if u_h else set()
+    unique_cols = set(cols_by_importance[W - u_w :]) if u_w else set()
     kind, kept = {}, []
     for r in range(H):
         for c in range(W):
@@ -119,8 +119,12 @@ def run_model(model, images, alpha, restore_after, r_h, r_w, unique, mode, thres
             x = torch.stack(rows)
         x = blk(x)
         if i == restore_after - 1:
-            x = torch.stack([torch.cat([x[b, :P], eject(z, merged, x[b, P:], mode, threshold)])
-                             for b, (z, merged) in enumerate(saved)])
+            x = torch.stack(
+                [
+                    torch.cat([x[b, :P], eject(z, merged, x[b, P:], mode, threshold)])
+                    for b, (z, merged) in enumerate(saved)
+                ]
+            )
         if i in model.taps:
             feats.append(x)
     return model.head_map(model.head_tokens(feats), images.shape[-2:])

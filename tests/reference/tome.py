@@ -65,7 +65,7 @@ def keys_mean_over_heads(block, x):
     attn = block.attn
     heads, hd = attn.num_heads, attn.head_dim
     qkv = attn.qkv(block.norm1(x))  # [n, 3 * heads * hd]: q, k, v one after the other
-    per_head = [attn.k_norm(qkv[:, (heads + h) * hd:(heads + h + 1) * hd]) for h in range(heads)]
+    per_head = [attn.k_norm(qkv[:, (heads + h) * hd : (heads + h + 1) * hd]) for h in range(heads)]
     return sum(per_head) / heads
 
 
@@ -80,8 +80,9 @@ def run_model(model, images, schedule, restore_at_output):
         feats = []
         for i, blk in enumerate(model.blocks):
             if schedule[i] > 0:
-                x, sizes, target = merge_layer(x, keys_mean_over_heads(blk, x), sizes,
-                                               schedule[i], p)
+                x, sizes, target = merge_layer(
+                    x, keys_mean_over_heads(blk, x), sizes, schedule[i], p
+                )
                 where = [target[w] for w in where]
             log_size = torch.tensor([math.log(s) for s in sizes], dtype=x.dtype)
             x = blk(x[None], attn_mask=log_size.view(1, 1, 1, -1))[0]
