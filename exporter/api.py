@@ -119,22 +119,14 @@ def bench(
     return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
 
 
-def deploy(
-    out,
-    repo,
-    name: str | None = None,
-    max_batch: int | None = None,
-    dynamic_batch: bool = False,
-    force: bool = False,
-) -> Repository:
-    """Write a Triton model repository for a build folder (`vitexport deploy triton`).
+def deploy(out, repo, **options) -> Repository:
+    """Write a Triton model repository for a build folder (`vitexport deploy triton`);
+    `options`: name, max_batch, dynamic_batch, force (as `write_repository`).
 
     >>> sorted(deploy("out/tiny", "triton-repo").models.values())  # doctest: +SKIP
     ['onnxruntime_onnx', 'python', 'tensorrt_plan']
     """
-    return write_repository(
-        out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch, force=force
-    )
+    return write_repository(out, repo, **options)
 
 
 __all__ = ["Result", "Repository", "build", "validate", "bench", "deploy"]

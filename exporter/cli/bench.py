@@ -10,25 +10,12 @@ from . import _progress, _verified, main
 from ..bench import bench_folder
 from ..errors import InputError
 from ..report import format_bench
-from .options import REHASH
+from .options import REHASH, timing_options
 
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "--runs",
-    type=click.IntRange(1, 1000),
-    default=10,
-    show_default=True,
-    help="Timed runs of each model, interleaved.",
-)
-@click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
-)
+@timing_options(10, 2, "Timed runs of each model, interleaved.")
 @click.option(
     "--model",
     "model_name",

@@ -168,3 +168,30 @@ METHOD_FLAGS = option_group(
     _method_flags(),
     lambda **given: {k: v for k, v in given.items() if v is not None},
 )
+
+
+def timing_options(runs: int, warmup: int, runs_help: str):
+    """--runs, --warmup and --threads of the commands that time models (bench, sweep)."""
+    options = (
+        click.option(
+            "--runs",
+            type=click.IntRange(1, 1000),
+            default=runs,
+            show_default=True,
+            help=runs_help,
+        ),
+        click.option("--warmup", type=click.IntRange(0, 100), default=warmup, show_default=True),
+        click.option(
+            "--threads",
+            type=click.IntRange(1, 256),
+            default=None,
+            help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
+        ),
+    )
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

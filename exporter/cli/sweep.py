@@ -9,7 +9,7 @@ import click
 
 from . import DEFAULT_OUT, _progress, main
 from ..errors import InputError
-from .options import MODEL
+from .options import MODEL, timing_options
 
 
 @main.command()
@@ -36,20 +36,7 @@ from .options import MODEL
     show_default=True,
     help="small: Expedite's hw sweep at its default cut only (3 rows fewer per other cut).",
 )
-@click.option(
-    "--runs",
-    type=click.IntRange(1, 1000),
-    default=5,
-    show_default=True,
-    help="Timed runs of each model, interleaved with the baseline's.",
-)
-@click.option("--warmup", type=click.IntRange(0, 100), default=1, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
-)
+@timing_options(5, 1, "Timed runs of each model, interleaved with the baseline's.")
 @click.option(
     "--target-speedup",
     type=float,

@@ -31,21 +31,14 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             data = load_file(str(p))
         else:
             data = torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if _is_pickle(p):
+    except Exception as err:  # corrupt or truncated files raise many types
+        if isinstance(err, pickle.UnpicklingError) and _is_pickle(p):
             raise InputError(
                 FLAG,
                 path,
                 "a checkpoint loadable with weights_only=True (tensors and plain containers)",
                 "refused, it needs code execution to load",
             ) from None
-        raise InputError(
-            FLAG,
-            path,
-            "a readable torch or safetensors checkpoint",
-            f"cannot be read ({type(err).__name__})",
-        ) from None
-    except Exception as err:  # corrupt or truncated files raise many types
         raise InputError(
             FLAG,
             path,
