@@ -22,7 +22,7 @@ from .options import MODEL, timing_options
 )
 @click.option(
     "--eval-count",
-    type=int,
+    type=click.IntRange(1, 1_000_000),
     default=None,
     help="Evaluate the first N images (default: as `vitexport build`).",
 )
