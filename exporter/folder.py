@@ -390,8 +390,9 @@ def check_report_hash(out: Path) -> None:
 def check_hashes(out: Path, report: dict) -> None:
     """Refuse a folder whose recorded files are missing or differ from their sha256."""
     hashes = report.get("hashes", {})
-    unhashed = [n for n in report["artifacts"].values() if n not in hashes]
-    if not isinstance(hashes, dict) or unhashed:
+    edited = not isinstance(hashes, dict)  # e.g. "hashes": null
+    unhashed = [] if edited else [n for n in report["artifacts"].values() if n not in hashes]
+    if edited or unhashed:
         raise InputError(
             "OUT",
             str(out),

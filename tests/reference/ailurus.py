@@ -48,23 +48,37 @@ def density_peaks(z, grid, clusters, count, a, knn):
     ]
 
     # Eq. 1: rho_i = exp(-(1/k) * sum over the k nearest (under sigma * s) of sigma * s.
-    rho = []
-    for i in range(N):
-        nearest = sorted(weighted[i].values())[:knn]
-        rho.append(math.exp(-sum(nearest) / knn))
+    log_rho = [-sum(sorted(weighted[i].values())[:knn]) / knn for i in range(N)]
+    rho = [math.exp(v) for v in log_rho]
+    # At large feature scales exp underflows to 0 even in float64: then rho, D and the scores
+    # are compared as logarithms (the same order, without the underflow).
+    in_logs = min(rho) == 0.0
+    dense = log_rho if in_logs else rho
 
     # Eq. 3, with a finite D for peaks: larger than every weighted distance, and large enough
     # that rho_peak * D beats rho * delta of every non-peak (rho <= 1).
     max_weighted = max(max(row.values()) for row in weighted)
-    peak_delta = math.e * (1 + max_weighted) / min(rho)
-    delta = []
+    log_peak = 1 + math.log1p(max_weighted) - min(log_rho)  # log D
+    peak_delta = (
+        math.exp(min(log_peak, 700.0)) if in_logs else math.e * (1 + max_weighted) / min(rho)
+    )
+    delta, peak = [], []
     for i in range(N):
-        denser = [weighted[i][j] for j in nbrs[i] if rho[j] > rho[i]]
+        denser = [weighted[i][j] for j in nbrs[i] if dense[j] > dense[i]]
+        peak.append(not denser)
         delta.append(min(denser) if denser else peak_delta)
-
-    score = [rho[i] * delta[i] for i in range(N)]
+    if in_logs:
+        key = [
+            log_rho[i]
+            + (log_peak if peak[i] else math.log(delta[i]) if delta[i] > 0 else -math.inf)
+            for i in range(N)
+        ]
+        score = [math.exp(min(k, 700.0)) for k in key]
+    else:
+        score = [rho[i] * delta[i] for i in range(N)]
+        key = score
     # Top M by rho * delta; equal scores: lower index first.
-    ranked = sorted(range(N), key=lambda i: (-score[i], i))
+    ranked = sorted(range(N), key=lambda i: (-key[i], i))
     centers = sorted(ranked[:clusters])
     slot_of = {c: n for n, c in enumerate(centers)}
 
