@@ -332,23 +332,28 @@ def _replace_group(graph: gs.Graph, group: list[gs.Node], number: int, scope: se
     if mask is not None:
         inputs.append(gs.Constant(f"{TOPK_RECONSTRUCT.lower()}_{number}_mask", mask.astype(bool)))
     out.inputs.clear()  # detach the old producer; cleanup() then drops the whole lowering
-    node = gs.Node(
-        op=TOPK_RECONSTRUCT,
-        name=f"{TOPK_RECONSTRUCT}_{number}",
-        domain=PLUGIN_DOMAIN,
-        attrs={
-            "k": k,
-            "tau": tau,
-            "norm": norm,
-            "has_mask": int(mask is not None),
-            "plugin_version": PLUGIN_VERSION,
-            "plugin_namespace": "",
-        },
-        inputs=inputs,
-        outputs=[out],
+    node = _plugin_node(
+        TOPK_RECONSTRUCT,
+        number,
+        {"k": k, "tau": tau, "norm": norm, "has_mask": int(mask is not None)},
+        inputs,
+        [out],
     )
     graph.nodes.append(node)
     return node
+
+
+def _plugin_node(op: str, number: int, attrs: dict, inputs, outputs) -> gs.Node:
+    """Plugin node `number` of type `op`, with the version/namespace attributes TensorRT reads."""
+    attrs = {**attrs, "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""}
+    return gs.Node(
+        op=op,
+        name=f"{op}_{number}",
+        domain=PLUGIN_DOMAIN,
+        attrs=attrs,
+        inputs=inputs,
+        outputs=outputs,
+    )
 
 
 def _export_with_plugin_domain(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -561,22 +566,16 @@ def _replace_selection(
                     outputs=[original],
                 )
             )
-    node = gs.Node(
-        op=DPC_SELECT,
-        name=f"{DPC_SELECT}_{number}",
-        domain=PLUGIN_DOMAIN,
-        attrs={
-            "clusters": clusters,
-            "knn": knn,
-            "plugin_version": PLUGIN_VERSION,
-            "plugin_namespace": "",
-        },
-        inputs=[
+    node = _plugin_node(
+        DPC_SELECT,
+        number,
+        {"clusters": clusters, "knn": knn},
+        [
             z,
             gs.Constant(f"{prefix}_neighbours", table.astype(np.int32)),
             gs.Constant(f"{prefix}_weights", weights),
         ],
-        outputs=plugin_outputs,
+        plugin_outputs,
     )
     graph.nodes.append(node)
     return node
