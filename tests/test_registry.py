@@ -56,11 +56,10 @@ def test_method_config_is_frozen_and_its_flags_derive_from_it(name):
     order; a built method keeps an instance of that class, which cannot be changed."""
     spec = METHODS[name]
     assert dataclasses.is_dataclass(spec.config) and spec.config.__dataclass_params__.frozen
-    flagged = [f for f in dataclasses.fields(spec.config) if "flag" in f.metadata]
-    assert [(o.key, o.flag, o.default) for o in spec.options] == [
-        (f.name, f.metadata["flag"], f.default) for f in flagged
+    flagged = [f for f in dataclasses.fields(spec.config) if "help" in f.metadata]
+    assert [(o.key, o.flag, o.help, o.default) for o in spec.options] == [
+        (f.name, "--" + f.name.replace("_", "-"), f.metadata["help"], f.default) for f in flagged
     ]
-    assert all(f.metadata["flag"] == "--" + f.name.replace("_", "-") for f in flagged)
     cfg = spec.config()
     for f in flagged:
         with pytest.raises(dataclasses.FrozenInstanceError):

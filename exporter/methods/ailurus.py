@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..models.base import DenseModel
 from ..ops import run_block
 from ..ops.density_peaks import TOPK_LIMIT, DensityPeaksSelection, merge_clusters, unfold_clusters
-from .base import MethodSpec, TokenMethod, check_int, entries, flag, split_prefix
+from .base import MethodSpec, TokenMethod, check_alpha, check_int, entries, flag, split_prefix
 
 PAPER_ALPHA = 2  # the block after which the paper clusters
 CLUSTER_SHARE = 0.25  # M = N/4
@@ -32,24 +32,16 @@ SPATIAL_NEIGHBOURS = 50  # lambda
 @dataclass(frozen=True)
 class AiluRusConfig:
     alpha: int | None = flag(
-        "--alpha",
-        "blocks run at full resolution before clustering",
-        rule="2 (the paper's location)",
+        "blocks run at full resolution before clustering", rule="2 (the paper's location)"
     )
     clusters: int | None = flag(
-        "--clusters",
-        "M: representative tokens kept (1..N-1)",
-        rule="round(N/4) (400 of 1600 in the paper)",
+        "M: representative tokens kept (1..N-1)", rule="round(N/4) (400 of 1600 in the paper)"
     )
-    spatial_alpha: float = flag(
-        "--spatial-alpha", "a: spatial weight floor of Eq. 2, in (0, 1]", 0.9
-    )
+    spatial_alpha: float = flag("a: spatial weight floor of Eq. 2, in (0, 1]", 0.9)
     spatial_neighbours: int | None = flag(
-        "--spatial-neighbours",
-        "lambda: spatial neighbours per token (1..N-1)",
-        rule="50, at most N-1",
+        "lambda: spatial neighbours per token (1..N-1)", rule="50, at most N-1"
     )
-    knn: int = flag("--knn", "k: neighbours averaged in the density (1..lambda)", 1)
+    knn: int = flag("k: neighbours averaged in the density (1..lambda)", 1)
 
 
 def default_alpha(depth: int) -> int:
@@ -125,8 +117,7 @@ def build(model: DenseModel, args: dict) -> AiluRus:
             "an image of at least 2 patches",
             "AiluRus needs tokens to merge",
         )
-    alpha = args.get("alpha")
-    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    alpha = check_alpha(args, depth, default_alpha)
     clusters = args.get("clusters")
     if clusters is None:
         clusters = default_clusters(N)

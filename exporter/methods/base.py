@@ -24,12 +24,15 @@ class Option:
     method's config takes when the flag is not given, or, where the default depends on the
     model (default None), `rule` saying how the builder computes it."""
 
-    flag: str
     key: str
     help: str
     default: Any = None
     rule: str = ""
     is_flag: bool = False  # a switch without a value (e.g. --random-gates)
+
+    @property
+    def flag(self) -> str:
+        return flag_of(self.key)
 
     @property
     def default_text(self) -> str:
@@ -42,25 +45,23 @@ class Option:
         return str(self.default)
 
 
-def flag(name: str, help: str, default: Any = None, rule: str = "", is_flag: bool = False) -> Any:
-    """A config field that is also a method flag (`options_of` reads it back)."""
-    meta = {"flag": name, "help": help, "rule": rule, "is_flag": is_flag}
-    return field(default=default, metadata=meta)
+def flag_of(key: str) -> str:
+    """The CLI flag of a config key: alpha -> --alpha, keep_ratio -> --keep-ratio."""
+    return "--" + key.replace("_", "-")
+
+
+def flag(help: str, default: Any = None, rule: str = "", is_flag: bool = False) -> Any:
+    """A config field that is also a method flag, named after the field (`options_of` reads
+    it back)."""
+    return field(default=default, metadata={"help": help, "rule": rule, "is_flag": is_flag})
 
 
 def options_of(config: type) -> tuple[Option, ...]:
     """The flags of a method's config dataclass, in field order."""
     return tuple(
-        Option(
-            f.metadata["flag"],
-            f.name,
-            f.metadata["help"],
-            f.default,
-            f.metadata["rule"],
-            f.metadata["is_flag"],
-        )
+        Option(f.name, f.metadata["help"], f.default, f.metadata["rule"], f.metadata["is_flag"])
         for f in fields(config)
-        if "flag" in f.metadata
+        if "help" in f.metadata
     )
 
 
@@ -113,7 +114,7 @@ class MethodSpec:
         keys = {o.key for o in self.options}
         for key, value in args.items():
             if key not in keys:
-                flag = "--" + key.replace("_", "-")
+                flag = flag_of(key)
                 allowed = ", ".join(o.flag for o in self.options) or "no method flags"
                 raise InputError(flag, value, allowed, f"does not apply to --method {self.name}")
 
@@ -213,6 +214,20 @@ def check_int(flag: str, value, low: int, high: int) -> int:
     if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
         raise InputError(flag, value, f"an integer in {low}..{high}")
     return int(text)
+
+
+def check_alpha(args: dict, depth: int, default) -> int:
+    """--alpha: the blocks run at full resolution first, 1..depth-1; `default(depth)` when
+    the flag is not given. A model of one block has no place to reduce."""
+    if depth < 2:
+        raise InputError(
+            "--model",
+            f"depth {depth}",
+            "a model with at least 2 blocks",
+            "the reduction needs a block before and after it",
+        )
+    alpha = args.get("alpha")
+    return default(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
 
 
 def check_positive(flag: str, value) -> float:

@@ -19,8 +19,8 @@ from ..ops.pooling import GridPooling, GridUpsampling
 from .base import (
     MethodSpec,
     TokenMethod,
+    check_alpha,
     check_hw,
-    check_int,
     check_restore,
     entries,
     flag,
@@ -32,13 +32,11 @@ from .expedite import default_alpha, default_hw
 @dataclass(frozen=True)
 class PoolConfig:
     alpha: int | None = flag(
-        "--alpha", "blocks run at full resolution before pooling", rule="round(depth*10/24)"
+        "blocks run at full resolution before pooling", rule="round(depth*10/24)"
     )
-    hw: tuple[int, int] | None = flag("--hw", "pooled grid h x w", rule="0.7 x grid per side")
+    hw: tuple[int, int] | None = flag("pooled grid h x w", rule="0.7 x grid per side")
     restore: str | None = flag(
-        "--restore",
-        "where to upsample: output | backbone",
-        rule="output for Segmenter, else backbone",
+        "where to upsample: output | backbone", rule="output for Segmenter, else backbone"
     )
 
 
@@ -75,10 +73,7 @@ class GridPool(TokenMethod):
 
 def build(model: DenseModel, args: dict) -> GridPool:
     lay = model.layout
-    alpha = args.get("alpha")
-    alpha = (
-        default_alpha(lay.depth) if alpha is None else check_int("--alpha", alpha, 1, lay.depth - 1)
-    )
+    alpha = check_alpha(args, lay.depth, default_alpha)
     hw = default_hw(lay.grid) if args.get("hw") is None else check_hw(args["hw"], lay.grid)
     return GridPool(lay, PoolConfig(alpha, tuple(hw), check_restore(args.get("restore"), model)))
 

@@ -47,18 +47,13 @@ _GATE_KEY = re.compile(r"^gates\.(\d+)\.")
 @dataclass(frozen=True)
 class SViTConfig:
     alpha: int | None = flag(
-        "--alpha",
         "blocks run dense before the first gated block",
         rule="round(depth/4), or the first gate in --gates",
     )
-    keep_ratio: float = flag(
-        "--keep-ratio", "capacity: share of patch tokens each gated block runs", 0.7
-    )
-    gates: str | None = flag(
-        "--gates", "trained gates (gates.<block>.fc1/fc2.weight/bias)", rule="required"
-    )
+    keep_ratio: float = flag("capacity: share of patch tokens each gated block runs", 0.7)
+    gates: str | None = flag("trained gates (gates.<block>.fc1/fc2.weight/bias)", rule="required")
     random_gates: bool = flag(
-        "--random-gates", "seeded random gates (tests, trials)", False, rule="off", is_flag=True
+        "seeded random gates (tests, trials)", False, rule="off", is_flag=True
     )
 
 

@@ -36,17 +36,12 @@ class ToMeConfig:
     block (None: r is 0 everywhere)."""
 
     r: tuple[int, ...] | None = flag(
-        "--r",
         "tokens merged per block, or one count per block (comma-separated)",
         rule="N/(2 x merging blocks): half the tokens merged by the end",
     )
-    alpha: int | None = flag(
-        "--alpha", "blocks run at full resolution before merging starts", rule="0"
-    )
+    alpha: int | None = flag("blocks run at full resolution before merging starts", rule="0")
     restore: str | None = flag(
-        "--restore",
-        "where to unmerge: output | backbone",
-        rule="output for Segmenter, else backbone",
+        "where to unmerge: output | backbone", rule="output for Segmenter, else backbone"
     )
 
 

@@ -37,16 +37,9 @@ def build_model(config: dict, img_size=None) -> Segmenter:
     """The digits Segmenter of `config` (train-demo's or the shipped metadata's), for canvases
     of `img_size` (default: the training canvas)."""
     size = img_size or (config["canvas"], config["canvas"])
-    return create_segmenter(
-        (config["dim"], config["depth"], config["heads"]),
-        size,
-        data.NUM_CLASSES,
-        config["patch"],
-        config["decoder_layers"],
-        config["decoder"],
-        config["stem"],
-        config["stem_width"],
-    )
+    options = {k: config[k] for k in ("patch", "decoder_layers", "decoder", "stem", "stem_width")}
+    dims = (config["dim"], config["depth"], config["heads"])
+    return create_segmenter(dims, size, data.NUM_CLASSES, **options)
 
 
 def eval_set(count: int, size: tuple[int, int]) -> EvalData:

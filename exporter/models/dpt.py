@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from timm.layers import StdConv2dSame
 from timm.models.resnetv2 import ResNetV2
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..errors import InputError
 from .base import DenseModel, TokenLayout
-from .vit import check_img_size
+from .vit import check_img_size, timm_vit
 
 PATCH = 16
 TRAIN_SIZE = (384, 384)  # the official checkpoints' position-embedding grid is 24x24
@@ -214,16 +213,7 @@ class DPT(DenseModel):
         # num_classes=1000: the official backbones keep timm's classifier, so its keys exist.
         # weight_init="skip": these are random weights until a checkpoint loads; PyTorch's
         # seeded default init is enough and timm's full init costs seconds for ViT-L.
-        self.pretrained.model = VisionTransformer(
-            img_size=TRAIN_SIZE,
-            patch_size=PATCH,
-            embed_dim=dim,
-            depth=depth,
-            num_heads=heads,
-            num_classes=1000,
-            qkv_bias=True,
-            weight_init="skip",
-        )
+        self.pretrained.model = timm_vit(TRAIN_SIZE, PATCH, dim, depth, heads, weight_init="skip")
         if self.hybrid:
             self.pretrained.model.patch_embed = resnet50_embed(dim)
         # "skip" leaves these two uninitialised (torch.empty)

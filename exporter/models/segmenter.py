@@ -11,11 +11,10 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import Block
 from torch import nn
 
-from .base import DenseModel
-from .vit import check_img_size, layout_of, vit_embed
+from .vit import ViTBackbone, check_img_size, layout_of, timm_vit
 
 # Segmenter uses torch's LayerNorm default eps, not timm's 1e-6.
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -106,7 +105,7 @@ class ConvStem(nn.Sequential):
         super().__init__(*layers)
 
 
-class Segmenter(DenseModel):
+class Segmenter(ViTBackbone):
     """Per-class logits at input resolution, [B, n_cls, H, W]."""
 
     output_kind = "segmentation"
@@ -132,16 +131,7 @@ class Segmenter(DenseModel):
             raise ValueError(f"stem must be 'patch' or 'conv', not {stem!r}")
         # size: a name in SIZES or an explicit (embed dim, depth, heads)
         dim, depth, heads = SIZES[size] if isinstance(size, str) else size
-        self.encoder = VisionTransformer(
-            img_size=tuple(img_size),
-            patch_size=patch,
-            embed_dim=dim,
-            depth=depth,
-            num_heads=heads,
-            num_classes=1000,
-            norm_layer=LayerNorm,
-            qkv_bias=True,
-        )
+        self.encoder = timm_vit(img_size, patch, dim, depth, heads, norm_layer=LayerNorm)
         if stem == "conv":
             self.encoder.patch_embed.proj = ConvStem(patch, dim, stem_width)
         self.decoder = (
@@ -154,14 +144,11 @@ class Segmenter(DenseModel):
         self.num_classes = num_classes
 
     @property
-    def blocks(self):
-        return self.encoder.blocks
-
-    def embed(self, images):
-        return vit_embed(self.encoder, images)
+    def backbone(self):
+        return self.encoder
 
     def head_tokens(self, feats):
-        return self.decoder(self.encoder.norm(feats[-1])[:, self.layout.num_prefix :])
+        return self.decoder(self.patch_tokens(feats))
 
     def head_map(self, tokens, image_size):
         B, _, K = tokens.shape
@@ -170,25 +157,9 @@ class Segmenter(DenseModel):
         return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
 
 
-def create_segmenter(
-    size,
-    img_size=None,
-    num_classes=None,
-    patch: int = PATCH,
-    decoder_layers: int = 2,
-    decoder: str = "mask",
-    stem: str = "patch",
-    stem_width: int = 64,
-) -> Segmenter:
+def create_segmenter(size, img_size=None, num_classes=None, **options) -> Segmenter:
+    """A Segmenter at `img_size` (checked against the patch size first) with `num_classes`
+    (default: the ADE20K sizes); `options` are Segmenter's other arguments."""
     img_size = tuple(img_size) if img_size is not None else DEFAULT_IMG_SIZE
-    check_img_size(img_size, patch)
-    return Segmenter(
-        size,
-        img_size,
-        num_classes or DEFAULT_CLASSES,
-        patch,
-        decoder_layers,
-        decoder,
-        stem,
-        stem_width,
-    )
+    check_img_size(img_size, options.get("patch", PATCH))
+    return Segmenter(size, img_size, num_classes or DEFAULT_CLASSES, **options)

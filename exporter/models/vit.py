@@ -31,7 +31,40 @@ def vit_embed(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     return vit.norm_pre(x)
 
 
-class TimmViT(DenseModel):
+def timm_vit(img_size, patch: int, dim: int, depth: int, heads: int, **extra) -> VisionTransformer:
+    """timm's VisionTransformer as the official Segmenter and DPT releases build it: qkv bias,
+    and timm's 1000-class classifier kept so that their checkpoints' keys exist."""
+    return VisionTransformer(
+        img_size=tuple(img_size),
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        num_classes=1000,
+        qkv_bias=True,
+        **extra,
+    )
+
+
+class ViTBackbone(DenseModel):
+    """The hooks of a model whose token blocks are a timm VisionTransformer, `backbone` (an
+    attribute or property of the subclass, so each keeps its checkpoints' module names)."""
+
+    backbone: VisionTransformer
+
+    @property
+    def blocks(self):
+        return self.backbone.blocks
+
+    def embed(self, images):
+        return vit_embed(self.backbone, images)
+
+    def patch_tokens(self, feats):
+        """The last tapped block's output, normalised, without the prefix tokens."""
+        return self.backbone.norm(feats[-1])[:, self.layout.num_prefix :]
+
+
+class TimmViT(ViTBackbone):
     """A timm ViT whose output is the normalised patch tokens as a [B, C, H/P, W/P] map."""
 
     output_kind = "features"
@@ -45,14 +78,11 @@ class TimmViT(DenseModel):
         self.taps = (self.layout.depth - 1,)
 
     @property
-    def blocks(self):
-        return self.vit.blocks
-
-    def embed(self, images):
-        return vit_embed(self.vit, images)
+    def backbone(self):
+        return self.vit
 
     def head_tokens(self, feats):
-        return self.vit.norm(feats[-1])[:, self.layout.num_prefix :]
+        return self.patch_tokens(feats)
 
     def head_map(self, tokens, image_size):
         B, _, C = tokens.shape

@@ -22,33 +22,28 @@ class ExpediteConfig:
     Segmenter ADE20K)."""
 
     alpha: int | None = flag(
-        "--alpha", "blocks run at full resolution before clustering", rule="round(depth*10/24)"
+        "blocks run at full resolution before clustering", rule="round(depth*10/24)"
     )
-    hw: tuple[int, int] | None = flag("--hw", "clusters h x w", rule="0.7 x grid per side")
-    window: tuple[int, int] = flag("--window", "lambda: clusters each pixel may join (odd)", (5, 5))
-    iters: int = flag("--iters", "kappa: EM iterations", 5)
-    tau: float = flag("--tau", "temperature (exp(-d/tau))", 50.0)
-    k: int = flag("--k", "clusters each pixel is reconstructed from", 20)
-    norm: str = flag("--norm", "reconstruction weight normalisation: sum (paper) | l2", "sum")
-    neighbours: str = flag("--neighbours", "reconstruction from: all clusters | window", "all")
+    hw: tuple[int, int] | None = flag("clusters h x w", rule="0.7 x grid per side")
+    window: tuple[int, int] = flag("lambda: clusters each pixel may join (odd)", (5, 5))
+    iters: int = flag("kappa: EM iterations", 5)
+    tau: float = flag("temperature (exp(-d/tau))", 50.0)
+    k: int = flag("clusters each pixel is reconstructed from", 20)
+    norm: str = flag("reconstruction weight normalisation: sum (paper) | l2", "sum")
+    neighbours: str = flag("reconstruction from: all clusters | window", "all")
     restore: str | None = flag(
-        "--restore",
-        "where to reconstruct: output | backbone",
-        rule="output for Segmenter, else backbone",
+        "where to reconstruct: output | backbone", rule="output for Segmenter, else backbone"
     )
     stage: int | None = flag(
-        "--stage",
         "Swin: stage (1-based) whose windows are clustered; "
         "--alpha then counts that stage's blocks",
         rule="the deepest stage",
     )
     window_hw: tuple[int, int] | None = flag(
-        "--window-hw", "Swin: clustered window k x k (K x K before)", rule="2/3 of K per side"
+        "Swin: clustered window k x k (K x K before)", rule="2/3 of K per side"
     )
     clustering: str = flag(
-        "--clustering",
-        "tiled: windows only | dense: the authors' all-pairs form (same result)",
-        "tiled",
+        "tiled: windows only | dense: the authors' all-pairs form (same result)", "tiled"
     )
 
 

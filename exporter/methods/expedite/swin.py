@@ -20,7 +20,7 @@ from ...config import format_pair
 from ...models.base import DenseModel
 from ...ops import TokenReconstruction
 from ...ops.windows import window_merge, window_partition
-from ..base import check_int, entries
+from ..base import check_alpha, entries
 from ..swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
 from .config import CLUSTERING, SWIN_DEFAULTS, ExpediteConfig, check_lambda, check_steps
 
@@ -76,10 +76,7 @@ def build_swin(model: DenseModel, args: dict) -> WindowExpedite:
     )
     stage = check_stage(model, args.get("stage"))
     st = model.stages[stage - 1]
-    alpha = args.get("alpha")
-    alpha = (
-        default_alpha(st.depth) if alpha is None else check_int("--alpha", alpha, 1, st.depth - 1)
-    )
+    alpha = check_alpha(args, st.depth, default_alpha)
     hw = check_window_hw(args.get("window_hw"), st.window, stage, default_window_hw(st.window))
     lam = check_lambda(args, SWIN_DEFAULTS.window)
     steps = check_steps(args, SWIN_DEFAULTS, hw[0] * hw[1], lam)

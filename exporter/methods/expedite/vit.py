@@ -17,7 +17,7 @@ from ...models.base import DenseModel
 from ...ops import TokenReconstruction
 from ...ops.distance import squared_distance
 from ...ops.grid import cell_of, window_mask
-from ..base import TokenMethod, check_int, check_restore, entries, split_prefix
+from ..base import TokenMethod, check_alpha, check_restore, entries, split_prefix
 from ..swin_window import refuse_swin_flags
 from .config import CLUSTERING, ExpediteConfig, check_lambda, check_steps
 
@@ -121,8 +121,7 @@ def build(model: DenseModel, args: dict) -> Expedite:
     refuse_swin_flags(args)
     lay = model.layout
     depth, grid = lay.depth, lay.grid
-    alpha = args.get("alpha")
-    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    alpha = check_alpha(args, depth, default_alpha)
     window = check_lambda(args, ExpediteConfig.window)
     hw = default_hw(grid) if args.get("hw") is None else check_cluster_hw(args["hw"], grid, window)
     steps = check_steps(args, ExpediteConfig(), hw[0] * hw[1], window)

@@ -20,26 +20,20 @@ class TokenAdapterConfig:
     """Both forms' flags; the plain form leaves `stage` None."""
 
     alpha: int | None = flag(
-        "--alpha",
-        "blocks run at full resolution before the injector",
-        rule="max(1, round(depth/24))",
+        "blocks run at full resolution before the injector", rule="max(1, round(depth/24))"
     )
     restore_after: int | None = flag(
-        "--restore-after",
         "block after which the ejector restores the full grid (alpha < value <= depth)",
         rule="depth",
     )
-    rows_ratio: float = flag("--rows-ratio", "r_h: fraction of rows merged, in (0, 1)", 0.3)
-    cols_ratio: float = flag("--cols-ratio", "r_w: fraction of columns merged, in (0, 1)", 0.3)
-    unique_ratio: float = flag(
-        "--unique-ratio", "fraction of kept rows/columns left intact, in [0, 1)", 0.1
-    )
-    eject: str = flag("--eject", "ejector matching: max | m-threshold", "m-threshold")
+    rows_ratio: float = flag("r_h: fraction of rows merged, in (0, 1)", 0.3)
+    cols_ratio: float = flag("r_w: fraction of columns merged, in (0, 1)", 0.3)
+    unique_ratio: float = flag("fraction of kept rows/columns left intact, in [0, 1)", 0.1)
+    eject: str = flag("ejector matching: max | m-threshold", "m-threshold")
     threshold: float = flag(
-        "--threshold", "m-threshold: cosine similarity at which a reduced token also joins", 0.9
+        "m-threshold: cosine similarity at which a reduced token also joins", 0.9
     )
     stage: int | None = flag(
-        "--stage",
         "Swin: stage (1-based) whose windows are reduced; --alpha "
         "and --restore-after then count that stage's blocks",
         rule="the deepest stage",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...models.base import DenseModel
 from ...ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
 from ...ops.windows import window_merge, window_partition
-from ..base import check_int, entries
+from ..base import check_alpha, check_int, entries
 from ..expedite.swin import default_alpha
 from ..swin_window import WindowReduction, check_stage, refuse_flags
 from .config import TokenAdapterConfig, check_reduction, counts_entries
@@ -61,8 +61,7 @@ def build_swin(model: DenseModel, args: dict) -> WindowTokenAdapter:
     )
     stage = check_stage(model, args.get("stage"))
     depth = model.stages[stage - 1].depth
-    alpha = args.get("alpha")
-    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
+    alpha = check_alpha(args, depth, default_alpha)
     end = args.get("restore_after")
     end = depth if end is None else check_int("--restore-after", end, alpha + 1, depth)
     cfg = TokenAdapterConfig(alpha, end, stage=stage, **check_reduction(args))

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import InputError
 from ...models.base import DenseModel
 from ...ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
-from ..base import TokenMethod, check_int, entries, split_prefix
+from ..base import TokenMethod, check_alpha, check_int, entries, split_prefix
 from ..swin_window import refuse_flags
 from .config import TokenAdapterConfig, check_reduction, counts_entries
 
@@ -122,19 +121,7 @@ def build(model: DenseModel, args: dict) -> TokenAdapter:
     )
     lay = model.layout
     depth = lay.depth
-    if depth < 2:
-        raise InputError(
-            "--model",
-            f"depth {depth}",
-            "a ViT with at least 2 blocks",
-            "token-adapter needs a block before and after the injector",
-        )
-    alpha = args.get("alpha")
-    alpha = default_alpha(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-    restore_after = args.get("restore_after")
-    restore_after = (
-        depth
-        if restore_after is None
-        else check_int("--restore-after", restore_after, alpha + 1, depth)
-    )
+    alpha = check_alpha(args, depth, default_alpha)
+    end = args.get("restore_after")
+    restore_after = depth if end is None else check_int("--restore-after", end, alpha + 1, depth)
     return TokenAdapter(lay, TokenAdapterConfig(alpha, restore_after, **check_reduction(args)))
