@@ -37,7 +37,7 @@ from .trt.engine import (
 )
 from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
 from .timing import speed_stage
-from .validate import Tolerances, validate_entry
+from .validate import Tolerances, feeds_for, validate_artifact
 
 Progress = Callable[[str], None]
 VALIDATION_SAMPLES = 2
@@ -262,6 +262,7 @@ def run_validation(
 ) -> list[dict]:
     """Each artifact against the PyTorch reference, on the build's first evaluation images
     when it has an eval set (`data`), else on seeded noise."""
+    feeds, inputs = feeds_for(shape, settings.seed, VALIDATION_SAMPLES, data)
     entries = []
     for key, runtime in (
         ("onnx", "onnxruntime"),
@@ -281,11 +282,10 @@ def run_validation(
             tol = tol.half()
         elif key == "engine":
             runner = tensorrt_runner(path, runtime)
-        entries.append(
-            validate_entry(
-                reduced, path, shape, tol, settings.seed, VALIDATION_SAMPLES, runner, runtime, data
-            )
+        result = validate_artifact(
+            reduced, path, feeds, inputs, tol, settings.seed, runner, runtime
         )
+        entries.append(result.to_dict())
     return entries
 
 

@@ -12,7 +12,7 @@ from polygraphy.comparator import Comparator
 from polygraphy.json import save_json
 
 from .trt.engine import PLUGIN_LIBRARY
-from .validate import TorchRunner, image_inputs, seeded_inputs
+from .validate import TorchRunner, feeds_for
 
 INPUTS = "inputs.json"
 REFERENCE = "reference.json"
@@ -20,9 +20,7 @@ REFERENCE = "reference.json"
 
 def validation_feeds(shape, entry: dict, data) -> list[dict]:
     """The feeds that validation `entry` compared on: the first eval images, else seeded noise."""
-    samples = entry["samples"]
-    feeds = image_inputs(data.images, shape, samples) if data is not None else []
-    return feeds or seeded_inputs(shape, entry["seed"], samples)
+    return feeds_for(shape, entry["seed"], entry["samples"], data)[0]
 
 
 def _entry(report: dict, artifact: str) -> dict:

@@ -23,6 +23,7 @@ from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
 from .methods import METHODS
 from .methods.expedite import default_alpha
+from .methods.base import flag_of
 from .models import weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
@@ -105,23 +106,21 @@ def parse_methods(text: str | None) -> set[str] | None:
 
 def build_command(spec: ModelSpec, settings: BuildSettings, method: str, flags: dict) -> str:
     """The `vitexport build` command that reproduces a row."""
+    size = format_pair(spec.img_size) if spec.img_size else None
+    given = {
+        "model": spec.name,
+        "checkpoint": spec.checkpoint,
+        "img_size": size,
+        "num_classes": spec.num_classes,
+        "eval_data": settings.eval_data,
+        "eval_count": settings.eval_count,
+        "method": method,
+        **flags,
+    }
     parts = ["vitexport build"]
-    if spec.name:
-        parts.append(f"--model {spec.name}")
-    if spec.checkpoint:
-        parts.append(f"--checkpoint {spec.checkpoint}")
-    if spec.img_size:
-        parts.append(f"--img-size {format_pair(spec.img_size)}")
-    if spec.num_classes is not None:
-        parts.append(f"--num-classes {spec.num_classes}")
-    if settings.eval_data:
-        parts.append(f"--eval-data {settings.eval_data}")
-    if settings.eval_count is not None:
-        parts.append(f"--eval-count {settings.eval_count}")
-    parts.append(f"--method {method}")
-    for key, value in flags.items():
-        flag = "--" + key.replace("_", "-")
-        parts.append(flag if value is True else f"{flag} {value}")
+    for key, value in given.items():
+        if value is not None and value != "":
+            parts.append(flag_of(key) if value is True else f"{flag_of(key)} {value}")
     return " ".join(parts)
 
 

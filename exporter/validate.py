@@ -308,8 +308,6 @@ def validate_artifact(
     artifact: Path,
     data: list[dict],
     inputs: str,
-    output_names,
-    output_kind: str,
     tol: Tolerances,
     seed: int,
     runner: BaseRunner | None = None,
@@ -323,7 +321,8 @@ def validate_artifact(
     its outputs alone. A swapped or wrong model holds none of the reference's decisions, or
     fails with the runtime's decisions imposed: it fails either way. `options`: ONNX Runtime
     SessionOptions of the exposed run (threads, graph optimisation level)."""
-    names = list(output_names)
+    names = list(reference.output_names)
+    output_kind = reference.model.output_kind
     method = getattr(reference, "method", None)
     declared = method.decisions() if method is not None else ()
     exposed = None
@@ -424,49 +423,14 @@ def validate_artifact(
     return result
 
 
-def feeds_for(
-    input_shape, seed: int, samples: int, images: np.ndarray | None = None, images_source: str = ""
-) -> tuple[list[dict], str]:
-    """The validation inputs and their description: the first of a build's evaluation
-    `images` when given, else seeded standard-normal samples."""
-    data = image_inputs(images, input_shape, samples) if images is not None else []
-    if data:
-        return data, f"the first {len(data) * input_shape[0]} images of {images_source}"
+def feeds_for(input_shape, seed: int, samples: int, data=None) -> tuple[list[dict], str]:
+    """The validation inputs and their description: the first images of a build's evaluation
+    set `data` when given, else seeded standard-normal samples."""
+    images = None if data is None else data.images
+    feeds = image_inputs(images, input_shape, samples) if images is not None else []
+    if feeds:
+        return feeds, f"the first {len(feeds) * input_shape[0]} images of {data.source}"
     return (
         seeded_inputs(input_shape, seed, samples),
         f"{samples} seeded standard-normal samples (seed {seed})",
     )
-
-
-def validate_entry(
-    reduced,
-    path: Path,
-    input_shape,
-    tol: Tolerances,
-    seed: int,
-    samples: int,
-    runner: BaseRunner | None = None,
-    runtime: str = "onnxruntime",
-    data=None,
-) -> dict:
-    """The report entry of one artifact of a build: `reduced` (a ReducedModel) against the
-    file at `path`, on the first images of `data` (an eval set) or on seeded noise."""
-    feeds, inputs = feeds_for(
-        input_shape,
-        seed,
-        samples,
-        None if data is None else data.images,
-        None if data is None else data.source,
-    )
-    return validate_artifact(
-        reduced,
-        Path(path),
-        feeds,
-        inputs,
-        reduced.model.output_names,
-        reduced.model.output_kind,
-        tol,
-        seed,
-        runner,
-        runtime,
-    ).to_dict()

@@ -54,17 +54,7 @@ def exported(tmp_path_factory):
 
 def check(reduced, path, tol=Tolerances(), opts=None):
     data, text = feeds_for(SHAPE, 0, 2)
-    return validate_artifact(
-        reduced,
-        path,
-        data,
-        text,
-        reduced.output_names,
-        reduced.model.output_kind,
-        tol,
-        0,
-        options=opts,
-    )
+    return validate_artifact(reduced, path, data, text, tol, 0, options=opts)
 
 
 @pytest.mark.parametrize("threads,level", MATRIX)

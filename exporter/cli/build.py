@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -16,7 +15,7 @@ from ..config import BuildSettings
 from ..limits import parse_size
 from ..presets import named_preset, resolve
 from ..report import format_bench
-from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE
+from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE, count, path_option, switch
 
 
 @main.command()
@@ -32,21 +31,9 @@ from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE
     help="Token-reduction method (see `vitexport methods`). Default: expedite.",
 )
 @METHOD_FLAGS
-@click.option(
-    "--batch",
-    type=click.IntRange(1, 4096),
-    default=1,
-    show_default=True,
-    help="Batch size of the export.",
-)
-@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
-@click.option(
-    "--opset",
-    type=click.IntRange(17, 23),
-    default=18,
-    show_default=True,
-    help="ONNX opset (17..23).",
-)
+@count("--batch", 1, 4096, 1, help="Batch size of the export.")
+@switch("--dynamic-batch", "Export with a dynamic batch dimension.")
+@count("--opset", 17, 23, 18, help="ONNX opset (17..23).")
 @click.option(
     "--seed",
     type=SEED,
@@ -56,12 +43,10 @@ from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE
 )
 @click.option("--atol", type=TOLERANCE, default=None, help="Absolute tolerance (default 1e-3).")
 @click.option("--rtol", type=TOLERANCE, default=None, help="Relative tolerance (default 1e-3).")
-@click.option(
-    "--plugins",
-    is_flag=True,
-    help="Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU).",
+@switch(
+    "--plugins", "Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU)."
 )
-@click.option("--engine", is_flag=True, help="Also build a TensorRT engine (needs TensorRT).")
+@switch("--engine", "Also build a TensorRT engine (needs TensorRT).")
 @ENGINE
 @click.option(
     "--eval-data",
@@ -70,22 +55,16 @@ from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE
     "report mIoU of baseline and reduced model (segmenter_digits: its "
     "validation split by default).",
 )
-@click.option(
+@count(
     "--eval-count",
-    type=click.IntRange(1, 1_000_000),
-    default=None,
+    1,
+    1_000_000,
     help="Evaluate only the first N images (segmenter_digits default: 100 of 500).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Output folder (default: vitexport-out/<model>-<method>).",
-)
-@click.option(
+@path_option("--out", "Output folder (default: vitexport-out/<model>-<method>).")
+@switch(
     "--force",
-    is_flag=True,
-    help="Replace the output folder if it exists (only a build's own output folder or "
+    "Replace the output folder if it exists (only a build's own output folder or "
     "an empty one; the old folder stays until the new one is in place).",
 )
 @click.option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
+from .options import count, path_option, switch
 
 
 @main.group()
@@ -16,11 +17,10 @@ def deploy():
 
 @deploy.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option(
+@path_option(
     "--repo",
-    type=click.Path(path_type=Path),
+    "Model repository folder to write (new, or written by vitexport with --force).",
     required=True,
-    help="Model repository folder to write (new, or written by vitexport with --force).",
 )
 @click.option(
     "--name",
@@ -33,12 +33,8 @@ def deploy():
     default=None,
     help="max_batch_size for a build with a dynamic batch (default: the engine profile's max, 8).",
 )
-@click.option(
-    "--dynamic-batch",
-    is_flag=True,
-    help="Let Triton batch requests (only for a build with --dynamic-batch).",
-)
-@click.option("--force", is_flag=True, help="Replace a repository written by vitexport.")
+@switch("--dynamic-batch", "Let Triton batch requests (only for a build with --dynamic-batch).")
+@switch("--force", "Replace a repository written by vitexport.")
 def triton(out, repo, name, max_batch, dynamic_batch, force):
     """Write a Triton model repository (python, onnxruntime and TensorRT models) for OUT."""
     from ..api import deploy as run_deploy
@@ -61,19 +57,10 @@ def triton(out, repo, name, max_batch, dynamic_batch, force):
     multiple=True,
     help="Model to load (repeatable; default: every <name>_python model of REPO).",
 )
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder for the backend copy and server.log (default: REPO/../.triton-work).",
+@path_option(
+    "--workdir", "Folder for the backend copy and server.log (default: REPO/../.triton-work)."
 )
-@click.option(
-    "--timeout",
-    type=click.IntRange(1, 3600),
-    default=60,
-    show_default=True,
-    help="Seconds to wait for the server to become ready.",
-)
+@count("--timeout", 1, 3600, 60, help="Seconds to wait for the server to become ready.")
 def serve(repo, models, workdir, timeout):
     """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
     on free loopback ports, until Ctrl-C."""

@@ -8,6 +8,7 @@ import click
 
 from ..config import parse_pair
 from . import DEFAULT_OUT, _progress, main
+from .options import path_option, switch
 
 
 @main.command()
@@ -25,14 +26,13 @@ from . import DEFAULT_OUT, _progress, main
     help="A built libvitexport_plugins.so (default: build it with CMake when TensorRT "
     "headers are found).",
 )
-@click.option(
+@path_option(
     "--report-dir",
-    type=click.Path(path_type=Path),
+    "Where doctor.md and doctor.json go.",
     default=DEFAULT_OUT / "doctor",
     show_default=True,
-    help="Where doctor.md and doctor.json go.",
 )
-@click.option("--force", is_flag=True, help="Replace an earlier doctor.md/doctor.json there.")
+@switch("--force", "Replace an earlier doctor.md/doctor.json there.")
 def doctor(out, model_name, img_size, plugin_lib, report_dir, force):
     """Host facts (GPU, CUDA, TensorRT, plugin library), then for OUT (default: a fresh
     Expedite build of the default model with --plugins --precision fp16 in a temporary folder):

@@ -6,11 +6,30 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import click
 
 from ..config import ModelSpec, parse_pair
 from ..methods import all_options
+
+
+def count(flag: str, low: int, high: int, default: int | None = None, **options):
+    """An integer option in low..high; its default, where it has one, shown in --help."""
+    show = {"show_default": True} if default is not None else {}
+    return click.option(flag, type=click.IntRange(low, high), default=default, **show, **options)
+
+
+def path_option(flag: str, help: str, default=None, **options):
+    """An option naming a file or folder (a Path)."""
+    return click.option(
+        flag, type=click.Path(path_type=Path), default=default, help=help, **options
+    )
+
+
+def switch(flag: str, help: str):
+    """An on/off flag."""
+    return click.option(flag, is_flag=True, help=help)
 
 
 def option_group(name: str, options: list, collect):
@@ -42,10 +61,9 @@ class _Tolerance(click.FloatRange):
 
 TOLERANCE = _Tolerance(min=0, min_open=True, max=1e6)
 SEED = click.IntRange(0, 2**32 - 1)
-REHASH = click.option(
+REHASH = switch(
     "--rehash",
-    is_flag=True,
-    help="Accept the folder's files as they are now and record their sha256 "
+    "Accept the folder's files as they are now and record their sha256 "
     "(by default a file that differs from report.json is refused).",
 )
 
@@ -88,10 +106,10 @@ MODEL = option_group(
         ),
         (
             "num_classes",
-            click.option(
+            count(
                 "--num-classes",
-                type=click.IntRange(1, 100000),
-                default=None,
+                1,
+                100000,
                 help="Segmenter classes (default 150; segmenter_digits has 11).",
             ),
         ),
@@ -124,21 +142,11 @@ ENGINE = option_group(
         ),
         (
             "workspace",
-            click.option(
-                "--workspace",
-                type=click.IntRange(1, 1 << 22),
-                default=None,
-                help="TensorRT workspace in MiB.",
-            ),
+            count("--workspace", 1, 1 << 22, help="TensorRT workspace in MiB."),
         ),
         (
             "opt_level",
-            click.option(
-                "--opt-level",
-                type=click.IntRange(0, 5),
-                default=None,
-                help="TensorRT builder optimisation level 0..5.",
-            ),
+            count("--opt-level", 0, 5, help="TensorRT builder optimisation level 0..5."),
         ),
         (
             "plugin_lib",
@@ -173,20 +181,9 @@ METHOD_FLAGS = option_group(
 def timing_options(runs: int, warmup: int, runs_help: str):
     """--runs, --warmup and --threads of the commands that time models (bench, sweep)."""
     options = (
-        click.option(
-            "--runs",
-            type=click.IntRange(1, 1000),
-            default=runs,
-            show_default=True,
-            help=runs_help,
-        ),
-        click.option("--warmup", type=click.IntRange(0, 100), default=warmup, show_default=True),
-        click.option(
-            "--threads",
-            type=click.IntRange(1, 256),
-            default=None,
-            help="ONNX Runtime intra-op threads (default: ONNX Runtime's).",
-        ),
+        count("--runs", 1, 1000, runs, help=runs_help),
+        count("--warmup", 0, 100, warmup),
+        count("--threads", 1, 256, help="ONNX Runtime intra-op threads (default: ONNX Runtime's)."),
     )
 
     def decorate(command):

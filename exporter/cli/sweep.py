@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from . import DEFAULT_OUT, _progress, main
 from ..errors import InputError
-from .options import MODEL, timing_options
+from .options import MODEL, count, path_option, switch, timing_options
 
 
 @main.command()
@@ -20,10 +19,10 @@ from .options import MODEL, timing_options
     help="An .npz as for `vitexport build --eval-data` (default: the model's own "
     "evaluation set where it has one).",
 )
-@click.option(
+@count(
     "--eval-count",
-    type=click.IntRange(1, 1_000_000),
-    default=None,
+    1,
+    1_000_000,
     help="Evaluate the first N images (default: as `vitexport build`).",
 )
 @click.option(
@@ -50,15 +49,12 @@ from .options import MODEL, timing_options
     help="Print the fastest setting that keeps at least this share of the mIoU "
     "(0.97 or 97 for 97%).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder of NAME.md, NAME.json and NAME.png (default: vitexport-out/sweep-<model>).",
+@path_option(
+    "--out", "Folder of NAME.md, NAME.json and NAME.png (default: vitexport-out/sweep-<model>)."
 )
 @click.option("--name", default="sweep", show_default=True, help="File name stem in --out.")
-@click.option("--resume", is_flag=True, help="Keep the finished rows of a sweep in --out.")
-@click.option("--force", is_flag=True, help="Replace a sweep in --out.")
+@switch("--resume", "Keep the finished rows of a sweep in --out.")
+@switch("--force", "Replace a sweep in --out.")
 def sweep(
     model,
     eval_data,

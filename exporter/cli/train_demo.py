@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from . import _progress, main
 from ..demo import train
-from .options import SEED
+from .options import SEED, count, path_option
 
 
 @main.command("train-demo")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder for segmenter_digits.safetensors/.json (default: the package's weights).",
+@path_option(
+    "--out", "Folder for segmenter_digits.safetensors/.json (default: the package's weights)."
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(1, 10_000_000),
-    default=None,
-    help="Steps on 32x32 canvases (default 3000).",
-)
-@click.option(
-    "--full-steps",
-    type=click.IntRange(0, 10_000_000),
-    default=None,
-    help="Final steps on full 80x80 canvases (default 200).",
-)
+@count("--steps", 1, 10_000_000, help="Steps on 32x32 canvases (default 3000).")
+@count("--full-steps", 0, 10_000_000, help="Final steps on full 80x80 canvases (default 200).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option(
-    "--eval-count",
-    type=click.IntRange(1, 1_000_000),
-    default=None,
-    help="Validation canvases for the recorded mIoU (default 500).",
+@count(
+    "--eval-count", 1, 1_000_000, help="Validation canvases for the recorded mIoU (default 500)."
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 256),
-    default=2,
-    show_default=True,
-    help="torch CPU threads (1 is faster on a loaded machine).",
-)
+@count("--threads", 1, 256, 2, help="torch CPU threads (1 is faster on a loaded machine).")
 def train_demo(out, steps, full_steps, seed, eval_count, threads):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
     args = {

@@ -8,16 +8,14 @@ import click
 
 from . import _progress, _verified, main
 from ..visualize import visualize_folder
-from .options import REHASH
+from .options import REHASH, path_option
 
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option(
+@path_option(
     "--image",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Picture to run (resized to the model's input). Default: the first image of "
+    "Picture to run (resized to the model's input). Default: the first image of "
     "the model's own evaluation set (segmenter_digits), else a synthetic image.",
 )
 @REHASH
