@@ -3,6 +3,16 @@ window form (`swin`), with one config and flag set (`config`)."""
 
 from __future__ import annotations
 
+__all__ = [
+    "SPEC",
+    "Expedite",
+    "ExpediteConfig",
+    "build",
+    "check_cluster_hw",
+    "default_alpha",
+    "default_hw",
+]
+
 from ..base import MethodSpec
 from .config import ExpediteConfig
 from .swin import build_swin
@@ -15,13 +25,3 @@ SPEC = MethodSpec(
     {"vit": build, "swin": build_swin},
     authors_form={"clustering": "dense"},
 )
-
-__all__ = [
-    "SPEC",
-    "Expedite",
-    "ExpediteConfig",
-    "build",
-    "check_cluster_hw",
-    "default_alpha",
-    "default_hw",
-]

@@ -3,6 +3,8 @@ window form (`swin`), with one config and flag set (`config`)."""
 
 from __future__ import annotations
 
+__all__ = ["SPEC", "TokenAdapter", "TokenAdapterConfig", "build", "default_alpha"]
+
 from ..base import MethodSpec
 from .config import TokenAdapterConfig
 from .swin import build_swin
@@ -14,5 +16,3 @@ SPEC = MethodSpec(
     TokenAdapterConfig,
     {"vit": build, "swin": build_swin},
 )
-
-__all__ = ["SPEC", "TokenAdapter", "TokenAdapterConfig", "build", "default_alpha"]
