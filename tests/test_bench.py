@@ -62,26 +62,12 @@ def test_bench_reports_baseline_and_reduced(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_bench_flag_runs_the_benchmark(tmp_path):
-    out = tmp_path / "out"
-    args = [
-        "--model",
-        "segmenter_tiny",
-        "--img-size",
-        "64x64",
-        "--num-classes",
-        "3",
-        "--method",
-        "pool",
-        "--out",
-        str(out),
-        "--bench",
-    ]
-    result = CliRunner().invoke(main, ["build", *args])
-    assert result.exit_code == 0, result.output
+def test_build_bench_flag_runs_the_benchmark(built):
+    flags = ("--hw", "3x4", "--bench")  # the pool build test_cli.py checks too
+    out, output = built("pool", *flags), built.output("pool", *flags)
     b = json.loads((out / "report.json").read_text())["bench"]
     assert b["baseline_ms"] > 0 and "authors_form" not in b
-    assert "speed-up" in result.output
+    assert "speed-up" in output
 
 
 @pytest.mark.parametrize(

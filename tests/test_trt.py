@@ -45,16 +45,10 @@ def test_engine_settings_are_checked(kwargs, flag):
         ("ailurus", ["--clusters", "8"], "DPCSelect"),
     ],
 )
-def test_plugin_graph_holds_the_plugin_nodes_and_validates(tmp_path, method, extra, plugin):
+def test_plugin_graph_holds_the_plugin_nodes_and_validates(built, method, extra, plugin):
     import onnx
 
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        ["build", *TINY, "--method", method, *extra, "--plugins", "--out", str(out)],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
+    out = built(method, *extra, "--plugins")  # the expedite folder is deploy's and doctor's too
     proto = onnx.load(str(out / "model.plugins.onnx"))
     custom = [n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")]
     assert custom == [plugin]
@@ -64,14 +58,9 @@ def test_plugin_graph_holds_the_plugin_nodes_and_validates(tmp_path, method, ext
 
 
 @pytest.mark.slow
-def test_build_with_plugins_and_engine(tmp_path):
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        ["build", *TINY, "--hw", "3x4", "--k", "6", "--plugins", "--engine", "--out", str(out)],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
+def test_build_with_plugins_and_engine(built):
+    flags = ("--hw", "3x4", "--k", "6", "--plugins", "--engine")
+    out, output = built("expedite", *flags), built.output("expedite", *flags)
     report = json.loads((out / "report.json").read_text())
     assert report["artifacts"]["onnx_plugins"] == "model.plugins.onnx"
     runtimes = {v["runtime"]: v for v in report["validation"]}
@@ -82,7 +71,7 @@ def test_build_with_plugins_and_engine(tmp_path):
     if tensorrt_version() is None:
         assert not report["engine"]["built"]
         assert "TensorRT is not installed" in report["engine"]["skipped"]
-        assert "TensorRT is not installed" in result.output
+        assert "TensorRT is not installed" in output
 
 
 def test_plugins_refused_for_a_method_without_plugin_op(tmp_path):
