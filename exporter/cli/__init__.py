@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..folder import read_folder
+from ..onnx.plugins import PluginSurgeryError
 from ..report import summary
 
 DEFAULT_OUT = Path("vitexport-out")
@@ -52,7 +54,6 @@ class OneLineErrors(click.Group):
     traceback); 1 is left to a validation that ran and failed; SIGINT/SIGTERM exit 130/143."""
 
     def main(self, *args, **kwargs):
-        from ..onnx.plugins import PluginSurgeryError
 
         kwargs["standalone_mode"] = False
         held = {}
@@ -120,7 +121,6 @@ class _Held:
 
 def _verified(out: Path, rehash: bool) -> None:
     """Refuse a folder whose files differ from their recorded sha256 (--rehash: accept them)."""
-    from ..folder import read_folder
 
     read_folder(out, rehash)
 
