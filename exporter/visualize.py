@@ -290,12 +290,11 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
         pix = pixel_ids(ids[0].cpu().numpy(), lay.grid, size)
         kept = ids[0][ids[0] >= 0]
         count = len(torch.unique(kept))
-        text = f"{name}: {lay.num_patches} patch tokens as {count} reduced tokens"
-        if settings.method == "svit":
-            text += " (grey: skipped by the first gated block)"
+        grey = f" (grey: {method.pruned_note})" if bool((ids[0] < 0).any()) else ""
+        text = f"{name}: {lay.num_patches} patch tokens as {count} reduced tokens{grey}"
         save_figure(tokens_figure(image, pix, text), folder / "tokens.png")
         files.append(folder / "tokens.png")
-        notes.append(f"{lay.num_patches} patch tokens drawn as {count} reduced tokens")
+        notes.append(f"{lay.num_patches} patch tokens drawn as {count} reduced tokens{grey}")
     kind = (
         model.output_kind
         if model.output_kind == "segmentation"

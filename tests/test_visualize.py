@@ -76,6 +76,9 @@ def test_pictures_written_with_their_sizes(tmp_path, method, args):
     assert result.exit_code == 0, result.output
     assert sizes(out) == ALL
     assert "synthetic" in result.output
+    # only SViT drops tokens at the cut; the caption says what the grey ones are
+    pruned = "(grey: skipped by the first gated block)" in result.output
+    assert pruned == (method == "svit") and ("grey:" in result.output) == pruned
 
 
 def test_method_without_assignment_still_pictures_predictions(tmp_path):

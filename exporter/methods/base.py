@@ -124,6 +124,8 @@ class TokenMethod(nn.Module):
 
     name: str = ""
     restore_at_output: bool = False
+    # how the pictures caption the patch tokens `assignment` marks -1
+    pruned_note: str = "pruned"
 
     def __init__(self, layout: TokenLayout):
         super().__init__()

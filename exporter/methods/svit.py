@@ -63,6 +63,7 @@ def default_alpha(depth: int) -> int:
 
 class SViT(TokenMethod):
     name = "svit"
+    pruned_note = "skipped by the first gated block"
 
     def __init__(self, layout, cfg: SViTConfig, hidden: dict[int, int]):
         super().__init__(layout)
