@@ -54,7 +54,6 @@ class OneLineErrors(click.Group):
     traceback); 1 is left to a validation that ran and failed; SIGINT/SIGTERM exit 130/143."""
 
     def main(self, *args, **kwargs):
-
         kwargs["standalone_mode"] = False
         held = {}
         if threading.current_thread() is threading.main_thread():
@@ -121,7 +120,6 @@ class _Held:
 
 def _verified(out: Path, rehash: bool) -> None:
     """Refuse a folder whose files differ from their recorded sha256 (--rehash: accept them)."""
-
     read_folder(out, rehash)
 
 

@@ -39,7 +39,6 @@ def deploy():
 @switch("--force", "Replace a repository written by vitexport.")
 def triton(out, repo, name, max_batch, dynamic_batch, force):
     """Write a Triton model repository (python, onnxruntime and TensorRT models) for OUT."""
-
     result = run_deploy(
         out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch, force=force
     )
@@ -65,6 +64,5 @@ def triton(out, repo, name, max_batch, dynamic_batch, force):
 def serve(repo, models, workdir, timeout):
     """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
     on free loopback ports, until Ctrl-C."""
-
     for line in serve_models(repo, list(models) or None, workdir, timeout):
         click.echo(line)

@@ -73,7 +73,6 @@ def sweep(
     force,
 ):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
-
     if target_speedup is not None and not 0 < target_speedup < 1000:
         raise InputError("--target-speedup", target_speedup, "a speed-up > 0, e.g. 1.5")
     if min_retention is not None:
