@@ -237,3 +237,23 @@ def test_sweep_input_mistakes_exit_2_naming_the_flag(tmp_path, args, flag):
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {flag}") and "Traceback" not in result.output
     assert not (tmp_path / "s" / "sweep.json").exists()
+
+
+def test_interrupted_sweep_says_its_rows_are_kept(tmp_path, monkeypatch):
+    """A sweep keeps each finished row: its SIGINT line says so, not a build's "nothing was
+    written"; the build's line is unchanged."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("exporter.cli.sweep.run_sweep", interrupted)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(main, ["sweep", "--out", str(out), "--name", "s"])
+    assert result.exit_code == 130
+    assert result.output.strip() == (
+        f"SIGINT: stopped; the rows finished so far are in {out / 's.json'}; "
+        "--resume goes on from them"
+    )
+    monkeypatch.setattr("exporter.cli.build.run_build", interrupted)
+    result = CliRunner().invoke(main, ["build", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 130 and "nothing was written" in result.output

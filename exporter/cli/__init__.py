@@ -6,6 +6,7 @@ Each command group may live in a module of this package that attaches its comman
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import signal
@@ -49,6 +50,20 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 400 else text[:400] + "..."
 
 
+# What an interrupted command leaves behind, unless it says otherwise (`stop_note`).
+STOPPED = "nothing was written (an existing output folder is unchanged)"
+
+
+@contextlib.contextmanager
+def stop_note(text: str):
+    """Say `text` instead of STOPPED when SIGINT/SIGTERM stops the command inside this block."""
+    try:
+        yield
+    except (Stopped, KeyboardInterrupt) as err:
+        err.note = text
+        raise
+
+
 class OneLineErrors(click.Group):
     """Every mistake in the input prints one line on stderr and exits with 2 (no usage dump, no
     traceback); 1 is left to a validation that ran and failed; SIGINT/SIGTERM exit 130/143."""
@@ -74,10 +89,9 @@ class OneLineErrors(click.Group):
             sys.exit(2)
         except (Stopped, KeyboardInterrupt, click.exceptions.Abort) as err:
             signum = getattr(err, "signum", signal.SIGINT)
-            _echo_err(
-                f"{signal.Signals(signum).name}: stopped; nothing was written "
-                "(an existing output folder is unchanged)"
-            )
+            # click turns a KeyboardInterrupt into Abort; the note stays on the original
+            note = getattr(err, "note", None) or getattr(err.__context__, "note", STOPPED)
+            _echo_err(f"{signal.Signals(signum).name}: stopped; {note}")
             sys.exit(128 + signum)
         except MemoryError:
             _echo_err(

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import DEFAULT_OUT, _progress, main
+from . import DEFAULT_OUT, _progress, main, stop_note
 from ..errors import InputError
 from ..sweep import best, parse_methods, run_sweep
 from .options import MODEL, count, path_option, switch, timing_options
@@ -85,23 +85,25 @@ def sweep(
     spec = model
     out = out or DEFAULT_OUT / f"sweep-{spec.name}"
     command = " ".join(["vitexport sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else ""
-    result = run_sweep(
-        spec,
-        out,
-        eval_data,
-        eval_count,
-        chosen,
-        runs,
-        warmup,
-        threads,
-        grid == "full",
-        force,
-        resume,
-        command,
-        name,
-        need_retention=min_retention is not None,
-        progress=_progress,
-    )
+    kept = f"the rows finished so far are in {out / f'{name}.json'}; --resume goes on from them"
+    with stop_note(kept):
+        result = run_sweep(
+            spec,
+            out,
+            eval_data,
+            eval_count,
+            chosen,
+            runs,
+            warmup,
+            threads,
+            grid == "full",
+            force,
+            resume,
+            command,
+            name,
+            need_retention=min_retention is not None,
+            progress=_progress,
+        )
     for ext in ("md", "json", "png"):
         click.echo(f"wrote {out / f'{name}.{ext}'}")
     front = [r for r in result["rows"] if r.get("pareto")]
