@@ -13,6 +13,7 @@ written to temporary names first and renamed at the end, so a failed run leaves 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from ..errors import InputError
 from ..models.digits import build_model
@@ -142,8 +144,6 @@ def train(
     threads: int = 2,
 ) -> dict:
     """Train, evaluate on the validation split, write weights + metadata; returns the metadata."""
-    from safetensors.torch import save_file  # deferred: only writing the weights needs it
-
     for flag, value, low in (
         ("--steps", steps, 1),
         ("--full-steps", full_steps, 0),
@@ -249,8 +249,6 @@ def train(
 
 
 def main(argv=None) -> None:
-    import argparse  # deferred: only the script's __main__ path parses arguments
-
     p = argparse.ArgumentParser(
         description="Train the digits Segmenter shipped as the default model."
     )
