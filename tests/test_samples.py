@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .toolchain import WRAPPER_SKIP_REASON, can_compile_wrapper, compile_wrapper
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 EXPEDITE = ("expedite", "--hw", "3x4", "--k", "6")  # the build test_cli.py uses too
@@ -24,25 +26,6 @@ def ort_include() -> Path | None:
     for root in (os.environ.get("ONNXRUNTIME_INCLUDE_DIR"), HEADERS / "onnxruntime"):
         if root and (Path(root) / "onnxruntime_cxx_api.h").is_file():
             return Path(root)
-    return None
-
-
-def tensorrt_include() -> Path | None:
-    for root in (os.environ.get("TensorRT_ROOT"), ROOT / ".tensorrt", HEADERS / "tensorrt"):
-        if root and (Path(root) / "include" / "NvInferRuntime.h").is_file():
-            return Path(root) / "include"
-    return None
-
-
-def cuda_include() -> Path | None:
-    roots = [
-        os.environ.get("CUDA_HOME"),
-        "/usr/local/cuda",
-        *sorted(Path("/usr/local").glob("cuda-*")),
-    ]
-    for root in filter(None, roots):
-        if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
-            return Path(root) / "include"
     return None
 
 
@@ -131,31 +114,8 @@ def test_ort_cpp_sample_matches_python(built, tmp_path):
     assert f"image 0: {expected}" in proc.stdout
 
 
-@pytest.mark.skipif(
-    tensorrt_include() is None or cuda_include() is None or shutil.which("g++") is None,
-    reason="TensorRT headers (TensorRT_ROOT or .tensorrt/include), CUDA headers or g++ not found",
-)
+@pytest.mark.skipif(not can_compile_wrapper(), reason=WRAPPER_SKIP_REASON)
 def test_trt_cpp_sample_compiles(tmp_path):
-    proc = subprocess.run(
-        [
-            "g++",
-            "-std=c++17",
-            "-c",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-Wno-deprecated-declarations",
-            "-isystem",
-            str(tensorrt_include()),
-            "-isystem",
-            str(cuda_include()),
-            str(SAMPLES / "cpp" / "trt" / "main.cpp"),
-            "-o",
-            str(tmp_path / "main.o"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = compile_wrapper(SAMPLES / "cpp" / "trt" / "main.cpp", tmp_path / "main.o")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "main.o").stat().st_size > 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.doctor import tensorrt_headers as tensorrt_include  # noqa: F401 - used by the tests
+from exporter.doctor import tensorrt_headers
 from exporter.onnx.plugin_ops import ort_extensions_available
 
 NVCC = shutil.which("nvcc")
@@ -31,8 +31,29 @@ BACKENDS = [
 ]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# Headers are never committed: fetched for local checks into the git-ignored .tensorrt/ or
+# .headers/ of the checkout.
+LOCAL_TENSORRT = (ROOT / ".tensorrt", ROOT / ".headers" / "tensorrt")
+
+
+def tensorrt_include() -> Path | None:
+    """TensorRT's include/: where `vitexport doctor` finds it, else a fetched local copy."""
+    found = tensorrt_headers()
+    local = [
+        r / "include" for r in LOCAL_TENSORRT if (r / "include" / "NvInferRuntime.h").is_file()
+    ]
+    return found or (local[0] if local else None)
+
+
 def cuda_include() -> Path | None:
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda", "/usr"]
+    roots = [
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        "/usr/local/cuda",
+        *sorted(Path("/usr/local").glob("cuda-*")),
+        "/usr",
+    ]
     for root in filter(None, roots):
         if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
             return Path(root) / "include"
@@ -44,8 +65,8 @@ def can_compile_wrapper() -> bool:
 
 
 def compile_wrapper(source: Path, out: Path) -> subprocess.CompletedProcess:
-    """Compile a plugin .cpp against the TensorRT headers (warnings are errors, except the
-    deprecations inside TensorRT's own headers)."""
+    """Compile a .cpp (a plugin, the C++ sample) against the TensorRT and CUDA headers (warnings
+    in our code are errors; the deprecations inside TensorRT's own headers are not)."""
     return subprocess.run(
         [
             CXX,
@@ -57,13 +78,15 @@ def compile_wrapper(source: Path, out: Path) -> subprocess.CompletedProcess:
             "-Wno-deprecated-declarations",
             "-isystem",
             str(tensorrt_include()),
-            f"-I{cuda_include()}",
+            "-isystem",
+            str(cuda_include()),
             str(source),
             "-o",
             str(out),
         ],
         capture_output=True,
         text=True,
+        timeout=300,
     )
 
 
