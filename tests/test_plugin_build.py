@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 CMAKE = shutil.which("cmake")
 needs_cmake = pytest.mark.skipif(CMAKE is None, reason="cmake is not on PATH (pip install cmake)")
+NO_HEADERS = (
+    "TensorRT headers not found (set TensorRT_ROOT to a TensorRT with include/, or put its "
+    "include/ in .tensorrt/)"
+)
 
 
 def _cmake(build: Path, *flags: str) -> None:
@@ -86,7 +90,7 @@ def test_harness_compiles_with_nvcc_and_runs_where_it_can(cuda_build):
 @pytest.mark.slow
 @pytest.mark.skipif(
     tensorrt_include() is None,
-    reason="TensorRT headers not found (set TensorRT_ROOT to a TensorRT with include/)",
+    reason=NO_HEADERS,
 )
 def test_plugin_library_builds_with_both_creators(cuda_build):
     library = cuda_build / "libvitexport_plugins.so"
@@ -116,7 +120,7 @@ def test_gpu_check_script_says_there_is_no_gpu(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(
     tensorrt_include() is None,
-    reason="TensorRT headers not found (set TensorRT_ROOT to a TensorRT with include/)",
+    reason=NO_HEADERS,
 )
 def test_plugin_entry_points_behave_as_specified(cuda_build, tmp_path):
     """The creators and plugins as a builder calls them, without TensorRT: a stand-in registry

@@ -16,7 +16,7 @@ from exporter.onnx.plugin_ops import ort_extensions_available
 NVCC = shutil.which("nvcc")
 CXX = shutil.which("g++")
 WRAPPER_SKIP_REASON = (
-    "TensorRT headers (set TensorRT_ROOT to a TensorRT with include/), "
+    "TensorRT headers (set TensorRT_ROOT to a TensorRT with include/, or put its include/ in .tensorrt/), "
     "CUDA headers or g++ not found"
 )
 # Where a plugin graph runs on the CPU: the reference op, and ONNX Runtime's custom-op library.
