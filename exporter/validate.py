@@ -426,8 +426,7 @@ def validate_artifact(
 def feeds_for(input_shape, seed: int, samples: int, data=None) -> tuple[list[dict], str]:
     """The validation inputs and their description: the first images of a build's evaluation
     set `data` when given, else seeded standard-normal samples."""
-    images = None if data is None else data.images
-    feeds = image_inputs(images, input_shape, samples) if images is not None else []
+    feeds = image_inputs(data.images, input_shape, samples) if data is not None else []
     if feeds:
         return feeds, f"the first {len(feeds) * input_shape[0]} images of {data.source}"
     return (

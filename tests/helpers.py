@@ -59,6 +59,27 @@ def max_abs(a, b) -> float:
 
 
 # The one set of tiny build settings of the CLI tests: Segmenter-Ti shapes on a 4x6 token grid.
+
+
+def vit_block_keys(prefix: str, dim: int) -> dict:
+    """Key names and shapes of one pre-norm ViT block (timm's, and the official Segmenter and
+    DPT releases') with qkv bias and an MLP ratio of 4."""
+    return {
+        f"{prefix}.norm1.weight": (dim,),
+        f"{prefix}.norm1.bias": (dim,),
+        f"{prefix}.attn.qkv.weight": (3 * dim, dim),
+        f"{prefix}.attn.qkv.bias": (3 * dim,),
+        f"{prefix}.attn.proj.weight": (dim, dim),
+        f"{prefix}.attn.proj.bias": (dim,),
+        f"{prefix}.norm2.weight": (dim,),
+        f"{prefix}.norm2.bias": (dim,),
+        f"{prefix}.mlp.fc1.weight": (4 * dim, dim),
+        f"{prefix}.mlp.fc1.bias": (4 * dim,),
+        f"{prefix}.mlp.fc2.weight": (dim, 4 * dim),
+        f"{prefix}.mlp.fc2.bias": (dim,),
+    }
+
+
 TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
 
 

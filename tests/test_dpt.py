@@ -11,7 +11,7 @@ from exporter.config import ModelSpec
 from exporter.methods import apply_method
 from exporter.models import create_model
 from exporter.models.dpt import DPT, DPTConfig
-from tests.helpers import export_and_run, max_abs
+from tests.helpers import export_and_run, max_abs, vit_block_keys
 
 # The official ViT-B/16 layout at a tenth of the width and a third of the depth: same code
 # path (project readout, four ViT taps), exports in seconds instead of half a minute.
@@ -43,23 +43,7 @@ def official_dpt_keys(backbone: str):
         f"{vit}.head.bias": (1000,),
     }
     for i in range(depth):
-        p = f"{vit}.blocks.{i}"
-        keys.update(
-            {
-                f"{p}.norm1.weight": (dim,),
-                f"{p}.norm1.bias": (dim,),
-                f"{p}.attn.qkv.weight": (3 * dim, dim),
-                f"{p}.attn.qkv.bias": (3 * dim,),
-                f"{p}.attn.proj.weight": (dim, dim),
-                f"{p}.attn.proj.bias": (dim,),
-                f"{p}.norm2.weight": (dim,),
-                f"{p}.norm2.bias": (dim,),
-                f"{p}.mlp.fc1.weight": (4 * dim, dim),
-                f"{p}.mlp.fc1.bias": (4 * dim,),
-                f"{p}.mlp.fc2.weight": (dim, 4 * dim),
-                f"{p}.mlp.fc2.bias": (dim,),
-            }
-        )
+        keys.update(vit_block_keys(f"{vit}.blocks.{i}", dim))
     if backbone == "hybrid":
         rn = f"{vit}.patch_embed.backbone"
         keys.update(

@@ -9,27 +9,12 @@ from safetensors.torch import save_file
 from exporter.config import ModelSpec
 from exporter.errors import InputError
 from exporter.models import MODELS, create_model
+from tests.helpers import vit_block_keys
 
 
 def official_segmenter_keys(dim, depth, n_cls, grid_side, dec_layers=2):
     """Key names and shapes of the official Segmenter release (segm/model: vit.py, decoder.py,
     blocks.py), written out from its documented layout."""
-
-    def block(prefix, d):
-        return {
-            f"{prefix}.norm1.weight": (d,),
-            f"{prefix}.norm1.bias": (d,),
-            f"{prefix}.attn.qkv.weight": (3 * d, d),
-            f"{prefix}.attn.qkv.bias": (3 * d,),
-            f"{prefix}.attn.proj.weight": (d, d),
-            f"{prefix}.attn.proj.bias": (d,),
-            f"{prefix}.norm2.weight": (d,),
-            f"{prefix}.norm2.bias": (d,),
-            f"{prefix}.mlp.fc1.weight": (4 * d, d),
-            f"{prefix}.mlp.fc1.bias": (4 * d,),
-            f"{prefix}.mlp.fc2.weight": (d, 4 * d),
-            f"{prefix}.mlp.fc2.bias": (d,),
-        }
 
     keys = {
         "encoder.cls_token": (1, 1, dim),
@@ -51,9 +36,9 @@ def official_segmenter_keys(dim, depth, n_cls, grid_side, dec_layers=2):
         "decoder.mask_norm.bias": (n_cls,),
     }
     for i in range(depth):
-        keys.update(block(f"encoder.blocks.{i}", dim))
+        keys.update(vit_block_keys(f"encoder.blocks.{i}", dim))
     for i in range(dec_layers):
-        keys.update(block(f"decoder.blocks.{i}", dim))
+        keys.update(vit_block_keys(f"decoder.blocks.{i}", dim))
     return keys
 
 

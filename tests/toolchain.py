@@ -39,11 +39,10 @@ LOCAL_TENSORRT = (ROOT / ".tensorrt", ROOT / ".headers" / "tensorrt")
 
 def tensorrt_include() -> Path | None:
     """TensorRT's include/: where `vitexport doctor` finds it, else a fetched local copy."""
-    found = tensorrt_headers()
-    local = [
+    local = (
         r / "include" for r in LOCAL_TENSORRT if (r / "include" / "NvInferRuntime.h").is_file()
-    ]
-    return found or (local[0] if local else None)
+    )
+    return tensorrt_headers() or next(local, None)
 
 
 def cuda_include() -> Path | None:
