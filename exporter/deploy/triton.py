@@ -20,11 +20,9 @@ from pathlib import Path
 
 import onnx
 
-from ..build import engine_settings
-from ..config import BuildSettings
 from ..errors import InputError
-from ..folder import read_folder
-from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
+from ..folder import read_record
+from ..trt.engine import PLUGIN_LIBRARY, engine_settings, shapes_of, trtexec_command
 
 # ONNX TensorProto element types -> Triton's model-config data types.
 TRITON_TYPES = {
@@ -134,12 +132,12 @@ def _copy_onnx(src_folder: Path, name: str, dest: Path, as_name: str | None = No
         shutil.copy2(data, dest / data.name)
 
 
-def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic: bool):
+def _batching(record, inputs: list[Tensor], max_batch: int | None, dynamic: bool):
     """max_batch_size: 0 for a fixed-batch artifact, else --max-batch (default: the engine
     profile's max, which build_engine.sh builds for)."""
     open_batch = bool(inputs) and inputs[0].shape[:1] == [-1]
     if not open_batch:
-        fixed = f"this build's batch is fixed at {report['model']['input_shape'][0]}"
+        fixed = f"this build's batch is fixed at {record.model.input_shape[0]}"
         if max_batch is not None:
             raise InputError(
                 "--max-batch", max_batch, "only for a build with --dynamic-batch", fixed
@@ -147,7 +145,7 @@ def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic
         if dynamic:
             raise InputError("--dynamic-batch", "", "only for a build with --dynamic-batch", fixed)
         return 0
-    limit = shapes_of(report["model"]["input_shape"], True)[2][0]
+    limit = shapes_of(record.model.input_shape, True)[2][0]
     if max_batch is None:
         return limit
     if not 1 <= max_batch <= limit:
@@ -182,7 +180,7 @@ def check_target(repo: Path, out: Path, force: bool) -> None:
 
 
 def _read_build(out: Path):
-    return read_folder(out)  # checks the files against their recorded hashes
+    return read_record(out)  # checks the files against their recorded hashes
 
 
 def write_repository(
@@ -200,16 +198,15 @@ def write_repository(
     ['segmenter_digits_expedite_onnx', 'segmenter_digits_expedite_python', 'segmenter_digits_expedite_trt']
     """
     out, repo = Path(out), Path(repo)
-    report, _ = _read_build(out)
-    arts = report["artifacts"]
-    if "onnx" not in arts:
-        raise InputError("OUT", str(out), "a build folder with model.onnx", "no ONNX artifact")
-    name = name or f"{report['model']['name']}_{report['method']['name']}".replace("-", "_")
+    record = _read_build(out)  # every build has model.onnx (the record refuses one without)
+    onnx_file = record.onnx.file
+    plugin_graph = record.plugin_graph
+    name = name or f"{record.model.name}_{record.method}".replace("-", "_")
     if not NAME.match(name):
         raise InputError("--name", name, "letters, digits, '_', '-', '.' (a Triton model name)")
     check_target(repo, out, force)
-    inputs, outputs = graph_io(out / arts["onnx"])
-    batch = _batching(report, inputs, max_batch, dynamic_batch)
+    inputs, outputs = graph_io(out / onnx_file)
+    batch = _batching(record, inputs, max_batch, dynamic_batch)
     dynamic = dynamic_batch and batch > 0
 
     result = Repository(repo, max_batch_size=batch)
@@ -223,29 +220,29 @@ def write_repository(
             result,
             f"{name}_python",
             out,
-            arts["onnx"],
+            onnx_file,
             inputs,
             outputs,
             batch,
             dynamic,
             plugin_nodes=False,
         )
-        if "onnx_plugins" in arts:
-            p_in, p_out = graph_io(out / arts["onnx_plugins"])
+        if plugin_graph is not None:
+            p_in, p_out = graph_io(out / plugin_graph.file)
             _python_model(
                 tmp,
                 result,
                 f"{name}_python_plugins",
                 out,
-                arts["onnx_plugins"],
+                plugin_graph.file,
                 p_in,
                 p_out,
                 batch,
                 dynamic,
                 plugin_nodes=True,
             )
-        _onnx_model(tmp, result, f"{name}_onnx", out, arts["onnx"], inputs, outputs, batch, dynamic)
-        _trt_model(tmp, result, f"{name}_trt", out, report, batch, dynamic)
+        _onnx_model(tmp, result, f"{name}_onnx", out, onnx_file, inputs, outputs, batch, dynamic)
+        _trt_model(tmp, result, f"{name}_trt", out, record, batch, dynamic)
         (tmp / MARKER).write_text(f"written by `vitexport deploy triton` from {out.name}\n")
         (tmp / "README.md").write_text(readme(result, name, out))
         if repo.exists():
@@ -292,25 +289,24 @@ def _onnx_model(tmp, result, model, out, artifact, inputs, outputs, batch, dynam
     result.models[model] = "onnxruntime_onnx"
 
 
-def _trt_model(tmp, result, model, out, report, batch, dynamic) -> None:
+def _trt_model(tmp, result, model, out, record, batch, dynamic) -> None:
     """The engine's own I/O is the ONNX it is built from (names, types, dims)."""
-    arts = report["artifacts"]
-    source = report.get("engine", {}).get("source") or arts["onnx"]
+    source_art = record.file_of(record.engine.source) if record.engine else record.onnx
+    source = source_art.file
     inputs, outputs = graph_io(out / source)
     version = tmp / model / "1"
     version.mkdir(parents=True)
-    settings = BuildSettings.from_dict(report["settings"])
-    eng = engine_settings(settings)
-    plugins = "onnx_plugins" in arts and source == arts["onnx_plugins"]
-    if "engine" in arts:
-        shutil.copy2(out / arts["engine"], version / "model.plan")
+    eng = engine_settings(record.settings)
+    plugins = source_art.plugins
+    if record.engine_file is not None:
+        shutil.copy2(out / record.engine_file.file, version / "model.plan")
         result.notes.append(
-            f"{model}: 1/model.plan is the build's {arts['engine']} (an engine "
+            f"{model}: 1/model.plan is the build's {record.engine_file.file} (an engine "
             "runs only on the GPU model and TensorRT version it was built with)"
         )
     else:
         _copy_onnx(out, source, tmp / model)
-        profile = shapes_of(report["model"]["input_shape"], batch > 0)
+        profile = shapes_of(record.model.input_shape, batch > 0)
         if eng.plugin_library is None and plugins:
             eng.plugin_library = PLUGIN_LIBRARY
         script = [
