@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import InputError
 
@@ -23,27 +23,34 @@ def _real(path) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
 
 
+INSIDE = "a relative path inside the folder (no '..', not absolute, no symlink)"
+
+
 def confine(folder: Path, rel: str, field: str) -> Path:
-    """`folder / rel`, refused (InputError naming `field`) unless `rel` is a plain relative name
-    whose every component stays inside `folder` and none of which is a symlink."""
-    allowed = f"a relative path inside {folder} (no '..', no absolute path, no symlink)"
+    """`folder / rel`, refused (InputError naming `field`) unless `rel` is a non-empty relative
+    path without '..' parts, none of whose components is a symlink (a folder the tool wrote
+    holds none), whose real path lies inside the folder's real path."""
     if not isinstance(rel, str) or rel.strip() == "":
-        raise InputError(field, repr(rel), allowed, "not a file name")
-    if "\x00" in rel or "\\" in rel:
-        raise InputError(field, repr(rel), allowed, "holds a NUL byte or a backslash")
-    if os.path.isabs(rel) or rel.startswith("~"):
-        raise InputError(field, rel, allowed, "an absolute path")
-    parts = Path(rel).parts
-    if any(p in ("..", ".") for p in rel.split("/")) or not parts:
-        raise InputError(field, rel, allowed, "leaves or names the folder itself")
-    base = _real(folder)
-    path = base
-    for part in parts:
-        path = path / part
-        if path.is_symlink():
-            raise InputError(field, rel, allowed, f"{path} is a symlink")
-    if base not in path.parents:
-        raise InputError(field, rel, allowed, "resolves outside the folder")
+        raise InputError(field, repr(rel), INSIDE, "not a file name")
+    if "\0" in rel:
+        raise InputError(field, repr(rel), INSIDE, "holds a NUL byte")
+    if PurePosixPath(rel).is_absolute() or os.path.isabs(rel) or rel.startswith("~"):
+        raise InputError(field, repr(rel), INSIDE, "an absolute path")
+    parts = PurePosixPath(rel).parts
+    if ".." in parts or ".." in Path(rel).parts or "\\" in rel:
+        raise InputError(field, repr(rel), INSIDE, "leaves the folder through '..'")
+    path = Path(folder) / rel
+    step = Path(folder)
+    for part in Path(rel).parts:
+        step = step / part
+        if step.is_symlink():
+            raise InputError(field, repr(rel), INSIDE, f"{step} is a symlink")
+    root = os.path.realpath(folder)
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise InputError(field, repr(rel), INSIDE, "resolves outside the folder")
+    if real == root:
+        raise InputError(field, repr(rel), INSIDE, "names the folder itself")
     return path
 
 
@@ -162,6 +169,7 @@ def not_ancestor(path: Path, field: str, text: str | None = None) -> Path:
 
 __all__ = [
     "confine",
+    "INSIDE",
     "check_regular",
     "open_regular",
     "read_bytes",

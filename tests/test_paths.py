@@ -46,8 +46,8 @@ def test_confine_refuses_a_symlink_on_the_way(tmp_path):
 
 def test_confine_accepts_a_plain_name(tmp_path):
     (tmp_path / "a").mkdir()
-    assert confine(tmp_path, "a/model.onnx", "f") == tmp_path.resolve() / "a" / "model.onnx"
-    assert confine(tmp_path, "model.onnx", "f") == tmp_path.resolve() / "model.onnx"
+    assert confine(tmp_path, "a/model.onnx", "f") == tmp_path / "a" / "model.onnx"
+    assert confine(tmp_path, "model.onnx", "f") == tmp_path / "model.onnx"
 
 
 def test_readers_refuse_fifos_devices_symlinks_and_big_files(tmp_path):
