@@ -172,9 +172,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write(path: Path, write) -> None:
-    """`write(tmp)` to a temporary name of the tool's own beside `path` (created exclusively),
-    then rename it to `path`: a reader sees the old file or the new one, never half of one."""
+def _staged(path: Path, write) -> Path:
+    """`write(tmp)` to a temporary name of the tool's own beside `path` (created exclusively,
+    so no file of the user's is taken over); returns it, to be renamed to `path`."""
     fd, tmp = tempfile.mkstemp(prefix=f".vitexport-{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -182,9 +182,10 @@ def _write(path: Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
 
 
 def _is_package(folder: Path) -> bool:
@@ -329,7 +330,18 @@ def _check_config(config: dict) -> None:
         raise InputError("--lr", config["lr"], "a number in (0, 1]")
 
 
-def train(
+def train(*args, **kwargs) -> dict:
+    """Train a stage (see the module's doc), evaluate on the validation split, write weights +
+    metadata; returns the metadata. Arguments as `_train`'s; the caller's torch thread count
+    is restored after."""
+    previous = torch.get_num_threads()
+    try:
+        return _train(*args, **kwargs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
     out: Path,
     steps: int | None = None,
     full_steps: int | None = None,
@@ -345,8 +357,6 @@ def train(
     force: bool = False,
     into_package: bool = False,
 ) -> dict:
-    """Train a stage (see the module's doc), evaluate on the validation split, write weights +
-    metadata; returns the metadata."""
     for flag, value, low in (
         ("--steps", steps if steps is not None else 1, 1),
         ("--full-steps", full_steps if full_steps is not None else 0, 0),
@@ -503,20 +513,30 @@ def train(
 
 
 def _save(out: Path, model: Segmenter, meta: dict, opt) -> dict:
-    """Write weights, then the optimizer's moments (or, without `opt`, remove a stale file of
-    them), then the metadata naming both by sha256."""
+    """Write the weights, the optimizer's moments (or, without `opt`, remove a stale file of
+    them) and the metadata naming both by sha256: all to temporary names first, so a failure
+    leaves the folder as it was; then renamed, the metadata last, so a reader sees each file
+    whole and a pair torn by a crash between the renames is told by the weights' sha256."""
     out.mkdir(parents=True, exist_ok=True)
     weights, info, optim = (out / name for name in FILES)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    _write(weights, lambda tmp: save_file(tensors, str(tmp)))
-    meta = {**meta, "weights_sha256": _sha256(weights), "optimizer": None}
-    if opt is not None:
-        moments = _optimizer_tensors(model, opt)
-        _write(optim, lambda tmp: save_file(moments, str(tmp)))
-        meta["optimizer"] = {"file": optim.name, "sha256": _sha256(optim)}
-    _write(info, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-    if opt is None:
-        optim.unlink(missing_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        staged.append((_staged(weights, lambda tmp: save_file(tensors, str(tmp))), weights))
+        meta = {**meta, "weights_sha256": _sha256(staged[0][0]), "optimizer": None}
+        if opt is not None:
+            moments = _optimizer_tensors(model, opt)
+            staged.append((_staged(optim, lambda tmp: save_file(moments, str(tmp))), optim))
+            meta["optimizer"] = {"file": optim.name, "sha256": _sha256(staged[1][0])}
+        text = json.dumps(meta, indent=2) + "\n"
+        staged.append((_staged(info, lambda tmp: tmp.write_text(text)), info))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        if opt is None:
+            optim.unlink(missing_ok=True)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
     return meta
 
 
