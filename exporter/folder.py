@@ -5,7 +5,7 @@ something other than a build's own output; a build stages everything in a siblin
 folder under an exclusive lock, then moves the old folder aside, renames the new one in and
 only then removes the old one. Temporaries of dead processes are cleaned at the next build.
 
-Reading (`read_folder`): every sha256 recorded in report.json is checked before any file of
+Reading (`read_record`): every sha256 recorded in report.json is checked before any file of
 the folder is trusted; `--rehash` accepts the files as they are and records their new hashes.
 """
 
