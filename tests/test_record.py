@@ -253,3 +253,46 @@ def test_corrupt_sweep_is_refused_not_ignored(sweep):
 def test_rows_of_older_sweeps_without_a_seal_read_unsealed(sweep):
     _edit_sweep(sweep, lambda d: [r.pop("sha256") for r in d["rows"]])
     assert not any(r.sealed for r in read_sweep(sweep.json).rows)
+
+
+# ---- files and rows the tool did not record are not trusted -----------------------------------
+
+
+def test_planted_baseline_is_exported_again_not_trusted(folder):
+    from exporter.bench import export_baseline
+    from exporter.methods import baseline_of
+    from exporter.reference import patched_model
+
+    record = read_record(folder)
+    assert record.baseline is None  # a `--method none` build has no baseline of its own
+    planted = folder / "baseline.onnx"
+    reduced = patched_model(record.settings)
+    planted.write_bytes(b"not the baseline")  # beside the build, never recorded
+    planted_hash = hashlib.sha256(planted.read_bytes()).hexdigest()
+    path = export_baseline(
+        folder, record.settings, record.model.input_shape, record, baseline_of(reduced.model)
+    )
+    assert path == planted and record.baseline.file == "baseline.onnx"
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert now != planted_hash and record.hashes["baseline.onnx"] == now
+
+
+# ---- the progress protocol is typed ------------------------------------------------------------
+
+
+def test_held_progress_is_released_by_events_not_by_wording(capsys):
+    from exporter.cli import _Held
+    from exporter.progress import Ready, StepDone
+
+    held = _Held("banner")
+    held("load done (1.0s)")  # a plain line that reads like a finished step
+    assert not held.open and capsys.readouterr().err == ""
+    held(StepDone("load done (1.0s)"))
+    assert held.open and "load done" in capsys.readouterr().err
+    ready = _Held("vitexport build", until_done=False)
+    ready("export ...")
+    ready(StepDone("export done (2.0s)"))
+    assert not ready.open
+    ready(Ready("/tmp/out"))
+    err = capsys.readouterr().err
+    assert ready.open and err.startswith("vitexport build -> /tmp/out") and "export done" in err
