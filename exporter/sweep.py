@@ -21,7 +21,7 @@ from .accuracy import evaluate_onnx
 from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
-from .methods import BASELINE, METHODS, reducing
+from .methods import BASELINE, METHODS, apply_method, reducing
 from .methods.expedite import default_alpha
 from .methods.base import flag_of
 from .models import weights_of
@@ -303,7 +303,7 @@ def run_sweep(
             start = time.perf_counter()
             args = resolve(None, spec, s.method, dict(s.flags))[2]
             settings = replace(base_settings, method=s.method, method_args=args)
-            reduced = patched_model(settings)
+            reduced = apply_method(model, s.method, args)  # the loaded weights, not a reload
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
             check = validation_summary(
