@@ -1,13 +1,14 @@
 """The Python API: what the `vitexport` commands do, callable from a script or a notebook.
 
-    from exporter.api import build, validate, bench, deploy
+    from exporter.api import build, validate, bench, deploy, predict
 
     result = build("out/digits", method="expedite", hw="24x24")
     result.passed                      # every artifact matched PyTorch within the tolerances
     result.path("onnx")                # Path('out/digits/model.onnx')
     validate("out/digits").validation  # re-run the comparison of every artifact
     bench("out/digits").report["bench"]["speedup"]
-    deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite_python': ...}
+    deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite': 'ensemble', ...}
+    predict("out/digits", "photo.png").classes   # uint8 H x W, any image size
 
 Each call returns a `Result` (the folder and its report) or, for `deploy`, a `Repository`;
 mistakes in the arguments raise `exporter.errors.InputError` with the same one-line message
@@ -25,6 +26,7 @@ from .build import build as run_build
 from .build import revalidate
 from .config import BuildSettings, ModelSpec, parse_pair
 from .deploy import Repository, write_repository
+from .predict import Prediction, predict_folder
 from .presets import resolve
 
 
@@ -129,4 +131,20 @@ def deploy(out, repo, **options) -> Repository:
     return write_repository(out, repo, **options)
 
 
-__all__ = ["Result", "Repository", "build", "validate", "bench", "deploy"]
+def predict(out, image, stride=None, threads: int | None = None) -> Prediction:
+    """The class of every pixel of `image` (a path, or uint8 H x W x 3 of any size) by the
+    build in `out`, by sliding windows of the model's input size (`stride` (h, w), default two
+    thirds of the window; overlaps averaged), exactly as the `deploy triton` ensemble answers.
+
+    >>> p = predict("out/digits", "photo.png")  # doctest: +SKIP
+    >>> p.classes.shape, p.classes.dtype, p.windows  # doctest: +SKIP
+    ((130, 200), dtype('uint8'), 8)
+    """
+    if not hasattr(image, "shape"):
+        from .visualize import load_image  # deferred: image files only
+
+        image = load_image(image)
+    return predict_folder(out, image, stride, threads)
+
+
+__all__ = ["Result", "Repository", "Prediction", "build", "validate", "bench", "deploy", "predict"]

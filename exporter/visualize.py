@@ -68,8 +68,8 @@ def synthetic_image(size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img).copy()
 
 
-def load_image(path, size: tuple[int, int]) -> np.ndarray:
-    """An image file as uint8 [H, W, 3], resized to the model's input size."""
+def load_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as uint8 [H, W, 3], resized to `size` (H, W) where given."""
     path = Path(path)
     if path.is_dir():
         raise InputError(
@@ -81,7 +81,9 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
         )
     try:
         with open_image(path) as img:  # bounded: a decompression bomb is one line, not a traceback
-            img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            img = img.convert("RGB")
+            if size is not None:
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img).copy()
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(
