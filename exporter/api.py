@@ -10,13 +10,16 @@
     deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite': 'ensemble', ...}
     predict("out/digits", "photo.png").classes   # uint8 H x W, any image size
 
-Each call returns a `Result` (the folder and its report) or, for `deploy`, a `Repository`;
+Each call prints its progress on stderr as the CLI does (`progress=None`: silent, or any
+function taking a line) and returns a `Result` (the folder and its report), a `Repository`
+(`deploy`) or a `Prediction` (`predict`);
 mistakes in the arguments raise `exporter.errors.InputError` with the same one-line message
 the CLI prints.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +31,12 @@ from .config import BuildSettings, ModelSpec, parse_pair
 from .deploy import Repository, write_repository
 from .predict import Prediction, predict_folder
 from .presets import resolve
+
+
+def _say(text: str) -> None:
+    """The default progress: one line per step on stderr, as the CLI prints (a build takes
+    minutes; silence looked like a hang). Pass `progress=None` for none."""
+    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def _quiet(_: str) -> None:
@@ -69,7 +78,7 @@ def build(
     checkpoint: str | None = None,
     num_classes: int | None = None,
     force: bool = False,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
     **options,
 ) -> Result:
     """Patch, export, validate and report into folder `out`, as `vitexport build` does.
@@ -91,7 +100,7 @@ def build(
         preset, ModelSpec(model, checkpoint, size, num_classes), method, method_args
     )
     settings = BuildSettings(model=spec, method=method, method_args=method_args, **settings_args)
-    report = run_build(settings, Path(out), force=force, progress=progress)
+    report = run_build(settings, Path(out), force=force, progress=progress or _quiet)
     return Result(Path(out), report)
 
 
@@ -99,14 +108,16 @@ def validate(
     out,
     atol: float | None = None,
     rtol: float | None = None,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
 ) -> Result:
     """Re-run the validation of every artifact in a build folder (`vitexport validate OUT`).
 
     >>> validate("out/tiny").passed  # doctest: +SKIP
     True
     """
-    return Result(Path(out), revalidate(Path(out), progress=progress, atol=atol, rtol=rtol))
+    return Result(
+        Path(out), revalidate(Path(out), progress=progress or _quiet, atol=atol, rtol=rtol)
+    )
 
 
 def bench(
@@ -114,11 +125,13 @@ def bench(
     runs: int = 10,
     warmup: int = 2,
     threads: int | None = None,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
 ) -> Result:
     """Time a build against its `--method none` baseline (`vitexport bench OUT`); the numbers
     are in `result.report["bench"]`."""
-    return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
+    return Result(
+        Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress or _quiet)
+    )
 
 
 def deploy(out, repo, **options) -> Repository:

@@ -51,7 +51,7 @@ def check_image(image: np.ndarray, window, stride, max_windows: int | None) -> N
         raise TilingError(
             f"image of {image.shape[0]} x {image.shape[1]} pixels needs {n} windows of "
             f"{window[0]}x{window[1]} at stride {stride[0]}x{stride[1]}; allowed: at most "
-            f"{max_windows} (a smaller image, a larger stride, or more with --max-batch)"
+            f"{max_windows} (a smaller image, or deploy triton --max-batch or --stride)"
         )
 
 

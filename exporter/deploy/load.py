@@ -120,36 +120,46 @@ def run_level(
     errors: list[str] = []
     lock = threading.Lock()
     kwargs = {"network_timeout": timeout} if protocol == "http" else {}
-    clients = [tc.InferenceServerClient(url=url, **kwargs) for _ in range(concurrency)]
+    main = tc.InferenceServerClient(url=url, **kwargs)
     try:
-        inputs = request_for(tc, clients[0], model, protocol, image)
-        before = batch_counts(clients[0], protocol)
-        start = time.monotonic()
-        end = start + seconds
+        request_for(tc, main, model, protocol, image)  # fails here, once, on a bad model
+        before = batch_counts(main, protocol)
+        times = {}
+        ready = threading.Barrier(  # the clock starts when every client is connected
+            concurrency + 1, action=lambda: times.update(end=time.monotonic() + seconds)
+        )
 
-        def work(client):
+        def work():
+            # one client per thread, made in it: the HTTP client's gevent loop is per thread
+            client = tc.InferenceServerClient(url=url, **kwargs)
             extra = {"client_timeout": timeout} if protocol == "grpc" else {}
-            while time.monotonic() < end:
-                t0 = time.perf_counter()
-                try:
-                    client.infer(model, inputs, **extra)
-                except Exception as err:  # noqa: BLE001 - any failure is counted, not raised
+            try:
+                inputs = request_for(tc, client, model, protocol, image)
+                ready.wait()
+                while time.monotonic() < times["end"]:
+                    t0 = time.perf_counter()
+                    try:
+                        client.infer(model, inputs, **extra)
+                    except Exception as err:  # noqa: BLE001 - any failure is counted, not raised
+                        with lock:
+                            errors.append(" ".join(str(err).split())[:300])
+                        continue
                     with lock:
-                        errors.append(" ".join(str(err).split())[:300])
-                    continue
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
+                        latencies.append(time.perf_counter() - t0)
+            finally:
+                client.close()
 
-        threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in clients]
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(concurrency)]
         for t in threads:
             t.start()
+        ready.wait(timeout)
+        start = times["end"] - seconds
         for t in threads:
             t.join(seconds + timeout + 5)
         elapsed = time.monotonic() - start
-        after = batch_counts(clients[0], protocol)
+        after = batch_counts(main, protocol)
     finally:
-        for c in clients:
-            c.close()
+        main.close()
     ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
     return Level(

@@ -598,6 +598,8 @@ def _ensemble(tmp, result, name, model, report, inputs, outputs, limit, opts: Op
         "# each id)" + (", confidences (softmax, float32 C x H x W)" if conf else ""),
     ]
     mask_out = Tensor("classes", "TYPE_UINT8", [-1, -1])
+    shown = "|".join(n.replace("|", "/").replace('"', "'") for n in labels)
+    head.append(f'parameters {{ key: "class_names" value {{ string_value: "{shown}" }} }}')
     text = config_text(name, head, [image], [mask_out, *conf], 0, False)
     text = text.replace(
         '    name: "classes"\n    data_type: TYPE_UINT8\n',

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiling.py, triton_io.py beside
 
 import numpy as np  # noqa: E402
-from tiling import TilingError, tile  # noqa: E402
-from triton_io import error_response, input_of, to_tensor  # noqa: E402
+from tiling import TilingError, count, tile  # noqa: E402
+from triton_io import error_response, to_numpy, to_tensor  # noqa: E402
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
@@ -33,11 +33,23 @@ class TritonPythonModel:
         self.mean, self.std = float(params["mean"]), float(params["std"])
         self.max_windows = int(params["max_windows"])
 
+    def check_size(self, shape) -> None:
+        n = count(shape[:2], self.window, self.stride) if len(shape) == 3 else 0
+        if n > self.max_windows:
+            raise TilingError(
+                f"image of {shape[0]} x {shape[1]} pixels needs {n} windows of "
+                f"{self.window[0]}x{self.window[1]} at stride {self.stride[0]}x{self.stride[1]}; "
+                f"allowed: at most {self.max_windows} (a smaller image, or deploy triton "
+                "--max-batch or --stride)"
+            )
+
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                image = input_of(request, "image")
+                tensor = pb_utils.get_input_tensor_by_name(request, "image")
+                self.check_size(tensor.shape())  # before copying a huge image
+                image = to_numpy(tensor)
                 tiles, origins = tile(
                     image, self.window, self.stride, self.mean, self.std, self.max_windows
                 )
