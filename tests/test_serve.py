@@ -212,3 +212,22 @@ def test_a_model_folder_removed_while_serving(served):
         client.close()
     assert "unknown model" in error_of(server, OTHER, synthetic_image((64, 96)))
     still_serving(server)  # the other deployment goes on
+
+
+def test_a_server_that_exits_at_start_is_one_line_and_keeps_the_log(served, tmp_path):
+    out, _, _ = served
+    repo = tmp_path / "repo"
+    assert run(["deploy", "triton", out, "--repo", repo]).exit_code == 0
+    config = repo / f"{NAME}_python" / "config.pbtxt"
+    config.write_text(config.read_text().replace('backend: "python"', 'backend: "nonesuch"'))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "server.log").write_text("an earlier log\n")
+    for _ in range(2):
+        result = run(["deploy", "serve", repo, "--model", f"{NAME}_python", "--workdir", work])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("Error: REPO ") and "exited with" in result.output
+    log = (work / "server.log").read_text()
+    assert log.startswith("an earlier log\n") and log.count("nonesuch") >= 2
+    result = run(["deploy", "serve", repo, "--model", "../other/model"])
+    assert result.exit_code == 2 and result.output.startswith("Error: --model ")

@@ -27,6 +27,7 @@ from ..config import BuildSettings
 from ..errors import InputError
 from ..folder import read_folder
 from ..models import entry_of
+from ..paths import check_regular, confine, not_ancestor
 from ..tiling import default_stride
 from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
 
@@ -162,20 +163,10 @@ def _copy_onnx(src_folder: Path, name: str, dest: Path, as_name: str | None = No
 
 
 def confined(folder: Path, name, flag: str) -> Path:
-    """`folder/name` for a path a report names, refused unless it is a regular file inside
-    `folder` (no absolute path, no `..`, no symlink leading out)."""
-    text = str(name)
-    path = Path(folder) / text
-    inside = os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
-    if not isinstance(name, str) or Path(text).is_absolute() or ".." in Path(text).parts:
-        inside = False
-    if not inside or not path.is_file():
-        raise InputError(
-            flag,
-            str(Path(folder) / "report.json"),
-            "artifact paths that name regular files inside the build folder",
-            f"names {text!r}",
-        )
+    """`folder/name` for a path a report names: inside `folder` (paths.confine) and a regular
+    file."""
+    path = confine(folder, name, f"{flag} {Path(folder) / 'report.json'}: artifact")
+    check_regular(path, flag)
     return path
 
 
@@ -219,23 +210,13 @@ BACKENDS = {"python": "_python", "onnx": "_onnx", "trt": "_trt"}
 PYTHON_MAX_BATCH = 64  # windows one execution of the python model takes unless --max-batch
 
 
-def cwd_ancestor(path: Path) -> bool:
-    """True for the working directory or a folder above it (`.`, `..`, `~`, `/`)."""
-    real, cwd = Path(os.path.realpath(path)), Path(os.path.realpath(os.getcwd()))
-    return real == cwd or real in cwd.parents
-
-
 def check_target(repo: Path, out: Path) -> None:
     """Refusals that need no work: the repository is never the build, inside it, or a folder
     the user stands in or above."""
     repo = Path(repo)
-    if str(repo).strip() == "" or cwd_ancestor(repo):
-        raise InputError(
-            "--repo",
-            str(repo),
-            "a folder of its own, e.g. triton-repo",
-            "is the current folder or one above it",
-        )
+    if str(repo).strip() == "":
+        raise InputError("--repo", str(repo), "a folder of its own, e.g. triton-repo")
+    not_ancestor(repo, "--repo")
     real, built = Path(os.path.realpath(repo)), Path(os.path.realpath(out))
     if real == built or built in real.parents:
         raise InputError("--repo", str(repo), "a folder outside the build folder")
