@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +232,32 @@ def test_a_server_that_exits_at_start_is_one_line_and_keeps_the_log(served, tmp_
     assert log.startswith("an earlier log\n") and log.count("nonesuch") >= 2
     result = run(["deploy", "serve", repo, "--model", "../other/model"])
     assert result.exit_code == 2 and result.output.startswith("Error: --model ")
+
+
+def test_ctrl_c_stops_deploy_serve_with_its_own_line(served, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    _, repo, _ = served
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.cli", "deploy", "serve", str(repo),
+         "--model", f"{NAME}_pre", "--workdir", str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in proc.stdout:  # bounded by the server's readiness timeout (60 s)
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        assert lines and lines[-1].startswith("Ctrl-C"), lines
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip() == "SIGINT: stopped; the server was stopped; REPO is unchanged"
+    assert "nothing was written" not in err

@@ -366,8 +366,12 @@ def write_repository(out, repo, **options) -> Repository:
 def _commit(tmp: Path, repo: Path, models: list[str], text: str) -> None:
     """Move the staged model folders into `repo`, each replaced by rename (a folder is either
     the old or the new one, never half of each); folders not ours are untouched."""
-    if not repo.exists():
-        repo.mkdir()
+    marker = {"written_by": "vitexport deploy triton", "models": sorted(models)}
+    if not repo.exists():  # a new repository: complete in the staging folder, one rename
+        (tmp / "README.md").write_text(text)
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n")
+        os.replace(tmp, repo)
+        return
     ours = sorted(set(owned(repo)) | set(models))
     for m in models:
         old = repo / m
