@@ -157,7 +157,7 @@ def test_load_at_concurrency_1_and_4_batches_and_has_no_errors(served, tmp_path)
 @pytest.mark.parametrize(
     "image, dtype, says",
     [
-        (np.zeros((64, 96, 3), np.float32), "FP32", "datatype"),
+        (np.zeros((64, 96, 3), np.float32), "FP32", "data-type is 'FP32'"),
         (np.zeros((64, 96, 4), np.uint8), "UINT8", "shape"),
         (np.zeros((0, 0, 3), np.uint8), "UINT8", "empty image"),
     ],
