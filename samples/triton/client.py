@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             count = int(max(c.max() for c in classes)) + 1
             names = class_names(client, args.model, args.protocol, count)
         else:
-            if max_batch > 0:  # the batch is Triton's: shape leaves it out
+            if max_batch > 0 and len(shape) == 3:  # the batch is Triton's (-1 or left out)
                 shape = [max_batch] + shape
             _, _, height, width = shape
             pixels = load_images(args, height, width)
