@@ -331,6 +331,9 @@ def write_repository(out, repo, **options) -> Repository:
     result = Repository(repo, max_batch_size=batch)
     repo.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.vitexport-", dir=repo.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o777 & ~mask)  # mkdtemp's 0700 would stay on a new repository
     try:
         _python_model(
             tmp, result, f"{name}_python", out, arts["onnx"], opts, py_batch, plugin_nodes=False
