@@ -31,6 +31,7 @@ from .config import BuildSettings, ModelSpec, parse_pair
 from .deploy import Repository, write_repository
 from .predict import Prediction, predict_folder
 from .presets import resolve
+from .record import BuildRecord
 
 
 def _say(text: str) -> None:
@@ -45,27 +46,33 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Result:
-    """An output folder and its report (the parsed report.json)."""
+    """An output folder and its record (`record`, typed; `report`: report.json's content)."""
 
     folder: Path
-    report: dict
+    record: BuildRecord
+
+    @property
+    def report(self) -> dict:
+        return self.record.to_dict()
 
     @property
     def passed(self) -> bool:
         """Every validated artifact matched the PyTorch reference."""
-        return all(v["passed"] for v in self.report.get("validation", []))
+        return self.record.passed
 
     @property
     def validation(self) -> list[dict]:
-        return self.report.get("validation", [])
+        return [v.to_dict() for v in self.record.validation]
 
     @property
     def accuracy(self) -> dict | None:
-        return self.report.get("accuracy")
+        return self.record.accuracy.to_dict() if self.record.accuracy else None
 
     def path(self, artifact: str) -> Path:
         """The file of an artifact by its report key ("onnx", "onnx_plugins", "engine", ...)."""
-        return self.folder / self.report["artifacts"][artifact]
+        if artifact not in self.record.artifacts:
+            raise KeyError(artifact)
+        return self.folder / self.record.artifacts[artifact].file
 
 
 def build(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .folder import read_folder
+from .folder import read_record
 from .models import entry_of
 from .runtime import onnx_session
 from .tiling import TilingError, classes, default_stride, softmax, stitch, tile
@@ -50,16 +50,12 @@ def run_windows(session, tiles: np.ndarray) -> np.ndarray:
 
 def predict_folder(out, image: np.ndarray, stride=None, threads: int | None = None) -> Prediction:
     """Class map of `image` (uint8 H x W x 3) by the build in `out`."""
-    report, settings = read_folder(Path(out))
-    if report["model"].get("output_kind") != "segmentation":
-        raise InputError(
-            "OUT",
-            str(out),
-            "a segmentation model",
-            f"its output is {report['model'].get('output_kind')}",
-        )
-    entry = entry_of(settings.model.name)
-    session = onnx_session(Path(out) / report["artifacts"]["onnx"], threads)
+    record = read_record(Path(out))
+    kind = record.model.output_kind
+    if kind != "segmentation":
+        raise InputError("OUT", str(out), "a segmentation model", f"its output is {kind}")
+    entry = entry_of(record.model.name)
+    session = onnx_session(Path(out) / record.onnx.file, threads)
     window = tuple(int(d) for d in session.get_inputs()[0].shape[2:4])
     stride = tuple(stride) if stride is not None else default_stride(window)
     if not (1 <= stride[0] <= window[0] and 1 <= stride[1] <= window[1]):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from .build import read_folder
+from .folder import read_record
 from .errors import InputError
 from .limits import open_image
 from .models import entry_of
@@ -260,10 +260,13 @@ def prediction_figure(image, labels, base, red, kind: str, names, method: str, t
     return fig
 
 
-def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
-    """Write the pictures of an output folder; return {"files": [...], "notes": [...]}."""
+def visualize_folder(
+    out, image_path=None, progress=lambda text: None, record=None, rehash: bool = False
+) -> dict:
+    """Write the pictures of an output folder; return {"files": [...], "notes": [...]}.
+    `record`: the folder's record as the caller read (and verified) it; else read here."""
     out = Path(out)
-    report, settings = read_folder(out)
+    settings = (record if record is not None else read_record(out, rehash)).settings
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout

@@ -50,7 +50,7 @@ def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypat
 
 def test_engines_skip_without_tensorrt_on_a_gpu_host(folder):
     facts = {"gpu": {"name": "any", "driver": "1", "compute_capability": "9.0"}, "tensorrt": None}
-    steps = engine_steps(folder, {}, None, facts, None, lambda text: None)
+    steps = engine_steps(folder, None, facts, None, lambda text: None)
     assert [s.status for s in steps] == ["skipped"] * 4
     assert all(isinstance(s, Step) and s.fix == INSTALL_TRT for s in steps[:3])
 

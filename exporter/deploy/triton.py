@@ -22,14 +22,12 @@ from pathlib import Path
 
 import onnx
 
-from ..build import engine_settings
-from ..config import BuildSettings
 from ..errors import InputError
-from ..folder import read_folder
+from ..folder import read_record
 from ..models import entry_of
 from ..paths import check_regular, confine, not_ancestor
 from ..tiling import default_stride
-from ..trt.engine import PLUGIN_LIBRARY, shapes_of, trtexec_command
+from ..trt.engine import PLUGIN_LIBRARY, engine_settings, shapes_of, trtexec_command
 
 # ONNX TensorProto element types -> Triton's model-config data types.
 TRITON_TYPES = {
@@ -170,16 +168,16 @@ def confined(folder: Path, name, flag: str) -> Path:
     return path
 
 
-def _batching(report: dict, inputs: list[Tensor], max_batch: int | None, dynamic: bool):
+def _batching(record, inputs: list[Tensor], max_batch: int | None, dynamic: bool):
     """max_batch_size of the onnxruntime and TensorRT models: 0 for a fixed-batch artifact,
     else --max-batch (default: the engine profile's max, which build_engine.sh builds for)."""
     open_batch = bool(inputs) and inputs[0].shape[:1] == [-1]
     if not open_batch:
-        fixed = f"this build's batch is fixed at {report['model']['input_shape'][0]}"
+        fixed = f"this build's batch is fixed at {record.model.input_shape[0]}"
         if dynamic:
             raise InputError("--dynamic-batch", "", "only for a build with --dynamic-batch", fixed)
         return 0
-    limit = shapes_of(report["model"]["input_shape"], True)[2][0]
+    limit = shapes_of(record.model.input_shape, True)[2][0]
     if max_batch is None:
         return limit
     if not 1 <= max_batch <= limit:
@@ -264,10 +262,10 @@ def check_replace(repo: Path, models: list[str], force: bool) -> None:
         )
 
 
-def check_validation(out: Path, report: dict, allow_failed: bool) -> None:
-    failed = [v for v in report.get("validation", []) if not v.get("passed")]
+def check_validation(out: Path, record, allow_failed: bool) -> None:
+    failed = [v for v in record.validation if not v.passed]
     if failed and not allow_failed:
-        names = ", ".join(str(v.get("artifact")) for v in failed)
+        names = ", ".join(v.artifact for v in failed)
         raise InputError(
             "OUT",
             str(out),
@@ -277,7 +275,7 @@ def check_validation(out: Path, report: dict, allow_failed: bool) -> None:
 
 
 def _read_build(out: Path):
-    return read_folder(out)  # checks the files against their recorded hashes
+    return read_record(out)  # checks the files against their recorded hashes
 
 
 def write_repository(out, repo, **options) -> Repository:
@@ -300,21 +298,19 @@ def write_repository(out, repo, **options) -> Repository:
         )
     if opts.backend not in BACKENDS:
         raise InputError("--backend", opts.backend, ", ".join(BACKENDS))
-    report, _ = _read_build(out)
-    arts = report["artifacts"]
-    if "onnx" not in arts:
-        raise InputError("OUT", str(out), "a build folder with model.onnx", "no ONNX artifact")
-    check_validation(out, report, opts.allow_failed)
-    name = name or f"{report['model']['name']}_{report['method']['name']}".replace("-", "_")
+    record = _read_build(out)  # every build has model.onnx (the record refuses one without)
+    onnx_file, plugin_graph = record.onnx.file, record.plugin_graph
+    check_validation(out, record, opts.allow_failed)
+    name = name or f"{record.model.name}_{record.method}".replace("-", "_")
     if not NAME.fullmatch(name):
         raise InputError("--name", name, "letters, digits, '_', '-', '.' (a Triton model name)")
-    inputs, outputs = graph_io(confined(out, arts["onnx"], "OUT"))
-    batch = _batching(report, inputs, opts.max_batch, opts.dynamic_batch)
+    inputs, outputs = graph_io(confined(out, onnx_file, "OUT"))
+    batch = _batching(record, inputs, opts.max_batch, opts.dynamic_batch)
     dynamic = opts.dynamic_batch and batch > 0
     py_batch = opts.max_batch if opts.max_batch is not None else PYTHON_MAX_BATCH
     if not 1 <= py_batch <= 4096:
         raise InputError("--max-batch", py_batch, "1..4096")
-    ensemble = report["model"].get("output_kind") == "segmentation"
+    ensemble = record.model.output_kind == "segmentation"
     if ensemble and opts.backend != "python" and batch == 0:
         raise InputError(
             "--backend",
@@ -324,7 +320,7 @@ def write_repository(out, repo, **options) -> Repository:
         )
 
     models = [f"{name}_python", f"{name}_onnx", f"{name}_trt"]
-    models += [f"{name}_python_plugins"] if "onnx_plugins" in arts else []
+    models += [f"{name}_python_plugins"] if plugin_graph is not None else []
     models += [name, f"{name}_pre", f"{name}_post"] if ensemble else []
     check_replace(repo, models, opts.force)
 
@@ -336,29 +332,28 @@ def write_repository(out, repo, **options) -> Repository:
     tmp.chmod(0o777 & ~mask)  # mkdtemp's 0700 would stay on a new repository
     try:
         _python_model(
-            tmp, result, f"{name}_python", out, arts["onnx"], opts, py_batch, plugin_nodes=False
+            tmp, result, f"{name}_python", out, onnx_file, opts, py_batch, plugin_nodes=False
         )
-        if "onnx_plugins" in arts:
+        if plugin_graph is not None:
             _python_model(
                 tmp,
                 result,
                 f"{name}_python_plugins",
                 out,
-                arts["onnx_plugins"],
+                plugin_graph.file,
                 opts,
                 py_batch,
                 plugin_nodes=True,
             )
-        _onnx_model(tmp, result, f"{name}_onnx", out, arts["onnx"], inputs, outputs, batch, opts)
-        _trt_model(tmp, result, f"{name}_trt", out, report, batch, dynamic, opts)
+        _onnx_model(tmp, result, f"{name}_onnx", out, onnx_file, inputs, outputs, batch, opts)
+        _trt_model(tmp, result, f"{name}_trt", out, record, batch, dynamic, opts)
         if ensemble:
             model = f"{name}{BACKENDS[opts.backend]}"
             limit = py_batch if opts.backend == "python" else batch
-            _ensemble(tmp, result, name, model, report, inputs, outputs, limit, opts)
+            _ensemble(tmp, result, name, model, record, inputs, outputs, limit, opts)
         else:
             result.notes.append(
-                f"no ensemble: the model's output is {report['model'].get('output_kind')}, "
-                "not class logits"
+                f"no ensemble: the model's output is {record.model.output_kind}, not class logits"
             )
         _commit(tmp, repo, models, readme(result, name, out))
     finally:
@@ -439,26 +434,24 @@ def _onnx_model(tmp, result, model, out, artifact, inputs, outputs, batch, opts)
     result.models[model] = "onnxruntime_onnx"
 
 
-def _trt_model(tmp, result, model, out, report, batch, dynamic, opts) -> None:
+def _trt_model(tmp, result, model, out, record, batch, dynamic, opts) -> None:
     """The engine's own I/O is the ONNX it is built from (names, types, dims)."""
-    arts = report["artifacts"]
-    engine = report.get("engine") if isinstance(report.get("engine"), dict) else {}
-    source = engine.get("source") or arts["onnx"]
+    source_art = record.file_of(record.engine.source) if record.engine else record.onnx
+    source = source_art.file
     inputs, outputs = graph_io(confined(out, source, "OUT"))
     version = tmp / model / "1"
     version.mkdir(parents=True)
-    settings = BuildSettings.from_dict(report["settings"])
-    eng = engine_settings(settings)
-    plugins = "onnx_plugins" in arts and source == arts["onnx_plugins"]
-    if "engine" in arts:
-        shutil.copy2(confined(out, arts["engine"], "OUT"), version / "model.plan")
+    eng = engine_settings(record.settings)
+    plugins = source_art.plugins
+    if record.engine_file is not None:
+        shutil.copy2(confined(out, record.engine_file.file, "OUT"), version / "model.plan")
         result.notes.append(
-            f"{model}: 1/model.plan is the build's {arts['engine']} (an engine "
+            f"{model}: 1/model.plan is the build's {record.engine_file.file} (an engine "
             "runs only on the GPU model and TensorRT version it was built with)"
         )
     else:
         _copy_onnx(out, source, tmp / model)
-        profile = shapes_of(report["model"]["input_shape"], batch > 0)
+        profile = shapes_of(record.model.input_shape, batch > 0)
         if eng.plugin_library is None and plugins:
             eng.plugin_library = PLUGIN_LIBRARY
         script = [
@@ -492,14 +485,14 @@ def _trt_model(tmp, result, model, out, report, batch, dynamic, opts) -> None:
     result.models[model] = "tensorrt_plan"
 
 
-def _ensemble(tmp, result, name, model, report, inputs, outputs, limit, opts: Options) -> None:
+def _ensemble(tmp, result, name, model, record, inputs, outputs, limit, opts: Options) -> None:
     """`<name>`: image -> `<name>_pre` (windows) -> `model` -> `<name>_post` (class map).
 
     Pre and post are python-backend models in numpy (tiling.py), not ONNX: the bundled CPU
     server has only the python backend, a variable number of windows with an overlap average
     is a loop in numpy but a Loop/ScatterND graph in ONNX, and the same file gives
     `exporter.api.predict` its answer."""
-    entry = entry_of(report["model"]["name"])
+    entry = entry_of(record.model.name)
     window = tuple(inputs[0].shape[2:4])
     stride = opts.stride or default_stride(window)
     if not (1 <= stride[0] <= window[0] and 1 <= stride[1] <= window[1]):
@@ -510,7 +503,7 @@ def _ensemble(tmp, result, name, model, report, inputs, outputs, limit, opts: Op
         )
     classes = outputs[0].shape[1]
     if classes > 256:
-        raise InputError("OUT", report["model"]["name"], "at most 256 classes (a uint8 map)")
+        raise InputError("OUT", record.model.name, "at most 256 classes (a uint8 map)")
     x, logits = inputs[0], outputs[0]
     for step, source in (("pre", PRE_FILE), ("post", POST_FILE)):
         version = tmp / f"{name}_{step}" / "1"
