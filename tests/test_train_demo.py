@@ -165,3 +165,39 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     res = CliRunner().invoke(main, ["train-demo", "--out", str(tmp_path / "f"), *CLI_TINY])
     assert res.exit_code == 2 and "is a file" in res.output
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_evaluate_only_records_a_stopped_stage_s_miou(tmp_path, monkeypatch):
+    from exporter.config import ModelSpec
+    from exporter.datasets import digits as data
+    from exporter.models import create_model
+
+    save = demo_train._save
+
+    def stop(out, model, meta, opt):
+        save(out, model, meta, opt)
+        raise Stop
+
+    monkeypatch.setattr(demo_train, "_save", stop)
+    with pytest.raises(Stop):
+        demo_train.train(tmp_path / "run", steps=4, full_steps=0, config=TINY, every=2, **QUIET)
+    monkeypatch.setattr(demo_train, "_save", save)
+    res = CliRunner().invoke(
+        main,
+        ["train-demo", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "stage")]
+        + ["--evaluate-only", "--eval-count", "3", "--threads", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "stage" / "segmenter_digits.json").read_text())
+    assert meta["steps_done"] == 2 and meta["final"] is False and meta["val_count"] == 3
+    assert meta["optimizer"] is None and meta["evaluated"]["from"] == str(tmp_path / "run")
+    weights = tmp_path / "stage" / "segmenter_digits.safetensors"
+    assert _sha(weights) == _sha(tmp_path / "run" / "segmenter_digits.safetensors")
+    model = create_model(ModelSpec(checkpoint=str(weights))).eval()
+    images, labels = data.make_split("val", 3)
+    with torch.no_grad():
+        pred = model(data.to_input(images)).argmax(1).numpy()
+    assert meta["val_miou"] == pytest.approx(data.miou(pred, labels), abs=1e-6)
+    # without --resume it is refused, naming the flag
+    res = CliRunner().invoke(main, ["train-demo", "--evaluate-only", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--resume" in res.output

@@ -40,6 +40,11 @@ from .options import SEED, count, path_option, switch
 @count("--checkpoint-every", 0, 10_000_000, 0, help="Write a checkpoint every n steps (0: none).")
 @count("--check-count", 1, 500, 50, help="Validation canvases of a checkpoint's quick mIoU.")
 @count("--threads", 1, 256, 2, help="torch CPU threads (1 is faster on a loaded machine).")
+@switch(
+    "--evaluate-only",
+    "With --resume: measure the checkpoint's validation mIoU and write it with its weights to "
+    "--out, training nothing (a stage stopped after its last checkpoint).",
+)
 def train_demo(
     out,
     into_package,
@@ -56,6 +61,7 @@ def train_demo(
     checkpoint_every,
     check_count,
     threads,
+    evaluate_only,
 ):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
     if out is not None and into_package:
@@ -65,15 +71,32 @@ def train_demo(
         for k, v in {"crop": crop, "full_every": full_every, "lr": lr, "warmup": warmup}.items()
         if v is not None
     }
+    out = train.WEIGHTS_DIR if into_package else (out or train.DEFAULT_OUT)
+    command = " ".join(["vitexport"] + sys.argv[1:])
+    if evaluate_only:
+        if resume is None:
+            raise click.UsageError("--evaluate-only needs --resume CHECKPOINT")
+        meta = train.evaluate_checkpoint(
+            resume,
+            out,
+            eval_count or train.EVAL_COUNT,
+            threads,
+            command,
+            _progress,
+            force,
+            into_package,
+        )
+        click.echo(f"val mIoU {meta['val_miou']:.4f} ({meta['val_count']} canvases)")
+        return
     meta = train.train(
-        train.WEIGHTS_DIR if into_package else (out or train.DEFAULT_OUT),
+        out,
         steps,
         full_steps,
         seed=seed,
         eval_count=eval_count or train.EVAL_COUNT,
         log=_progress,
         threads=threads,
-        command=" ".join(["vitexport"] + sys.argv[1:]),
+        command=command,
         config=config or None,
         resume=resume,
         every=checkpoint_every,

@@ -540,6 +540,56 @@ def _save(out: Path, model: Segmenter, meta: dict, opt) -> dict:
     return meta
 
 
+def evaluate_checkpoint(
+    resume: Path,
+    out: Path,
+    eval_count: int = EVAL_COUNT,
+    threads: int = 2,
+    command: str | None = None,
+    log=print,
+    force: bool = False,
+    into_package: bool = False,
+) -> dict:
+    """Measure a checkpoint's mIoU on the first `eval_count` validation canvases (and the first
+    100) and write its weights with that in the metadata to `out`: how a stage stopped after
+    its last checkpoint gets the numbers a finished one records. Nothing is trained; the
+    optimizer's moments are not copied (a stage resumed from `out` starts them at zero)."""
+    if eval_count < 1:
+        raise InputError("--eval-count", eval_count, "an integer >= 1")
+    out = check_out(out, force, into_package, resume)
+    prior, state, _ = _read_checkpoint(resume)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build_model({**CONFIG, **prior["config"]})
+        model.load_state_dict(state)
+        start, load = time.time(), _load()
+        log(f"evaluating {resume} on {eval_count} validation canvases")
+        images, labels = data.make_split("val", eval_count, seed=0)
+        pred = predict(model, images)
+        meta = {
+            **prior,
+            "val_seed": 0,
+            "val_count": eval_count,
+            "val_miou": round(data.miou(pred, labels), 6),
+            "test_count": min(TEST_COUNT, eval_count),
+            "test_miou": round(data.miou(pred[:TEST_COUNT], labels[:TEST_COUNT]), 6),
+            "evaluated": {
+                "from": str(resume),
+                "command": command or " ".join(["python -m exporter.demo.train"] + sys.argv[1:]),
+                "seconds": round(time.time() - start, 1),
+                "load_average_before": load,
+                "torch_threads": torch.get_num_threads(),
+                "commit": _commit(),
+            },
+        }
+        meta = _save(out, model, meta, None)
+    finally:
+        torch.set_num_threads(previous)
+    log(f"val mIoU {meta['val_miou']:.4f} on {eval_count} canvases; wrote {out}")
+    return meta
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -560,12 +610,20 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--config", type=json.loads, default=None, help="JSON overrides of CONFIG")
+    p.add_argument("--evaluate-only", action="store_true", help="see evaluate_checkpoint")
     a = p.parse_args(argv)
     if a.out is not None and a.into_package:
         p.error("--out and --into-package name two places; give one")
     out = WEIGHTS_DIR if a.into_package else (a.out or DEFAULT_OUT)
     # SIGTERM unwinds like Ctrl-C, so temporary files are removed (checkpoints stay).
     signal.signal(signal.SIGTERM, _interrupt)
+    if a.evaluate_only:
+        if a.resume is None:
+            p.error("--evaluate-only needs --resume CHECKPOINT")
+        evaluate_checkpoint(
+            a.resume, out, a.eval_count, a.threads, force=a.force, into_package=a.into_package
+        )
+        return
     train(
         out,
         a.steps,
