@@ -28,6 +28,7 @@ from .models import weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import write_atomic
+from .paths import temporary
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
 from .timing import compare, count_gflops
@@ -547,6 +548,11 @@ def figure(result: dict):
 
 def plot(result: dict, path: Path) -> None:
     """The figure as a PNG, written under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    figure(result).savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = temporary(path)
+    try:
+        figure(result).savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
