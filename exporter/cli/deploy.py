@@ -9,7 +9,7 @@ import click
 from . import main
 from ..api import deploy as run_deploy
 from ..deploy.server import serve_models
-from .options import count, path_option, switch
+from .options import Integer, count, path_option, switch
 
 
 @main.group()
@@ -31,7 +31,7 @@ def deploy():
 )
 @click.option(
     "--max-batch",
-    type=int,
+    type=Integer(0, 1 << 20),
     default=None,
     help="max_batch_size for a build with a dynamic batch (default: the engine profile's max, 8).",
 )
