@@ -9,9 +9,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from .errors import InputError
 from .folder import file_hashes, read_folder, write_report
 from .methods import METHODS
 from .onnx.export import export_onnx
+from .paths import PREFIX, note_written
 from .reference import patched_model
 from .timing import compare, count_gflops, token_ops_share
 
@@ -27,16 +29,33 @@ def export_variant(
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
     kept; recorded in the report's artifacts and hashes."""
     path = Path(folder) / f"{name}.onnx"
-    if not path.is_file():
+    # read_folder checked the sha256 of every file the report records; any other file under
+    # this name was not written by the tool and is neither timed nor overwritten
+    trusted = report["artifacts"].get(f"{name}_onnx") == path.name
+    if not trusted and (path.exists() or path.is_symlink()):
+        raise InputError(
+            "OUT",
+            str(path),
+            f"a folder whose {path.name} is the one report.json records (or none: bench "
+            "exports it)",
+            "a file report.json does not record; move it away",
+        )
+    if not trusted:
         progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
         model = patched_model(settings) if model is None else model
         # Exported under its final name in a scratch folder, so that external weights (models
         # past 2 GB) are named `<name>.onnx.data` as the graph refers to them; then moved in,
         # weights first, so a half-written model never sits under the final name.
-        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=f"{PREFIX}{name}-") as tmp:
             export_onnx(model, Path(tmp) / path.name, shape, settings.opset, settings.dynamic_batch)
-            for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):
+            parts = sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx")
+            for part in parts:  # checked before any moves: nothing half-replaced
+                target = Path(folder) / part.name
+                if target.is_symlink() or (target.exists() and not target.is_file()):
+                    raise InputError("OUT", str(target), "a plain file or none", "is not one")
+            for part in parts:
                 part.replace(Path(folder) / part.name)
+                note_written(Path(folder) / part.name)
     report["artifacts"][f"{name}_onnx"] = path.name
     report.setdefault("hashes", {}).update(file_hashes(folder, [path.name]))
     return path

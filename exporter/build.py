@@ -33,6 +33,7 @@ from .trt.engine import (
     TensorRTUnavailable,
     build_engine,
     shapes_of,
+    tensorrt_version,
     write_build_script,
 )
 from .runtime import half_precision_runner, plugin_graph_runner, tensorrt_runner
@@ -61,8 +62,17 @@ def lint_existing(out: Path, rehash: bool = False) -> dict:
     report, _ = read_folder(out, rehash)
     findings = lint_folder(out, report["artifacts"])
     report["lint"] = [{"artifact": n, **f.to_dict()} for n, fs in findings.items() for f in fs]
-    write_beside(out, "lint.json", {"lint": report["lint"]})
+    _keep_beside(out, "lint.json", {"lint": report["lint"]}, report)
     return report
+
+
+def _keep_beside(out: Path, name: str, data: dict, report: dict) -> None:
+    """Write a read-only command's result beside the report; on a folder that cannot take it
+    (read-only, full) the result is still returned, with why it was not kept in "unsaved"."""
+    try:
+        write_beside(out, name, data)
+    except OSError as err:
+        report["unsaved"] = f"{Path(out) / name} not written: {err.strerror or err}"
 
 
 def _quiet(_: str) -> None:
@@ -308,7 +318,7 @@ def revalidate(
         report["validation"] = run_validation(
             settings, reduced, out, report["artifacts"], shape, data
         )
-    write_beside(out, "validation.json", {"validation": report["validation"]})
+    _keep_beside(out, "validation.json", {"validation": report["validation"]}, report)
     report.pop("accuracy", None)  # measured at build time, not by this run
     return report
 
@@ -322,9 +332,21 @@ def engine_for_folder(
     progress: Progress = _quiet,
     rehash: bool = False,
 ) -> dict:
-    """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
+    """`vitexport engine OUT`: build (and validate) the engine of an existing output folder.
+    A refusal (no TensorRT here, a precision the folder has no model for) writes nothing."""
     out = Path(out)
+    if rehash:  # before --rehash records anything
+        _need_tensorrt(out)
     report, settings = read_folder(out, rehash)
+    if precision != settings.precision:
+        raise InputError(
+            "--precision",
+            precision,
+            f"{settings.precision}, the precision this folder was built with (its models carry "
+            "it); build another folder for another precision",
+            "no engine built",
+        )
+    _need_tensorrt(out)
     settings.engine, settings.precision = True, precision
     settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
     settings.plugin_library = plugin_library or settings.plugin_library
@@ -339,6 +361,17 @@ def engine_for_folder(
     report["hashes"] = file_hashes(out, report["artifacts"].values())  # build_engine.sh is new too
     write_report(out, report)
     return report
+
+
+def _need_tensorrt(out: Path) -> None:
+    if tensorrt_version() is None:
+        raise InputError(
+            "OUT",
+            str(out),
+            "a machine with TensorRT (pip install 'vitexport[gpu]'), or run the folder's "
+            "build_engine.sh on one",
+            "no engine built: TensorRT is not installed here; nothing was written",
+        )
 
 
 def passed(report: dict) -> bool:

@@ -25,7 +25,16 @@ import onnx
 
 from .config import BuildSettings
 from .errors import InputError
-from .paths import MARKER, PREFIX, Lock, foreign, write_marker, write_text
+from .paths import (
+    MARKER,
+    PREFIX,
+    Lock,
+    foreign,
+    open_regular,
+    read_text,
+    write_marker,
+    write_text,
+)
 from .report import render_markdown
 
 FLAG = "--out"
@@ -260,7 +269,7 @@ def _size(n: float) -> str:
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "OUT") as f:  # never a FIFO, a device or a symlink
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -331,9 +340,11 @@ def read_json(path: Path, flag: str = "OUT") -> dict:
     """A JSON object from `path`; anything else is one InputError naming the file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(), parse_constant=_reject_constant)
+        data = json.loads(read_text(path, flag), parse_constant=_reject_constant)
     except IsADirectoryError:
         raise InputError(flag, str(path), "a JSON file", "is a folder") from None
+    except InputError as err:  # a special file, a symlink, too big: named as report.json
+        raise InputError(flag, str(path), "a JSON file written by vitexport", err.reason) from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InputError(
             flag,
@@ -356,8 +367,8 @@ def check_report_hash(out: Path) -> None:
     """Refuse a report.json that differs from the sha256 the build recorded beside it."""
     recorded = Path(out) / REPORT_HASH
     try:
-        digest = recorded.read_text().split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
+        digest = read_text(recorded, "OUT", limit=4096).split()[0]
+    except (InputError, OSError, UnicodeDecodeError, IndexError):
         raise InputError(
             "OUT",
             str(recorded),

@@ -28,7 +28,7 @@ from .models import weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import write_atomic
-from .paths import temporary
+from .paths import PREFIX, read_text, temporary
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
 from .timing import compare, count_gflops
@@ -202,14 +202,49 @@ class Sweep:
         plot(result, self.png)
 
 
+def _written_here(json_path: Path, md: Path) -> bool:
+    """Whether `md` is exactly what the sweep in `json_path` renders to: the tool's own file,
+    not one a user wrote or edited (which only --force may replace)."""
+    try:
+        result = json.loads(read_text(json_path, "--out"))
+        return read_text(md, "--out") == render(result, md.with_suffix(".png").name)
+    except Exception:  # noqa: BLE001 - any unreadable or foreign file is simply not ours
+        return False
+
+
 def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
+    """Refuse to write over what the tool did not write: existing sweep files need --force,
+    or --resume where they are a sweep's own (its .json, and the .md rendered from it)."""
     files = [Path(out) / f"{name}.{e}" for e in ("json", "md", "png")]
-    if any(f.exists() for f in files) and not (force or resume):
+    for f in files:
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise InputError(
+                "--out", str(out), f"a folder where {f.name} is a plain file", f"{f} is not one"
+            )
+    present = [f for f in files if f.exists()]
+    if not present or force:
+        return
+    if not resume:
         raise InputError(
             "--out",
             str(out),
             "a folder without a sweep, or --resume to continue it, or --force to replace it",
             f"{name}.json/.md/.png exist",
+        )
+    json_path, md, png = files
+    if not json_path.exists():
+        raise InputError(
+            "--resume",
+            str(out),
+            f"a folder holding a sweep's {json_path.name} (or --force to replace the files)",
+            f"{', '.join(f.name for f in present)} exist without {json_path.name}: not a sweep's",
+        )
+    if md.exists() and not _written_here(json_path, md):
+        raise InputError(
+            "--resume",
+            str(md),
+            f"the {md.name} the sweep wrote (or --force to replace it)",
+            f"it differs from what {json_path.name} renders to: edited or not a sweep's",
         )
 
 
@@ -287,7 +322,7 @@ def run_sweep(
                 f"it holds {old.get('model')} on {old.get('data')}",
             )
         done = {r["key"]: r for r in old["rows"]}
-    with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=f"{PREFIX}{name}-") as tmp:
         work = Path(tmp)
         progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
         base_path = work / "baseline.onnx"

@@ -28,4 +28,6 @@ def lint(out, rehash):
         f"{len(errors)} errors, {len(report['lint']) - len(errors)} warnings "
         f"in {', '.join(n for n in report['artifacts'].values() if n.endswith('.onnx'))}"
     )
+    if report.get("unsaved"):
+        click.echo(f"Note: {report['unsaved']}", err=True)
     sys.exit(1 if errors else 0)
