@@ -237,7 +237,8 @@ def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
             "--resume",
             str(out),
             f"a folder holding a sweep's {json_path.name} (or --force to replace the files)",
-            f"{', '.join(f.name for f in present)} exist without {json_path.name}: not a sweep's",
+            f"{' and '.join(f.name for f in present)} {'is' if len(present) == 1 else 'are'} "
+            f"there without {json_path.name}: not a sweep's",
         )
     if md.exists() and not _written_here(json_path, md):
         raise InputError(
