@@ -18,7 +18,14 @@ from .accuracy import accuracy_entry, evaluate_onnx
 from .bench import export_baseline
 from .config import BuildSettings
 from .errors import InputError
-from .folder import OutputFolder, file_hashes, read_folder, write_beside, write_report
+from .folder import (
+    OutputFolder,
+    file_hashes,
+    read_folder,
+    read_report,
+    write_beside,
+    write_report,
+)
 from .limits import check_build_memory, expected_size
 from .methods import ReducedModel
 from .models import weights_of
@@ -337,15 +344,10 @@ def engine_for_folder(
     out = Path(out)
     if rehash:  # before --rehash records anything
         _need_tensorrt(out)
+        if (out / "report.json").is_file():
+            _check_precision(precision, read_report(out).get("settings", {}).get("precision"))
     report, settings = read_folder(out, rehash)
-    if precision != settings.precision:
-        raise InputError(
-            "--precision",
-            precision,
-            f"{settings.precision}, the precision this folder was built with (its models carry "
-            "it); build another folder for another precision",
-            "no engine built",
-        )
+    _check_precision(precision, settings.precision)
     _need_tensorrt(out)
     settings.engine, settings.precision = True, precision
     settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
@@ -361,6 +363,17 @@ def engine_for_folder(
     report["hashes"] = file_hashes(out, report["artifacts"].values())  # build_engine.sh is new too
     write_report(out, report)
     return report
+
+
+def _check_precision(asked: str, built) -> None:
+    if built is not None and asked != built:
+        raise InputError(
+            "--precision",
+            asked,
+            f"{built}, the precision this folder was built with (its models carry it); build "
+            "another folder for another precision",
+            "no engine built",
+        )
 
 
 def _need_tensorrt(out: Path) -> None:

@@ -229,7 +229,7 @@ def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
             "--out",
             str(out),
             "a folder without a sweep, or --resume to continue it, or --force to replace it",
-            f"{name}.json/.md/.png exist",
+            f"{' and '.join(f.name for f in present)} exist{'s' if len(present) == 1 else ''}",
         )
     json_path, md, png = files
     if not json_path.exists():

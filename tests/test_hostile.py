@@ -304,7 +304,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 def small_fs(tmp_path):
     """A tmpfs of its own (needs mount rights: root in a container), unmounted afterwards."""
     mnt = tmp_path / "mnt"
-    if not _mount_tmpfs(mnt, "16m"):
+    if not _mount_tmpfs(mnt, "64m"):  # a built folder is about 26 MB
         pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
