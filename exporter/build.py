@@ -345,7 +345,8 @@ def engine_for_folder(
     if rehash:  # before --rehash records anything
         _need_tensorrt(out)
         if (out / "report.json").is_file():
-            _check_precision(precision, read_report(out).get("settings", {}).get("precision"))
+            built = read_report(out).get("settings")
+            _check_precision(precision, built.get("precision") if isinstance(built, dict) else None)
     report, settings = read_folder(out, rehash)
     _check_precision(precision, settings.precision)
     _need_tensorrt(out)
