@@ -137,14 +137,20 @@ def read_text(path: Path, field: str, limit: int = TEXT_LIMIT, follow: bool = Fa
         raise InputError(field, str(path), "a UTF-8 text file", "not UTF-8") from None
 
 
-def out_dir(folder: Path, name: str, field: str) -> Path:
-    """The sub-folder `name` of `folder` to write into, made if missing; refused when it is a
-    symlink (writing through it would reach the folder it points to) or anything but a folder."""
+def out_dir(folder: Path, name: str, field: str, make: bool = True) -> Path:
+    """The sub-folder `name` of `folder` to write into, made if missing (`make`); refused when
+    it is a symlink (writing through it would reach the folder it points to) or anything but a
+    folder. `make=False` only checks, for a command that has other checks still to pass."""
     path = confine(folder, name, field)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        path.mkdir()
+        if make:
+            path.mkdir()
+        return path
+    except NotADirectoryError:  # `folder` is no folder: the folder's own check says so
+        if make:
+            raise
         return path
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(

@@ -270,7 +270,7 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     out = Path(out)
     report, settings = read_folder(out)
     # a symlink or file at OUT/visualize is refused, never written through, before any work
-    folder = out_dir(out, "visualize", "OUT/visualize")
+    out_dir(out, "visualize", "OUT/visualize", make=False)
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
@@ -286,6 +286,7 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
     with torch.no_grad():
         base, red = model(x), reduced(x)
         ids = method.assignment(model, x)
+    folder = out_dir(out, "visualize", "OUT/visualize")  # made once every check has passed
     files, notes = [], [f"input: {source}"]
     name = f"{settings.model.name} + {settings.method}"
     if ids is None:
