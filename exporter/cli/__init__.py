@@ -34,8 +34,10 @@ from pathlib import Path  # noqa: E402
 import click  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
-from ..folder import read_folder  # noqa: E402
+from ..folder import read_record  # noqa: E402
 from ..onnx.plugins import PluginSurgeryError  # noqa: E402
+from ..progress import Ready, StepDone  # noqa: E402
+from ..record import BuildRecord  # noqa: E402
 from ..report import summary  # noqa: E402
 
 DEFAULT_OUT = Path("vitexport-out")
@@ -191,18 +193,22 @@ class OneLineErrors(click.Group):
 
 
 class _Held:
-    """Progress held back until the input checks pass (`release`, which `build` calls once its
-    checks are over) or the first step is done: an input mistake then prints its one line alone."""
+    """Progress held back until the input checks pass (the pipeline's `Ready` event) or the
+    first step is done (a `StepDone` event): an input mistake then prints its one line alone."""
 
     def __init__(self, banner: str | None = None, until_done: bool = True):
         self.lines, self.banner, self.open, self.until_done = [], banner, False, until_done
 
     def __call__(self, text: str) -> None:
+        if isinstance(text, Ready):
+            if not self.open:
+                self.release(text.out)
+            return
         if self.open:
             _progress(text)
             return
         self.lines.append(text)
-        if self.until_done and " done (" in text:
+        if self.until_done and isinstance(text, StepDone):
             self.release()
 
     def release(self, out=None) -> None:
@@ -213,9 +219,10 @@ class _Held:
             _progress(text)
 
 
-def _verified(out: Path, rehash: bool) -> None:
-    """Refuse a folder whose files differ from their recorded sha256 (--rehash: accept them)."""
-    read_folder(out, rehash)
+def _verified(out: Path, rehash: bool) -> BuildRecord:
+    """The folder's record; a folder whose files differ from their recorded sha256 is refused
+    (--rehash: accept them)."""
+    return read_record(out, rehash)
 
 
 @click.group(cls=OneLineErrors)
@@ -224,8 +231,8 @@ def main():
     """Export token-reduced Vision Transformers for dense prediction to ONNX / TensorRT."""
 
 
-def _print_summary(report: dict, out: Path) -> None:
-    for line in summary(report, out):
+def _print_summary(record: BuildRecord, out: Path) -> None:
+    for line in summary(record, out):
         click.echo(line)
 
 

@@ -26,6 +26,6 @@ def validate(out, atol, rtol, rehash):
     The result goes to OUT/validation.json; report.json stays as the build wrote it."""
     report = revalidate(out, progress=_Held(), atol=atol, rtol=rtol, rehash=rehash)
     _print_summary(report, out)
-    if report.get("unsaved"):  # the verdict stands; only its copy on disk is missing
-        _echo_err(f"Note: {report['unsaved']}")
+    if getattr(report, "unsaved", None):  # the verdict stands; only its copy on disk is missing
+        _echo_err(f"Note: {report.unsaved}")
     sys.exit(0 if passed(report) else 1)
