@@ -257,7 +257,14 @@ def _attach() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+class _Subgroup(click.Group):
+    """A command group under `main` (deploy): its commands name the flag of an OS error too."""
+
+    command_class = Command
+
+
 main.command_class = Command
+main.group_class = _Subgroup
 _attach()
 for _signum, _handler in _EARLY.items():  # start-up is over: main() handles signals from here
     signal.signal(_signum, _handler)
