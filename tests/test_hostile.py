@@ -487,3 +487,14 @@ def test_checkpoint_reader_refuses_with_input_error_only(tmp_path_factory, tenso
         assert set(state) == {"fc.weight", "fc.bias", "index"}
         assert state["fc.weight"].is_floating_point() and not state["index"].is_floating_point()
     assert tree(root) == before
+
+
+@pytest.mark.parametrize("code", [28, 30])  # ENOSPC, EROFS
+def test_an_os_error_on_out_names_the_flag(tmp_path, monkeypatch, code):
+    def failing(self, out, force=False):  # as the first write would fail on such a filesystem
+        raise OSError(code, os.strerror(code), str(Path(out) / "model.onnx"))
+
+    monkeypatch.setattr(OutputFolder, "__init__", failing)
+    line = one_line(cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2)
+    assert line.startswith(f"Error: --out {tmp_path / 'o'}: "), line
+    assert os.strerror(code) in line and "allowed:" in line
