@@ -208,10 +208,9 @@ def _run(args, timeout=120, **kwargs):
 def test_a_fifo_report_does_not_hang_a_reader(folder):
     (folder / "report.json").unlink()
     os.mkfifo(folder / "report.json")
-    for command in ("lint", "validate"):
-        proc = _run([command, folder], timeout=60)  # a hang fails here
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert "report.json" in proc.stderr
+    proc = _run(["lint", folder], timeout=60)  # a hang fails here (every reader shares sha256)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "report.json" in proc.stderr
 
 
 def test_a_report_linked_to_dev_zero_is_refused(folder):
@@ -435,7 +434,8 @@ def test_eval_data_reader_refuses_with_input_error_only(tmp_path_factory, arrays
     root = tmp_path_factory.mktemp("npz")
     path = root / "d.npz"
     if arrays:
-        np.savez(path, **{k: np.full(s, v).astype(t) for k, (t, s, v) in arrays.items()})
+        with np.errstate(invalid="ignore"):  # NaN cast to an integer type: any value will do
+            np.savez(path, **{k: np.full(s, v).astype(t) for k, (t, s, v) in arrays.items()})
     else:
         path.write_bytes(junk)
     before = tree(root)
