@@ -358,9 +358,25 @@ def run_doctor(
     img_size=None,
     plugin_library: str | None = None,
     progress=lambda text: None,
+    build: bool = False,
 ) -> dict:
-    """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict)."""
+    """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict).
+
+    The host facts come first (seconds). Without OUT the default build (minutes) is made
+    only where an engine can be built (a GPU and TensorRT) or with `build`."""
     facts = host_facts()
+    for key, value in facts.items():
+        progress(f"{key}: {value if value else 'not found'}")
+    if out is None and not build and not (facts["gpu"] and facts["tensorrt"]):
+        missing = " and ".join(k for k in ("gpu", "tensorrt") if not facts[k])
+        step = Step(
+            "build folder",
+            "skipped",
+            f"no {missing} here: no engine can be built, so no default build was made",
+            "vitexport doctor --build (the default build and its CPU checks, minutes), or "
+            "vitexport doctor OUT for a build folder you have",
+        )
+        return {"host": facts, "folder": "none (no build made)", "steps": [asdict(step)]}
     with tempfile.TemporaryDirectory(prefix="vitexport-doctor-") as scratch:
         scratch = Path(scratch)
         build_dir = scratch / "plugins-build"
