@@ -255,28 +255,6 @@ def test_rows_of_older_sweeps_without_a_seal_read_unsealed(sweep):
     assert not any(r.sealed for r in read_sweep(sweep.json).rows)
 
 
-# ---- files and rows the tool did not record are not trusted -----------------------------------
-
-
-def test_planted_baseline_is_exported_again_not_trusted(folder):
-    from exporter.bench import export_baseline
-    from exporter.methods import baseline_of
-    from exporter.reference import patched_model
-
-    record = read_record(folder)
-    assert record.baseline is None  # a `--method none` build has no baseline of its own
-    planted = folder / "baseline.onnx"
-    reduced = patched_model(record.settings)
-    planted.write_bytes(b"not the baseline")  # beside the build, never recorded
-    planted_hash = hashlib.sha256(planted.read_bytes()).hexdigest()
-    path = export_baseline(
-        folder, record.settings, record.model.input_shape, record, baseline_of(reduced.model)
-    )
-    assert path == planted and record.baseline.file == "baseline.onnx"
-    now = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert now != planted_hash and record.hashes["baseline.onnx"] == now
-
-
 # ---- the progress protocol is typed ------------------------------------------------------------
 
 
