@@ -152,6 +152,7 @@ VALUES = st.one_of(
     st.sampled_from(["abc", "", "../../x.onnx", "/etc/hostname", "model.onnx", "fp16", "x" * 300]),
     st.lists(st.integers(-5, 5), max_size=5),
     st.dictionaries(st.sampled_from(["a", "atol", "file"]), st.integers(), max_size=2),
+    st.sampled_from([10**400, -(10**400), [[[[[[[[[[1]]]]]]]]]], {"a": {"b": {"c": [None]}}}]),
 )
 
 
