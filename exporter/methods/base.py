@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import format_pair, parse_pair
+from ..config import format_pair, parse_float, parse_int, parse_pair
 from ..errors import InputError
 from ..models.base import DenseModel, TokenLayout
 
@@ -214,10 +214,7 @@ def split_prefix(x: torch.Tensor, num_prefix: int) -> tuple[torch.Tensor, torch.
 
 def check_int(flag: str, value, low: int, high: int) -> int:
     """An integer in low..high, or an `InputError` naming the flag."""
-    text = str(value).strip()
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise InputError(flag, value, f"an integer in {low}..{high}")
-    return int(text)
+    return parse_int(flag, value, low, high)
 
 
 def check_alpha(args: dict, depth: int, default) -> int:
@@ -236,13 +233,7 @@ def check_alpha(args: dict, depth: int, default) -> int:
 
 def check_positive(flag: str, value) -> float:
     """A finite number > 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise InputError(flag, value, "a finite number > 0")
-    return v
+    return parse_float(flag, value, 0, 1e30, low_open=True)
 
 
 def check_choice(flag: str, value, choices: tuple[str, ...]) -> str:
