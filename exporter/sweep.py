@@ -71,8 +71,12 @@ def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[S
             )
     for share in (0.7, 0.5):
         out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
-    for share, word in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):
-        m = max(1, round(n * share))
+    # AiluRus at paper 002's three levels, plus as many clusters as Expedite's middle hw keeps
+    middle = side(grid, 0.6)
+    rows, cols = (int(v) for v in middle.split("x"))
+    counts = [(n * 0.5, "slight"), (rows * cols, f"as hw {middle}"), (n * 0.25, "mild")]
+    for count, word in [*counts, (n * 0.125, "extreme")]:
+        m = max(1, min(n - 1, round(count)))
         out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
     for ratio in (0.3, 0.5):
         out.append(
