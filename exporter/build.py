@@ -20,7 +20,7 @@ from .config import BuildSettings
 from .errors import InputError
 from .folder import OutputFolder, file_hashes, read_folder, write_beside, write_report
 from .limits import check_build_memory, expected_size
-from .methods import ReducedModel
+from .methods.base import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
 from .onnx.lint import errors_of, lint, lint_folder

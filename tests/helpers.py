@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from timm.models.vision_transformer import VisionTransformer
 
 from exporter.cli import main
+from exporter.methods import METHODS
+from exporter.methods.spec import flag_of
 from exporter.models.segmenter import Segmenter
 from exporter.models.vit import TimmViT
 from exporter.onnx.export import export_onnx
@@ -81,6 +83,18 @@ def vit_block_keys(prefix: str, dim: int) -> dict:
 
 
 TINY = ["--model", "segmenter_tiny", "--img-size", "64x96", "--num-classes", "5"]
+
+
+def tiny_flags(method: str) -> list[str]:
+    """The CLI flags of `method`'s tiny test settings (`MethodSpec.tiny`), from the registry."""
+    flags = []
+    for key, value in METHODS[method].tiny.items():
+        flags += [flag_of(key)] if value is True else [flag_of(key), str(value)]
+    return flags
+
+
+# The one shared Expedite build of the CLI tests (test_cli's own expedite build, too)
+EXPEDITE = ("expedite", *tiny_flags("expedite"))
 
 
 def run(args):

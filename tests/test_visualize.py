@@ -11,7 +11,7 @@ from PIL import Image
 
 from exporter.cli import main
 from exporter.config import BuildSettings, ModelSpec
-from exporter.methods import apply_method
+from exporter.methods import METHODS, apply_method
 from exporter.visualize import (
     EDGE,
     enlarge,
@@ -59,16 +59,9 @@ PREDICTION = {3: (840, 410), 4: (1120, 410)}
 ALL = {"tokens.png": TOKENS, "prediction.png": PREDICTION[3]}
 
 
+# every method that reduces (has sweep rows), at its tiny settings
 @pytest.mark.parametrize(
-    "method,args",
-    [
-        ("expedite", {"hw": "2x3"}),
-        ("ailurus", {"clusters": 6}),
-        ("tome", {}),
-        ("token-adapter", {}),
-        ("pool", {"hw": "2x3"}),
-        ("svit", {"random_gates": True}),
-    ],
+    "method,args", [(name, spec.tiny) for name, spec in METHODS.items() if spec.sweep]
 )
 def test_pictures_written_with_their_sizes(tmp_path, method, args):
     out = folder(tmp_path, method, args)

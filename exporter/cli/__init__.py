@@ -1,7 +1,9 @@
 """The `vitexport` command: parse flags, call the library, print. No logic lives here.
 
 Each command group may live in a module of this package that attaches its commands to `main`
-(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them.
+(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them. A command imports
+its pipeline (torch, ONNX, timm) inside its function, when it runs: --help, --version,
+`methods` and `models` read only the registries' declarations and answer in about a second.
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
-from ..folder import read_folder
-from ..onnx.plugins import PluginSurgeryError
-from ..report import summary
+from ..errors import InputError, PluginSurgeryError
 
 DEFAULT_OUT = Path("vitexport-out")
 
@@ -134,6 +133,8 @@ class _Held:
 
 def _verified(out: Path, rehash: bool) -> None:
     """Refuse a folder whose files differ from their recorded sha256 (--rehash: accept them)."""
+    from ..folder import read_folder
+
     read_folder(out, rehash)
 
 
@@ -144,6 +145,8 @@ def main():
 
 
 def _print_summary(report: dict, out: Path) -> None:
+    from ..report import summary
+
     for line in summary(report, out):
         click.echo(line)
 

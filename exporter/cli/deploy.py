@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from . import main
-from ..api import deploy as run_deploy
-from ..deploy.server import serve_models
 from .options import count, path_option, switch
 
 
@@ -39,6 +37,8 @@ def deploy():
 @switch("--force", "Replace a repository written by vitexport.")
 def triton(out, repo, name, max_batch, dynamic_batch, force):
     """Write a Triton model repository (python, onnxruntime and TensorRT models) for OUT."""
+    from ..api import deploy as run_deploy
+
     result = run_deploy(
         out, repo, name=name, max_batch=max_batch, dynamic_batch=dynamic_batch, force=force
     )
@@ -64,5 +64,7 @@ def triton(out, repo, name, max_batch, dynamic_batch, force):
 def serve(repo, models, workdir, timeout):
     """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
     on free loopback ports, until Ctrl-C."""
+    from ..deploy.server import serve_models
+
     for line in serve_models(repo, list(models) or None, workdir, timeout):
         click.echo(line)

@@ -12,6 +12,7 @@ import click
 
 from ..config import ModelSpec, parse_pair
 from ..methods import all_options
+from ..models import DEFAULT_MODEL, model_names_help
 
 
 def count(flag: str, low: int, high: int, default: int | None = None, **options):
@@ -83,8 +84,8 @@ MODEL = option_group(
                 "--model",
                 "model_name",
                 default=None,
-                help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, a timm ViT "
-                "(vit_*, deit*) or Swin (swin_*) name. Default: segmenter_digits (shipped).",
+                help=f"{model_names_help()}, a timm ViT (vit_*, deit*) or Swin (swin_*) name. "
+                f"Default: {DEFAULT_MODEL} (shipped).",
             ),
         ),
         (
@@ -100,7 +101,7 @@ MODEL = option_group(
             click.option(
                 "--img-size",
                 default=None,
-                help="Input HxW (default: the model's, 64x64 for segmenter_digits, 512x512 for other "
+                help="Input HxW (default: the model's, 80x80 for segmenter_digits, 512x512 for other "
                 "Segmenters).",
             ),
         ),

@@ -7,7 +7,6 @@ import sys
 import click
 
 from . import _progress, main
-from ..demo import train
 from .options import SEED, count, path_option
 
 
@@ -24,6 +23,8 @@ from .options import SEED, count, path_option
 @count("--threads", 1, 256, 2, help="torch CPU threads (1 is faster on a loaded machine).")
 def train_demo(out, steps, full_steps, seed, eval_count, threads):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
+    from ..demo import train
+
     args = {
         k: v
         for k, v in {"steps": steps, "full_steps": full_steps, "eval_count": eval_count}.items()

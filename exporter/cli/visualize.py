@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from . import _progress, _verified, main
-from ..visualize import visualize_folder
 from .options import REHASH, path_option
 
 
@@ -21,6 +20,8 @@ from .options import REHASH, path_option
 @REHASH
 def visualize(out, image, rehash):
     """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
+    from ..visualize import visualize_folder
+
     _verified(out, rehash)
     result = visualize_folder(out, image, progress=_progress)
     for note in result["notes"]:

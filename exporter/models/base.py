@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# The name of every model's image input in the exported graphs (and their feed dicts).
-INPUT_NAME = "images"
+from .capabilities import CLASS_TOKEN, DECODER, TOKEN_GRID, WINDOWS
+from .entry import INPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ class DenseModel(nn.Module):
     - `restore_at_output`: the default placement of restoration for such models.
     - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
     - `family`: "vit" (a plain token sequence [B, prefix + H*W, C] between blocks) or "swin"
-      (a [B, H, W, C] map per stage, described by `stages`); methods check it.
+      (a [B, H, W, C] map per stage, described by `stages`); the plugin surgery checks it.
+    - `capabilities`: what methods may ask of the model (exporter.models.capabilities); a
+      windowed model also implements `stages` and `window_block`.
     - `num_classes`: classes of a segmentation model's logits, None for features.
     """
 
@@ -75,6 +77,23 @@ class DenseModel(nn.Module):
     restore_at_output: bool = False
     output_kind: str = "features"
     output_names: tuple[str, ...] = ("output",)
+
+    # WINDOWS models: one WindowStage per stage, in order
+    stages: tuple[WindowStage, ...] = ()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        own = {WINDOWS} if self.stages else {TOKEN_GRID}
+        if self.layout.num_prefix > 0:
+            own.add(CLASS_TOKEN)
+        if self.per_token_head:
+            own.add(DECODER)
+        return frozenset(own)
+
+    def window_block(self, index: int, grid: tuple[int, int], window: tuple[int, int]) -> nn.Module:
+        """WINDOWS models: a copy of block `index` (same weights) for a stage of `grid` tokens
+        in `window` windows, as a method that reduces each window runs it."""
+        raise NotImplementedError
 
     @property
     def blocks(self) -> nn.ModuleList:

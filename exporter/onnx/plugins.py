@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..errors import InputError
+from ..errors import InputError, PluginSurgeryError  # noqa: F401  (raised here, imported from here)
 from ..ops.density_peaks import DensityPeaksSelection
 from ..ops.reconstruction import ReconstructionWeights, TokenReconstruction
 from .plugin_ops import (
@@ -68,10 +68,6 @@ WEIGHTS_CLASS = class_path(ReconstructionWeights)
 SELECTION_CLASS = class_path(DensityPeaksSelection)
 HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 SCORE_SEARCH_DEPTH = 6  # nodes between the score MatMul and the TopK (Sub, Where, casts)
-
-
-class PluginSurgeryError(Exception):
-    """The graph does not have the shape the surgery expects; the message says what is missing."""
 
 
 def _metadata(node: onnx.NodeProto, key: str) -> list[str]:
