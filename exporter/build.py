@@ -94,7 +94,7 @@ def build(
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     if settings.plugins:
-        check_family(settings.method, reduced.model.family)
+        check_family(settings.method, reduced.model.capabilities)
     shape = input_shape(settings, reduced.model)
     data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
     tmp = folder.stage(expected_size(reduced.model, settings))

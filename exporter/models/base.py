@@ -60,14 +60,13 @@ class DenseModel(nn.Module):
       the per-token outputs afterwards.
     - `restore_at_output`: the default placement of restoration for such models.
     - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
-    - `family`: "vit" (a plain token sequence [B, prefix + H*W, C] between blocks) or "swin"
-      (a [B, H, W, C] map per stage, described by `stages`); the plugin surgery checks it.
-    - `capabilities`: what methods may ask of the model (exporter.models.capabilities); a
-      windowed model also implements `stages` and `window_block`.
+    - `capabilities`: what methods and plugins may ask of the model
+      (exporter.models.capabilities): a plain token grid [B, prefix + H*W, C] between blocks,
+      or windowed stages (a [B, H, W, C] map per stage: the model sets `stages` and implements
+      `window_block`); prefix tokens; a per-token decoder.
     - `num_classes`: classes of a segmentation model's logits, None for features.
     """
 
-    family: str = "vit"
     input_name: str = INPUT_NAME
     num_classes: int | None = None
 
@@ -89,6 +88,13 @@ class DenseModel(nn.Module):
         if self.per_token_head:
             own.add(DECODER)
         return frozenset(own)
+
+    def peak_elements(self, batch: int) -> tuple[int, int]:
+        """Elements of the largest attention-score tensor and of the largest token tensor one
+        block makes at `batch` (the memory estimate of a build reads them)."""
+        lay = self.layout
+        n = lay.num_patches + lay.num_prefix
+        return batch * lay.num_heads * n * n, batch * n * lay.dim
 
     def window_block(self, index: int, grid: tuple[int, int], window: tuple[int, int]) -> nn.Module:
         """WINDOWS models: a copy of block `index` (same weights) for a stage of `grid` tokens

@@ -45,6 +45,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import InputError, PluginSurgeryError  # noqa: F401  (raised here, imported from here)
+from ..methods import METHODS
+from ..models.capabilities import TOKEN_GRID
 from ..ops.density_peaks import DensityPeaksSelection
 from ..ops.reconstruction import ReconstructionWeights, TokenReconstruction
 from .plugin_ops import (
@@ -596,11 +598,15 @@ class Plugin:
     module: type  # the PyTorch module whose exported subgraph the node replaces
     find: Callable[[onnx.ModelProto], set[str]]  # names of that subgraph's nodes
     surgery: Callable[[onnx.ModelProto], onnx.ModelProto]  # the graph with the node in its place
-    methods: tuple[str, ...]  # the --method values whose graphs hold the module
     hidden: tuple[str, ...] = ()  # decisions (ops.decisions names) made inside the node
-    # DenseModel.family values whose lowering the surgery knows (Swin's windowed
-    # reconstruction works on rank-6 window tensors, not the plugin's [B, N, C])
-    families: tuple[str, ...] = ("vit",)
+    # the model capability whose lowering the surgery knows (Swin's windowed reconstruction
+    # works on rank-6 window tensors, not the plugin's [B, N, C])
+    needs: str = TOKEN_GRID
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The --method values whose graphs hold the module (their `MethodSpec.plugin`)."""
+        return tuple(name for name, spec in METHODS.items() if spec.plugin == self.name)
 
 
 # In the order they are applied.
@@ -612,7 +618,6 @@ PLUGINS = (
         TokenReconstruction,
         reconstruction_node_names,
         use_topk_reconstruct_plugin,
-        ("expedite",),
         ReconstructionWeights.decision_names,
     ),
     Plugin(
@@ -622,7 +627,6 @@ PLUGINS = (
         DensityPeaksSelection,
         selection_node_names,
         use_dpc_select_plugin,
-        ("ailurus",),
     ),
 )
 PLUGIN_SURGERIES = tuple((p.find, p.surgery) for p in PLUGINS)
@@ -647,16 +651,16 @@ def plugin_methods() -> tuple[str, ...]:
 PLUGIN_METHODS = plugin_methods()
 
 
-def check_family(method: str, family: str) -> None:
-    """Refuse `--plugins` for a model family that `method`'s plugin does not cover."""
+def check_family(method: str, capabilities) -> None:
+    """Refuse `--plugins` for a model whose capabilities `method`'s plugin does not cover."""
     for plugin in PLUGINS:
-        if method in plugin.methods and family not in plugin.families:
+        if method in plugin.methods and plugin.needs not in capabilities:
             raise InputError(
                 "--plugins",
                 "",
-                f"models of family {'|'.join(plugin.families)}",
-                f"the {plugin.name} plugin has no form for {family} models "
-                f"(build without --plugins)",
+                f"models with {plugin.needs}",
+                f"the {plugin.name} plugin has no form for models with "
+                f"{', '.join(sorted(capabilities))} (build without --plugins)",
             )
 
 

@@ -1,5 +1,5 @@
 """AiluRus written straight from the paper (002 Eq. 1-5): dense, slow, float64, one token at
-a time. The export form in exporter/ops/density_peaks.py and exporter/methods/ailurus.py must
+a time. The export form in exporter/ops/density_peaks.py and exporter/methods/ailurus/ must
 equal it. Readings of the paper are those listed in exporter/ops/density_peaks.py."""
 
 import math
