@@ -97,9 +97,10 @@ def tiny_flags(method: str) -> list[str]:
 EXPEDITE = ("expedite", *tiny_flags("expedite"))
 
 
-def run(args):
-    """`vitexport ARGS` in-process; exceptions propagate (a traceback fails the test)."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def run(args, **options):
+    """`vitexport ARGS` in-process, the one way the tests run the CLI (`options`: CliRunner's,
+    e.g. input); exceptions other than the exit propagate (a traceback fails the test)."""
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **options)
 
 
 def assert_one_line_error(result, flag):

@@ -11,7 +11,7 @@ from exporter.config import ModelSpec
 from exporter.methods import apply_method
 from exporter.models import create_model
 from exporter.models.dpt import DPT, DPTConfig
-from tests.helpers import export_and_run, max_abs, vit_block_keys
+from tests.helpers import export_and_run, max_abs, vit_block_keys, run
 
 # The official ViT-B/16 layout at a tenth of the width and a third of the depth: same code
 # path (project readout, four ViT taps), exports in seconds instead of half a minute.
@@ -304,13 +304,8 @@ def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
     ],
 )
 def test_cli_build_dpt_with_expedite(tmp_path, model, size, hw, alpha):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
+    result = run(
         [
             "build",
             "--model",

@@ -5,14 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from exporter.cli import main
 from exporter.config import BuildSettings, ModelSpec
 from exporter.sweep import Sweep, best, build_command, figure, pareto, run_sweep, settings_grid
 
-from .helpers import tiny_segmenter
+from .helpers import tiny_segmenter, run
 
 
 def row(method, setting, speedup, retention, validated=True, default=False):
@@ -191,9 +189,9 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
         "--min-retention",
         "0.01",
     ]
-    result = CliRunner().invoke(main, args)
+    result = run(args)
     assert result.exit_code == 2 and "--resume" in result.output  # the finished rows are kept
-    result = CliRunner().invoke(main, [*args, "--resume"])
+    result = run([*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert "hw 3x3: kept from the earlier run" in result.output
     done = json.loads((out / "sweep.json").read_text())
@@ -233,7 +231,7 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
     ],
 )
 def test_sweep_input_mistakes_exit_2_naming_the_flag(tmp_path, args, flag):
-    result = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "s")])
+    result = run(["sweep", *args, "--out", str(tmp_path / "s")])
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {flag}") and "Traceback" not in result.output
     assert not (tmp_path / "s" / "sweep.json").exists()
@@ -248,12 +246,12 @@ def test_interrupted_sweep_says_its_rows_are_kept(tmp_path, monkeypatch):
 
     monkeypatch.setattr("exporter.sweep.run_sweep", interrupted)  # the command imports it when run
     out = tmp_path / "sweep"
-    result = CliRunner().invoke(main, ["sweep", "--out", str(out), "--name", "s"])
+    result = run(["sweep", "--out", str(out), "--name", "s"])
     assert result.exit_code == 130
     assert result.output.strip() == (
         f"SIGINT: stopped; the rows finished so far are in {out / 's.json'}; "
         "--resume goes on from them"
     )
     monkeypatch.setattr("exporter.build.build", interrupted)
-    result = CliRunner().invoke(main, ["build", "--out", str(tmp_path / "b")])
+    result = run(["build", "--out", str(tmp_path / "b")])
     assert result.exit_code == 130 and "nothing was written" in result.output

@@ -4,12 +4,10 @@ TensorRT, build_engine.sh written in all cases."""
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from exporter.cli import main
 from exporter.errors import InputError
 from exporter.trt.engine import EngineSettings, shapes_of, tensorrt_version, trtexec_command
-from tests.helpers import TINY
+from tests.helpers import TINY, run
 
 
 def test_trtexec_command_has_plugins_and_profile():
@@ -75,9 +73,7 @@ def test_build_with_plugins_and_engine(built):
 
 
 def test_plugins_refused_for_a_method_without_plugin_op(tmp_path):
-    result = CliRunner().invoke(
-        main, ["build", *TINY, "--method", "none", "--plugins", "--out", str(tmp_path / "o")]
-    )
+    result = run(["build", *TINY, "--method", "none", "--plugins", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--plugins" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -90,10 +86,8 @@ def test_engine_is_built_and_validated_with_tensorrt(tmp_path):
         "no GPU); this runs where it is",
     )
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
+    result = run(
         ["build", *TINY, "--hw", "3x4", "--k", "6", "--engine", "--out", str(out)],
-        catch_exceptions=False,
     )
     report = json.loads((out / "report.json").read_text())
     assert report["engine"]["built"] and (out / "model.engine").is_file()
@@ -106,10 +100,8 @@ def test_fp16_onnx_is_written_validated_and_used_for_the_engine(tmp_path):
     import onnx
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
+    result = run(
         ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision", "fp16", "--out", str(out)],
-        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
