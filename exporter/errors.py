@@ -12,4 +12,4 @@ class InputError(Exception):
 
 class PluginSurgeryError(Exception):
     """--plugins on a graph without the shape the surgery expects; the message says what is
-    missing (onnx/plugins.py raises it, the CLI prints it as a --plugins error)."""
+    missing (the surgeries in onnx/plugins/ raise it, the CLI prints it as a --plugins error)."""
