@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from exporter.methods import METHODS
-from tests.helpers import EXPEDITE, TINY, assert_one_line_error, copy_of, run, tiny_flags
+from tests.helpers import EXPEDITE, TINY, one_line, copy_of, run, tiny_flags
 
 
 BAD = [
@@ -37,7 +37,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, extra, replace, fla
         args = [a for a in args if a not in ("--num-classes", "5")]
         extra = []
     result = run([*args, *extra])
-    assert_one_line_error(result, flag)
+    one_line(result, 2, flag)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -45,11 +45,11 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00" * 64)
     result = run(["build", *TINY, "--checkpoint", str(bad), "--out", str(tmp_path / "o")])
-    assert_one_line_error(result, "--checkpoint")
+    one_line(result, 2, "--checkpoint")
     wrong = tmp_path / "wrong.pth"
     torch.save({"encoder.something": torch.zeros(2)}, wrong)
     result = run(["build", *TINY, "--checkpoint", str(wrong), "--out", str(tmp_path / "o")])
-    assert_one_line_error(result, "--checkpoint")
+    one_line(result, 2, "--checkpoint")
     assert "encoder.something" in result.output and "missing" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -59,13 +59,13 @@ def test_existing_out_needs_force(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = run(["build", *TINY, "--out", str(out)])
-    assert_one_line_error(result, "--out")
+    one_line(result, 2, "--out")
     assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_flag_of_another_method_is_refused(tmp_path):
     result = run(["build", *TINY, "--method", "none", "--hw", "3x4", "--out", str(tmp_path / "o")])
-    assert_one_line_error(result, "--hw")
+    one_line(result, 2, "--hw")
 
 
 def test_methods_lists_every_method_and_flag():
@@ -78,7 +78,7 @@ def test_methods_lists_every_method_and_flag():
 
 
 def test_validate_of_a_folder_without_report(tmp_path):
-    assert_one_line_error(run(["validate", str(tmp_path)]), "OUT")
+    one_line(run(["validate", str(tmp_path)]), 2, "OUT")
 
 
 # Each method's tiny settings from the registry; the pool build also runs --bench (the folder
@@ -114,7 +114,7 @@ def test_build(built, method):
 
 def test_svit_without_gates_is_refused(tmp_path):
     result = run(["build", *TINY, "--method", "svit", "--out", tmp_path / "o"])
-    assert_one_line_error(result, "--gates")
+    one_line(result, 2, "--gates")
     assert "--random-gates" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -144,7 +144,7 @@ def test_validate_catches_a_real_mismatch(built, tmp_path):
 )
 def test_engine_and_plugin_flags_refused_before_any_work(tmp_path, extra, flag):
     result = run(["build", *TINY, *extra, "--out", str(tmp_path / "o")])
-    assert_one_line_error(result, flag)
+    one_line(result, 2, flag)
     assert "load segmenter_tiny" not in result.output  # refused before the model was built
     assert list(tmp_path.iterdir()) == []
 

@@ -25,21 +25,10 @@ import pytest
 from exporter.errors import InputError
 from exporter.folder import OutputFolder, read_folder, write_report
 
-from .helpers import TINY, copy_of, run
+from .helpers import TINY, copy_of, one_line, run
 
 # The cheapest build to stand for "an existing output folder" (method none: no token op).
 BASE = ("none",)
-
-
-def one_line(result, code: int, *words: str) -> str:
-    """The result exited with `code` and printed exactly one line, with every one of `words`."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in lines[0], result.output
-    return lines[0]
 
 
 def tree(path: Path) -> dict:
