@@ -22,7 +22,7 @@ from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
 from .methods import METHODS
-from .methods.spec import Sweep as SweepAt
+from .methods.spec import SweepInput
 from .methods.spec import flag_of
 from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
@@ -55,7 +55,7 @@ def settings_grid(
     for name, spec in METHODS.items():
         if spec.sweep is None or (methods is not None and name not in methods):
             continue
-        at = SweepAt(
+        at = SweepInput(
             layout.grid, layout.num_patches, layout.depth, (tuned or {}).get(name, {}), full
         )
         out.extend(Setting(name, flags, label) for flags, label in spec.sweep(at))

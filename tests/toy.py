@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from exporter.models.capabilities import TOKEN_GRID
 from exporter.models.entry import ModelEntry
-from exporter.methods.spec import MethodSpec, Sweep, flag
+from exporter.methods.spec import MethodSpec, SweepInput, flag
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class ToyConfig:
     toy_stride: int | None = flag("keep every n-th patch token after block 1", rule="2")
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     return [({"toy_stride": s}, f"stride {s}") for s in (2, 3)]
 
 

@@ -73,7 +73,7 @@ class NoConfig:
 
 
 @dataclass(frozen=True)
-class Sweep:
+class SweepInput:
     """What a method's sweep grid may depend on: the model's token layout and the flags the
     model tunes for the method (`ModelEntry.method_defaults`)."""
 
@@ -111,7 +111,7 @@ class MethodSpec:
     forms: dict[str, Builder] = field(default_factory=lambda: {TOKEN_GRID: ".vit:build"})
     # flags that switch to the authors' own formulation (same result), timed beside ours by bench
     authors_form: dict | None = None
-    sweep: Callable[[Sweep], list[tuple[dict, str]]] | None = None
+    sweep: Callable[[SweepInput], list[tuple[dict, str]]] | None = None
     marker: str = "o"  # matplotlib marker of the method's points in the sweep plot
     tiny: dict = field(default_factory=dict)
     plugin: str | None = None  # the TensorRT plugin (plugins/<name>/) that --plugins uses

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import MethodSpec, Sweep, flag
+from ..spec import MethodSpec, SweepInput, flag
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AiluRusConfig:
     knn: int = flag("k: neighbours averaged in the density (1..lambda)", 1)
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """The paper's slight, mild and extreme reductions (paper 002 Table 1)."""
     levels = {"slight": 0.5, "mild": 0.25, "extreme": 0.125}
     kept = {word: max(1, round(at.num_patches * share)) for word, share in levels.items()}

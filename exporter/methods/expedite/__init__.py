@@ -4,11 +4,11 @@ window form (`swin`), with one config and flag set (`config`)."""
 from __future__ import annotations
 
 from ...models.capabilities import TOKEN_GRID, WINDOWS
-from ..spec import MethodSpec, Sweep, side
+from ..spec import MethodSpec, SweepInput, side
 from .config import ExpediteConfig, default_alpha
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """alpha around the model's cut x hw (paper 001 Table 2 sweeps h x w); the quick grid
     keeps the other cuts at one size."""
     alpha = at.tuned.get("alpha") or default_alpha(at.depth)

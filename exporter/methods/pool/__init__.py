@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import MethodSpec, Sweep, flag, side
+from ..spec import MethodSpec, SweepInput, flag, side
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class PoolConfig:
     )
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """Pooling at Expedite's cluster grids (paper 001 Table 3)."""
     return [({"hw": side(at.grid, s)}, f"hw {side(at.grid, s)}") for s in (0.7, 0.5)]
 

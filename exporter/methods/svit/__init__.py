@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import MethodSpec, Sweep, flag
+from ..spec import MethodSpec, SweepInput, flag
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class SViTConfig:
     )
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """Two capacities, with seeded random gates (no trained gates for an arbitrary model)."""
     return [
         ({"random_gates": True, "keep_ratio": k}, f"keep {k}, random gates") for k in (0.7, 0.5)

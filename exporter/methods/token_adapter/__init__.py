@@ -4,11 +4,11 @@ window form (`swin`), with one config and flag set (`config`)."""
 from __future__ import annotations
 
 from ...models.capabilities import TOKEN_GRID, WINDOWS
-from ..spec import MethodSpec, Sweep
+from ..spec import MethodSpec, SweepInput
 from .config import TokenAdapterConfig
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """The rows and columns merged (paper 003)."""
     return [({"rows_ratio": r, "cols_ratio": r}, f"rows/cols ratio {r}") for r in (0.3, 0.5)]
 

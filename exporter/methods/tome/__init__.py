@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import MethodSpec, Sweep, flag
+from ..spec import MethodSpec, SweepInput, flag
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ToMeConfig:
     )
 
 
-def sweep(at: Sweep) -> list[tuple[dict, str]]:
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
     """r that merges a quarter, half and three quarters of the tokens by the last block."""
     shares = (0.25, 0.5, 0.75)
     counts = [max(1, round(at.num_patches * share / at.depth)) for share in shares]
