@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .methods import apply_method
+from .methods import BASELINE, apply_method
 from .models import create_model
 from .onnx.lint import module_of
 from .runtime import input_name, onnx_session
@@ -207,29 +207,28 @@ def compare(
     }
 
 
-def speed_stage(settings, folder: Path, report: dict, progress=lambda text: None) -> dict | None:
+def speed_stage(settings, folder: Path, record, progress=lambda text: None) -> dict | None:
     """The build's own speed-up: its model.onnx against the baseline.onnx the accuracy stage
     exported, timed in the same run (BUILD_RUNS interleaved runs), GFLOPs counted on the
     weightless models; None when the folder has no baseline to time against."""
-    arts = report["artifacts"]
-    if settings.method == "none" or "baseline_onnx" not in arts:
+    if record.baseline is None:
         return None
-    shape = tuple(report["model"]["input_shape"])
+    shape = record.model.input_shape
     one = (1, *shape[1:])
-    base = replace(settings, method="none", method_args={})
+    base = replace(settings, method=BASELINE, method_args={})
     gflops = {
         "baseline": count_settings_gflops(base, one),
         "reduced": count_settings_gflops(settings, one),
     }
     paths = {
-        "baseline": Path(folder) / arts["baseline_onnx"],
-        "reduced": Path(folder) / arts["onnx"],
+        "baseline": Path(folder) / record.baseline.file,
+        "reduced": Path(folder) / record.onnx.file,
     }
     return compare(
         paths,
         gflops,
         shape,
-        report["tokens"],
+        record.tokens,
         BUILD_RUNS,
         BUILD_WARMUP,
         seed=settings.seed,

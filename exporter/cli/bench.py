@@ -37,7 +37,7 @@ def bench(out, runs, warmup, threads, model_name, rehash):
         )
     if out is None:
         raise InputError("OUT", "(none)", "an output folder of `vitexport build`")
-    _verified(out, rehash)
-    report = bench_folder(out, runs, warmup, threads, progress=_progress)
-    click.echo(format_bench(report["bench"]))
+    record = _verified(out, rehash)  # hashed once here; the pipeline trusts this record
+    record = bench_folder(out, runs, warmup, threads, progress=_progress, record=record)
+    click.echo(format_bench(record.timing.to_dict()))
     click.echo(f"report: {Path(out) / 'report.md'}")

@@ -58,6 +58,20 @@ def all_options() -> dict[str, list[tuple[str, Option]]]:
     return flags
 
 
+# The method every reduced model is compared with (speed-up, retention): the model unmodified.
+BASELINE = "none"
+
+
+def reducing() -> list[str]:
+    """The methods that reduce tokens: every registered one but the baseline."""
+    return [name for name in METHODS if name != BASELINE]
+
+
+def baseline_of(model):
+    """The baseline of `model` (the same loaded weights, not a second load): `--method none`."""
+    return apply_method(model, BASELINE, {})
+
+
 def apply_method(model, name: str, args: dict):
     """Patch `model` (a DenseModel) with method `name`; `args` holds only the flags the user
     gave. Returns the `ReducedModel`."""
@@ -71,7 +85,10 @@ def apply_method(model, name: str, args: dict):
 
 
 __all__ = [
+    "BASELINE",
     "METHODS",
+    "baseline_of",
+    "reducing",
     "MethodSpec",
     "Option",
     "all_options",
