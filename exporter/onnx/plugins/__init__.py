@@ -17,13 +17,11 @@ from ...methods import METHODS
 from ...models.capabilities import TOKEN_GRID
 from ...ops.density_peaks import DensityPeaksSelection
 from ...ops.reconstruction import ReconstructionWeights, TokenReconstruction
-from ..plugin_ops import (
-    DPC_SELECT,
-    PLUGIN_DOMAIN,
-    TOPK_RECONSTRUCT,
-    dpc_select,
-    topk_masked_reconstruct,
-)
+
+# the CPU implementations by their module: the names dpc_select and topk_masked_reconstruct
+# here are this package's submodules
+from .. import plugin_ops
+from ..plugin_ops import DPC_SELECT, PLUGIN_DOMAIN, TOPK_RECONSTRUCT
 from .dpc_select import selection_node_names, use_dpc_select_plugin
 from .topk_masked_reconstruct import reconstruction_node_names, use_topk_reconstruct_plugin
 
@@ -54,7 +52,7 @@ PLUGINS = (
     Plugin(
         TOPK_RECONSTRUCT,
         ("k", "tau", "norm", "has_mask"),
-        topk_masked_reconstruct,
+        plugin_ops.topk_masked_reconstruct,
         TokenReconstruction,
         reconstruction_node_names,
         use_topk_reconstruct_plugin,
@@ -63,7 +61,7 @@ PLUGINS = (
     Plugin(
         DPC_SELECT,
         ("clusters", "knn"),
-        dpc_select,
+        plugin_ops.dpc_select,
         DensityPeaksSelection,
         selection_node_names,
         use_dpc_select_plugin,
