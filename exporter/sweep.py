@@ -21,12 +21,13 @@ from .accuracy import evaluate_onnx
 from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
-from .methods import BASELINE, METHODS, reducing
+from .methods import BASELINE, METHODS, apply_method, reducing
 from .methods.spec import SweepInput, flag_of
 from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import read_sweep, write_atomic, write_sweep
+from .paths import PREFIX, read_text, temporary
 from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
@@ -168,14 +169,50 @@ class Sweep:
         plot(result, self.png)
 
 
+def _written_here(json_path: Path, md: Path) -> bool:
+    """Whether `md` is exactly what the sweep in `json_path` renders to: the tool's own file,
+    not one a user wrote or edited (which only --force may replace)."""
+    try:
+        result = json.loads(read_text(json_path, "--out"))
+        return read_text(md, "--out") == render(result, md.with_suffix(".png").name)
+    except Exception:  # noqa: BLE001 - any unreadable or foreign file is simply not ours
+        return False
+
+
 def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
+    """Refuse to write over what the tool did not write: existing sweep files need --force,
+    or --resume where they are a sweep's own (its .json, and the .md rendered from it)."""
     files = [Path(out) / f"{name}.{e}" for e in ("json", "md", "png")]
-    if any(f.exists() for f in files) and not (force or resume):
+    for f in files:
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise InputError(
+                "--out", str(out), f"a folder where {f.name} is a plain file", f"{f} is not one"
+            )
+    present = [f for f in files if f.exists()]
+    if not present or force:
+        return
+    if not resume:
         raise InputError(
             "--out",
             str(out),
             "a folder without a sweep, or --resume to continue it, or --force to replace it",
-            f"{name}.json/.md/.png exist",
+            f"{' and '.join(f.name for f in present)} exist{'s' if len(present) == 1 else ''}",
+        )
+    json_path, md, png = files
+    if not json_path.exists():
+        raise InputError(
+            "--resume",
+            str(out),
+            f"a folder holding a sweep's {json_path.name} (or --force to replace the files)",
+            f"{' and '.join(f.name for f in present)} {'is' if len(present) == 1 else 'are'} "
+            f"there without {json_path.name}: not a sweep's",
+        )
+    if md.exists() and not _written_here(json_path, md):
+        raise InputError(
+            "--resume",
+            str(md),
+            f"the {md.name} the sweep wrote (or --force to replace it)",
+            f"it differs from what {json_path.name} renders to: edited or not a sweep's",
         )
 
 
@@ -252,7 +289,7 @@ def run_sweep(
             )
         # rows of older sweeps carry no sha256: only sealed rows are trusted, others measured again
         done = {r.key: r.to_dict() for r in old.rows if r.sealed}
-    with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=f"{PREFIX}{name}-") as tmp:
         work = Path(tmp)
         progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
         base_path = work / "baseline.onnx"
@@ -270,7 +307,7 @@ def run_sweep(
             start = time.perf_counter()
             args = resolve(None, spec, s.method, dict(s.flags))[2]
             settings = replace(base_settings, method=s.method, method_args=args)
-            reduced = patched_model(settings)
+            reduced = apply_method(model, s.method, args)  # the loaded weights, not a reload
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
             check = validation_summary(
@@ -503,6 +540,11 @@ def figure(result: dict):
 
 def plot(result: dict, path: Path) -> None:
     """The figure as a PNG, written under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    figure(result).savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = temporary(path)
+    try:
+        figure(result).savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

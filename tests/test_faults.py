@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from exporter.errors import InputError
-from exporter.folder import OutputFolder, read_record, write_report
+from exporter.folder import STAGED, OutputFolder, read_record, write_report
+from exporter.paths import MARKER, PREFIX, recorded, write_marker
 
 from .helpers import TINY, copy_of, one_line, run
 
@@ -121,13 +122,14 @@ def test_force_replaces_whole_and_old_survives_until_then(tmp_path):
     out.mkdir()
     (out / "report.json").write_text("{}")
     (out / "old.onnx").write_text("old")
+    write_marker(out)  # as a build leaves it: the tool's own folder
     f = OutputFolder(out, force=True)
     staged = f.stage()
     (staged / "report.json").write_text("{}")
     (staged / "new.onnx").write_text("new")
     assert (out / "old.onnx").read_text() == "old"  # untouched while the build runs
     f.commit()
-    assert sorted(p.name for p in out.iterdir()) == ["new.onnx", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "new.onnx", "report.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -140,17 +142,22 @@ def _dead_pid() -> int:
 def test_stale_temporaries_of_dead_builds_are_cleaned_and_a_moved_aside_folder_restored(tmp_path):
     out = tmp_path / "out"
     dead = _dead_pid()
-    (tmp_path / f".out.tmp-{dead}").mkdir()  # a SIGKILLed build's staging folder
-    old = tmp_path / f".out.old-{dead}"  # killed between its two renames: the old result
+    staged = tmp_path / f"{PREFIX}out.tmp-{dead}-abc"  # a SIGKILLed build's staging folder
+    staged.mkdir()
+    (staged / STAGED).write_text("staged\n")
+    old = tmp_path / f"{PREFIX}out.old-{dead}-def"  # killed between its two renames
     old.mkdir()
     (old / "report.json").write_text("{}")
-    alive = tmp_path / f".other.tmp-{dead}"  # another destination's: not ours to clean
-    alive.mkdir()
+    write_marker(old)
+    # not the tool's: a user's folders named like temporaries, one without the staging mark
+    kept = [f".out.tmp-{dead}", f"{PREFIX}out.tmp-{dead}-ghi", f"{PREFIX}other.tmp-{dead}-x"]
+    for name in kept:
+        (tmp_path / name).mkdir()
     f = OutputFolder(out, force=True)
     f.stage()
     f.discard()
     assert (out / "report.json").is_file()  # put back
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-" + str(dead), "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "out"])
 
 
 @pytest.mark.slow
@@ -173,7 +180,7 @@ def test_sigterm_during_a_forced_build_keeps_the_old_folder(built, tmp_path):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
-    while not any(p.name.startswith(f".{out.name}.tmp-") for p in tmp_path.iterdir()):
+    while not any(p.name.startswith(f"{PREFIX}{out.name}.tmp-") for p in tmp_path.iterdir()):
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(
@@ -268,8 +275,12 @@ def test_validate_and_lint_leave_the_report_as_built(folder):
     assert run(["validate", folder]).exit_code == 0
     assert run(["lint", folder]).exit_code == 0
     after = tree(folder)
-    assert {k: v for k, v in after.items() if k in before} == before
+    # the marker is the tool's record of what it wrote: it gains the two new names
+    assert {k: v for k, v in after.items() if k in before and k != MARKER} == {
+        k: v for k, v in before.items() if k != MARKER
+    }
     assert set(after) - set(before) == {"validation.json", "lint.json"}
+    assert {"validation.json", "lint.json"} <= recorded(folder)
     assert json.loads((folder / "validation.json").read_text())["validation"][0]["passed"]
 
 

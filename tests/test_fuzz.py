@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.paths import MARKER, recorded, write_marker
 from exporter.accuracy import load_eval_set
 from tests.helpers import run
 from exporter.config import MAX_PAIR, parse_pair
@@ -168,6 +169,7 @@ def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail
         for name, data in old.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
+        write_marker(out)  # what a build leaves: the list of everything it wrote
     before = tree(out) if old is not None else None
     try:
         f = OutputFolder(out, force)
@@ -190,7 +192,9 @@ def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail
     except (InputError, KeyboardInterrupt, OSError):
         assert (tree(out) if out.exists() else None) == before
     else:
-        assert tree(out) == {
+        after = tree(out)
+        assert after.pop(MARKER)  # the new folder's own list of what it holds
+        assert after == {
             **{str(Path(n).parent): None for n in new if "/" in n},
             **{n: d for n, d in new.items()},
         }
@@ -257,7 +261,9 @@ def test_edited_report_never_breaks_lint(base_folder, tmp_path_factory, edits):
     assert_contract(result)
     after = tree(out)
     after.pop("lint.json", None)
+    after.pop(MARKER), before.pop(MARKER)  # the tool's list of its files may gain lint.json
     assert after == before
+    assert recorded(out) <= set(before) | {"lint.json"}
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 

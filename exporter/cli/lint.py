@@ -29,4 +29,6 @@ def lint(out, rehash):
         f"{len(errors)} errors, {len(record.lint) - len(errors)} warnings "
         f"in {', '.join(a.file for a in record.graphs())}"
     )
+    if getattr(record, "unsaved", None):  # the findings stand; only lint.json is missing
+        click.echo(f"Note: {record.unsaved}", err=True)
     sys.exit(1 if errors else 0)

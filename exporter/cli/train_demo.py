@@ -8,7 +8,7 @@ import click
 
 from . import _progress, main
 from ..demo import DEFAULT_OUT as TRAIN_OUT
-from .options import SEED, count, path_option, switch
+from .options import SEED, Number, count, path_option, switch
 
 
 @main.command("train-demo")
@@ -31,7 +31,7 @@ from .options import SEED, count, path_option, switch
 @count("--full-steps", 0, 10_000_000, help="Final steps on full 80x80 canvases (default 200).")
 @count("--crop", 2, 80, help="Crop size in pixels, even (default 32).")
 @count("--full-every", 0, 10_000_000, help="Every n-th crop step on a full canvas (0: none).")
-@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Peak learning rate.")
+@click.option("--lr", type=Number(0, 1, low_open=True), help="Peak learning rate.")
 @count("--warmup", 1, 10_000_000, help="Warm-up steps (default 200).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @count(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import _Held, _print_summary, main
+from . import _echo_err, _Held, _print_summary, main
 from .options import REHASH, TOLERANCE
 
 
@@ -27,4 +27,6 @@ def validate(out, atol, rtol, rehash):
 
     report = revalidate(out, progress=_Held(), atol=atol, rtol=rtol, rehash=rehash)
     _print_summary(report, out)
+    if getattr(report, "unsaved", None):  # the verdict stands; only its copy on disk is missing
+        _echo_err(f"Note: {report.unsaved}")
     sys.exit(0 if passed(report) else 1)

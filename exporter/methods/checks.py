@@ -4,16 +4,13 @@ modules (read by --help) use them."""
 
 from __future__ import annotations
 
-from ..config import format_pair, parse_pair
+from ..config import format_pair, parse_float, parse_int, parse_pair
 from ..errors import InputError
 
 
 def check_int(flag: str, value, low: int, high: int) -> int:
     """An integer in low..high, or an `InputError` naming the flag."""
-    text = str(value).strip()
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise InputError(flag, value, f"an integer in {low}..{high}")
-    return int(text)
+    return parse_int(flag, value, low, high)
 
 
 def check_alpha(args: dict, depth: int, default) -> int:
@@ -32,13 +29,7 @@ def check_alpha(args: dict, depth: int, default) -> int:
 
 def check_positive(flag: str, value) -> float:
     """A finite number > 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise InputError(flag, value, "a finite number > 0")
-    return v
+    return parse_float(flag, value, 0, 1e30, low_open=True)
 
 
 def check_choice(flag: str, value, choices: tuple[str, ...]) -> str:

@@ -43,6 +43,7 @@ class ModelEntry:
     # The model's own evaluation data, evaluated on every build: (count, (H, W)) -> EvalData.
     eval_set: Callable[[int, tuple[int, int]], EvalData] | None = None
     eval_count: int = 0  # images of `eval_set` a build evaluates unless told otherwise
+    eval_size: int = 0  # images `eval_set` holds: the bound of --eval-count
 
     def to_input(self, images) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] normalised as the model expects."""

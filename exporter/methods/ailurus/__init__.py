@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import MethodSpec, SweepInput, flag
+from ..spec import MethodSpec, SweepInput, flag, side
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,13 @@ class AiluRusConfig:
 
 
 def sweep(at: SweepInput) -> list[tuple[dict, str]]:
-    """The paper's slight, mild and extreme reductions (paper 002 Table 1)."""
-    levels = {"slight": 0.5, "mild": 0.25, "extreme": 0.125}
-    kept = {word: max(1, round(at.num_patches * share)) for word, share in levels.items()}
-    return [({"clusters": m}, f"clusters {m} ({word})") for word, m in kept.items()]
+    """The paper's slight, mild and extreme reductions (paper 002 Table 1), plus as many
+    clusters as Expedite's middle hw keeps."""
+    n, middle = at.num_patches, side(at.grid, 0.6)
+    rows, cols = (int(v) for v in middle.split("x"))
+    levels = [(n * 0.5, "slight"), (rows * cols, f"as hw {middle}"), (n * 0.25, "mild")]
+    kept = [(max(1, min(n - 1, round(c))), w) for c, w in [*levels, (n * 0.125, "extreme")]]
+    return [({"clusters": m}, f"clusters {m} ({word})") for m, word in kept]
 
 
 SPEC = MethodSpec(

@@ -7,6 +7,7 @@ import re
 import torch
 from torch import nn
 
+from ...config import parse_float
 from ...errors import InputError
 from ...models.base import DenseModel
 from ...models.checkpoint import read_state_dict
@@ -85,13 +86,7 @@ def capacity_of(keep_ratio: float, num_patches: int) -> int:
 
 
 def check_keep_ratio(value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not 0 < v <= 1:
-        raise InputError("--keep-ratio", value, "a number in (0, 1]")
-    return v
+    return parse_float("--keep-ratio", value, 0, 1, low_open=True)
 
 
 def read_gates(path: str) -> dict[str, torch.Tensor]:

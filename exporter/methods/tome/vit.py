@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import parse_int
 from ...errors import InputError
 from ...models.base import DenseModel, TokenLayout
 from ...ops import run_block
@@ -110,14 +111,13 @@ def parse_r(value, depth: int) -> list[int] | int:
     """'8' -> 8; '0,2,2,...' (one entry per block) -> a list; anything else -> InputError."""
     items = list(value) if isinstance(value, (list, tuple)) else str(value).split(",")
     allowed = f"an integer >= 0, or {depth} comma-separated integers >= 0 (one per block)"
-    texts = [str(v).strip() for v in items]
-    if not all(t.isdigit() for t in texts):
-        raise InputError("--r", value, allowed)
-    if len(texts) == 1:
-        return int(texts[0])
-    if len(texts) != depth:
-        raise InputError("--r", value, allowed, f"{len(texts)} entries for {depth} blocks")
-    return [int(t) for t in texts]
+    if len(items) not in (1, depth):
+        raise InputError("--r", value, allowed, f"{len(items)} entries for {depth} blocks")
+    try:
+        numbers = [parse_int("--r", v, 0, 1 << 20) for v in items]
+    except InputError:
+        raise InputError("--r", value, allowed) from None
+    return numbers[0] if len(numbers) == 1 else numbers
 
 
 def make_schedule(layout: TokenLayout, r, alpha: int | None) -> list[int]:

@@ -70,5 +70,6 @@ ENTRIES = (
         class_names=data.CLASS_NAMES,
         eval_set=eval_set,
         eval_count=EVAL_COUNT,
+        eval_size=data.DEFAULT_COUNT["val"],
     ),
 )
