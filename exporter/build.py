@@ -27,7 +27,8 @@ from .folder import (
     write_report,
 )
 from .limits import check_build_memory, expected_size
-from .methods import ReducedModel, baseline_of
+from .methods import baseline_of
+from .methods.base import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
 from .onnx.lint import errors_of, lint, lint_folder
@@ -113,7 +114,7 @@ def build(
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     if settings.plugins:
-        check_family(settings.method, reduced.model.family)
+        check_family(settings.method, reduced.model.capabilities)
     shape = input_shape(settings, reduced.model)
     data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
     tmp = folder.stage(expected_size(reduced.model, settings))

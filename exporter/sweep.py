@@ -22,9 +22,8 @@ from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
 from .methods import BASELINE, METHODS, apply_method, reducing
-from .methods.expedite import default_alpha
-from .methods.base import flag_of
-from .models import weights_of
+from .methods.spec import SweepInput, flag_of
+from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import read_sweep, write_atomic, write_sweep
@@ -48,54 +47,20 @@ class Setting:
         return f"{self.method} {json.dumps(self.flags, sort_keys=True)}"
 
 
-def side(grid, share) -> str:
-    return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
-
-
-def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[Setting]:
-    """The grid: Expedite alpha x hw (paper 001 Table 2 sweeps h x w), pooling at the same
-    sizes (its Table 3), AiluRus at slight/mild/extreme (paper 002 Table 1), Token Adapter
-    ratios (paper 003), ToMe r, SViT capacity. `alpha`: Expedite's default cut for the model."""
-    grid, n, depth = layout.grid, layout.num_patches, layout.depth
+def settings_grid(
+    layout, tuned: dict | None = None, methods=None, full: bool = True
+) -> list[Setting]:
+    """Each registered method's rows (`MethodSpec.sweep`) for a model of `layout`, in registry
+    order; `tuned`: {method: the flags the model tunes for it} (e.g. Expedite's cut)."""
     out = []
-    hws = (0.7, 0.6, 0.5)
-    alphas = [a for a in (alpha - 1, alpha, alpha + 1) if 1 <= a < depth]
-    for a in alphas:
-        for share in hws if (full or a == alpha) else (0.6,):
-            out.append(
-                Setting(
-                    "expedite",
-                    {"hw": side(grid, share), "alpha": a},
-                    f"hw {side(grid, share)}, alpha {a}",
-                )
-            )
-    for share in (0.7, 0.5):
-        out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
-    # AiluRus at paper 002's three levels, plus as many clusters as Expedite's middle hw keeps
-    middle = side(grid, 0.6)
-    rows, cols = (int(v) for v in middle.split("x"))
-    counts = [(n * 0.5, "slight"), (rows * cols, f"as hw {middle}"), (n * 0.25, "mild")]
-    for count, word in [*counts, (n * 0.125, "extreme")]:
-        m = max(1, min(n - 1, round(count)))
-        out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
-    for ratio in (0.3, 0.5):
-        out.append(
-            Setting(
-                "token-adapter",
-                {"rows_ratio": ratio, "cols_ratio": ratio},
-                f"rows/cols ratio {ratio}",
-            )
+    for name, spec in METHODS.items():
+        if spec.sweep is None or (methods is not None and name not in methods):
+            continue
+        at = SweepInput(
+            layout.grid, layout.num_patches, layout.depth, (tuned or {}).get(name, {}), full
         )
-    for share in (0.25, 0.5, 0.75):  # of the tokens merged away by the last block
-        r = max(1, round(n * share / depth))
-        out.append(Setting("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
-    for keep in (0.7, 0.5):
-        out.append(
-            Setting(
-                "svit", {"random_gates": True, "keep_ratio": keep}, f"keep {keep}, random gates"
-            )
-        )
-    unique = {s.key: s for s in out if methods is None or s.method in methods}
+        out.extend(Setting(name, flags, label) for flags, label in spec.sweep(at))
+    unique = {s.key: s for s in out}
     return list(unique.values())
 
 
@@ -290,10 +255,8 @@ def run_sweep(
         )
     shape = input_shape(base_settings, model)
     one = (1, *shape[1:])
-    alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
-    if alpha is None:
-        alpha = default_alpha(model.layout.depth)
-    grid = settings_grid(model.layout, alpha, chosen, full)
+    tuned = {m: method_defaults(spec.name, m) for m in METHODS}
+    grid = settings_grid(model.layout, tuned, chosen, full)
     defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
     out.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(out, name)
@@ -492,16 +455,6 @@ Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
 """
 
 
-MARKERS = {
-    "expedite": "o",
-    "pool": "s",
-    "ailurus": "^",
-    "token-adapter": "D",
-    "tome": "v",
-    "svit": "P",
-}
-
-
 def figure(result: dict):
     """Retention (or GFLOPs ratio without evaluation data) against speed-up: one marker per
     method, the Pareto front as a line, each method's default ringed, the build's labelled."""
@@ -522,7 +475,7 @@ def figure(result: dict):
         ax.scatter(
             [r["speedup"] for r in pts],
             [scale * r[y_key] for r in pts],
-            marker=MARKERS.get(method, "o"),
+            marker=METHODS[method].marker if method in METHODS else "o",
             s=46,
             label=method,
             alpha=0.85,

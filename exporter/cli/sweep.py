@@ -8,7 +8,6 @@ import click
 
 from . import DEFAULT_OUT, _progress, main, stop_note
 from ..errors import InputError
-from ..sweep import best, parse_methods, run_sweep
 from .options import MODEL, Number, count, path_option, switch, timing_options
 
 
@@ -73,6 +72,8 @@ def sweep(
     force,
 ):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
+    from ..sweep import best, parse_methods, run_sweep
+
     if target_speedup is not None and not 0 < target_speedup < 1000:
         raise InputError("--target-speedup", target_speedup, "a speed-up > 0, e.g. 1.5")
     if min_retention is not None:
