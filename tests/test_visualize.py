@@ -29,12 +29,13 @@ def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
     )
     out = tmp_path / f"out-{method}"
     out.mkdir()
-    grid = [max(1, size[0] // 16), max(1, size[1] // 16)]
+    side = size or (64, 64)  # the model's default size: visualize reads it from the settings
+    grid = [max(1, side[0] // 16), max(1, side[1] // 16)]
     record = BuildRecord(
         model=ModelInfo(
             name,
             "random",
-            (1, 3, *size),
+            (1, 3, *side),
             False,
             {"grid": grid, "num_prefix": 1, "dim": 192, "depth": 12},
             "segmentation",
