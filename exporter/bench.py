@@ -12,8 +12,8 @@ from pathlib import Path
 from .folder import file_hashes, read_folder, write_report
 from .methods import METHODS
 from .onnx.export import export_onnx
-from .reference import patched_model
-from .timing import compare, count_gflops, token_ops_share
+from .reference import eval_set, patched_model
+from .timing import compare, count_gflops, limit_of, timing_inputs, token_ops_share
 
 
 def baseline_settings(settings):
@@ -61,7 +61,7 @@ def authors_settings(settings):
 
 def bench_folder(
     out: Path,
-    runs: int = 10,
+    runs: int = 20,
     warmup: int = 2,
     threads: int | None = None,
     progress=lambda text: None,
@@ -85,7 +85,10 @@ def bench_folder(
         for name in variants
     }
     paths["reduced"] = out / report["artifacts"]["onnx"]
+    if "onnx_optimized" in report["artifacts"]:
+        paths["reduced_optimized"] = out / report["artifacts"]["onnx_optimized"]
     reduced = patched_model(settings)
+    inputs, note = timing_inputs(shape, settings.seed, eval_set(settings, reduced.model))
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
     gflops = {
@@ -102,11 +105,16 @@ def bench_folder(
         threads,
         settings.seed,
         progress=progress,
+        inputs=inputs,
+        inputs_note=note,
+        limit=limit_of(settings, reduced.method.cut, one),
     )
     lat = report["bench"]["latency"]
     if authors is not None:
         progress("profile the token operations of the authors' formulation ...")
-        a_share = token_ops_share(paths["authors_form"], shape, threads=threads, seed=settings.seed)
+        a_share = token_ops_share(
+            paths["authors_form"], shape, threads=threads, seed=settings.seed, inputs=inputs
+        )
         report["bench"]["authors_form"] = {
             "flags": variants["authors_form"].method_args,
             "ms": lat["authors_form"]["median_ms"],

@@ -23,6 +23,7 @@ from .limits import check_build_memory, expected_size
 from .methods import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
+from .onnx.fuse import optimize_onnx
 from .onnx.lint import errors_of, lint, lint_folder
 from .onnx.plugins import PLUGIN_METHODS, check_family, use_plugins
 from .polygraphy_data import write_comparison_data
@@ -111,6 +112,10 @@ def build(
             with _step(progress, "replace irregular subgraphs by TensorRT plugin nodes"):
                 write_plugin_graph(proto, tmp / "model.plugins.onnx", settings.method)
             report["artifacts"]["onnx_plugins"] = "model.plugins.onnx"
+        if settings.optimize:
+            with _step(progress, "fuse attention and optimise for ONNX Runtime"):
+                optimize_onnx(tmp / "model.onnx", tmp / "model.optimized.onnx")
+            report["artifacts"]["onnx_optimized"] = "model.optimized.onnx"
         if settings.precision == "fp16":
             with _step(progress, "export the half-precision model (token ops stay float32)"):
                 export_half(reduced, tmp / "model.fp16.onnx", shape, settings)
@@ -128,7 +133,9 @@ def build(
             )
         if bench and "baseline_onnx" in report["artifacts"]:
             with _step(progress, "time model.onnx against baseline.onnx"):
-                report["bench"] = speed_stage(settings, tmp, report, progress)
+                report["bench"] = speed_stage(
+                    settings, tmp, report, progress, data, reduced.method.cut
+                )
         report["hashes"] = file_hashes(tmp, report["artifacts"].values())
         write_report(tmp, report)
         folder.commit()
@@ -266,6 +273,7 @@ def run_validation(
     entries = []
     for key, runtime in (
         ("onnx", "onnxruntime"),
+        ("onnx_optimized", "onnxruntime-optimized"),
         ("onnx_plugins", "onnxruntime+plugins"),
         ("onnx_fp16", "onnxruntime-fp16"),
         ("engine", "tensorrt"),

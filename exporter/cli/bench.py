@@ -15,7 +15,7 @@ from .options import REHASH, timing_options
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@timing_options(10, 2, "Timed runs of each model, interleaved.")
+@timing_options(20, 2, "Timed runs of each model, interleaved (at least 20 for a headline figure).")
 @click.option(
     "--model",
     "model_name",
