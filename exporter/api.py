@@ -1,21 +1,25 @@
 """The Python API: what the `vitexport` commands do, callable from a script or a notebook.
 
-    from exporter.api import build, validate, bench, deploy
+    from exporter.api import build, validate, bench, deploy, predict
 
     result = build("out/digits", method="expedite", hw="24x24")
     result.passed                      # every artifact matched PyTorch within the tolerances
     result.path("onnx")                # Path('out/digits/model.onnx')
     validate("out/digits").validation  # re-run the comparison of every artifact
     bench("out/digits").report["bench"]["speedup"]
-    deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite_python': ...}
+    deploy("out/digits", "triton-repo").models  # {'segmenter_digits_expedite': 'ensemble', ...}
+    predict("out/digits", "photo.png").classes   # uint8 H x W, any image size
 
-Each call returns a `Result` (the folder and its report) or, for `deploy`, a `Repository`;
+Each call prints its progress on stderr as the CLI does (`progress=None`: silent, or any
+function taking a line) and returns a `Result` (the folder and its report), a `Repository`
+(`deploy`) or a `Prediction` (`predict`);
 mistakes in the arguments raise `exporter.errors.InputError` with the same one-line message
 the CLI prints.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +29,15 @@ from .build import build as run_build
 from .build import revalidate
 from .config import BuildSettings, ModelSpec, parse_pair
 from .deploy import Repository, write_repository
+from .predict import Prediction, predict_folder
 from .presets import resolve
+from .record import BuildRecord
+
+
+def _say(text: str) -> None:
+    """The default progress: one line per step on stderr, as the CLI prints (a build takes
+    minutes; silence looked like a hang). Pass `progress=None` for none."""
+    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def _quiet(_: str) -> None:
@@ -34,27 +46,33 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Result:
-    """An output folder and its report (the parsed report.json)."""
+    """An output folder and its record (`record`, typed; `report`: report.json's content)."""
 
     folder: Path
-    report: dict
+    record: BuildRecord
+
+    @property
+    def report(self) -> dict:
+        return self.record.to_dict()
 
     @property
     def passed(self) -> bool:
         """Every validated artifact matched the PyTorch reference."""
-        return all(v["passed"] for v in self.report.get("validation", []))
+        return self.record.passed
 
     @property
     def validation(self) -> list[dict]:
-        return self.report.get("validation", [])
+        return [v.to_dict() for v in self.record.validation]
 
     @property
     def accuracy(self) -> dict | None:
-        return self.report.get("accuracy")
+        return self.record.accuracy.to_dict() if self.record.accuracy else None
 
     def path(self, artifact: str) -> Path:
         """The file of an artifact by its report key ("onnx", "onnx_plugins", "engine", ...)."""
-        return self.folder / self.report["artifacts"][artifact]
+        if artifact not in self.record.artifacts:
+            raise KeyError(artifact)
+        return self.folder / self.record.artifacts[artifact].file
 
 
 def build(
@@ -67,7 +85,7 @@ def build(
     checkpoint: str | None = None,
     num_classes: int | None = None,
     force: bool = False,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
     **options,
 ) -> Result:
     """Patch, export, validate and report into folder `out`, as `vitexport build` does.
@@ -89,7 +107,7 @@ def build(
         preset, ModelSpec(model, checkpoint, size, num_classes), method, method_args
     )
     settings = BuildSettings(model=spec, method=method, method_args=method_args, **settings_args)
-    report = run_build(settings, Path(out), force=force, progress=progress)
+    report = run_build(settings, Path(out), force=force, progress=progress or _quiet)
     return Result(Path(out), report)
 
 
@@ -97,14 +115,16 @@ def validate(
     out,
     atol: float | None = None,
     rtol: float | None = None,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
 ) -> Result:
     """Re-run the validation of every artifact in a build folder (`vitexport validate OUT`).
 
     >>> validate("out/tiny").passed  # doctest: +SKIP
     True
     """
-    return Result(Path(out), revalidate(Path(out), progress=progress, atol=atol, rtol=rtol))
+    return Result(
+        Path(out), revalidate(Path(out), progress=progress or _quiet, atol=atol, rtol=rtol)
+    )
 
 
 def bench(
@@ -112,11 +132,13 @@ def bench(
     runs: int = 10,
     warmup: int = 2,
     threads: int | None = None,
-    progress: Callable[[str], None] = _quiet,
+    progress: Callable[[str], None] | None = _say,
 ) -> Result:
     """Time a build against its `--method none` baseline (`vitexport bench OUT`); the numbers
     are in `result.report["bench"]`."""
-    return Result(Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress))
+    return Result(
+        Path(out), bench_folder(Path(out), runs, warmup, threads, progress=progress or _quiet)
+    )
 
 
 def deploy(out, repo, **options) -> Repository:
@@ -129,4 +151,20 @@ def deploy(out, repo, **options) -> Repository:
     return write_repository(out, repo, **options)
 
 
-__all__ = ["Result", "Repository", "build", "validate", "bench", "deploy"]
+def predict(out, image, stride=None, threads: int | None = None) -> Prediction:
+    """The class of every pixel of `image` (a path, or uint8 H x W x 3 of any size) by the
+    build in `out`, by sliding windows of the model's input size (`stride` (h, w), default two
+    thirds of the window; overlaps averaged), exactly as the `deploy triton` ensemble answers.
+
+    >>> p = predict("out/digits", "photo.png")  # doctest: +SKIP
+    >>> p.classes.shape, p.classes.dtype, p.windows  # doctest: +SKIP
+    ((130, 200), dtype('uint8'), 8)
+    """
+    if not hasattr(image, "shape"):
+        from .visualize import load_image  # deferred: image files only
+
+        image = load_image(image)
+    return predict_folder(out, image, stride, threads)
+
+
+__all__ = ["Result", "Repository", "Prediction", "build", "validate", "bench", "deploy", "predict"]

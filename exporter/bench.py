@@ -9,25 +9,33 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from .folder import file_hashes, read_folder, write_report
-from .methods import METHODS
+from .folder import file_hashes, read_record, write_report
+from .methods import BASELINE, METHODS, apply_method, baseline_of
 from .onnx.export import export_onnx
+from .record import BuildRecord, Timing
 from .reference import eval_set, patched_model
 from .timing import compare, count_gflops, limit_of, timing_inputs, token_ops_share
 
 
 def baseline_settings(settings):
     """The same build with `--method none`."""
-    return replace(settings, method="none", method_args={})
+    return replace(settings, method=BASELINE, method_args={})
 
 
 def export_variant(
-    folder: Path, name: str, settings, shape, report: dict, model=None, progress=lambda text: None
+    folder: Path,
+    name: str,
+    settings,
+    shape,
+    record: BuildRecord,
+    model=None,
+    progress=lambda text: None,
 ) -> Path:
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
-    kept; recorded in the report's artifacts and hashes."""
+    kept; recorded in the report's artifacts and hashes. A file of that name the record does
+    not hold (its hash was never recorded) is not trusted: it is exported again."""
     path = Path(folder) / f"{name}.onnx"
-    if not path.is_file():
+    if record.variant(name) is None or not path.is_file():
         progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
         model = patched_model(settings) if model is None else model
         # Exported under its final name in a scratch folder, so that external weights (models
@@ -37,17 +45,17 @@ def export_variant(
             export_onnx(model, Path(tmp) / path.name, shape, settings.opset, settings.dynamic_batch)
             for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):
                 part.replace(Path(folder) / part.name)
-    report["artifacts"][f"{name}_onnx"] = path.name
-    report.setdefault("hashes", {}).update(file_hashes(folder, [path.name]))
+    record.add_variant(name, path.name)
+    record.set_hashes({**record.hashes, **file_hashes(folder, [path.name])})
     return path
 
 
 def export_baseline(
-    folder: Path, settings, shape, report: dict, baseline=None, progress=lambda text: None
+    folder: Path, settings, shape, record: BuildRecord, baseline=None, progress=lambda text: None
 ) -> Path:
     """folder/baseline.onnx: the same model with `--method none`."""
     return export_variant(
-        folder, "baseline", baseline_settings(settings), shape, report, baseline, progress
+        folder, "baseline", baseline_settings(settings), shape, record, baseline, progress
     )
 
 
@@ -65,41 +73,48 @@ def bench_folder(
     warmup: int = 2,
     threads: int | None = None,
     progress=lambda text: None,
-) -> dict:
+    record: BuildRecord | None = None,
+    rehash: bool = False,
+) -> BuildRecord:
     """`vitexport bench OUT`: the folder's model.onnx against the same model with `--method none`.
 
     The baseline is exported once into OUT/baseline.onnx (kept for later runs). When the method
     has an authors' formulation that differs from the build's (Expedite's dense clustering), it
-    is exported into OUT/authors_form.onnx and timed and profiled in the same run.
+    is exported into OUT/authors_form.onnx and timed and profiled in the same run. `record`:
+    the folder's record as the caller read (and verified) it; else it is read here.
     """
-    report, settings = read_folder(out)
     out = Path(out)
-    shape = tuple(report["model"]["input_shape"])
+    record = record if record is not None else read_record(out, rehash)
+    settings = record.settings
+    shape = record.model.input_shape
+    reduced = patched_model(settings)  # the weights are loaded once; the variants share them
     variants = {"baseline": baseline_settings(settings)}
+    models = {"baseline": baseline_of(reduced.model)}
     authors = authors_settings(settings)
     if authors is not None:
         variants["authors_form"] = authors
-    models = {name: patched_model(s) for name, s in variants.items()}
+        models["authors_form"] = apply_method(reduced.model, authors.method, authors.method_args)
     paths = {
-        name: export_variant(out, name, variants[name], shape, report, models[name], progress)
+        name: export_variant(out, name, variants[name], shape, record, models[name], progress)
         for name in variants
     }
-    paths["reduced"] = out / report["artifacts"]["onnx"]
-    if "onnx_optimized" in report["artifacts"]:
-        paths["reduced_optimized"] = out / report["artifacts"]["onnx_optimized"]
-    reduced = patched_model(settings)
-    inputs, note = timing_inputs(shape, settings.seed, eval_set(settings, reduced.model))
+    paths["reduced"] = out / record.onnx.file
+    if record.optimized is not None:
+        paths["reduced_optimized"] = out / record.optimized.file
+    inputs, note = timing_inputs(
+        shape, settings.seed, eval_set(settings, reduced.model), reduced.model.input_name
+    )
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
     gflops = {
         "baseline": count_gflops(models["baseline"], one),
         "reduced": count_gflops(reduced, one),
     }
-    report["bench"] = compare(
+    bench = compare(
         paths,
         gflops,
         shape,
-        report["tokens"],
+        record.tokens,
         runs,
         warmup,
         threads,
@@ -109,18 +124,19 @@ def bench_folder(
         inputs_note=note,
         limit=limit_of(settings, reduced.method.cut, one),
     )
-    lat = report["bench"]["latency"]
+    lat = bench["latency"]
     if authors is not None:
         progress("profile the token operations of the authors' formulation ...")
         a_share = token_ops_share(
             paths["authors_form"], shape, threads=threads, seed=settings.seed, inputs=inputs
         )
-        report["bench"]["authors_form"] = {
+        bench["authors_form"] = {
             "flags": variants["authors_form"].method_args,
             "ms": lat["authors_form"]["median_ms"],
             "gflops": count_gflops(models["authors_form"], one),
             "token_ops_share": a_share["share"],
             "token_ops": a_share,
         }
-    write_report(out, report)
-    return report
+    record.timing = Timing.of(bench)
+    write_report(out, record)
+    return record

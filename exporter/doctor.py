@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from .bench import export_baseline
-from .build import FP16_TOLERANCES, build, run_validation
+from .build import build, run_validation
 from .config import BuildSettings, ModelSpec
+from .record import BuildRecord
 from .errors import InputError
-from .folder import read_folder, write_atomic, write_json
+from .folder import read_record, write_atomic, write_json
 from .models.base import INPUT_NAME
 from .presets import resolve
 from .reference import eval_set, patched_model
@@ -43,12 +44,13 @@ PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
 TIMEOUT_S = 600  # one CMake build or harness run
 GPU_HOST = "run `vitexport doctor` on a host with an NVIDIA GPU and its driver"
 INSTALL_TRT = "pip install 'vitexport[gpu]' (TensorRT 10+, on a GPU host)"
-# (artifact key, engine file, precision) of the engines built from a folder
-ENGINES = (
-    ("onnx", "model.engine", "fp32"),
-    ("onnx_plugins", "model.plugins.engine", "fp32"),
-    ("onnx_fp16", "model.fp16.engine", "fp16"),
-)
+# The engines built from a folder: one per graph an engine can be built from, named after it
+# (model.onnx -> model.engine, model.fp16.onnx -> model.fp16.engine), at the graph's precision.
+ENGINE_NAMES = ("model.engine", "model.plugins.engine", "model.fp16.engine")
+
+
+def engine_name(source) -> str:
+    return source.file.removesuffix(".onnx") + ".engine"
 
 
 @dataclass
@@ -208,26 +210,24 @@ def default_settings(model: str | None, img_size) -> BuildSettings:
 
 def folder_step(
     out: Path | None, scratch: Path, model: str | None, img_size, progress
-) -> tuple[Step, Path, dict, BuildSettings]:
+) -> tuple[Step, Path, BuildRecord]:
     """An existing build folder (checked against its hashes), or a fresh default build."""
     if out is not None:
-        report, settings = read_folder(out)
-        return Step("build folder", "done", f"given: {out}"), Path(out), report, settings
+        record = read_record(out)
+        return Step("build folder", "done", f"given: {out}"), Path(out), record
     settings = default_settings(model, img_size)
     folder = scratch / f"{settings.model.name}-{settings.method}"
-    report = build(settings, folder, bench=False, progress=progress)
+    record = build(settings, folder, bench=False, progress=progress)
     folder_text = f"{folder} (temporary, removed after the run)"
-    passed = all(v["passed"] for v in report["validation"])
     return (
         Step(
             "build folder",
-            "done" if passed else "failed",
+            "done" if record.passed else "failed",
             f"built {settings.model.name} + {settings.method} in {folder_text} "
-            f"(artifacts: {', '.join(sorted(report['artifacts']))})",
+            f"(artifacts: {', '.join(sorted(record.artifacts))})",
         ),
         folder,
-        report,
-        settings,
+        record,
     )
 
 
@@ -246,36 +246,40 @@ class EngineSession:
 
 
 def engine_steps(
-    folder: Path, report: dict, settings: BuildSettings, facts: dict, library: str | None, progress
+    folder: Path, record: BuildRecord | None, facts: dict, library: str | None, progress
 ) -> list[Step]:
-    """Build, validate and time the folder's engines; every missing piece is a skip."""
+    """Build, validate and time the folder's engines; every missing piece is a skip. Each
+    engine is validated as `vitexport build --engine` validates one: at its precision's
+    tolerances (an engine of model.fp16.onnx at the fp16 ones)."""
     missing = None
     if facts["gpu"] is None:
         missing = ("no CUDA GPU (nvidia-smi found none)", GPU_HOST)
     elif facts["tensorrt"] is None:
         missing = ("TensorRT is not installed", INSTALL_TRT)
     if missing:
-        return [Step(f"engine {name}", "skipped", *missing) for _, name, _ in ENGINES] + [
+        return [Step(f"engine {name}", "skipped", *missing) for name in ENGINE_NAMES] + [
             Step("timing", "skipped", f"no engine was built: {missing[0]}", missing[1])
         ]
-    shape = tuple(report["model"]["input_shape"])
+    settings = record.settings
+    shape = record.model.input_shape
     profile = shapes_of(shape, settings.dynamic_batch)
     reduced = patched_model(settings)
     data = eval_set(settings, reduced.model)
+    sources = {engine_name(a): a for a in record.engine_sources()}
     steps, built = [], {}
-    for key, name, precision in ENGINES:
-        source = report["artifacts"].get(key)
+    for name in ENGINE_NAMES:
+        source = sources.get(name)
         if source is None:
             steps.append(
                 Step(
                     f"engine {name}",
                     "skipped",
-                    f"the folder has no {key} artifact",
+                    f"the folder has no {name.removesuffix('.engine')}.onnx",
                     "vitexport build --plugins --precision fp16",
                 )
             )
             continue
-        if key == "onnx_plugins" and library is None:
+        if source.plugins and library is None:
             steps.append(
                 Step(
                     f"engine {name}",
@@ -285,54 +289,43 @@ def engine_steps(
                 )
             )
             continue
-        lib = library if key == "onnx_plugins" else None
+        engine = source.engine(name)
         eng = EngineSettings(
-            precision=precision, plugin_library=lib, timing_cache=str(folder / "timing.cache")
+            precision=engine.precision,
+            plugin_library=library if source.plugins else None,
+            timing_cache=str(folder / "timing.cache"),
         )
         try:
             progress(f"build {name}")
-            build_engine(folder / source, folder / name, eng, profile)
+            build_engine(folder / source.file, folder / name, eng, profile)
         except TensorRTUnavailable as err:
             steps.append(Step(f"engine {name}", "skipped", str(err), INSTALL_TRT))
             continue
         except Exception as err:  # noqa: BLE001 - TensorRT's own errors; reported, then on
             steps.append(Step(f"engine {name}", "failed", f"{type(err).__name__}: {err}"))
             continue
-        checked = settings if precision == "fp32" else _loosened(settings)
-        (entry,) = run_validation(checked, reduced, folder, {"engine": name}, shape, data)
+        (entry,) = run_validation(settings, reduced, folder, [engine], shape, data)
         built[name] = folder / name
         steps.append(
             Step(
                 f"engine {name}",
-                "done" if entry["passed"] else "failed",
-                f"validated against PyTorch: {'passed' if entry['passed'] else 'FAILED'}",
-                data={"validation": entry},
+                "done" if entry.passed else "failed",
+                f"validated against PyTorch: {'passed' if entry.passed else 'FAILED'}",
+                data={"validation": entry.to_dict()},
             )
         )
-    steps.append(timing_step(folder, report, settings, built, shape, profile, progress))
+    steps.append(timing_step(folder, record, built, shape, profile, progress))
     return steps
 
 
-def _loosened(settings: BuildSettings) -> BuildSettings:
-    """The build's tolerances widened to the fp16 ones (never tightened)."""
-    return replace(
-        settings,
-        atol=max(settings.atol, FP16_TOLERANCES["atol"]),
-        rtol=max(settings.rtol, FP16_TOLERANCES["rtol"]),
-        min_cosine=min(settings.min_cosine, FP16_TOLERANCES["min_cosine"]),
-        min_argmax=min(settings.min_argmax, FP16_TOLERANCES["min_argmax"]),
-    )
-
-
-def timing_step(
-    folder: Path, report: dict, settings: BuildSettings, built: dict, shape, profile, progress
-) -> Step:
+def timing_step(folder: Path, record: BuildRecord, built: dict, shape, profile, progress) -> Step:
     """Latency of each engine against the baseline engine (`--method none`), interleaved."""
     if not built:
         return Step("timing", "skipped", "no engine was built")
-    baseline = folder / report["artifacts"].get("baseline_onnx", "baseline.onnx")
-    if not baseline.is_file():
-        baseline = export_baseline(folder, settings, shape, report, progress=progress)
+    recorded = record.baseline
+    baseline = folder / recorded.file if recorded else None
+    if baseline is None or not baseline.is_file():
+        baseline = export_baseline(folder, record.settings, shape, record, progress=progress)
     try:
         build_engine(
             baseline,
@@ -344,7 +337,7 @@ def timing_step(
         return Step("timing", "failed", f"baseline engine: {type(err).__name__}: {err}")
     sessions = {"baseline.engine": EngineSession(folder / "baseline.engine", INPUT_NAME)}
     sessions.update({name: EngineSession(path, INPUT_NAME) for name, path in built.items()})
-    latency = interleaved_latency(sessions, shape, runs=20, warmup=3, seed=settings.seed)
+    latency = interleaved_latency(sessions, shape, runs=20, warmup=3, seed=record.settings.seed)
     base = latency["baseline.engine"]["median_ms"]
     text = ", ".join(
         f"{name} {v['median_ms']:.3f} ms ({base / v['median_ms']:.2f}x)"
@@ -360,9 +353,25 @@ def run_doctor(
     img_size=None,
     plugin_library: str | None = None,
     progress=lambda text: None,
+    build: bool = False,
 ) -> dict:
-    """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict)."""
+    """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict).
+
+    The host facts come first (seconds). Without OUT the default build (minutes) is made
+    only where an engine can be built (a GPU and TensorRT) or with `build`."""
     facts = host_facts()
+    for key, value in facts.items():
+        progress(f"{key}: {value if value else 'not found'}")
+    if out is None and not build and not (facts["gpu"] and facts["tensorrt"]):
+        missing = " and ".join(k for k in ("gpu", "tensorrt") if not facts[k])
+        step = Step(
+            "build folder",
+            "skipped",
+            f"no {missing} here: no engine can be built, so no default build was made",
+            "vitexport doctor --build (the default build and its CPU checks, minutes), or "
+            "vitexport doctor OUT for a build folder you have",
+        )
+        return {"host": facts, "folder": "none (no build made)", "steps": [asdict(step)]}
     with tempfile.TemporaryDirectory(prefix="vitexport-doctor-") as scratch:
         scratch = Path(scratch)
         build_dir = scratch / "plugins-build"
@@ -371,10 +380,10 @@ def run_doctor(
         progress("kernel harness")
         steps = [library, harness_step(build_dir, facts)]
         progress("build folder")
-        step, folder, report, settings = folder_step(out, scratch, model, img_size, progress)
+        step, folder, record = folder_step(out, scratch, model, img_size, progress)
         steps.append(step)
         lib = library.data.get("path")
-        steps += engine_steps(folder, report, settings, facts, lib, progress)
+        steps += engine_steps(folder, record, facts, lib, progress)
     return {
         "host": facts,
         "folder": str(out) if out else "a temporary default build",

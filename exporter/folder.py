@@ -5,7 +5,7 @@ something other than a build's own output; a build stages everything in a siblin
 folder under an exclusive lock, then moves the old folder aside, renames the new one in and
 only then removes the old one. Temporaries of dead processes are cleaned at the next build.
 
-Reading (`read_folder`): every sha256 recorded in report.json is checked before any file of
+Reading (`read_record`): every sha256 recorded in report.json is checked before any file of
 the folder is trusted; `--rehash` accepts the files as they are and records their new hashes.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import onnx
 
-from .config import BuildSettings
 from .errors import InputError
+from .record import BuildRecord, SweepRecord, seal_rows
 from .report import render_markdown
 
 FLAG = "--out"
@@ -327,9 +327,9 @@ def write_json(path: Path, data: dict) -> None:
 REPORT_HASH = "report.sha256"  # sha256sum's format, so `sha256sum -c report.sha256` checks it
 
 
-def write_report(out: Path, report: dict) -> None:
+def write_report(out: Path, record: BuildRecord) -> None:
     """report.json (with its sha256 in report.sha256) and report.md, each replaced atomically."""
-    text = to_json(report)
+    text = to_json(record.to_dict())
     digest = hashlib.sha256(text.encode()).hexdigest()
     write_atomic(Path(out) / "report.json", text)
     write_atomic(Path(out) / REPORT_HASH, f"{digest}  report.json\n")
@@ -362,10 +362,6 @@ def read_json(path: Path, flag: str = "OUT") -> dict:
     return data
 
 
-def read_report(out: Path) -> dict:
-    return read_json(Path(out) / "report.json")
-
-
 def check_report_hash(out: Path) -> None:
     """Refuse a report.json that differs from the sha256 the build recorded beside it."""
     recorded = Path(out) / REPORT_HASH
@@ -387,25 +383,20 @@ def check_report_hash(out: Path) -> None:
         )
 
 
-def check_hashes(out: Path, report: dict) -> None:
-    """Refuse a folder whose recorded files are missing or differ from their sha256."""
-    hashes = report.get("hashes", {})
-    edited = not isinstance(hashes, dict)  # e.g. "hashes": null
-    unhashed = [] if edited else [n for n in report["artifacts"].values() if n not in hashes]
-    if edited or unhashed:
+def check_hashes(out: Path, record: BuildRecord) -> None:
+    """Refuse a folder whose recorded files are missing or differ from their sha256 (the
+    names were confined to the folder when the record was read)."""
+    unhashed = [n for n in record.files() if n not in record.hashes]
+    if unhashed:
         raise InputError(
             "OUT",
             str(out),
             "a folder whose report.json records the sha256 of its "
             "files (or --rehash to record them now)",
-            f"no sha256 for {unhashed[0] if unhashed else 'its files'}",
+            f"no sha256 for {unhashed[0]}",
         )
-    for name, digest in hashes.items():
-        path = Path(out) / str(name)
-        if not _inside(Path(out), path):
-            raise InputError(
-                "OUT", str(out), "hashes of files inside the folder", f"report.json names {name}"
-            )
+    for name, digest in record.hashes.items():
+        path = Path(out) / name
         if not path.is_file():
             raise InputError(
                 "OUT",
@@ -437,13 +428,11 @@ def check_readable(out: Path, names) -> None:
                 ) from None
 
 
-def _inside(folder: Path, path: Path) -> bool:
-    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
-
-
-def read_folder(out: Path, rehash: bool = False):
-    """The report and build settings of an output folder written by `vitexport build`, after
-    checking its files against their recorded sha256 (`rehash`: record the files as they are)."""
+def read_record(out: Path, rehash: bool = False) -> BuildRecord:
+    """The record of an output folder written by `vitexport build`, every field checked
+    (record.BuildRecord.read), after checking its files against their recorded sha256
+    (`rehash`: record the files as they are now). Readers trust the record this returns and
+    do not hash the folder again."""
     out = Path(out)
     if not out.exists():
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no such folder")
@@ -455,41 +444,32 @@ def read_folder(out: Path, rehash: bool = False):
         raise InputError("OUT", str(out), "a folder written by `vitexport build`", "no report.json")
     if not rehash:
         check_report_hash(out)
-    report = read_report(out)
-    fields = {"settings": dict, "artifacts": dict, "model": dict, "method": dict, "tokens": dict}
-    for key, kind in fields.items():
-        if not isinstance(report.get(key), kind):
-            raise InputError(
-                "OUT",
-                str(out / "report.json"),
-                "a report written by `vitexport build`",
-                f"no {key!r} section",
-            )
-    for name in report["artifacts"].values():
-        if not isinstance(name, str) or not _inside(out, out / name):
-            raise InputError(
-                "OUT", str(out / "report.json"), "artifacts inside the folder", f"names {name!r}"
-            )
+    record = BuildRecord.read(read_json(out / "report.json"), out)
     if rehash:
-        check_readable(out, report["artifacts"].values())
-        for key in ("accuracy", "bench"):  # measured on the files as they were
-            report.pop(key, None)
-        report["validation"] = []
-        report["rehashed"] = True
-        report["hashes"] = file_hashes(out, report["artifacts"].values())
-        write_report(out, report)
+        check_readable(out, record.files())
+        # measured on the files as they were
+        record.accuracy, record.timing, record.validation = None, None, []
+        record.rehashed = True
+        record.set_hashes(file_hashes(out, record.files()))
+        write_report(out, record)
     else:
-        check_hashes(out, report)
-    try:
-        settings = BuildSettings.from_dict(report["settings"])
-    except (TypeError, ValueError, AttributeError) as err:
-        raise InputError(
-            "OUT",
-            str(out / "report.json"),
-            "settings written by `vitexport build`",
-            f"unreadable settings ({err})",
-        ) from None
-    return report, settings
+        check_hashes(out, record)
+    return record
+
+
+def read_sweep(path: Path, flag: str = "--resume") -> SweepRecord | None:
+    """The sweep.json at `path`, rows and fields checked (None when there is none); a corrupt
+    or edited one is refused in one line, not ignored."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return SweepRecord.read(read_json(path, flag), str(path))
+
+
+def write_sweep(path: Path, result: dict) -> None:
+    """sweep.json, each row sealed with the sha256 of its content."""
+    seal_rows(result["rows"])
+    write_atomic(path, json.dumps(result, indent=2) + "\n")
 
 
 def write_beside(out: Path, name: str, data: dict) -> Path:
@@ -502,8 +482,9 @@ def write_beside(out: Path, name: str, data: dict) -> Path:
 __all__ = [
     "OutputFolder",
     "resolve_out",
-    "read_folder",
-    "read_report",
+    "read_record",
+    "read_sweep",
+    "write_sweep",
     "write_report",
     "write_beside",
     "file_hashes",

@@ -18,13 +18,9 @@ INPUTS = "inputs.json"
 REFERENCE = "reference.json"
 
 
-def validation_feeds(shape, entry: dict, data) -> list[dict]:
+def validation_feeds(shape, entry, data, name: str) -> list[dict]:
     """The feeds that validation `entry` compared on: the first eval images, else seeded noise."""
-    return feeds_for(shape, entry["seed"], entry["samples"], data)[0]
-
-
-def _entry(report: dict, artifact: str) -> dict:
-    return next(v for v in report["validation"] if v["artifact"] == artifact)
+    return feeds_for(shape, entry.seed, entry.samples, data, name)[0]
 
 
 def polygraphy_command(
@@ -54,22 +50,21 @@ def polygraphy_command(
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def commands(report: dict, settings) -> list[dict]:
+def commands(record, settings) -> list[dict]:
     """The commands to print in report.md: ONNX Runtime on model.onnx, TensorRT on the engine's
     source ONNX and, once it exists, on the engine itself; each at the tolerances its artifact
     was validated with (a half-precision one is held to looser numbers)."""
-    arts = report["artifacts"]
+    onnx = record.onnx
     onnxrt = polygraphy_command(
-        arts["onnx"], "--onnxrt", _entry(report, arts["onnx"])["tolerances"]
+        onnx.file, "--onnxrt", record.validation_of(onnx).tolerances.to_dict()
     )
-    source = arts.get("onnx_fp16") or arts.get("onnx_plugins") or arts["onnx"]
-    trt_tol = _entry(report, source)["tolerances"]
+    source = record.engine_source()
+    trt_tol = record.validation_of(source).tolerances.to_dict()
     plugins = None
-    if "onnx_plugins" in arts:
+    if record.plugin_graph is not None:  # the engine is built with the plugin library
         plugins = settings.plugin_library or f"path/to/{PLUGIN_LIBRARY}"
-    engine = polygraphy_command(
-        arts.get("engine", "model.engine"), "--trt", trt_tol, plugins, engine=True
-    )
+    engine_file = record.engine_file.file if record.engine_file else "model.engine"
+    engine = polygraphy_command(engine_file, "--trt", trt_tol, plugins, engine=True)
     return [
         {
             "runtime": "onnxrt",
@@ -79,7 +74,7 @@ def commands(report: dict, settings) -> list[dict]:
         {
             "runtime": "trt",
             "what": "TensorRT on a GPU host, engine built by polygraphy",
-            "command": polygraphy_command(source, "--trt", trt_tol, plugins),
+            "command": polygraphy_command(source.file, "--trt", trt_tol, plugins),
         },
         {
             "runtime": "trt-engine",
@@ -89,18 +84,19 @@ def commands(report: dict, settings) -> list[dict]:
     ]
 
 
-def write_comparison_data(folder: Path, reduced, shape, settings, data, report: dict) -> None:
+def write_comparison_data(folder: Path, reduced, shape, settings, data, record) -> None:
     """Write inputs.json and reference.json into `folder`, record them as artifacts (so they
-    are hashed) and the polygraphy commands in the report."""
-    feeds = validation_feeds(shape, _entry(report, report["artifacts"]["onnx"]), data)
-    runner = TorchRunner(reduced, shape, reduced.model.output_names, name="pytorch")
+    are hashed) and the polygraphy commands in the record."""
+    name = reduced.model.input_name
+    feeds = validation_feeds(shape, record.validation_of(record.onnx), data, name)
+    runner = TorchRunner(reduced, shape, reduced.model.output_names, "pytorch", name)
     results = Comparator.run([runner], data_loader=feeds)
     save_json(feeds, str(Path(folder) / INPUTS))
     results.save(str(Path(folder) / REFERENCE))
-    report["artifacts"]["polygraphy_inputs"] = INPUTS
-    report["artifacts"]["polygraphy_reference"] = REFERENCE
-    report["polygraphy"] = {
+    record.add("polygraphy_inputs", INPUTS)
+    record.add("polygraphy_reference", REFERENCE)
+    record.polygraphy = {
         "note": f"{INPUTS} holds the validation inputs and {REFERENCE} the PyTorch outputs, in "
         "polygraphy's JSON formats; run the commands in this folder.",
-        "commands": commands(report, settings),
+        "commands": commands(record, settings),
     }

@@ -279,23 +279,24 @@ def format_bench(b: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(report: dict, out) -> list[str]:
-    """What `vitexport build`, `validate` and `engine` print: the token counts, each artifact's
-    verdict with its worst cosine and largest error, and accuracy and speed where measured."""
-    tok = report["tokens"]
+def summary(record, out) -> list[str]:
+    """What `vitexport build`, `validate` and `engine` print for a record.BuildRecord: the token
+    counts, each artifact's verdict with its worst cosine and largest error, and accuracy and
+    speed where measured."""
+    tok = record.tokens
     lines = [
-        f"{report['model']['name']} + {report['method']['name']}: "
-        f"{tok['full']} -> {tok['reduced']} tokens; weights: {report['model']['weights']}"
+        f"{record.model.name} + {record.method}: "
+        f"{tok['full']} -> {tok['reduced']} tokens; weights: {record.model.weights}"
     ]
-    for v in report["validation"]:
-        outputs = v["outputs"].values()
+    for v in record.validation:
+        outputs = v.outputs.values()
         worst = min((o.get("cosine", 0.0) for o in outputs), default=0.0)
         agree = [o["argmax_agreement"] for o in outputs if o.get("argmax_agreement") is not None]
         extra = f", argmax agreement {min(agree):.6f}" if agree else ""
         max_abs = max((o.get("max_abs", float("inf")) for o in outputs), default=0.0)
         bad = [
             n
-            for n, o in v["outputs"].items()
+            for n, o in v.outputs.items()
             if any(
                 not math.isfinite(x)
                 for x in (o.get("max_abs"), o.get("cosine"))
@@ -303,20 +304,20 @@ def summary(report: dict, out) -> list[str]:
             )
         ]
         extra += f", NaN or infinite values in {', '.join(bad)}" if bad else ""
-        extra += f"; {v['verdict']}" if v.get("verdict") else ""
+        extra += f"; {v.verdict}" if v.verdict else ""
         lines.append(
-            f"  {v['artifact']} ({v['runtime']}): "
-            f"{'PASSED' if v['passed'] else 'FAILED'} cosine {worst:.8f}, "
+            f"  {v.artifact} ({v.runtime}): "
+            f"{'PASSED' if v.passed else 'FAILED'} cosine {worst:.8f}, "
             f"max abs {max_abs:.3g}{extra}"
         )
-    a = report.get("accuracy")
+    a = record.accuracy.to_dict() if record.accuracy else None
     if a:
         ret = f"{a['retention']:.2%}" if a.get("retention") is not None else "-"
         lines.append(
             f"  mIoU on {a['images']} images: baseline {a['baseline']:.4f}, reduced "
             f"{a['reduced']:.4f}, retention {ret}"
         )
-    if report.get("bench"):
-        lines.append(f"  {speed_line(report['bench'], a)}")
+    if record.timing is not None:
+        lines.append(f"  {speed_line(record.timing.to_dict(), a)}")
     lines.append(f"report: {Path(out) / 'report.md'}")
     return lines

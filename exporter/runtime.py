@@ -93,3 +93,23 @@ def half_precision_runner(path: Path, input_shape, output_names, name: str) -> B
 def tensorrt_runner(path: Path, name: str) -> BaseRunner:
     """Runs a serialized TensorRT engine (polygraphy imports TensorRT only when it is run)."""
     return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
+
+
+def _plain(path: Path, input_shape, output_names, name: str) -> None:
+    return None  # validation runs a plain ONNX itself, with its decisions exposed
+
+
+# The runner of each runtime an artifact names (record.Artifact.runtime).
+RUNNERS = {
+    "onnxruntime": _plain,
+    "onnxruntime-optimized": _plain,  # ONNX Runtime's own ops: plain to ONNX Runtime
+    "onnxruntime+plugins": lambda path, shape, names, name: plugin_graph_runner(path, name),
+    "onnxruntime-fp16": half_precision_runner,
+    "tensorrt": lambda path, shape, names, name: tensorrt_runner(path, name),
+}
+
+
+def runner_for(artifact, path: Path, input_shape, output_names) -> BaseRunner | None:
+    """The runner of `artifact` (a record.Artifact) at `path`; None: a plain ONNX graph, run
+    by validation itself."""
+    return RUNNERS[artifact.runtime](path, input_shape, output_names, artifact.runtime)

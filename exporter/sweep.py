@@ -21,13 +21,14 @@ from .accuracy import evaluate_onnx
 from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
-from .methods import METHODS
+from .methods import BASELINE, METHODS, reducing
 from .methods.expedite import default_alpha
 from .methods.base import flag_of
 from .models import weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
-from .folder import write_atomic
+from .folder import read_sweep, write_atomic, write_sweep
+from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
 from .onnx.fuse import optimize_onnx
@@ -99,10 +100,10 @@ def parse_methods(text: str | None) -> set[str] | None:
         return None
     names = {m.strip() for m in text.split(",") if m.strip()}
     unknown = sorted(names - set(METHODS))
-    if not names or unknown or names == {"none"}:
+    if not names or unknown or not names & set(reducing()):
         reason = f"unknown: {', '.join(unknown)}" if unknown else "no reduction method"
-        raise InputError("--methods", text, ",".join(m for m in METHODS if m != "none"), reason)
-    return names - {"none"}
+        raise InputError("--methods", text, ",".join(reducing()), reason)
+    return names & set(reducing())
 
 
 def build_command(spec: ModelSpec, settings: BuildSettings, method: str, flags: dict) -> str:
@@ -125,12 +126,12 @@ def build_command(spec: ModelSpec, settings: BuildSettings, method: str, flags: 
     return " ".join(parts)
 
 
-def validation_summary(checks: list[dict]) -> dict:
+def validation_summary(checks: list) -> dict:
     """Passed, and the worst cosine and argmax agreement over the outputs of every check."""
-    outs = [o for c in checks for o in c["outputs"].values()]
+    outs = [o for c in checks for o in c.outputs.values()]
     agree = [o["argmax_agreement"] for o in outs if o.get("argmax_agreement") is not None]
     return {
-        "passed": all(c["passed"] for c in checks),
+        "passed": all(c.passed for c in checks),
         "cosine": min((o.get("cosine", -1.0) for o in outs), default=None),
         "argmax_agreement": min(agree) if agree else None,
     }
@@ -186,18 +187,15 @@ class Sweep:
         self.out, self.name = Path(out), name
         self.json, self.md, self.png = (self.out / f"{name}.{ext}" for ext in ("json", "md", "png"))
 
-    def existing(self) -> dict | None:
-        if not self.json.is_file():
-            return None
-        try:
-            return json.loads(self.json.read_text())
-        except (OSError, ValueError):
-            return None
+    def existing(self):
+        """The sweep.json already there (record.SweepRecord; None when there is none); a
+        corrupt or edited one is refused in one line."""
+        return read_sweep(self.json)
 
     def write(self, result: dict) -> None:
         for i, r in enumerate(result["rows"]):
             r["pareto"] = i in pareto(result["rows"])
-        write_atomic(self.json, json.dumps(result, indent=2) + "\n")
+        write_sweep(self.json, result)
         write_atomic(self.md, render(result, self.png.name))
         plot(result, self.png)
 
@@ -235,9 +233,10 @@ def run_sweep(
     chosen = parse_methods(methods) if isinstance(methods, str) else methods
     out = Path(out)
     check_out(out, name, force, resume)
-    spec, _, _ = resolve(None, spec, "none", {})
+    old = Sweep(out, name).existing() if resume else None  # a corrupt one: refused before work
+    spec, _, _ = resolve(None, spec, BASELINE, {})
     base_settings = BuildSettings(
-        model=spec, method="none", eval_data=eval_data, eval_count=eval_count
+        model=spec, method=BASELINE, eval_data=eval_data, eval_count=eval_count
     )
     baseline = patched_model(base_settings)
     model = baseline.model
@@ -275,7 +274,6 @@ def run_sweep(
         "complete": False,
         "rows": [],
     }
-    old = sweep.existing() if resume else None
     done = {}
     if old is not None:
         same = all(old.get(k) == result[k] for k in ("model", "weights", "input", "data", "images"))
@@ -286,7 +284,8 @@ def run_sweep(
                 "a sweep of the same model and data",
                 f"it holds {old.get('model')} on {old.get('data')}",
             )
-        done = {r["key"]: r for r in old["rows"]}
+        # rows of older sweeps carry no sha256: only sealed rows are trusted, others measured again
+        done = {r.key: r.to_dict() for r in old.rows if r.sealed}
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
         work = Path(tmp)
         progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
@@ -298,7 +297,7 @@ def run_sweep(
         result["baseline_gflops"] = count_gflops(baseline, one)
         base_opt = work / "baseline.optimized.onnx"
         optimize_onnx(base_path, base_opt)
-        inputs, inputs_note = timing_inputs(shape, base_settings.seed, data)
+        inputs, inputs_note = timing_inputs(shape, base_settings.seed, data, model.input_name)
         result["inputs"] = inputs_note
         for i, s in enumerate(grid, 1):
             tag = f"[{i}/{len(grid)}] {s.method} {s.label}"
@@ -313,7 +312,7 @@ def run_sweep(
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
             check = validation_summary(
-                run_validation(settings, reduced, work, {"onnx": path.name}, shape, data)
+                run_validation(settings, reduced, work, [Artifact.plain(path.name)], shape, data)
             )
             ev = None if data is None else evaluate_onnx(path, data, classes, 1)
             gflops = {"baseline": result["baseline_gflops"], "reduced": count_gflops(reduced, one)}

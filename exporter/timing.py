@@ -25,7 +25,7 @@ import onnx
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .methods import apply_method
+from .methods import BASELINE, apply_method
 from .models import create_model
 from .models.base import INPUT_NAME
 from .onnx.fuse import count_fused, optimize_onnx
@@ -401,7 +401,7 @@ def limit_of(settings, cut, input_shape) -> float | None:
     the weightless baseline."""
     if cut is None:
         return None
-    base = replace(settings, model=replace(settings.model, checkpoint=None), method="none")
+    base = replace(settings, model=replace(settings.model, checkpoint=None), method=BASELINE)
     with torch.device("meta"):
         model = create_model(base.model, settings.seed)
     whole = count_gflops(model, input_shape)
@@ -409,34 +409,34 @@ def limit_of(settings, cut, input_shape) -> float | None:
 
 
 def speed_stage(
-    settings, folder: Path, report: dict, progress=lambda text: None, data=None, cut=None
+    settings, folder: Path, record, progress=lambda text: None, data=None, cut=None
 ) -> dict | None:
     """The build's own speed-up: its model against the baseline.onnx the accuracy stage
     exported, both also in their optimised forms, timed in the same run (BUILD_RUNS
-    interleaved rounds on the build's evaluation images when it has some), GFLOPs counted on
-    the weightless models; None when the folder has no baseline to time against."""
-    arts = report["artifacts"]
-    if settings.method == "none" or "baseline_onnx" not in arts:
+    interleaved rounds on the build's evaluation images `data` when it has some), GFLOPs
+    counted on the weightless models; `cut`: the method's first reduced block (for the
+    structural limit). None when the folder has no baseline to time against."""
+    if record.baseline is None:
         return None
-    shape = tuple(report["model"]["input_shape"])
+    shape = record.model.input_shape
     one = (1, *shape[1:])
-    base = replace(settings, method="none", method_args={})
+    base = replace(settings, method=BASELINE, method_args={})
     gflops = {
         "baseline": count_settings_gflops(base, one),
         "reduced": count_settings_gflops(settings, one),
     }
     paths = {
-        "baseline": Path(folder) / arts["baseline_onnx"],
-        "reduced": Path(folder) / arts["onnx"],
+        "baseline": Path(folder) / record.baseline.file,
+        "reduced": Path(folder) / record.onnx.file,
     }
-    if "onnx_optimized" in arts:
-        paths["reduced_optimized"] = Path(folder) / arts["onnx_optimized"]
+    if record.optimized is not None:
+        paths["reduced_optimized"] = Path(folder) / record.optimized.file
     inputs, note = timing_inputs(shape, settings.seed, data)
     return compare(
         paths,
         gflops,
         shape,
-        report["tokens"],
+        record.tokens,
         BUILD_RUNS,
         BUILD_WARMUP,
         seed=settings.seed,
@@ -452,8 +452,8 @@ def speed_stage(
 TIMING_IMAGES = 8
 
 
-def timing_inputs(shape, seed: int, data=None) -> tuple[list, str]:
+def timing_inputs(shape, seed: int, data=None, name: str = INPUT_NAME) -> tuple[list, str]:
     """The arrays to time on and their description: the build's first evaluation images when
     it has an evaluation set, else one seeded noise input."""
-    feeds, note = feeds_for(shape, seed, TIMING_IMAGES if data is not None else 1, data)
-    return [f[INPUT_NAME] for f in feeds], note
+    feeds, note = feeds_for(shape, seed, TIMING_IMAGES if data is not None else 1, data, name)
+    return [f[name] for f in feeds], note

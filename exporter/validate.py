@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,9 @@ from polygraphy.logger import G_LOGGER
 
 from .onnx.plugin_ops import PLUGIN_DOMAIN, ort_session
 from .onnx.plugins import hidden_decisions
+from .models.base import INPUT_NAME
 from .ops.decisions import Decisions
+from .record import Tolerances, Validation
 
 # The report carries the numbers; polygraphy would print its own verdict lines to stdout.
 G_LOGGER.module_severity = G_LOGGER.CRITICAL
@@ -34,19 +35,22 @@ G_LOGGER.colors = False
 class TorchRunner(BaseRunner):
     """Runs a PyTorch module on the CPU under no_grad."""
 
-    def __init__(self, model: torch.nn.Module, input_shape, output_names, name="pytorch"):
+    def __init__(
+        self, model: torch.nn.Module, input_shape, output_names, name="pytorch", input_name=None
+    ):
         super().__init__(name=name)
         self.model, self.input_shape, self.output_names = (
             model,
             tuple(input_shape),
             list(output_names),
         )
+        self.input_name = input_name or _input_of(model)
 
     def get_input_metadata_impl(self):
-        return TensorMetadata().add("images", np.float32, self.input_shape)
+        return TensorMetadata().add(self.input_name, np.float32, self.input_shape)
 
     def infer_impl(self, feed_dict):
-        images = torch.from_numpy(np.ascontiguousarray(feed_dict["images"]))
+        images = torch.from_numpy(np.ascontiguousarray(feed_dict[self.input_name]))
         with torch.no_grad():
             start = time.perf_counter()
             out = self.model(images)
@@ -58,18 +62,24 @@ class TorchRunner(BaseRunner):
         )
 
 
-def seeded_inputs(shape, seed: int, count: int) -> list[dict]:
+def _input_of(reference) -> str:
+    """The image input's name of a reference (a ReducedModel or a DenseModel)."""
+    model = getattr(reference, "model", reference)
+    return getattr(model, "input_name", INPUT_NAME)
+
+
+def seeded_inputs(shape, seed: int, count: int, name: str = INPUT_NAME) -> list[dict]:
     """`count` feed dicts of standard-normal images, the same for every runner and every run."""
     rng = np.random.default_rng(seed)
-    return [{"images": rng.standard_normal(shape, dtype=np.float32)} for _ in range(count)]
+    return [{name: rng.standard_normal(shape, dtype=np.float32)} for _ in range(count)]
 
 
-def image_inputs(images: np.ndarray, shape, count: int) -> list[dict]:
+def image_inputs(images: np.ndarray, shape, count: int, name: str = INPUT_NAME) -> list[dict]:
     """Up to `count` feed dicts of batch shape[0] from the first of `images` [N, 3, H, W]."""
     batch = shape[0]
     count = min(count, len(images) // batch)
     return [
-        {"images": np.ascontiguousarray(images[i * batch : (i + 1) * batch], dtype=np.float32)}
+        {name: np.ascontiguousarray(images[i * batch : (i + 1) * batch], dtype=np.float32)}
         for i in range(count)
     ]
 
@@ -98,96 +108,6 @@ def error_metrics(
 
 # Margins listed per decision in the report (the largest first).
 MARGINS_SHOWN = 5
-# A flipped decision counts as a near-tie when the reference's own margin at it (see
-# ops.decisions) is at most this share of the scores' magnitude: float32 runtimes differ in
-# the scores by the rounding of everything upstream (1e-6..1e-5 relative in deep models).
-TIE_BOUND = 1e-4
-# float16 activations (10-bit mantissa) move the scores by ~1e-3 relative.
-TIE_BOUND_FP16 = 1e-2
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """What an artifact must meet against the PyTorch reference."""
-
-    atol: float = 1e-3
-    rtol: float = 1e-3
-    min_cosine: float = 0.99999
-    error_quantile: float = 0.99  # share of elements that must be within atol or rtol
-    min_argmax: float = 0.999  # segmentation: share of pixels whose class must agree
-    tie_bound: float = TIE_BOUND  # relative margin below which a flipped decision is a near-tie
-
-    @classmethod
-    def of(cls, settings) -> "Tolerances":
-        """The tolerances of a build's settings (BuildSettings or anything with those fields)."""
-        return cls(
-            settings.atol,
-            settings.rtol,
-            settings.min_cosine,
-            settings.error_quantile,
-            settings.min_argmax,
-        )
-
-    def half(self) -> "Tolerances":
-        """Loosened for a float16 artifact (10-bit mantissa); never tightened."""
-        return replace(
-            self,
-            atol=max(self.atol, 5e-2),
-            rtol=max(self.rtol, 5e-2),
-            min_cosine=min(self.min_cosine, 0.999),
-            min_argmax=min(self.min_argmax, 0.99),
-            tie_bound=max(self.tie_bound, TIE_BOUND_FP16),
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "error_quantile": self.error_quantile,
-            "min_cosine": self.min_cosine,
-            "min_argmax_agreement": self.min_argmax,
-            "tie_bound": self.tie_bound,
-        }
-
-
-@dataclass
-class ValidationResult:
-    """One artifact's comparison with the reference.
-
-    verdict: "decisions equal" (or "no decisions" for methods without any, or "decisions not
-    exposed" when the runtime cannot return them), then judged on the outputs as they are;
-    "near-tie flips: n" when the runtime chose differently only where the reference's own
-    margins are within `tie_bound` and, with the runtime's choices imposed on the reference,
-    the outputs match; otherwise it says what failed."""
-
-    runtime: str
-    artifact: str
-    passed: bool
-    verdict: str
-    tolerances: Tolerances
-    samples: int
-    seed: int
-    inputs: str
-    outputs: dict  # per output: error metrics against the reference as it decides itself
-    decisions: dict = field(default_factory=dict)  # per decision: compared, flipped, margins
-    forced_outputs: dict | None = None  # the metrics with the runtime's decisions imposed
-
-    def to_dict(self) -> dict:
-        out = {
-            "runtime": self.runtime,
-            "artifact": self.artifact,
-            "passed": self.passed,
-            "verdict": self.verdict,
-            "tolerances": self.tolerances.to_dict(),
-            "samples": self.samples,
-            "seed": self.seed,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "decisions": self.decisions,
-        }
-        if self.forced_outputs is not None:
-            out["forced_outputs"] = self.forced_outputs
-        return out
 
 
 def _compare(
@@ -228,7 +148,7 @@ def _compare(
 
 def _run_reference(reference, feeds: dict, names, imposed: dict | None = None):
     """(outputs by name, the Decisions record) of one reference run."""
-    images = torch.from_numpy(np.ascontiguousarray(feeds["images"]))
+    images = torch.from_numpy(np.ascontiguousarray(feeds[_input_of(reference)]))
     with torch.no_grad(), Decisions(imposed) as record:
         out = reference(images)
     outs = out if isinstance(out, (tuple, list)) else (out,)
@@ -269,7 +189,7 @@ class ExposedRun:
             )
 
     def __call__(self, feeds: dict) -> tuple[dict, dict]:
-        x = feeds["images"]
+        (x,) = feeds.values()  # the one image input, whatever the graph calls it
         outs = self.session.run(None, {self.input: x.astype(np.float16) if self.half else x})
         main = {n: o.astype(np.float32) for n, o in zip(self.names, outs)}
         return main, dict(zip(self.extra, outs[len(self.names) :]))
@@ -313,7 +233,7 @@ def validate_artifact(
     runner: BaseRunner | None = None,
     runtime: str = "onnxruntime",
     options=None,
-) -> ValidationResult:
+) -> Validation:
     """Compare one artifact with the PyTorch reference on `data` (feed dicts), decision-aware.
 
     The runtime's decisions come from the artifact itself (an ONNX file run with its integer
@@ -350,7 +270,7 @@ def validate_artifact(
                 out = runner.infer(dict(feeds))
                 run_iters.append({n: np.asarray(out[n], dtype=np.float32) for n in names})
     plain_ok, outputs = _compare(ref_iters, run_iters, names, output_kind, tol)
-    result = ValidationResult(
+    result = Validation(
         runtime, Path(artifact).name, plain_ok, "", tol, len(data), seed, inputs, outputs
     )
     if not declared:
@@ -423,13 +343,16 @@ def validate_artifact(
     return result
 
 
-def feeds_for(input_shape, seed: int, samples: int, data=None) -> tuple[list[dict], str]:
-    """The validation inputs and their description: the first images of a build's evaluation
-    set `data` when given, else seeded standard-normal samples."""
-    feeds = image_inputs(data.images, input_shape, samples) if data is not None else []
+def feeds_for(
+    input_shape, seed: int, samples: int, data=None, name: str = INPUT_NAME
+) -> tuple[list[dict], str]:
+    """The validation inputs (keyed by the model's input `name`) and their description: the
+    first images of a build's evaluation set `data` when given, else seeded standard-normal
+    samples."""
+    feeds = image_inputs(data.images, input_shape, samples, name) if data is not None else []
     if feeds:
         return feeds, f"the first {len(feeds) * input_shape[0]} images of {data.source}"
     return (
-        seeded_inputs(input_shape, seed, samples),
+        seeded_inputs(input_shape, seed, samples, name),
         f"{samples} seeded standard-normal samples (seed {seed})",
     )

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from .build import read_folder
+from .folder import read_record
 from .errors import InputError
 from .limits import open_image
 from .models import entry_of
@@ -68,8 +68,8 @@ def synthetic_image(size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img).copy()
 
 
-def load_image(path, size: tuple[int, int]) -> np.ndarray:
-    """An image file as uint8 [H, W, 3], resized to the model's input size."""
+def load_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as uint8 [H, W, 3], resized to `size` (H, W) where given."""
     path = Path(path)
     if path.is_dir():
         raise InputError(
@@ -81,7 +81,9 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
         )
     try:
         with open_image(path) as img:  # bounded: a decompression bomb is one line, not a traceback
-            img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            img = img.convert("RGB")
+            if size is not None:
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img).copy()
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(
@@ -258,15 +260,19 @@ def prediction_figure(image, labels, base, red, kind: str, names, method: str, t
     return fig
 
 
-def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
-    """Write the pictures of an output folder; return {"files": [...], "notes": [...]}."""
+def visualize_folder(
+    out, image_path=None, progress=lambda text: None, record=None, rehash: bool = False
+) -> dict:
+    """Write the pictures of an output folder; return {"files": [...], "notes": [...]}.
+    `record`: the folder's record as the caller read (and verified) it; else read here."""
     out = Path(out)
-    report, settings = read_folder(out)
+    settings = (record if record is not None else read_record(out, rehash)).settings
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
     # a bad --image is refused before any progress line: the error stays the only output
     given = None if image_path is None else load_image(image_path, size)
+    native = None if image_path is None else load_image(image_path)
     progress("rebuilt the PyTorch reference")
     if given is not None:
         image, labels, source = given, None, str(image_path)
@@ -320,4 +326,32 @@ def visualize_folder(out, image_path=None, progress=lambda text: None) -> dict:
         folder / "prediction.png",
     )
     files.append(folder / "prediction.png")
+    if native is not None and native.shape[:2] != tuple(size) and kind == "segmentation":
+        progress(f"sliding windows over the {native.shape[1]}x{native.shape[0]} image ...")
+        files += windows_pictures(out, native, names, folder, f"{name} on {source}", notes)
     return {"files": [str(f) for f in files], "notes": notes}
+
+
+def windows_pictures(out, image: np.ndarray, names, folder: Path, title: str, notes) -> list:
+    """The class map of an image of another size than the model's, by sliding windows of
+    model.onnx (`exporter.predict`, as the Triton ensemble answers): windows.png (input |
+    classes) and classes.png (the ids as greyscale, lossless)."""
+    from .predict import predict_folder  # the build's ONNX in ONNX Runtime
+
+    p = predict_folder(out, image)
+    fig, axes = panels(2, f"{title}: {p.windows} windows of {p.window[0]}x{p.window[1]}")
+    axes[0].imshow(image, interpolation="nearest")
+    axes[0].set_title(f"input ({image.shape[1]}x{image.shape[0]})", fontsize=9)
+    axes[1].imshow(paint_classes(p.classes, len(names)), interpolation="nearest")
+    axes[1].set_title(
+        f"model.onnx, sliding windows at stride {p.stride[0]}x{p.stride[1]}", fontsize=9
+    )
+    save_figure(fig, folder / "windows.png")
+    tmp = folder / f".classes.png.tmp-{os.getpid()}"
+    Image.fromarray(p.classes).save(tmp, format="png")
+    os.replace(tmp, folder / "classes.png")
+    notes.append(
+        f"sliding windows: {p.windows} windows of {p.window[0]}x{p.window[1]} over the "
+        f"{image.shape[1]}x{image.shape[0]} image, as the deploy triton ensemble answers"
+    )
+    return [folder / "windows.png", folder / "classes.png"]

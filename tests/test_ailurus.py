@@ -23,6 +23,7 @@ from exporter.ops.density_peaks import (
 )
 from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit
 from tests.reference import ailurus as ref
+from tests.reference.released import ailurus as released
 
 TOL = 1e-5
 # grid, clusters M, spatial neighbours lambda, spatial alpha a, knn k
@@ -55,10 +56,11 @@ def check_against_reference(sel, z, grid, M, lam, a, k):
         r = ref.density_peaks(z[b].double(), grid, M, lam, a, k)
         rho = torch.tensor(r["rho"], dtype=torch.float64)
         assert (torch.exp(-neg_log_rho[b].double()) - rho).abs().max() <= TOL
-        ref_log_score = torch.log(torch.tensor(r["score"], dtype=torch.float64))
+        ref_log_score = torch.tensor(r["log_score"], dtype=torch.float64)
         finite = torch.isfinite(ref_log_score)
         assert torch.equal(finite, torch.isfinite(log_score[b]))
-        assert (log_score[b].double()[finite] - ref_log_score[finite]).abs().max() <= TOL
+        if finite.any():  # identical tokens: every distance 0, every score log 0 = -inf
+            assert (log_score[b].double()[finite] - ref_log_score[finite]).abs().max() <= TOL
         assert centers[b].tolist() == r["centers"]
         assert assignment[b].tolist() == r["assignment"]
         ref_merged, ref_sizes = ref.merge(z[b].double(), r["assignment"], M)
@@ -80,7 +82,8 @@ def test_neighbour_table_and_weights_match_reference(grid, M, lam, a, k):
 def test_selection_and_merge_equal_reference(grid, M, lam, a, k):
     N = grid[0] * grid[1]
     z = features(3, N, 16, seed=N + M)
-    check_against_reference(DensityPeaksSelection(grid, M, lam, a, k), z, grid, M, lam, a, k)
+    sel = DensityPeaksSelection(grid, M, lam, a, k, 16)
+    check_against_reference(sel, z, grid, M, lam, a, k)
 
 
 def test_fallback_to_plain_distance_is_exercised_and_correct():
@@ -94,7 +97,7 @@ def test_fallback_to_plain_distance_is_exercised_and_correct():
         if i not in r["centers"] and not set(ref.grid_neighbours(i, grid, lam)) & set(r["centers"])
     ]
     assert orphans, "this case must contain tokens without a center among their neighbours"
-    _, assignment = DensityPeaksSelection(grid, M, lam, 0.6, 1)(z)
+    _, assignment = DensityPeaksSelection(grid, M, lam, 0.6, 1, 16)(z)
     assert [assignment[0, i].item() for i in orphans] == [r["assignment"][i] for i in orphans]
 
 
@@ -102,7 +105,7 @@ def test_fallback_to_plain_distance_is_exercised_and_correct():
 def test_exact_ties_break_by_token_index(kind):
     grid, M, lam = (4, 6), 7, 23
     z = torch.zeros(2, 24, 8) if kind == "constant" else column_features(grid)
-    sel = DensityPeaksSelection(grid, M, lam, 0.9, 1)
+    sel = DensityPeaksSelection(grid, M, lam, 0.9, 1, 8)
     check_against_reference(sel, z, grid, M, lam, 0.9, 1)
     if kind == "constant":  # every token is a peak with equal score: the first M win
         assert sel(z)[0][0].tolist() == list(range(M))
@@ -111,7 +114,7 @@ def test_exact_ties_break_by_token_index(kind):
 def test_half_inputs_are_clustered_in_float32():
     grid, M = (5, 7), 9
     z = features(2, 35, 16, seed=1).half()
-    sel = DensityPeaksSelection(grid, M, 10, 0.9, 1)
+    sel = DensityPeaksSelection(grid, M, 10, 0.9, 1, 16)
     centers, assignment = sel(z)
     expect_centers, expect_assignment = sel(z.float())
     assert torch.equal(centers, expect_centers) and torch.equal(assignment, expect_assignment)
@@ -183,7 +186,7 @@ def test_selection_exports_and_runs_alike_in_onnxruntime(tmp_path):
     """The subgraph the DPCSelect plugin replaces: same centers and assignment in ORT,
     including exact ties (ORT's and PyTorch's TopK order ties differently)."""
     grid, M = (4, 6), 7
-    sel = DensityPeaksSelection(grid, M, 10, 0.9, 2).eval()
+    sel = DensityPeaksSelection(grid, M, 10, 0.9, 2, 8).eval()
     _, proto = export_and_run(
         SelectionOnly(sel),
         features(2, 24, 8, seed=3),
@@ -275,3 +278,82 @@ def test_defaults_are_the_papers_configuration():
     }
     small = build(fake_model((4, 6)), {})
     assert small.config()["spatial_neighbours"] == 23  # lambda clamped to N-1
+
+
+# ---- against the released DPC-kNN (TCFormer's cluster_dpc_knn) with AiluRus's spatial term ----
+
+
+def released_check(grid, M, lam, a, k, z, seed=None):
+    """Compare the export form with tests/reference/released/ailurus.py on every image of z.
+    Returns the number of tokens that join a different center (0 when the forms agree)."""
+    sel = DensityPeaksSelection(grid, M, lam, a, k, z.shape[-1])
+    centers, assignment = sel(z)
+    _, neg_log_rho, _ = sel.scores(z)
+    merged, sizes = merge_clusters(z, assignment, M)
+    differ = 0
+    for b in range(z.shape[0]):
+        noise = None if seed is None else torch.Generator().manual_seed(seed + b)
+        r = released.dpc_knn(z[b].double(), grid, M, lam, a, k, noise)
+        # the released density carries its noise (< 1e-6) on top of exp(-mean squared distance)
+        err = (torch.exp(-neg_log_rho[b].double()) - r["density"]).abs().max()
+        assert err <= TOL + (0 if seed is None else released.NOISE)
+        # The released code orders clusters by score, ours by token index: compare centers as a
+        # set and each token's cluster by the token at its center.
+        ours = centers[b][assignment[b]]
+        theirs = r["centers"][r["assignment"]]
+        differ += int((ours != theirs).sum())
+        if sorted(r["centers"].tolist()) != centers[b].tolist():
+            continue
+        # merge: the released merge divides by size + 1e-6, a relative difference below 1e-6
+        ref_merged, ref_sizes = released.merge(z[b].double(), r["assignment"], M)
+        slot = torch.searchsorted(centers[b], r["centers"])  # our slot of each released cluster
+        assert torch.equal(sizes[b][slot].double(), ref_sizes)
+        scale = z[b].abs().max().item()
+        assert (merged[b][slot].double() - ref_merged).abs().max() <= TOL + 2e-6 * scale
+    return differ
+
+
+@pytest.mark.parametrize("grid,M,lam,a,k", CASES)
+def test_selection_equals_released_dpc_knn(grid, M, lam, a, k):
+    """Without the released code's density noise, the export form picks the same centers and
+    the same center for every token as the released structure (full N x N matrices, product
+    rho * delta, topk, argmin)."""
+    N = grid[0] * grid[1]
+    z = features(3, N, 16, seed=N + M)
+    assert released_check(grid, M, lam, a, k, z) == 0
+
+
+@pytest.mark.parametrize("grid,M,lam,a,k", [c for c in CASES if c.values[4] > 1])
+def test_released_density_noise_changes_nothing_on_untied_features(grid, M, lam, a, k):
+    """The released code adds noise below 1e-6 to the density so that no two are equal; ours
+    orders equal densities by token index instead. Where no two densities of an image lie
+    within 2e-6 of each other the noise changes no decision. (With k = 1, two tokens that are
+    each other's nearest neighbours at the same rank have exactly equal densities; the cases
+    here average k > 1 distances, and the test checks that they have no near-equal pair.)"""
+    N = grid[0] * grid[1]
+    z = features(3, N, 16, seed=N + M)
+    _, neg_log_rho, _ = DensityPeaksSelection(grid, M, lam, a, k, 16).scores(z)
+    rho = torch.exp(-neg_log_rho.double()).sort(-1).values
+    assert (rho[:, 1:] - rho[:, :-1]).min() > 2 * released.NOISE
+    assert released_check(grid, M, lam, a, k, z, seed=7) == 0
+
+
+def test_exact_ties_differ_from_released_noise_only_within_bound():
+    """Exactly tied features (every column the same): the released code breaks the ties of
+    density at random, ours by token index, so the two clusterings differ on purpose. The bound:
+    both keep M distinct centers, and each token's cluster is as close in the weighted distance
+    under either rule, on average within 5% (the ties are between equivalent tokens)."""
+    grid, M, lam = (4, 6), 7, 23
+    z = column_features(grid)
+    sel = DensityPeaksSelection(grid, M, lam, 0.9, 1, z.shape[-1])
+    centers, assignment = sel(z)
+    for b in range(z.shape[0]):
+        r = released.dpc_knn(z[b].double(), grid, M, lam, 0.9, 1, torch.Generator().manual_seed(b))
+        assert r["centers"].unique().numel() == M
+
+        def cost(joined):  # mean plain distance of each token to the token at its center
+            return (z[b] - z[b][joined]).norm(dim=-1).mean().item()
+
+        ours = cost(centers[b][assignment[b]])
+        theirs = cost(r["centers"][r["assignment"]])
+        assert ours <= 1.05 * theirs + 1e-6

@@ -124,12 +124,15 @@ def test_tiny_training_run_writes_weights_and_metadata(tmp_path):
         command="test",
         config={"batch": 2, "full_batch": 1},
     )
+    # the optimizer's moments stay beside the weights, for a later --resume
     assert sorted(p.name for p in out.iterdir()) == [
         "segmenter_digits.json",
+        "segmenter_digits.optim.safetensors",
         "segmenter_digits.safetensors",
     ]
     assert json.loads((out / "segmenter_digits.json").read_text()) == meta
     assert meta["steps"] == 2 and meta["command"] == "test" and 0 <= meta["val_miou"] <= 1
+    assert meta["steps_done"] == meta["total_steps"] == 3 and meta["final"] is True
     spec = ModelSpec(checkpoint=str(out / "segmenter_digits.safetensors"))
     # --checkpoint overrides the shipped weights
     trained = create_model(spec).state_dict()["decoder.head.weight"]

@@ -58,18 +58,27 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
     result = deploy(out, repo)
     assert result.exit_code == 0, result.output
     name = "segmenter_tiny_expedite"
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
-        f"{name}_onnx",
-        f"{name}_python",
-        f"{name}_trt",
-    ]
+    kinds = {
+        name: "ensemble",
+        f"{name}_onnx": "onnxruntime_onnx",
+        f"{name}_post": "python",
+        f"{name}_pre": "python",
+        f"{name}_python": "python",
+        f"{name}_trt": "tensorrt_plan",
+    }
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == sorted(kinds)
     platforms = {}
     for config_path in repo.glob("*/config.pbtxt"):
         config = parse_config(config_path)
         assert config.name == config_path.parent.name
-        assert config.max_batch_size == 0  # this build's batch is fixed
         platforms[config.name] = config.platform or config.backend
         folder = config_path.parent
+        if config.name in (name, f"{name}_pre", f"{name}_post"):
+            continue  # the ensemble's own tensors: checked below
+        # the python model is batched by Triton (it runs the fixed batch in chunks); the
+        # onnxruntime and TensorRT models take the artifact's fixed batch as it is
+        assert config.max_batch_size == (64 if config.backend == "python" else 0)
+        assert config.HasField("dynamic_batching") == (config.backend == "python")
         onnx_path = (
             folder / "1" / "model.onnx"
             if (folder / "1" / "model.onnx").exists()
@@ -77,11 +86,25 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
         )  # the TensorRT model keeps the ONNX its plan is built from
         check_against_onnx(config, onnx_path)
         assert onnx_path.read_bytes() == (out / "model.onnx").read_bytes()
-    assert platforms == {
-        f"{name}_onnx": "onnxruntime_onnx",
-        f"{name}_python": "python",
-        f"{name}_trt": "tensorrt_plan",
+    assert platforms == kinds
+    ensemble = parse_config(repo / name / "config.pbtxt")
+    steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
+    assert steps == [f"{name}_pre", f"{name}_python", f"{name}_post"]
+    assert [(t.name, list(t.dims)) for t in ensemble.input] == [("image", [-1, -1, 3])]
+    assert [(t.name, list(t.dims)) for t in ensemble.output] == [("classes", [-1, -1])]
+    pre = parse_config(repo / f"{name}_pre" / "config.pbtxt")
+    params = {k: v.string_value for k, v in pre.parameters.items()}
+    # the tiny model's window, 2/3 of it as stride, its entry's normalisation
+    assert params == {
+        "window": "64x96",
+        "stride": "43x64",
+        "mean": "0.5",
+        "std": "0.5",
+        "max_windows": "64",
     }
+    for step in ("pre", "post"):
+        files = sorted(p.name for p in (repo / f"{name}_{step}" / "1").iterdir())
+        assert files == ["model.py", "tiling.py", "triton_io.py"]
     # The execution-provider block is there for a GPU host, but off.
     text = (repo / f"{name}_onnx" / "config.pbtxt").read_text()
     assert "# optimization { execution_accelerators {" in text
@@ -89,15 +112,35 @@ def test_every_config_parses_and_matches_the_onnx(built, tmp_path):
     script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
     assert "trtexec --onnx=model.onnx --saveEngine=1/model.plan" in script
     assert (repo / f"{name}_python" / "1" / "model.py").is_file()
-    assert "LD_PRELOAD" in (repo / "README.md").read_text()
+    readme = (repo / "README.md").read_text()
+    assert "LD_PRELOAD" in readme and "vitexport deploy serve" in readme
+    assert "_python_plugins" not in readme  # this build has no plugin graph
+
+
+def test_instances_stride_and_confidences(built, tmp_path):
+    repo = tmp_path / "repo"
+    flags = ["--instances", "2", "--threads", "1", "--stride", "32x48", "--confidences"]
+    result = deploy(built(*EXPEDITE), repo, *flags)
+    assert result.exit_code == 0, result.output
+    name = "segmenter_tiny_expedite"
+    for model in (name + "_python", name + "_pre", name + "_post", name + "_onnx", name + "_trt"):
+        assert [g.count for g in parse_config(repo / model / "config.pbtxt").instance_group] == [2]
+    python = parse_config(repo / f"{name}_python" / "config.pbtxt")
+    assert python.parameters["intra_op_threads"].string_value == "1"
+    pre = parse_config(repo / f"{name}_pre" / "config.pbtxt")
+    assert pre.parameters["stride"].string_value == "32x48"
+    ensemble = parse_config(repo / name / "config.pbtxt")
+    assert [t.name for t in ensemble.output] == ["classes", "confidences"]
 
 
 @pytest.mark.parametrize(
     "flags, flag",
     [
-        (["--max-batch", "4"], "--max-batch"),
         (["--dynamic-batch"], "--dynamic-batch"),
         (["--name", "two words"], "--name"),
+        (["--name", "abc\n"], "--name"),  # `$` would match before the newline
+        (["--stride", "65x10"], "--stride"),  # past the 64x96 window
+        (["--backend", "onnx"], "--backend"),  # the fixed batch cannot take an image's windows
     ],
 )
 def test_bad_flags_exit_2_and_write_nothing(built, tmp_path, flags, flag):
@@ -113,19 +156,86 @@ def test_not_a_build_and_existing_folders(built, tmp_path):
     assert deploy(tmp_path, tmp_path / "repo").exit_code == 2  # no report.json
     assert not (tmp_path / "repo").exists()
     mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep me")
+    (mine / "my_model" / "1").mkdir(parents=True)
+    (mine / "my_model" / "config.pbtxt").write_text("keep me")
     out = built(*EXPEDITE)
-    for flags in ([], ["--force"]):  # not a repository vitexport wrote: never replaced
-        result = deploy(out, mine, *flags)
-        assert result.exit_code == 2 and "--repo" in result.output
-        assert (mine / "notes.txt").read_text() == "keep me"
-    repo = tmp_path / "repo"
-    assert deploy(out, repo).exit_code == 0
-    assert deploy(out, repo).exit_code == 2  # exists: needs --force
-    assert deploy(out, repo, "--force", "--name", "again").exit_code == 0
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir())[0] == "again_onnx"
+    result = deploy(out, mine)  # not empty: needs --force
+    assert result.exit_code == 2 and "--repo" in result.output
+    # --force adds beside the user's model, never replaces it
+    assert deploy(out, mine, "--force").exit_code == 0
+    assert (mine / "my_model" / "config.pbtxt").read_text() == "keep me"
+    result = deploy(out, mine, "--force", "--name", "my_model")  # my_model_* is free, but ...
+    assert result.exit_code == 0, result.output
+    (mine / "taken_python").mkdir()  # a folder of the user's under a name we would write
+    result = deploy(out, mine, "--force", "--name", "taken")
+    assert result.exit_code == 2 and "taken_python" in result.output
+    assert not (mine / "taken").exists()
+    # a second deploy under our own names replaces our folders only
+    before = (mine / "segmenter_tiny_expedite_python" / "config.pbtxt").stat().st_ino
+    assert deploy(out, mine, "--force").exit_code == 0
+    assert (mine / "segmenter_tiny_expedite_python" / "config.pbtxt").stat().st_ino != before
+    assert (mine / "my_model" / "config.pbtxt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in mine.iterdir() if p.name.startswith(".")] == [".vitexport-repository"]
+
+
+def test_the_current_folder_and_its_parents_are_refused_before_any_work(built, tmp_path):
+    out = built(*EXPEDITE)
+    repo = tmp_path / "repo"
+    (repo / "mine").mkdir(parents=True)
+    (repo / ".vitexport-repository").write_text("{}")
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        for target in (".", "..", str(repo)):
+            result = deploy(out, target, "--force")
+            assert result.exit_code == 2 and result.output.startswith("Error: --repo ")
+    finally:
+        os.chdir(cwd)
+    assert sorted(p.name for p in repo.iterdir()) == [".vitexport-repository", "mine"]
+
+
+def tampered(out, change):
+    """Edit out/report.json with `change(report)` and record its hash, as in a folder shared
+    by someone who recomputed it."""
+    import json
+
+    from exporter.folder import REPORT_HASH, sha256
+
+    report = json.loads((out / "report.json").read_text())
+    change(report)
+    (out / "report.json").write_text(json.dumps(report))
+    (out / REPORT_HASH).write_text(sha256(out / "report.json") + "  report.json\n")
+
+
+def test_a_failed_build_is_refused_unless_allowed(built, tmp_path):
+    from tests.helpers import copy_of
+
+    out = copy_of(built(*EXPEDITE), tmp_path / "b")
+    tampered(out, lambda r: r["validation"][0].update(passed=False))
+    repo = tmp_path / "repo"
+    result = deploy(out, repo)
+    assert result.exit_code == 2 and "--allow-failed" in result.output
+    assert "FAILED" in result.output and result.output.count("\n") == 1
+    assert not repo.exists()
+    assert deploy(out, repo, "--allow-failed").exit_code == 0
+
+
+@pytest.mark.parametrize("where", ["artifact", "engine source"])
+def test_report_paths_leaving_the_build_are_refused(built, tmp_path, where):
+    from tests.helpers import copy_of
+
+    out = copy_of(built(*EXPEDITE), tmp_path / "b" / "c")
+    outside = tmp_path / "x.onnx"
+    outside.write_bytes((out / "model.onnx").read_bytes())  # a valid ONNX, outside OUT
+    if where == "artifact":
+        tampered(out, lambda r: r["artifacts"].update(onnx="../../x.onnx"))
+    else:
+        tampered(out, lambda r: r.update(engine={"source": "../../x.onnx"}))
+    repo = tmp_path / "b" / "repo"
+    result = deploy(out, repo)
+    assert result.exit_code == 2 and "x.onnx" in result.output, result.output
+    assert not repo.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b", "x.onnx"]
 
 
 def test_serve_refuses_a_folder_deploy_did_not_write(tmp_path):
@@ -143,7 +253,9 @@ def test_dynamic_batch_configs(built, tmp_path):
     result = deploy(out, repo, "--dynamic-batch", "--max-batch", "4")
     assert result.exit_code == 0, result.output
     name = "segmenter_tiny_expedite"
-    for config_path in repo.glob("*/config.pbtxt"):
+    for config_path in repo.glob(f"{name}_*/config.pbtxt"):
+        if config_path.parent.name.endswith(("_pre", "_post")):
+            continue  # one image per request: not batched
         config = parse_config(config_path)
         assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
         folder = config_path.parent
@@ -155,11 +267,14 @@ def test_dynamic_batch_configs(built, tmp_path):
         )
     script = (repo / f"{name}_trt" / "build_plan.sh").read_text()
     assert "--minShapes=images:1x3x64x96" in script and "--maxShapes=images:8x3x64x96" in script
-    # Without --dynamic-batch Triton still takes batches up to max_batch_size, unqueued.
+    # Without --dynamic-batch Triton still takes batches up to max_batch_size, unqueued, on
+    # the onnxruntime and TensorRT models; the python model always gathers requests.
     again = deploy(out, tmp_path / "plain")
     assert again.exit_code == 0, again.output
-    plain = parse_config(tmp_path / "plain" / f"{name}_python" / "config.pbtxt")
+    plain = parse_config(tmp_path / "plain" / f"{name}_onnx" / "config.pbtxt")
     assert plain.max_batch_size == 8 and not plain.HasField("dynamic_batching")
+    python = parse_config(tmp_path / "plain" / f"{name}_python" / "config.pbtxt")
+    assert python.max_batch_size == 64 and python.HasField("dynamic_batching")
 
 
 @pytest.mark.slow
@@ -269,7 +384,7 @@ def serve_and_compare(out, repo, models, answer, server_factory, tmp_path) -> No
     for model in models:
         save = tmp_path / f"{model}.npz"
         text = client(server.http_url, model, image, save)
-        assert text.startswith("image 0: class ") and "px (" in text
+        assert text.startswith("image 0: ") and "(class " in text and "px (" in text
         got = np.load(save)
         want = answer[model](got["inputs"])
         assert got["logits"].shape == want.shape == (1, 5, 64, 96)

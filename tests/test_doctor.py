@@ -50,6 +50,19 @@ def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypat
 
 def test_engines_skip_without_tensorrt_on_a_gpu_host(folder):
     facts = {"gpu": {"name": "any", "driver": "1", "compute_capability": "9.0"}, "tensorrt": None}
-    steps = engine_steps(folder, {}, None, facts, None, lambda text: None)
+    steps = engine_steps(folder, None, facts, None, lambda text: None)
     assert [s.status for s in steps] == ["skipped"] * 4
     assert all(isinstance(s, Step) and s.fix == INSTALL_TRT for s in steps[:3])
+
+
+def test_doctor_without_out_checks_the_host_in_seconds_and_builds_nothing(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr("exporter.doctor.gpu_info", lambda: None)  # no GPU: no engine to build
+    monkeypatch.setattr("exporter.doctor.build", lambda *a, **k: pytest.fail("built"))
+    start = time.monotonic()
+    result = run(["doctor", "--report-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - start < 60  # the host facts only (the build takes minutes)
+    assert "gpu: not found" in result.output
+    assert "skipped  build folder: no gpu" in result.output and "--build" in result.output

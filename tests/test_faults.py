@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from exporter.cli import main
 from exporter.errors import InputError
-from exporter.folder import OutputFolder, read_folder, write_report
+from exporter.folder import OutputFolder, read_record, write_report
 
 from .helpers import TINY, copy_of
 
@@ -274,9 +274,9 @@ def test_corrupt_or_empty_report_is_one_line(folder, text):
 
 
 def test_unknown_model_in_report_is_one_line(folder):
-    report = json.loads((folder / "report.json").read_text())
-    report["settings"]["model"]["name"] = "no_such_model"
-    write_report(folder, report)
+    record = read_record(folder)
+    record.settings.model.name = "no_such_model"
+    write_report(folder, record)
     one_line(cli(["validate", folder]), 2, "--model", "no_such_model")
 
 
@@ -296,9 +296,11 @@ def test_rehash_accepts_an_intended_change(folder):
     assert cli(["lint", folder]).exit_code == 2
     assert cli(["lint", folder, "--rehash"]).exit_code == 0
     assert cli(["lint", folder]).exit_code == 0  # recorded now
-    report = read_folder(folder)[0]
-    assert report["hashes"]["model.onnx"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert report["rehashed"] and "accuracy" not in report
+    record = read_record(folder)
+    assert record.hashes["model.onnx"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.onnx.sha256 == record.hashes["model.onnx"]
+    assert record.rehashed and record.accuracy is None
+    assert "accuracy" not in json.loads((folder / "report.json").read_text())
 
 
 @pytest.mark.parametrize("change", ["truncate", "missing"])
@@ -313,9 +315,9 @@ def test_rehash_of_a_broken_model_is_one_line(folder, change):
 
 
 def test_report_with_nan_is_valid_json_and_flags_it(tmp_path, folder):
-    report = json.loads((folder / "report.json").read_text())
-    report["validation"][0]["outputs"]["logits"]["max_abs"] = float("nan")
-    write_report(folder, report)
+    record = read_record(folder)
+    record.validation[0].outputs["logits"]["max_abs"] = float("nan")
+    write_report(folder, record)
     text = (folder / "report.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
     assert data["validation"][0]["outputs"]["logits"]["max_abs"] is None

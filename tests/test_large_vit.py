@@ -241,6 +241,7 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     from exporter.onnx import export
     from exporter.onnx.lint import lint_folder
     from exporter.folder import file_hashes
+    from exporter.record import Artifact
 
     monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
     vit = tiny_vit(grid=(2, 3), depth=2, patch=14)
@@ -255,7 +256,7 @@ def test_weights_past_the_proto_limit_go_to_external_data(tmp_path, monkeypatch)
     assert (tmp_path / "model.onnx.data").stat().st_size > 10_000
     # the returned proto still holds its weights (plugin and fp16 graphs derive from it)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
-    assert lint_folder(tmp_path, {"onnx": "model.onnx"}) == {"model.onnx": []}
+    assert lint_folder(tmp_path, [Artifact.plain("model.onnx")]) == {"model.onnx": []}
     # the report's hashes cover the weights file too
     hashes = file_hashes(tmp_path, ["model.onnx"])
     assert set(hashes) == {"model.onnx", "model.onnx.data"}
@@ -276,14 +277,16 @@ def test_bench_variant_past_the_proto_limit_keeps_its_weights_beside_it(tmp_path
     from exporter.bench import export_variant
     from exporter.config import BuildSettings, ModelSpec
     from exporter.onnx import export
+    from exporter.record import BuildRecord
 
     monkeypatch.setattr(export, "MAX_PROTO_BYTES", 10_000)
     settings = BuildSettings(model=ModelSpec("segmenter_tiny", None, (64, 64), 3), method="none")
-    report = {"artifacts": {}}
-    path = export_variant(tmp_path, "baseline", settings, (1, 3, 64, 64), report)
+    record = BuildRecord(model=None, method="none", method_config={}, tokens={}, settings=settings)
+    path = export_variant(tmp_path, "baseline", settings, (1, 3, 64, 64), record)
     # the weights carry the name the graph refers to, and nothing else is left in the folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.onnx", "baseline.onnx.data"]
-    assert set(report["hashes"]) == {"baseline.onnx", "baseline.onnx.data"}
+    assert set(record.hashes) == {"baseline.onnx", "baseline.onnx.data"}
+    assert record.baseline.file == "baseline.onnx"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (
         1,

@@ -153,7 +153,7 @@ def test_density_peaks_at_every_scale(log_scale, seed, knn):
     equal to the reference where its scores are apart by more than rounding."""
     grid, M, lam = (6, 7), 9, 8
     z = features(1, 42, 5, 10.0**log_scale, seed)
-    sel = DensityPeaksSelection(grid, M, lam, 0.9, knn)
+    sel = DensityPeaksSelection(grid, M, lam, 0.9, knn, 5)
     centers, assignment = sel(z)
     _, _, score = sel.scores(z)
     assert torch.isfinite(score).all()

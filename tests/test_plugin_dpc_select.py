@@ -57,7 +57,7 @@ CASES = [
 
 
 def _expected(grid, M, lam, a, k, z):
-    sel = DensityPeaksSelection(grid, M, lam, a, k)
+    sel = DensityPeaksSelection(grid, M, lam, a, k, z.shape[-1])
     centers, assignment = sel(z)
     _, neg_log_rho, score = sel.scores(z)
     return sel, centers.numpy(), assignment.numpy(), neg_log_rho.numpy(), score.numpy()
@@ -202,7 +202,7 @@ def assert_same_up_to_ties(sel, z, centers, assignment):
 
 
 def test_cpu_op_rejects_clusters_not_below_tokens():
-    sel = DensityPeaksSelection((2, 3), 2, 3, 0.9, 1)
+    sel = DensityPeaksSelection((2, 3), 2, 3, 0.9, 1, 4)
     z = features(1, 6, 4, seed=0).numpy()
     with pytest.raises(ValueError, match=r"clusters = 6 .*allowed 1..5"):
         dpc_select(z, sel.neighbours.numpy(), sel.weights.numpy(), clusters=6, knn=1)

@@ -39,6 +39,8 @@ def test_python_sample_builds_validates_and_deploys(tmp_path):
             "segmenter_tiny",
             "--img-size",
             "64x64",
+            "--hw",
+            "3x3",
             "--out",
             str(tmp_path / "out"),
             "--repo",

@@ -112,4 +112,3 @@ def test_interleaved_rounds_feed_the_same_image_to_every_session():
     lat = interleaved_latency({"a": a, "b": b}, (1,), runs=5, warmup=1, inputs=inputs)
     assert a.seen == b.seen == [0.0, 0.0, 1.0, 2.0, 0.0, 1.0]  # warm-up, then rounds in turn
     assert len(lat["a"]["times_ms"]) == 5 and lat["a"]["cpu_ms"] >= 0
-

@@ -2,6 +2,7 @@
 TensorRT, build_engine.sh written in all cases."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -101,20 +102,63 @@ def test_engine_is_built_and_validated_with_tensorrt(tmp_path):
     assert trt["passed"] and result.exit_code == 0
 
 
+class StandInEngine:
+    """TensorRT without a GPU: `build_engine` writes the source graph's bytes as the engine and
+    the tensorrt runner runs those bytes as the half-precision ONNX they are (the numbers of
+    an fp16 engine, within rounding). Counts the runs, so a test sees it was used."""
+
+    def __init__(self, monkeypatch, *modules):
+        import exporter.runtime as runtime
+
+        self.runs = 0
+        for module in modules:
+            monkeypatch.setattr(module, "build_engine", self.build)
+        monkeypatch.setitem(runtime.RUNNERS, "tensorrt", self.runner)
+
+    def build(self, source, engine, settings, profile):
+        Path(engine).write_bytes(Path(source).read_bytes())
+
+    def runner(self, path, shape, names, name):
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+        from exporter.runtime import half_precision_runner, onnx_session
+
+        self.runs += 1
+        if onnx_session(path).get_inputs()[0].type == "tensor(float16)":
+            return half_precision_runner(path, shape, names, name)
+        return OnnxrtRunner(
+            SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=name
+        )
+
+
 @pytest.mark.slow
-def test_fp16_onnx_is_written_validated_and_used_for_the_engine(tmp_path):
+def test_fp16_onnx_and_engine_are_validated_at_fp16_tolerances(tmp_path, monkeypatch):
     import onnx
 
+    import exporter.build
+    import exporter.doctor
+    from exporter.folder import read_record
+    from exporter.record import Tolerances
+
+    trt = StandInEngine(monkeypatch, exporter.build, exporter.doctor)
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision", "fp16", "--out", str(out)],
-        catch_exceptions=False,
-    )
+    args = ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision", "fp16", "--engine"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     (half,) = [v for v in report["validation"] if v["runtime"] == "onnxruntime-fp16"]
     assert half["passed"] and half["outputs"]["logits"]["cosine"] >= 0.999
+    # the engine (built from model.fp16.onnx) is held to the same fp16 tolerances, not fp32's
+    (engine,) = [v for v in report["validation"] if v["runtime"] == "tensorrt"]
+    fp16 = Tolerances().half().to_dict()
+    assert engine["tolerances"] == half["tolerances"] == fp16 and fp16["atol"] == 0.05
+    assert engine["passed"] and engine["artifact"] == "model.engine" and trt.runs == 1
+    assert report["engine"] == {
+        "requested": True,
+        "built": True,
+        "source": "model.fp16.onnx",
+        "precision": "fp16",
+    }
     proto = onnx.load(str(out / "model.fp16.onnx"))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     # the token operations stay float32: the clustering's distance products run in float
@@ -122,3 +166,15 @@ def test_fp16_onnx_is_written_validated_and_used_for_the_engine(tmp_path):
     assert types["method.clustering.pool_h"] == onnx.TensorProto.FLOAT
     assert onnx.TensorProto.FLOAT16 in types.values()  # the model's weights
     assert "--onnx=model.fp16.onnx" in (out / "build_engine.sh").read_text()
+
+    # doctor validates its engines on the same path: model.fp16.engine at fp16 tolerances,
+    # model.engine (from the float32 graph) at the build's own
+    monkeypatch.setattr(exporter.doctor, "timing_step", lambda *a: exporter.doctor.Step("t", "x"))
+    facts = {"gpu": {"name": "stand-in"}, "tensorrt": "stand-in"}
+    steps = exporter.doctor.engine_steps(out, read_record(out), facts, None, lambda t: None)
+    by_name = {s.name: s for s in steps}
+    checked = by_name["engine model.fp16.engine"].data["validation"]
+    assert checked["tolerances"] == fp16 and checked["passed"]
+    plain = by_name["engine model.engine"].data["validation"]
+    assert plain["tolerances"] == Tolerances().to_dict()
+    assert by_name["engine model.plugins.engine"].status == "skipped"

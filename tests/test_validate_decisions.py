@@ -182,9 +182,9 @@ def test_decide_is_inert_outside_validation_and_imposes_inside():
 class Selection(torch.nn.Module):
     """AiluRus's selection alone, for export: z [B, N, C] -> (centers, assignment)."""
 
-    def __init__(self, grid, clusters, neighbours, knn):
+    def __init__(self, grid, clusters, neighbours, knn, channels=6):
         super().__init__()
-        self.selection = DensityPeaksSelection(grid, clusters, neighbours, 0.9, knn)
+        self.selection = DensityPeaksSelection(grid, clusters, neighbours, 0.9, knn, channels)
 
     def forward(self, z):
         return self.selection(z)

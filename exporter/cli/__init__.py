@@ -17,7 +17,9 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..folder import read_folder
+from ..folder import read_record
+from ..progress import Ready, StepDone
+from ..record import BuildRecord
 from ..onnx.plugins import PluginSurgeryError
 from ..report import summary
 
@@ -110,18 +112,22 @@ class OneLineErrors(click.Group):
 
 
 class _Held:
-    """Progress held back until the input checks pass (`release`, which `build` calls once its
-    checks are over) or the first step is done: an input mistake then prints its one line alone."""
+    """Progress held back until the input checks pass (the pipeline's `Ready` event) or the
+    first step is done (a `StepDone` event): an input mistake then prints its one line alone."""
 
     def __init__(self, banner: str | None = None, until_done: bool = True):
         self.lines, self.banner, self.open, self.until_done = [], banner, False, until_done
 
     def __call__(self, text: str) -> None:
+        if isinstance(text, Ready):
+            if not self.open:
+                self.release(text.out)
+            return
         if self.open:
             _progress(text)
             return
         self.lines.append(text)
-        if self.until_done and " done (" in text:
+        if self.until_done and isinstance(text, StepDone):
             self.release()
 
     def release(self, out=None) -> None:
@@ -132,9 +138,10 @@ class _Held:
             _progress(text)
 
 
-def _verified(out: Path, rehash: bool) -> None:
-    """Refuse a folder whose files differ from their recorded sha256 (--rehash: accept them)."""
-    read_folder(out, rehash)
+def _verified(out: Path, rehash: bool) -> BuildRecord:
+    """The folder's record; a folder whose files differ from their recorded sha256 is refused
+    (--rehash: accept them)."""
+    return read_record(out, rehash)
 
 
 @click.group(cls=OneLineErrors)
@@ -143,8 +150,8 @@ def main():
     """Export token-reduced Vision Transformers for dense prediction to ONNX / TensorRT."""
 
 
-def _print_summary(report: dict, out: Path) -> None:
-    for line in summary(report, out):
+def _print_summary(record: BuildRecord, out: Path) -> None:
+    for line in summary(record, out):
         click.echo(line)
 
 

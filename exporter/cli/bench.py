@@ -15,7 +15,7 @@ from .options import REHASH, timing_options
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@timing_options(20, 2, "Timed runs of each model, interleaved (at least 20 for a headline figure).")
+@timing_options(20, 2, "Timed rounds of each model, interleaved (>= 20 for a headline).")
 @click.option(
     "--model",
     "model_name",
@@ -36,7 +36,7 @@ def bench(out, runs, warmup, threads, model_name, rehash):
         )
     if out is None:
         raise InputError("OUT", "(none)", "an output folder of `vitexport build`")
-    _verified(out, rehash)
-    report = bench_folder(out, runs, warmup, threads, progress=_progress)
-    click.echo(format_bench(report["bench"]))
+    record = _verified(out, rehash)  # hashed once here; the pipeline trusts this record
+    record = bench_folder(out, runs, warmup, threads, progress=_progress, record=record)
+    click.echo(format_bench(record.timing.to_dict()))
     click.echo(f"report: {Path(out) / 'report.md'}")

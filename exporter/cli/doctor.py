@@ -34,14 +34,19 @@ from .options import path_option, switch
     show_default=True,
 )
 @switch("--force", "Replace an earlier doctor.md/doctor.json there.")
-def doctor(out, model_name, img_size, plugin_lib, report_dir, force):
-    """Host facts (GPU, CUDA, TensorRT, plugin library), then for OUT (default: a fresh
-    Expedite build of the default model with --plugins --precision fp16 in a temporary folder):
+@switch(
+    "--build",
+    "Without OUT, make the default build even where no engine can be built (minutes).",
+)
+def doctor(out, model_name, img_size, plugin_lib, report_dir, force, build):
+    """Host facts (GPU, CUDA, TensorRT, plugin library; seconds), then for OUT (default: a
+    fresh Expedite build of the default model with --plugins --precision fp16 in a temporary
+    folder, made only where a GPU and TensorRT can build its engines, or with --build):
     plugin library, kernel harness, engines built, validated and timed. Missing pieces are
     skipped with the reason and the command that would fix them."""
     size = parse_pair("--img-size", img_size) if img_size is not None else None
     check_report_dir(report_dir, force)  # before the slow steps
-    result = run_doctor(out, model_name, size, plugin_lib, progress=_progress)
+    result = run_doctor(out, model_name, size, plugin_lib, progress=_progress, build=build)
     md, js = write_doctor_report(report_dir, result, force=force)
     for step in result["steps"]:
         fix = f" (fix: {step['fix']})" if step["fix"] and step["status"] != "done" else ""

@@ -20,7 +20,7 @@ def engine(out, engine_options, rehash):
     """Build the TensorRT engine of an output folder and validate it (exit 2 when no engine
     could be built; build_engine.sh is written either way)."""
     e = engine_options
-    report = engine_for_folder(
+    record = engine_for_folder(
         out,
         e["precision"],
         e["workspace_mib"],
@@ -29,11 +29,11 @@ def engine(out, engine_options, rehash):
         progress=_Held(),
         rehash=rehash,
     )
-    if report["engine"]["built"]:
-        _print_summary(report, out)
-        sys.exit(0 if passed(report) else 1)
+    if record.engine.built:
+        _print_summary(record, out)
+        sys.exit(0 if passed(record) else 1)
     _echo_err(
-        f"Error: no engine built ({report['engine'].get('skipped', 'unknown reason')}); "
+        f"Error: no engine built ({record.engine.skipped or 'unknown reason'}); "
         f"build_engine.sh written in {out}"
     )
     sys.exit(2)

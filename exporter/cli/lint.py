@@ -18,14 +18,14 @@ from .options import REHASH
 def lint(out, rehash):
     """Check an output folder's ONNX files against the export rules and TensorRT's parser.
     The findings go to OUT/lint.json; report.json stays as the build wrote it."""
-    report = lint_existing(out, rehash)
-    for f in report["lint"]:
+    record = lint_existing(out, rehash)
+    for f in record.lint:
         click.echo(
             f"{f['artifact']}: {f['severity']}: {f['op']} in '{f['module']}': {f['message']}"
         )
-    errors = [f for f in report["lint"] if f["severity"] == "error"]
+    errors = [f for f in record.lint if f["severity"] == "error"]
     click.echo(
-        f"{len(errors)} errors, {len(report['lint']) - len(errors)} warnings "
-        f"in {', '.join(n for n in report['artifacts'].values() if n.endswith('.onnx'))}"
+        f"{len(errors)} errors, {len(record.lint) - len(errors)} warnings "
+        f"in {', '.join(a.file for a in record.graphs())}"
     )
     sys.exit(1 if errors else 0)

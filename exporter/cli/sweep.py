@@ -36,7 +36,9 @@ from .options import MODEL, count, path_option, switch, timing_options
     show_default=True,
     help="small: Expedite's hw sweep at its default cut only (3 rows fewer per other cut).",
 )
-@timing_options(20, 1, "Timed rounds of each model, interleaved with the baseline's (at least 20 for a headline figure).")
+@timing_options(
+    20, 1, "Timed rounds of each model, interleaved with the baseline's (>= 20 for a headline)."
+)
 @click.option(
     "--target-speedup",
     type=float,

@@ -21,8 +21,8 @@ from .options import REHASH, path_option
 @REHASH
 def visualize(out, image, rehash):
     """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
-    _verified(out, rehash)
-    result = visualize_folder(out, image, progress=_progress)
+    record = _verified(out, rehash)  # hashed once here; the pipeline trusts this record
+    result = visualize_folder(out, image, progress=_progress, record=record)
     for note in result["notes"]:
         click.echo(note)
     for path in result["files"]:

@@ -9,6 +9,7 @@ loads it by name, and a system libpython of another build would be found otherwi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -27,6 +28,10 @@ from ..errors import InputError
 
 class ServerUnavailable(Exception):
     """nvidia-pytriton (the bundled tritonserver) is not installed."""
+
+
+class ServerFailed(Exception):
+    """The server exited at start or did not become ready in time."""
 
 
 def bundled_server() -> Path:
@@ -72,10 +77,17 @@ def server_env() -> dict:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (held open together while chosen: ports chosen one at
+    a time can repeat)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -86,6 +98,7 @@ class Server:
     http_port: int
     grpc_port: int
     log: Path
+    log_start: int = 0  # where this server's lines begin in `log` (an older log is kept)
 
     @property
     def http_url(self) -> str:
@@ -94,6 +107,12 @@ class Server:
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    def log_text(self) -> str:
+        """What this server wrote to its log."""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
     def ready(self) -> bool:
         try:
@@ -107,13 +126,21 @@ class Server:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"tritonserver exited with {self.process.returncode}; log: {self.log}"
+                raise ServerFailed(
+                    f"exited with {self.process.returncode} at start ({self.last_error()}); "
+                    f"log: {self.log}"
                 )
             if self.ready():
                 return
             time.sleep(0.25)
-        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s; log: {self.log}")
+        raise ServerFailed(f"not ready after {timeout:.0f} s; log: {self.log}")
+
+    def last_error(self) -> str:
+        """The server's last error line, for a one-line message."""
+        lines = [ln.strip() for ln in self.log_text().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("E") or "rror" in ln]
+        text = (errors or lines or ["no output"])[-1]
+        return text if len(text) < 300 else text[:300] + "..."
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to the server's process group (it and its python-backend stubs), SIGKILL
@@ -135,7 +162,7 @@ def start(repo: Path, workdir: Path, models: list[str] | None = None) -> Server:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     backends = backend_folder(workdir)
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     cmd = [
         str(bundled_server() / "bin" / "tritonserver"),
         f"--model-repository={Path(repo).resolve()}",
@@ -151,40 +178,74 @@ def start(repo: Path, workdir: Path, models: list[str] | None = None) -> Server:
     if models is not None:
         cmd += ["--model-control-mode=explicit"] + [f"--load-model={m}" for m in models]
     log = workdir / "server.log"
-    with open(log, "wb") as f:
+    with open(log, "ab") as f:  # appended: an earlier server's log is kept
+        start = f.tell()
         process = subprocess.Popen(
             cmd, stdout=f, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True
         )
-    return Server(process, http, grpc, log)
+    return Server(process, http, grpc, log, start)
+
+
+def check_models(repo: Path, models: list[str] | None) -> list[str]:
+    """The models to load: given ones must be model folders of REPO by name (never a path);
+    none given: `default_models`."""
+    repo = Path(repo)
+    if not (repo / ".vitexport-repository").is_file():
+        raise InputError("REPO", str(repo), "a repository written by `vitexport deploy triton`")
+    available = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+    if models is None:
+        return default_models(repo)
+    for m in models:
+        if m not in available:
+            raise InputError("--model", repr(m), ", ".join(available) or "(none in REPO)")
+    return list(models)
+
+
+@contextlib.contextmanager
+def serve_started(repo: Path, models: list[str], workdir=None, timeout: float = 60.0):
+    """A ready server on `repo` for the block; stopped (its whole process group) after it."""
+    try:
+        bundled_server()
+    except ServerUnavailable as err:
+        raise InputError("tritonserver", "(missing)", "nvidia-pytriton installed", str(err))
+    repo = Path(repo)
+    server = start(repo, Path(workdir) if workdir else repo.parent / ".triton-work", models)
+    try:
+        try:
+            server.wait_ready(timeout)
+        except ServerFailed as err:
+            raise InputError(
+                "REPO", str(repo), "models this host's tritonserver loads", f"tritonserver {err}"
+            ) from None
+        yield server
+    finally:
+        server.stop()
+
+
+def default_models(repo: Path) -> list[str]:
+    """What `deploy serve` loads without --model: the ensembles (Triton loads their steps) and
+    the python models."""
+    ensembles, python = [], []
+    for p in sorted(repo.iterdir()):
+        config = p / "config.pbtxt"
+        if not config.is_file():
+            continue
+        text = config.read_text(errors="replace")
+        if 'platform: "ensemble"' in text:
+            ensembles.append(p.name)
+        elif p.name.endswith(("_python", "_python_plugins")):
+            python.append(p.name)
+    return ensembles + python
 
 
 def serve_models(repo, models: list[str] | None = None, workdir=None, timeout: float = 60.0):
     """`vitexport deploy serve`: start, report the URLs (yielded lines), wait until interrupted
     or the server ends, and stop it in every case."""
     repo = Path(repo)
-    if not (repo / ".vitexport-repository").is_file():
-        raise InputError("REPO", str(repo), "a repository written by `vitexport deploy triton`")
-    if models is None:
-        models = sorted(
-            p.name for p in repo.iterdir() if p.name.endswith(("_python", "_python_plugins"))
-        )
-    for m in models:
-        if not (repo / m / "config.pbtxt").is_file():
-            raise InputError(
-                "--model",
-                m,
-                ", ".join(sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())),
-            )
-    try:
-        bundled_server()
-    except ServerUnavailable as err:
-        raise InputError("tritonserver", "(missing)", "nvidia-pytriton installed", str(err))
-    server = start(repo, Path(workdir) if workdir else repo.parent / ".triton-work", models)
-    try:
-        server.wait_ready(timeout)
+    models = check_models(repo, models)
+    with serve_started(repo, models, workdir, timeout) as server:
         yield f"serving {', '.join(models)}"
         yield f"HTTP {server.http_url}  gRPC {server.grpc_url}  log {server.log}"
         yield "Ctrl-C stops the server"
         server.process.wait()
-    finally:
-        server.stop()
+        yield f"tritonserver exited with {server.process.returncode}; log: {server.log}"

@@ -52,6 +52,20 @@ def all_options() -> dict[str, list[tuple[str, Option]]]:
     return flags
 
 
+# The method every reduced model is compared with (speed-up, retention): the model unmodified.
+BASELINE = "none"
+
+
+def reducing() -> list[str]:
+    """The methods that reduce tokens: every registered one but the baseline."""
+    return [name for name in METHODS if name != BASELINE]
+
+
+def baseline_of(model: DenseModel) -> ReducedModel:
+    """The baseline of `model` (the same loaded weights, not a second load): `--method none`."""
+    return apply_method(model, BASELINE, {})
+
+
 def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
     """Patch `model` with method `name`; `args` holds only the flags the user gave."""
     spec = get_method(name)
@@ -62,7 +76,10 @@ def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
 
 
 __all__ = [
+    "BASELINE",
     "METHODS",
+    "baseline_of",
+    "reducing",
     "MethodSpec",
     "Option",
     "ReducedModel",

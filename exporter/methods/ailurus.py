@@ -64,7 +64,12 @@ class AiluRus(TokenMethod):
         self.cut, self.clusters = cfg.alpha, cfg.clusters
         self.restore_at_output = restore_at_output
         self.selection = DensityPeaksSelection(
-            layout.grid, cfg.clusters, cfg.spatial_neighbours, cfg.spatial_alpha, cfg.knn
+            layout.grid,
+            cfg.clusters,
+            cfg.spatial_neighbours,
+            cfg.spatial_alpha,
+            cfg.knn,
+            layout.dim,
         )
 
     def config(self):

@@ -123,6 +123,8 @@ class TokenMethod(nn.Module):
     """A token-reduction method attached to one model layout."""
 
     name: str = ""
+    # False for the baseline (`--method none`): nothing to compare a speed-up or retention with
+    reduces: bool = True
     restore_at_output: bool = False
     # how the pictures caption the patch tokens `assignment` marks -1
     pruned_note: str = "pruned"

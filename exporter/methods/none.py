@@ -6,6 +6,7 @@ from .base import MethodSpec, NoConfig, TokenMethod
 
 class NoReduction(TokenMethod):
     name = "none"
+    reduces = False
 
 
 def build(model: DenseModel, args: dict) -> NoReduction:

@@ -149,12 +149,12 @@ def errors_of(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == "error"]
 
 
-def lint_folder(folder, artifacts: dict) -> dict[str, list[Finding]]:
-    """Findings for every ONNX artifact of an output folder, keyed by file name."""
+def lint_folder(folder, graphs) -> dict[str, list[Finding]]:
+    """Findings for ONNX artifacts `graphs` (record.Artifact: file, plugins) of an output
+    folder, keyed by file name; plugin nodes are allowed in graphs that hold them."""
     out = {}
-    for key, name in artifacts.items():
-        if name.endswith(".onnx"):
-            proto = onnx.load(str(Path(folder) / name), load_external_data=False)
-            plugins = plugin_names() if key == "onnx_plugins" else ()
-            out[name] = lint(proto, plugins, RUNTIME_DOMAINS.get(key, ()))
+    for art in graphs:
+        proto = onnx.load(str(Path(folder) / art.file), load_external_data=False)
+        plugins = plugin_names() if art.plugins else ()
+        out[art.file] = lint(proto, plugins, RUNTIME_DOMAINS.get(art.kind, ()))
     return out

@@ -69,7 +69,7 @@ def topk_masked_reconstruct(
 def dpc_select(
     z: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, *, clusters: int, knn: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The DPCSelect op: z [B,N,C], neighbours [N,lambda], weights [lambda] ->
+    """The DPCSelect op: z [B,N,C], neighbours [N,lambda], weights [lambda] (s / sqrt(C)) ->
     (centers [B,M] int32 ascending token indices, assignment [B,N] int32 cluster slots).
 
     Same steps and tie rules as `DensityPeaksSelection.forward`, in float32.
@@ -86,13 +86,16 @@ def dpc_select(
     if not 1 <= knn <= lam:
         raise ValueError(f"knn = {knn} is out of range: allowed 1..{lam} (lambda)")
     w = np.sqrt(((z[:, nb] - z[:, :, None]) ** 2).sum(-1)) * weights  # [B, N, lambda]
-    neg_log_rho = np.sort(w, axis=-1)[..., :knn].mean(-1, dtype=np.float32)
-    denser = neg_log_rho[:, nb] < neg_log_rho[..., None]
+    near = np.sort(w, axis=-1)[..., :knn]
+    neg_log_rho = (near * near).mean(-1, dtype=np.float32)  # squared, as the released DPC-kNN
+    theirs, own = neg_log_rho[:, nb], neg_log_rho[..., None]
+    earlier = nb < np.arange(N)[:, None]  # equal densities: the lower token index is denser
+    denser = (theirs < own) | ((theirs == own) & earlier)
     nearest_denser = np.where(denser, w, np.float32(NOT_A_CANDIDATE)).min(-1)
-    log_peak = np.float32(1.0) + np.log(np.float32(1.0) + w.max(axis=(1, 2))) + neg_log_rho.max(1)
+    # no denser neighbour: delta is the image's largest weighted distance
+    delta = np.where(denser.any(-1), nearest_denser, w.max(axis=(1, 2))[:, None])
     with np.errstate(divide="ignore"):  # log(0) = -inf for duplicate tokens, as in the graph
-        log_delta = np.where(denser.any(-1), np.log(nearest_denser), log_peak[:, None])
-    score = (log_delta - neg_log_rho).astype(np.float32)
+        score = (np.log(delta) - neg_log_rho).astype(np.float32)
     # Rank by (score descending, index ascending): a stable sort of -score keeps lower indices first.
     order = np.argsort(-score, axis=1, kind="stable")
     centers = np.sort(order[:, :clusters], axis=1)

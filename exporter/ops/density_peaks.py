@@ -1,28 +1,35 @@
-"""AiluRus's spatial-aware density peaks clustering (paper 002, Eq. 1-3) as fixed-shape ops.
+"""AiluRus's spatial-aware density peaks clustering as fixed-shape ops.
 
-Every token is compared only with its `lambda` nearest tokens on the grid (a constant
-[N, lambda] index table), so density, distance-to-denser and assignment cost
-O(N * lambda * C). Where the paper leaves a choice open, it is read as follows:
+AiluRus clusters with DPC-kNN; its distance convention here is that of the released DPC-kNN
+code this line of work builds on (TCFormer's `cluster_dpc_knn`), with AiluRus's spatial weight
+on top. docs/methods.md lists every choice and its source. In short:
 
 - neighbours of token i: the lambda tokens nearest on the grid (Euclidean grid distance,
   ties by token index), not i itself; rank 0 is the nearest. s = (1 - a) * rank / lambda + a.
-- rho_i = exp(-mean of the k smallest sigma(z_i, z_j) * s(i, j) over the neighbours), sigma the
-  Euclidean feature distance on the raw residual stream.
-- delta_i = min of sigma * s over the neighbours with higher density. A peak (no denser
-  neighbour) gets D = e * (1 + max weighted distance) / min rho, finite and larger than every
-  weighted distance; then rho * D > rho' * delta' for every non-peak (rho <= 1), so peaks rank
-  first and, among peaks, higher density wins.
-- rho * delta is ranked in the log domain (log delta - mean distance): the same order, and it
-  does not underflow when residual-stream distances are large (exp(-200) is 0 in float32).
+- d(i, j) = ||z_i - z_j|| / sqrt(C) * s(i, j) on the raw residual stream: the released code
+  divides feature distances by sqrt(C); without it the density term swamps the distance term
+  on residual streams whose distances are in the tens. The constant input `weights` holds
+  s / sqrt(C), so one multiply applies both.
+- rho_i = exp(-mean of the squared k smallest d(i, j) over the neighbours) (squared, as
+  released). The released code adds noise below 1e-6 to rho so that no two densities are
+  equal; here equal densities are ordered by token index instead (the lower index counts as
+  denser), a total order like the noise's, the same on every runtime.
+- delta_i = min of d over the neighbours with higher density. A token with no denser neighbour
+  gets the image's largest d (the released code's largest distance of the image).
+- rho * delta is ranked in the log domain (log delta - (-log rho)): the same order, and it
+  does not underflow where distances are large (exp(-200) is 0 in float32).
 - centers: the M highest scores; equal scores go to the lower token index. Centers are
   returned in ascending token index, so a center's cluster slot is its rank among centers.
 - assignment: a center is its own cluster; another token joins the center among its
-  neighbours with the smallest sigma * s (equal values: the spatially nearer neighbour);
-  a token with no center among its neighbours joins the nearest center by plain feature
-  distance (equal values: the lower slot). This fallback is one [N, M] GEMM.
+  neighbours with the smallest d (equal values: the spatially nearer neighbour); a token with
+  no center among its neighbours joins the nearest center by plain feature distance (equal
+  values: the lower slot). Both are argmins, so the 1/sqrt(C) scale does not change them. The
+  fallback is one [N, M] GEMM.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -58,37 +65,41 @@ def spatial_neighbours(grid: tuple[int, int], count: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def rank_weights(count: int, spatial_alpha: float) -> torch.Tensor:
-    """Eq. 2: s = (1 - a) * rank / lambda + a for ranks 0..lambda-1 (float32 [lambda])."""
+def rank_weights(count: int, spatial_alpha: float, channels: int = 1) -> torch.Tensor:
+    """Eq. 2's s = (1 - a) * rank / lambda + a for ranks 0..lambda-1, divided by sqrt(channels)
+    (the released DPC-kNN's distance scale), rounded once to float32 [lambda]."""
     rank = torch.arange(count, dtype=torch.float64)
-    return ((1.0 - spatial_alpha) * rank / count + spatial_alpha).float()
+    s = (1.0 - spatial_alpha) * rank / count + spatial_alpha
+    return (s / math.sqrt(channels)).float()
 
 
 def weighted_neighbour_distances(
     z: torch.Tensor, neighbours: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """sigma(z_i, z_j) * s(i, j) for the neighbour table: [B, N, C] -> [B, N, lambda]."""
+    """d(i, j) = ||z_i - z_j|| * weights[rank of j] for the neighbour table: [B, N, C] ->
+    [B, N, lambda] (weights = s / sqrt(C), see `rank_weights`)."""
     picked = z[:, neighbours]  # [B, N, lambda, C]: a Gather, O(N * lambda * C)
     sigma = (picked - z.unsqueeze(2)).pow(2).sum(-1).sqrt()
     return sigma * weights
 
 
 def mean_knn_distance(w: torch.Tensor, knn: int) -> torch.Tensor:
-    """-log rho (Eq. 1): mean of the k smallest weighted distances, [B, N]."""
-    return torch.topk(w, knn, dim=-1, largest=False).values.mean(-1)
+    """-log rho: mean of the squares of the k smallest weighted distances, [B, N]."""
+    return torch.topk(w, knn, dim=-1, largest=False).values.pow(2).mean(-1)
 
 
 def log_center_score(
-    w: torch.Tensor, neg_log_rho: torch.Tensor, neighbours: torch.Tensor
+    w: torch.Tensor, neg_log_rho: torch.Tensor, neighbours: torch.Tensor, earlier: torch.Tensor
 ) -> torch.Tensor:
-    """log(rho * delta) [B, N], with delta from Eq. 3 and the finite peak value D."""
-    denser = neg_log_rho[:, neighbours] < neg_log_rho.unsqueeze(-1)  # rho_j > rho_i
+    """log(rho * delta) [B, N]; a token with no denser neighbour has delta = the image's
+    largest weighted distance. `earlier` [N, lambda]: the neighbour's index is below the
+    token's (it counts as denser at equal density)."""
+    theirs, own = neg_log_rho[:, neighbours], neg_log_rho.unsqueeze(-1)
+    denser = (theirs < own) | ((theirs == own) & earlier)  # rho_j > rho_i, ties by index
     nearest_denser = torch.where(denser, w, NOT_A_CANDIDATE).amin(-1)
     has_denser = denser.any(-1)
-    # log D = 1 + log(1 + max w) - log(min rho), per image.
-    log_peak = 1.0 + torch.log1p(w.amax(dim=(1, 2))) + neg_log_rho.amax(1)
-    log_delta = torch.where(has_denser, torch.log(nearest_denser), log_peak.unsqueeze(1))
-    return log_delta - neg_log_rho
+    delta = torch.where(has_denser, nearest_denser, w.amax(dim=(1, 2)).unsqueeze(1))
+    return torch.log(delta) - neg_log_rho
 
 
 def select_top(score: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,14 +122,21 @@ class DensityPeaksSelection(nn.Module):
     """Select M centers among N patch tokens and assign every token to one: [B, N, C] ->
     (centers [B, M] token indices, ascending; assignment [B, N] cluster slots 0..M-1).
 
-    This is the subgraph that the `DPCSelect` TensorRT plugin replaces. Runs in float32.
+    `channels` is C, the width of the tokens (distances are divided by sqrt(C)). This is the
+    subgraph that the `DPCSelect` TensorRT plugin replaces. Runs in float32.
     """
 
     output_names = ("centers", "assignment")
     decision_names = ("selection.centers", "selection.assignment")
 
     def __init__(
-        self, grid: tuple[int, int], clusters: int, neighbours: int, spatial_alpha: float, knn: int
+        self,
+        grid: tuple[int, int],
+        clusters: int,
+        neighbours: int,
+        spatial_alpha: float,
+        knn: int,
+        channels: int,
     ):
         super().__init__()
         N = grid[0] * grid[1]
@@ -130,15 +148,25 @@ class DensityPeaksSelection(nn.Module):
             raise ValueError(f"spatial_alpha {spatial_alpha} outside (0, 1]")
         self.grid, self.clusters, self.knn = tuple(grid), clusters, knn
         self.spatial_alpha = float(spatial_alpha)
-        self.register_buffer("neighbours", spatial_neighbours(grid, neighbours), persistent=False)
-        self.register_buffer("weights", rank_weights(neighbours, spatial_alpha), persistent=False)
+        table = spatial_neighbours(grid, neighbours)
+        self.register_buffer("neighbours", table, persistent=False)
+        self.register_buffer("earlier", table < torch.arange(N)[:, None], persistent=False)
+        if channels < 1:
+            raise ValueError(f"channels {channels} must be at least 1")
+        self.channels = channels
+        weights = rank_weights(neighbours, spatial_alpha, channels)
+        self.register_buffer("weights", weights, persistent=False)
 
     def scores(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weighted neighbour distances [B, N, lambda], -log rho [B, N], log(rho*delta) [B, N])."""
         z = z.float()
+        if z.shape[-1] != self.channels:
+            raise ValueError(
+                f"tokens of width {z.shape[-1]}: this selection expects {self.channels}"
+            )
         w = weighted_neighbour_distances(z, self.neighbours, self.weights)
         neg_log_rho = mean_knn_distance(w, self.knn)
-        return w, neg_log_rho, log_center_score(w, neg_log_rho, self.neighbours)
+        return w, neg_log_rho, log_center_score(w, neg_log_rho, self.neighbours, self.earlier)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = z.float()
@@ -150,12 +178,12 @@ class DensityPeaksSelection(nn.Module):
             centers = chosen
             is_center = torch.zeros_like(is_center).scatter(1, centers, True)
         slot = rank = is_center.float().cumsum(1) - 1.0  # centers ascend by index: slot = rank
-        # Nearest center among the spatial neighbours, under sigma * s.
+        # Nearest center among the spatial neighbours, under the weighted distance d.
         neighbour_is_center = is_center[:, self.neighbours]
         best = torch.where(neighbour_is_center, w, NOT_A_CANDIDATE).argmin(-1, keepdim=True)
         best_token = torch.gather(self.neighbours.expand(B, N, -1), 2, best).squeeze(2)
         via_neighbour = torch.gather(slot, 1, best_token)
-        # Fallback: nearest center by plain feature distance (argmin of squared = of sigma).
+        # Fallback: nearest center by plain feature distance (argmin of squared = of unsquared).
         center_feats = torch.gather(z, 1, centers.unsqueeze(-1).expand(B, self.clusters, C))
         via_any = squared_distance(z, center_feats).argmin(-1).float()
         slot = torch.where(

@@ -51,6 +51,18 @@ class EngineSettings:
             raise InputError("--workspace", self.workspace_mib, "a positive number of MiB")
 
 
+def engine_settings(settings) -> EngineSettings:
+    """The engine options of a build's settings (BuildSettings): its precision, workspace,
+    optimisation level, and the plugin library when the build has plugin nodes."""
+    lib = settings.plugin_library or (PLUGIN_LIBRARY if settings.plugins else None)
+    return EngineSettings(
+        precision=settings.precision,
+        workspace_mib=settings.workspace_mib,
+        opt_level=settings.opt_level,
+        plugin_library=lib,
+    )
+
+
 def tensorrt_version() -> str | None:
     try:
         import tensorrt  # optional: TensorRT is only on GPU hosts

@@ -1,6 +1,6 @@
 /*
- * Per-element math of DPCSelect (AiluRus's spatial-aware density peaks selection, paper 002
- * Eq. 1-3, as read in exporter/ops/density_peaks.py).
+ * Per-element math of DPCSelect (AiluRus's spatial-aware density peaks selection with the
+ * released DPC-kNN's distance convention, as in exporter/ops/density_peaks.py).
  *
  * Every function is __host__ __device__ so that the CUDA kernel and the host-side test
  * (tests/native/dpc_select_host.cpp) run the very same code; with a plain C++ compiler the
@@ -27,7 +27,7 @@ namespace dpc_select
 //! Finite "not a candidate" of the min-reductions, as NOT_A_CANDIDATE in the ONNX lowering.
 constexpr float kNotACandidate = 3.0e38F;
 
-//! sigma(a, b) * s: Euclidean feature distance times the neighbour's rank weight (Eq. 2).
+//! d(a, b): Euclidean feature distance times the neighbour's weight (spatial weight s / sqrt(C)).
 DPC_HOST_DEVICE inline float weightedDistance(float const* a, float const* b, int32_t channels, float weight)
 {
     float acc = 0.F;
@@ -39,8 +39,8 @@ DPC_HOST_DEVICE inline float weightedDistance(float const* a, float const* b, in
     return sqrtf(acc) * weight;
 }
 
-//! -log rho (Eq. 1): mean of the k smallest of `count` values. Repeated selection of the next
-//! (value, position) pair needs no scratch memory; k is small (1 by default).
+//! -log rho: mean of the squares of the k smallest of `count` values. Repeated selection of
+//! the next (value, position) pair needs no scratch memory; k is small (1 by default).
 DPC_HOST_DEVICE inline float meanOfSmallest(float const* values, int32_t count, int32_t k)
 {
     float sum = 0.F;
@@ -63,21 +63,23 @@ DPC_HOST_DEVICE inline float meanOfSmallest(float const* values, int32_t count, 
         }
         lastValue = values[best];
         lastPos = best;
-        sum += lastValue; // ascending order, as the sorted TopK values are summed
+        sum += lastValue * lastValue; // ascending order, as the sorted TopK values are summed
     }
     return sum / static_cast<float>(k);
 }
 
-//! delta before the peak rule (Eq. 3): the smallest weighted distance to a neighbour with a
-//! higher density (smaller -log rho). `found` says whether there is one.
+//! delta before the peak rule: the smallest weighted distance to a neighbour with a
+//! higher density (smaller -log rho; equal -log rho: a lower token index than `token`).
+//! `found` says whether there is one.
 DPC_HOST_DEVICE inline float nearestDenserDistance(float const* weighted, int32_t const* neighbours,
-    float const* negLogRho, int32_t count, float ownNegLogRho, bool* found)
+    float const* negLogRho, int32_t count, float ownNegLogRho, int32_t token, bool* found)
 {
     float best = kNotACandidate;
     bool any = false;
     for (int32_t r = 0; r < count; ++r)
     {
-        if (negLogRho[neighbours[r]] < ownNegLogRho)
+        float const theirs = negLogRho[neighbours[r]];
+        if (theirs < ownNegLogRho || (theirs == ownNegLogRho && neighbours[r] < token))
         {
             any = true;
             best = weighted[r] < best ? weighted[r] : best;
@@ -87,17 +89,11 @@ DPC_HOST_DEVICE inline float nearestDenserDistance(float const* weighted, int32_
     return best;
 }
 
-//! log D of a peak, per image: 1 + log(1 + max weighted distance) - log(min rho). Written as the
-//! lowering computes it (log of 1 + x, then the two additions in the same order).
-DPC_HOST_DEVICE inline float logPeakDistance(float maxWeightedDistance, float maxNegLogRho)
+//! log(rho * delta): the center score, ranked in the log domain so that it never underflows. A
+//! token with no denser neighbour has delta = the image's largest weighted distance.
+DPC_HOST_DEVICE inline float logCenterScore(bool hasDenser, float nearestDenser, float negLogRho, float maxWeighted)
 {
-    return (logf(1.F + maxWeightedDistance) + 1.F) + maxNegLogRho;
-}
-
-//! log(rho * delta): the center score, ranked in the log domain so that it never underflows.
-DPC_HOST_DEVICE inline float logCenterScore(bool hasDenser, float nearestDenser, float negLogRho, float logPeak)
-{
-    return (hasDenser ? logf(nearestDenser) : logPeak) - negLogRho;
+    return logf(hasDenser ? nearestDenser : maxWeighted) - negLogRho;
 }
 
 //! Token a outranks token b: a higher score, or an equal score and a lower token index.

@@ -2,7 +2,7 @@
  * DPCSelect kernels, six passes on one stream (each needs the previous one finished for the
  * whole image, which is why they are separate launches):
  *   1. one thread per token: weighted distances to its lambda neighbours, -log rho;
- *   2. one block per image: max weighted distance and max -log rho -> log of the peak value;
+ *   2. one block per image: the largest weighted distance (delta of a token with no denser one);
  *   3. one thread per token: log(rho * delta);
  *   4. one thread per token: its place in the score ranking (O(N) comparisons);
  *   5. one thread per token: slot among the centers, scattered into the centers output;
@@ -36,7 +36,7 @@ struct Scratch
     float* score;
     int32_t* rank;
     int32_t* slot;
-    float* logPeak;
+    float* maxWeighted;
 };
 
 Scratch carve(void* workspace, int32_t batch, int32_t tokens, int32_t neighbours)
@@ -54,7 +54,7 @@ Scratch carve(void* workspace, int32_t batch, int32_t tokens, int32_t neighbours
     p += aligned(tokensTotal * sizeof(int32_t));
     s.slot = reinterpret_cast<int32_t*>(p);
     p += aligned(tokensTotal * sizeof(int32_t));
-    s.logPeak = reinterpret_cast<float*>(p);
+    s.maxWeighted = reinterpret_cast<float*>(p);
     return s;
 }
 
@@ -80,31 +80,24 @@ __global__ void densityKernel(SelectParams p, float const* __restrict__ z, int32
 __global__ void peakKernel(SelectParams p, Scratch s)
 {
     __shared__ float maxW[kReduceThreads];
-    __shared__ float maxRho[kReduceThreads];
     int64_t const b = blockIdx.x;
     int64_t const pairs = static_cast<int64_t>(p.tokens) * p.neighbours;
     float const* w = s.weighted + b * pairs;
-    float const* nlr = s.negLogRho + b * p.tokens;
     float mw = w[0]; // max is order-independent, so any start value from the image is exact
-    float mr = nlr[0];
     for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x)
         mw = fmaxf(mw, w[k]);
-    for (int32_t k = threadIdx.x; k < p.tokens; k += blockDim.x)
-        mr = fmaxf(mr, nlr[k]);
     maxW[threadIdx.x] = mw;
-    maxRho[threadIdx.x] = mr;
     __syncthreads();
     for (int32_t half = blockDim.x / 2; half > 0; half /= 2)
     {
         if (threadIdx.x < half)
         {
             maxW[threadIdx.x] = fmaxf(maxW[threadIdx.x], maxW[threadIdx.x + half]);
-            maxRho[threadIdx.x] = fmaxf(maxRho[threadIdx.x], maxRho[threadIdx.x + half]);
         }
         __syncthreads();
     }
     if (threadIdx.x == 0)
-        s.logPeak[b] = logPeakDistance(maxW[0], maxRho[0]);
+        s.maxWeighted[b] = maxW[0];
 }
 
 __global__ void scoreKernel(SelectParams p, int32_t const* __restrict__ nb, Scratch s)
@@ -116,8 +109,8 @@ __global__ void scoreKernel(SelectParams p, int32_t const* __restrict__ nb, Scra
     int64_t const i = t % p.tokens;
     bool denser = false;
     float const d = nearestDenserDistance(s.weighted + t * p.neighbours, nb + i * p.neighbours,
-        s.negLogRho + b * p.tokens, p.neighbours, s.negLogRho[t], &denser);
-    s.score[t] = logCenterScore(denser, d, s.negLogRho[t], s.logPeak[b]);
+        s.negLogRho + b * p.tokens, p.neighbours, s.negLogRho[t], static_cast<int32_t>(i), &denser);
+    s.score[t] = logCenterScore(denser, d, s.negLogRho[t], s.maxWeighted[b]);
 }
 
 __global__ void rankKernel(SelectParams p, Scratch s)

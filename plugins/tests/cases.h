@@ -60,7 +60,7 @@ struct SelectInputs
 {
     std::vector<float> z;           //!< [B, N, C]
     std::vector<int32_t> neighbours; //!< [N, lambda], nearest on the grid first, ties by index
-    std::vector<float> weights;     //!< [lambda], AiluRus's rank weights with a = 0.9
+    std::vector<float> weights;     //!< [lambda], AiluRus's rank weights with a = 0.9, over sqrt(C)
 };
 
 struct ReconstructCase
@@ -152,7 +152,8 @@ inline SelectInputs selectInputs(SelectCase const& c, uint64_t seed)
             in.z[t] = rng.uniform() * 4.F;
     }
     for (int32_t r = 0; r < c.neighbours; ++r)
-        in.weights[r] = (1.F - 0.9F) * static_cast<float>(r) / static_cast<float>(c.neighbours) + 0.9F;
+        in.weights[r] = ((1.F - 0.9F) * static_cast<float>(r) / static_cast<float>(c.neighbours) + 0.9F)
+            / std::sqrt(static_cast<float>(c.channels));
     return in;
 }
 

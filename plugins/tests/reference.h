@@ -54,19 +54,16 @@ inline Selection dpcSelect(int32_t B, int32_t N, int32_t C, int32_t L, int32_t M
             }
             nlr[i] = meanOfSmallest(&w[size_t(i) * L], L, knn);
         }
-        // pass 2: the image's peak distance
-        float maxW = w[0], maxNlr = nlr[0];
+        // pass 2: the image's largest weighted distance (delta of a token with no denser one)
+        float maxW = w[0];
         for (float v : w)
             maxW = v > maxW ? v : maxW;
-        for (int32_t i = 0; i < N; ++i)
-            maxNlr = nlr[i] > maxNlr ? nlr[i] : maxNlr;
-        float const logPeak = logPeakDistance(maxW, maxNlr);
         // pass 3: scores
         for (int32_t i = 0; i < N; ++i)
         {
             bool denser = false;
-            float const d = nearestDenserDistance(&w[size_t(i) * L], nb + size_t(i) * L, nlr, L, nlr[i], &denser);
-            score[i] = logCenterScore(denser, d, nlr[i], logPeak);
+            float const d = nearestDenserDistance(&w[size_t(i) * L], nb + size_t(i) * L, nlr, L, nlr[i], i, &denser);
+            score[i] = logCenterScore(denser, d, nlr[i], maxW);
         }
         // pass 4: ranks; pass 5: slots and centers; pass 6: assignment
         for (int32_t i = 0; i < N; ++i)

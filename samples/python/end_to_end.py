@@ -3,7 +3,10 @@
 Triton model repository.
 
     python samples/python/end_to_end.py --out work/digits --repo work/triton-repo
-    python samples/python/end_to_end.py --model segmenter_tiny --img-size 64x64 --out w/t --repo w/r
+    python samples/python/end_to_end.py --model segmenter_tiny --img-size 64x64 --hw 3x3 \
+        --out w/t --repo w/r
+
+The same build as the Python snippet of docs/getting-started.md (expedite, --hw 24x24).
 
 Prints what each step returned; exits 1 if an artifact does not match PyTorch.
 """
@@ -21,6 +24,11 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="default: segmenter_digits (shipped weights)")
     p.add_argument("--img-size", default=None, help="HxW, default: the model's")
     p.add_argument("--method", default="expedite")
+    p.add_argument(
+        "--hw",
+        default="24x24",
+        help="expedite's cluster grid, as getting-started's snippet ('' for a method without --hw)",
+    )
     p.add_argument("--out", required=True, help="build folder to write")
     p.add_argument("--repo", required=True, help="Triton model repository to write")
     p.add_argument("--force", action="store_true", help="replace --out and --repo")
@@ -32,6 +40,7 @@ def main(argv=None) -> int:
         method=args.method,
         img_size=args.img_size,
         force=args.force,
+        **({"hw": args.hw} if args.hw else {}),
         progress=lambda text: print(" ", text),
     )
     tokens = result.report["tokens"]
@@ -54,7 +63,7 @@ def main(argv=None) -> int:
     repo = deploy(args.out, args.repo, force=args.force)
     for name, kind in repo.models.items():
         print(f"  {name}: {kind}")
-    print(f"Triton repository: {repo.path} (start the server as {repo.path}/README.md says)")
+    print(f"Triton repository: {repo.path}; serve it with: vitexport deploy serve {repo.path}")
     return 0 if result.passed and again.passed else 1
 
 
