@@ -11,6 +11,7 @@ from exporter.models import create_model
 from exporter.onnx.export import export_onnx
 from exporter.onnx.fuse import MS_DOMAIN, count_fused, fuse_attention, optimize_onnx
 from exporter.onnx.lint import errors_of, lint_folder
+from exporter.record import Artifact
 from exporter.timing import (
     interleaved_latency,
     round_ratio,
@@ -55,9 +56,11 @@ def test_optimized_file_keeps_scopes_and_passes_its_lint_only_as_optimized(tiny_
     assert any(n.domain == MS_DOMAIN for n in proto.graph.node)
     # the module scopes are back on the nodes (the token-op profile reads them)
     assert sum(bool(n.metadata_props) for n in proto.graph.node) > len(proto.graph.node) // 2
-    assert not errors_of(lint_folder(tmp_path, {"onnx_optimized": path.name})[path.name])
+    as_optimized = Artifact.of("onnx_optimized", path.name)
+    assert as_optimized.runtime == "onnxruntime-optimized"  # validated like every artifact
+    assert not errors_of(lint_folder(tmp_path, [as_optimized])[path.name])
     # the same file as a portable model.onnx is refused: TensorRT knows no com.microsoft op
-    assert errors_of(lint_folder(tmp_path, {"onnx": path.name})[path.name])
+    assert errors_of(lint_folder(tmp_path, [Artifact.plain(path.name)])[path.name])
 
 
 def test_a_graph_without_the_pattern_is_left_alone():
