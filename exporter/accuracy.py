@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InputError
 from .limits import MAX_EVAL_BYTES, available_memory, check_npz
+from .paths import check_regular
 from .runtime import input_name, onnx_session
 
 IGNORE = 255
@@ -46,8 +47,7 @@ def load_eval_set(
     )
     if path.is_dir():
         raise InputError(FLAG, str(path), allowed, "is a folder")
-    if not path.is_file():
-        raise InputError(FLAG, str(path), allowed, "no such file")
+    check_regular(path, FLAG)  # a FIFO or device would hang the zip reader
     if not zipfile.is_zipfile(path):
         raise InputError(FLAG, str(path), allowed, "not an .npz (zip) file")
     # Shapes from the headers first: no zip bomb or header claiming a million images is unpacked.
@@ -117,6 +117,8 @@ def check_eval_set(
         raise bad(f"label {int(labels[wrong][0])} is not a class of a {num_classes}-class model")
     if not np.isfinite(images).all():
         raise bad("images hold NaN or infinity")
+    if (labels == IGNORE).all():  # every pixel ignored: an accuracy of nothing
+        raise bad(f"every label is {IGNORE} (ignored): no pixel to evaluate")
     return EvalSet(np.ascontiguousarray(images, dtype=np.float32), labels.astype(np.int64), source)
 
 

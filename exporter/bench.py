@@ -9,9 +9,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from .errors import InputError
 from .folder import file_hashes, read_record, write_report
 from .methods import BASELINE, METHODS, apply_method, baseline_of
 from .onnx.export import export_onnx
+from .paths import PREFIX, note_written
 from .record import BuildRecord, Timing
 from .reference import eval_set, patched_model
 from .timing import compare, count_gflops, limit_of, timing_inputs, token_ops_share
@@ -33,18 +35,35 @@ def export_variant(
 ) -> Path:
     """folder/<name>.onnx: the folder's model built with other `settings`, exported once and
     kept; recorded in the report's artifacts and hashes. A file of that name the record does
-    not hold (its hash was never recorded) is not trusted: it is exported again."""
+    not hold (its hash was never recorded) is neither trusted nor overwritten: refused."""
     path = Path(folder) / f"{name}.onnx"
-    if record.variant(name) is None or not path.is_file():
+    # read_record checked the sha256 of every file the report records; any other file under
+    # this name was not written by the tool and is neither timed nor overwritten
+    trusted = record.variant(name) is not None and path.is_file()
+    if not trusted and (path.exists() or path.is_symlink()):
+        raise InputError(
+            "OUT",
+            str(path),
+            f"a folder whose {path.name} is the one report.json records (or none: bench "
+            "exports it)",
+            "a file report.json does not record; move it away",
+        )
+    if not trusted:
         progress(f"export {name} ({settings.method} {settings.method_args}) to {path.name} ...")
         model = patched_model(settings) if model is None else model
         # Exported under its final name in a scratch folder, so that external weights (models
         # past 2 GB) are named `<name>.onnx.data` as the graph refers to them; then moved in,
         # weights first, so a half-written model never sits under the final name.
-        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=f"{PREFIX}{name}-") as tmp:
             export_onnx(model, Path(tmp) / path.name, shape, settings.opset, settings.dynamic_batch)
-            for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):
+            parts = sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx")
+            for part in parts:  # checked before any moves: nothing half-replaced
+                target = Path(folder) / part.name
+                if target.is_symlink() or (target.exists() and not target.is_file()):
+                    raise InputError("OUT", str(target), "a plain file or none", "is not one")
+            for part in parts:
                 part.replace(Path(folder) / part.name)
+                note_written(Path(folder) / part.name)
     record.add_variant(name, path.name)
     record.set_hashes({**record.hashes, **file_hashes(folder, [path.name])})
     return path

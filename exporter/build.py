@@ -18,9 +18,17 @@ from .accuracy import accuracy_entry, evaluate_onnx
 from .bench import export_baseline
 from .config import BuildSettings
 from .errors import InputError
-from .folder import OutputFolder, file_hashes, read_record, write_beside, write_report
+from .folder import (
+    OutputFolder,
+    file_hashes,
+    read_json,
+    read_record,
+    write_beside,
+    write_report,
+)
 from .limits import check_build_memory, expected_size
-from .methods import ReducedModel, baseline_of
+from .methods import baseline_of
+from .methods.base import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
 from .onnx.fuse import optimize_onnx
@@ -37,6 +45,7 @@ from .trt.engine import (
     build_engine,
     engine_settings,
     shapes_of,
+    tensorrt_version,
     write_build_script,
 )
 from .validate import Tolerances, feeds_for, validate_artifact
@@ -63,8 +72,18 @@ def lint_existing(out: Path, rehash: bool = False) -> BuildRecord:
     record = read_record(out, rehash)
     findings = lint_folder(out, record.graphs())
     record.lint = [{"artifact": n, **f.to_dict()} for n, fs in findings.items() for f in fs]
-    write_beside(out, "lint.json", {"lint": record.lint})
+    _keep_beside(out, "lint.json", {"lint": record.lint}, record)
     return record
+
+
+def _keep_beside(out: Path, name: str, data: dict, record: BuildRecord) -> None:
+    """Write a read-only command's result beside the report; on a folder that cannot take it
+    (read-only, full) the result is still returned, with why it was not kept in
+    `record.unsaved` (the command prints it after its verdict)."""
+    try:
+        write_beside(out, name, data)
+    except OSError as err:
+        record.unsaved = f"{Path(out) / name} not written: {err.strerror or err}"
 
 
 def _quiet(_: str) -> None:
@@ -96,7 +115,7 @@ def build(
     with _step(progress, f"load {settings.model.name} and apply {settings.method}"):
         reduced = patched_model(settings)
     if settings.plugins:
-        check_family(settings.method, reduced.model.family)
+        check_family(settings.method, reduced.model.capabilities)
     shape = input_shape(settings, reduced.model)
     data = eval_set(settings, reduced.model)  # a bad --eval-data fails before anything is written
     tmp = folder.stage(expected_size(reduced.model, settings))
@@ -296,7 +315,8 @@ def revalidate(
     data = eval_set(settings, reduced.model)
     with _step(progress, "validate artifacts against PyTorch"):
         record.validation = run_validation(settings, reduced, out, record.validated(), shape, data)
-    write_beside(out, "validation.json", {"validation": [v.to_dict() for v in record.validation]})
+    validation = {"validation": [v.to_dict() for v in record.validation]}
+    _keep_beside(out, "validation.json", validation, record)
     record.accuracy = None  # measured at build time, not by this run
     return record
 
@@ -310,10 +330,18 @@ def engine_for_folder(
     progress: Progress = _quiet,
     rehash: bool = False,
 ) -> BuildRecord:
-    """`vitexport engine OUT`: build (and validate) the engine of an existing output folder."""
+    """`vitexport engine OUT`: build (and validate) the engine of an existing output folder.
+    A refusal (no TensorRT here, a precision the folder has no model for) writes nothing."""
     out = Path(out)
+    if rehash:  # before --rehash records anything
+        _need_tensorrt(out)
+        if (out / "report.json").is_file():
+            built = read_json(out / "report.json").get("settings")
+            _check_precision(precision, built.get("precision") if isinstance(built, dict) else None)
     record = read_record(out, rehash)
     settings = record.settings
+    _check_precision(precision, settings.precision)
+    _need_tensorrt(out)
     settings.engine, settings.precision = True, precision
     settings.workspace_mib, settings.opt_level = workspace_mib, opt_level
     settings.plugin_library = plugin_library or settings.plugin_library
@@ -328,6 +356,28 @@ def engine_for_folder(
     record.set_hashes(file_hashes(out, record.files()))  # build_engine.sh is new too
     write_report(out, record)
     return record
+
+
+def _check_precision(asked: str, built) -> None:
+    if built is not None and asked != built:
+        raise InputError(
+            "--precision",
+            asked,
+            f"{built}, the precision this folder was built with (its models carry it); build "
+            "another folder for another precision",
+            "no engine built",
+        )
+
+
+def _need_tensorrt(out: Path) -> None:
+    if tensorrt_version() is None:
+        raise InputError(
+            "OUT",
+            str(out),
+            "a machine with TensorRT (pip install 'vitexport[gpu]'), or run the folder's "
+            "build_engine.sh on one",
+            "no engine built: TensorRT is not installed here; nothing was written",
+        )
 
 
 def passed(record: BuildRecord) -> bool:

@@ -11,7 +11,6 @@ the folder is trusted; `--rehash` accepts the files as they are and records thei
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -19,18 +18,31 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import onnx
 
 from .errors import InputError
+from .paths import (
+    MARKER,
+    PREFIX,
+    Lock,
+    foreign,
+    open_regular,
+    read_text,
+    write_marker,
+    write_text,
+)
 from .record import BuildRecord, SweepRecord, seal_rows
 from .report import render_markdown
 
 FLAG = "--out"
 # Longest file name most filesystems take (ext4, xfs, tmpfs, APFS); the staging name adds to it.
 NAME_MAX = 255
-STAGING_EXTRA = len(".") + len(".tmp-") + 10
+STAGING_EXTRA = len(".vitexport-") + len(".tmp-") + 10 + len("-") + 8
+# a staging folder's own mark, so that only the tool's are ever cleaned up
+STAGED = ".vitexport-staging"
 SOURCE_TREE = Path(__file__).resolve().parent.parent
 
 
@@ -92,9 +104,21 @@ def resolve_out(out) -> Path:
     return path
 
 
-def is_output_folder(path: Path) -> bool:
-    """Whether `path` holds a build's output (or nothing), the only folders --force replaces."""
-    return (path / "report.json").is_file() or not any(path.iterdir())
+def foreign_entries(path: Path) -> list[str]:
+    """What in `path` stands in the way of --force: everything the tool did not record in the
+    folder's marker (all of it when there is none). An empty folder has nothing to lose."""
+    return foreign(path)
+
+
+def _refuse_foreign(out, path: Path, found: list[str]) -> InputError:
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return InputError(
+        FLAG,
+        str(out),
+        "a new folder, an empty one or a folder vitexport wrote (its "
+        f"{MARKER} lists every file in it); --force replaces only those",
+        f"holds what vitexport did not write: {shown}",
+    )
 
 
 class OutputFolder:
@@ -114,62 +138,34 @@ class OutputFolder:
         if self.path.exists():
             if not force:
                 raise InputError(FLAG, str(out), "a new folder, or --force to replace it", "exists")
-            if not is_output_folder(self.path):
-                raise InputError(
-                    FLAG,
-                    str(out),
-                    "a new folder, an empty one or a build's output folder (with report.json)",
-                    "a non-empty folder that "
-                    "`vitexport build` did not write; --force replaces only those",
-                )
+            found = foreign_entries(self.path)
+            if found:
+                raise _refuse_foreign(out, self.path, found)
 
-    def _sibling(self, kind: str, pid: int | None = None) -> Path:
-        return self.path.parent / f".{self.path.name}.{kind}-{os.getpid() if pid is None else pid}"
+    def _pattern(self) -> re.Pattern:
+        return re.compile(re.escape(f"{PREFIX}{self.path.name}.") + r"(tmp|old)-(\d+)-\w+$")
 
     def lock(self) -> None:
         """An exclusive lock beside the destination; a second build to it is refused."""
-        lock_path = self.path.parent / f".{self.path.name}.lock"
-        while True:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise InputError(
-                    FLAG,
-                    str(self.path),
-                    "a folder no other build is writing",
-                    f"another vitexport build (pid {holder}) is writing it",
-                ) from None
-            try:  # the file may have been unlinked by its last holder between open and lock
-                same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock = (fd, lock_path)
+        lock = Lock(self.path, FLAG)
+        lock.acquire()
+        self._lock = lock
 
     def unlock(self) -> None:
         if self._lock is not None:
-            fd, lock_path = self._lock
-            self._lock = None
-            try:
-                os.unlink(lock_path)
-            except FileNotFoundError:
-                pass
-            os.close(fd)
+            lock, self._lock = self._lock, None
+            lock.release()
 
     def clean_stale(self) -> None:
-        """Remove temporaries left by dead builds; put back an old folder a killed build had
+        """Remove temporaries left by dead builds (only folders this tool made: the tool's
+        prefix, a dead pid and its marker inside); put back an old folder a killed build had
         moved aside before its new one was in place."""
-        pattern = re.compile(re.escape(f".{self.path.name}.") + r"(tmp|old)-(\d+)$")
+        pattern = self._pattern()
         for entry in self.path.parent.iterdir():
             m = pattern.match(entry.name)
-            if not m or _pid_alive(int(m.group(2))):
+            if not m or _pid_alive(int(m.group(2))) or entry.is_symlink() or not entry.is_dir():
+                continue
+            if not (entry / (STAGED if m.group(1) == "tmp" else MARKER)).is_file():
                 continue
             if m.group(1) == "old" and not self.path.exists():
                 os.replace(entry, self.path)
@@ -191,17 +187,21 @@ class OutputFolder:
                     f"a filesystem with {_size(expected_bytes)} free",
                     f"only {_size(free)} free",
                 )
-            self.tmp = self._sibling("tmp")
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp.mkdir()
+            self.tmp = Path(
+                tempfile.mkdtemp(
+                    prefix=f"{PREFIX}{self.path.name}.tmp-{os.getpid()}-", dir=self.path.parent
+                )
+            )
+            os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would hide the result from others
+            (self.tmp / STAGED).write_text(f"staged by vitexport, pid {os.getpid()}\n")
         except BaseException:
-            self.unlock()
+            self.discard()
             raise
         return self.tmp
 
     def commit(self) -> None:
         """Put the staged folder in place; an existing one is removed only once the new one is
-        there, and only when --force allowed it at the start."""
+        there, and only when --force allowed it and it still holds only what the tool wrote."""
         try:
             if self.path.exists() and not self.force:
                 raise InputError(
@@ -210,20 +210,23 @@ class OutputFolder:
                     "a folder nobody else writes to during the build",
                     "appeared while building; nothing was replaced",
                 )
-            if self.path.exists() and not is_output_folder(self.path):
-                raise InputError(
-                    FLAG,
-                    str(self.path),
-                    "a build's output folder",
-                    "replaced by other files while building; nothing was replaced",
+            if self.path.exists():
+                found = foreign_entries(self.path)
+                if found:
+                    raise _refuse_foreign(self.path, self.path, found)
+            (self.tmp / STAGED).unlink()
+            write_marker(self.tmp)
+            old = Path(
+                tempfile.mkdtemp(
+                    prefix=f"{PREFIX}{self.path.name}.old-{os.getpid()}-", dir=self.path.parent
                 )
-            old = self._sibling("old")
-            # The two renames run with SIGINT/SIGTERM held back: no interruption between them.
+            )
+            # The renames run with SIGINT/SIGTERM held back: no interruption between them.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 moved = self.path.exists()
                 if moved:
-                    os.replace(self.path, old)
+                    os.replace(self.path, old)  # onto the empty folder just made
                 try:
                     os.replace(self.tmp, self.path)
                 except BaseException:
@@ -235,6 +238,8 @@ class OutputFolder:
             self.tmp = None
             if moved:
                 shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rmdir()
         except BaseException:
             self.discard()
             raise
@@ -264,7 +269,7 @@ def _size(n: float) -> str:
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "OUT") as f:  # never a FIFO, a device or a symlink
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -284,17 +289,7 @@ def file_hashes(folder: Path, names) -> dict:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary name, flush, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 def finite(value, flags: list | None = None, where: str = ""):
@@ -345,9 +340,11 @@ def read_json(path: Path, flag: str = "OUT") -> dict:
     """A JSON object from `path`; anything else is one InputError naming the file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(), parse_constant=_reject_constant)
+        data = json.loads(read_text(path, flag), parse_constant=_reject_constant)
     except IsADirectoryError:
         raise InputError(flag, str(path), "a JSON file", "is a folder") from None
+    except InputError as err:  # a special file, a symlink, too big: named as report.json
+        raise InputError(flag, str(path), "a JSON file written by vitexport", err.reason) from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InputError(
             flag,
@@ -366,8 +363,8 @@ def check_report_hash(out: Path) -> None:
     """Refuse a report.json that differs from the sha256 the build recorded beside it."""
     recorded = Path(out) / REPORT_HASH
     try:
-        digest = recorded.read_text().split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
+        digest = read_text(recorded, "OUT", limit=4096).split()[0]
+    except (InputError, OSError, UnicodeDecodeError, IndexError):
         raise InputError(
             "OUT",
             str(recorded),

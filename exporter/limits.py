@@ -23,6 +23,7 @@ from PIL import Image
 from .config import ModelSpec
 from .errors import InputError
 from .models import entry_of
+from .paths import check_regular
 
 FLOAT = 4
 WEIGHT_COPIES = 4
@@ -47,7 +48,7 @@ def size_text(n: float) -> str:
     return ""
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
 def parse_size(flag: str, text) -> int:
@@ -103,20 +104,7 @@ def estimate_bytes(model, batch: int, eval_images: int = 0) -> dict:
     """The parts of a build's peak memory for `model` at batch `batch`, in bytes."""
     layout = model.layout
     params = sum(p.numel() for p in model.parameters())
-    stages = getattr(model, "stages", None) or ()
-    if stages:  # windowed attention: each token attends to its window only
-        attention = (
-            max(
-                batch * s.num_heads * s.grid[0] * s.grid[1] * s.window[0] * s.window[1]
-                for s in stages
-            )
-            * FLOAT
-        )
-        activations = max(batch * s.grid[0] * s.grid[1] * s.dim for s in stages) * FLOAT
-    else:
-        n = layout.num_patches + layout.num_prefix
-        attention = batch * layout.num_heads * n * n * FLOAT
-        activations = batch * n * layout.dim * FLOAT
+    attention, activations = (FLOAT * n for n in model.peak_elements(batch))
     h, w = layout.image_size
     parts = {
         "attention": ATTENTION_COPIES * attention,
@@ -136,16 +124,20 @@ def check_build_memory(settings, max_memory: int | None = None) -> int | None:
     model = _shape_only_model(settings.model)
     if model is None:
         return None
-    eval_images = settings.eval_count or 0
-    if settings.eval_data is None and not eval_images:
-        entry = entry_of(settings.model.name)
-        eval_images = getattr(entry, "eval_count", 0) if getattr(entry, "eval_set", None) else 0
+    eval_images = check_eval_count(settings)
     parts = estimate_bytes(model, max(1, settings.batch), eval_images)
     limit = available_memory() if max_memory is None else max_memory
     if parts["total"] > limit:
         h, w = model.layout.image_size
         biggest = max((k for k in parts if k != "total"), key=parts.get)
         source = "--max-memory" if max_memory is not None else "available memory"
+        if biggest == "eval data":  # the flag that asks for it is the one to name
+            raise InputError(
+                "--eval-count",
+                eval_images,
+                f"fewer images, whose build fits in {size_text(limit)} ({source})",
+                f"needs about {size_text(parts['total'])} (eval data {size_text(parts[biggest])})",
+            )
         raise InputError(
             "--img-size",
             f"{h}x{w}",
@@ -155,6 +147,41 @@ def check_build_memory(settings, max_memory: int | None = None) -> int | None:
             f"{model.layout.grid[1]} tokens)",
         )
     return parts["total"]
+
+
+def check_eval_count(settings) -> int:
+    """The number of images a build evaluates, with --eval-count refused (naming it) beyond
+    what the data holds: the .npz's image count read from its header, or the size of the
+    model's own evaluation set. Reads no image data."""
+    count = settings.eval_count
+    entry = entry_of(settings.model.name)
+    if settings.eval_data is None:
+        if getattr(entry, "eval_set", None) is None:
+            return 0
+        count = entry.eval_count if count is None else count
+        held = entry.eval_size or count
+        if not 1 <= count <= held:
+            raise InputError(
+                "--eval-count",
+                count,
+                f"an integer in 1..{held}",
+                f"the {settings.model.name} evaluation set holds {held} images",
+            )
+        return count
+    path = Path(settings.eval_data)
+    check_regular(path, "--eval-data")  # never open a FIFO or a device
+    if not zipfile.is_zipfile(path):
+        return count or 0  # the loader says what is wrong with it
+    shapes = check_npz(path, "--eval-data", max_bytes=min(MAX_EVAL_BYTES, available_memory() // 2))
+    images = shapes.get("images")
+    if images is None or len(images[0]) == 0:
+        return count or 0
+    held = int(images[0][0])
+    if count is not None and not 1 <= count <= held:
+        raise InputError(
+            "--eval-count", count, f"an integer in 1..{held}", f"{path} holds {held} images"
+        )
+    return held if count is None else count
 
 
 def check_side(flag: str, size) -> None:
@@ -226,6 +253,7 @@ def open_image(path, flag: str = "--image"):
     path = Path(path)
     if path.is_dir():
         raise InputError(flag, str(path), "an image file", "is a folder")
+    check_regular(path, flag, limit=1 << 30)  # a FIFO would hang Pillow, /dev/zero feed it
     try:
         img = Image.open(path)
         w, h = img.size

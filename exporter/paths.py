@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from .errors import InputError
@@ -134,14 +137,20 @@ def read_text(path: Path, field: str, limit: int = TEXT_LIMIT, follow: bool = Fa
         raise InputError(field, str(path), "a UTF-8 text file", "not UTF-8") from None
 
 
-def out_dir(folder: Path, name: str, field: str) -> Path:
-    """The sub-folder `name` of `folder` to write into, made if missing; refused when it is a
-    symlink (writing through it would reach the folder it points to) or anything but a folder."""
+def out_dir(folder: Path, name: str, field: str, make: bool = True) -> Path:
+    """The sub-folder `name` of `folder` to write into, made if missing (`make`); refused when
+    it is a symlink (writing through it would reach the folder it points to) or anything but a
+    folder. `make=False` only checks, for a command that has other checks still to pass."""
     path = confine(folder, name, field)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        path.mkdir()
+        if make:
+            path.mkdir()
+        return path
+    except NotADirectoryError:  # `folder` is no folder: the folder's own check says so
+        if make:
+            raise
         return path
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(
@@ -167,6 +176,191 @@ def not_ancestor(path: Path, field: str, text: str | None = None) -> Path:
     return real
 
 
+# ---- what the tool wrote ---------------------------------------------------------------------
+
+PREFIX = ".vitexport-"  # every temporary, lock and staging name the tool makes starts with it
+MARKER = ".vitexport-folder"  # in a folder the tool wrote: the names of everything it put there
+MARKER_HEAD = "vitexport output folder"
+LOCK_HEAD = "vitexport lock"
+
+
+def temporary(path: Path) -> Path:
+    """A new, empty temporary file beside `path`, created exclusively (never an existing file)
+    under the tool's prefix; the caller renames it onto `path` or removes it."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f"{PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write to an exclusive temporary beside `path`, flush, then rename: readers never see
+    half a file, and no file but `path` is ever replaced. Recorded in the folder's marker."""
+    path = Path(path)
+    tmp = temporary(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    note_written(path)
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every entry under `folder` (not following symlinks), relative, '/'-separated, sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        out += [(rel / n).as_posix() for n in dirs + files]
+    return sorted(out)
+
+
+def write_marker(folder: Path) -> None:
+    """Record everything now in `folder` as the tool's own (a build calls it on its staging
+    folder just before putting it in place)."""
+    names = [n for n in _entries(folder) if n != MARKER]
+    _write_names(Path(folder), names)
+
+
+def _write_names(folder: Path, names) -> None:
+    text = json.dumps({"written_by": MARKER_HEAD, "entries": sorted(set(names))}, indent=1)
+    tmp = temporary(folder / MARKER)
+    try:
+        tmp.write_text(text + "\n")
+        os.replace(tmp, folder / MARKER)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def recorded(folder: Path) -> set | None:
+    """The names the tool recorded in `folder`'s marker; None when it has no valid marker."""
+    try:
+        data = json.loads(read_text(Path(folder) / MARKER, "OUT", limit=16 << 20))
+    except (InputError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != MARKER_HEAD:
+        return None
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return set(entries)
+
+
+def note_written(path: Path) -> None:
+    """Add `path` (just written) to the marker of the output folder it lies in (its folder or
+    the one above, as OUT/visualize/x.png), so that --force may later replace it."""
+    path = Path(path)
+    for folder in (path.parent, path.parent.parent):
+        names = recorded(folder)
+        if names is not None:
+            rel = path.relative_to(folder).as_posix()
+            parts = rel.split("/")
+            new = {"/".join(parts[: i + 1]) for i in range(len(parts))}
+            if not new <= names:
+                _write_names(folder, names | new)
+            return
+
+
+def foreign(folder: Path) -> list[str]:
+    """What in `folder` the tool did not write: every entry absent from its marker, and every
+    symlink or special file (all entries when there is no marker). [] means --force may go."""
+    folder = Path(folder)
+    entries = _entries(folder)
+    names = recorded(folder)
+    if names is None:
+        return entries
+    out = []
+    for rel in entries:
+        if rel == MARKER:
+            continue
+        mode = os.lstat(folder / rel).st_mode
+        if rel not in names or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            out.append(rel)
+    return out
+
+
+class Lock:
+    """An exclusive lock file `.vitexport-<name>.lock` beside `target`: created with O_EXCL and
+    the tool's own first line, so that a user's file is never taken for it, overwritten or
+    removed. A lock left by a dead process (flock released) is taken over."""
+
+    def __init__(self, target: Path, field: str):
+        self.target, self.field = Path(target), field
+        self.path = self.target.parent / f"{PREFIX}{self.target.name}.lock"
+        self.fd: int | None = None
+
+    def _foreign(self, why: str):
+        return InputError(
+            self.field,
+            str(self.target),
+            f"a destination whose lock name {self.path.name} is free or the tool's own",
+            f"{self.path} {why}; move it away",
+        )
+
+    def acquire(self) -> None:
+        head = f"{LOCK_HEAD} ".encode()
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                created = True
+            except FileExistsError:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except FileNotFoundError:
+                    continue  # its holder removed it in between
+                except OSError:
+                    raise self._foreign("is not a regular file the tool wrote") from None
+                created = False
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise self._foreign("is not a regular file")
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace")
+                    pid = holder[len(head) :].strip() if holder.startswith(head.decode()) else "?"
+                    raise InputError(
+                        self.field,
+                        str(self.target),
+                        "a folder no other build is writing",
+                        f"another vitexport build (pid {pid or '?'}) is writing it",
+                    ) from None
+                if not created and not os.pread(fd, 64, 0).startswith(head):
+                    raise self._foreign("was not written by vitexport")
+                try:  # unlinked by its last holder between our open and our lock: start over
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, head + f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file (only the one this process holds) and close it."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            if os.fstat(fd).st_ino == os.lstat(self.path).st_ino:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+
+
 __all__ = [
     "confine",
     "INSIDE",
@@ -177,4 +371,13 @@ __all__ = [
     "out_dir",
     "not_ancestor",
     "TEXT_LIMIT",
+    "PREFIX",
+    "MARKER",
+    "temporary",
+    "write_text",
+    "write_marker",
+    "recorded",
+    "note_written",
+    "foreign",
+    "Lock",
 ]

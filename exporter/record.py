@@ -101,7 +101,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _show(value) -> str:
-    text = repr(value)
+    inner = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (list, dict)) and any(isinstance(v, (list, dict)) for v in inner):
+        return f"a JSON {'list' if isinstance(value, list) else 'object'}"  # nested: its kind
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**60 else "a huge integer"
     return text if len(text) <= 60 else text[:60] + "..."
 
 
@@ -163,13 +166,16 @@ class Fields:
         if value is None and optional:
             return None
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and abs(value) < 1e300  # JSON integers of any size: beyond float's range
         ok = ok and math.isfinite(value) and low <= value <= high
         ok = ok and not (open_low and value == low)
         if not ok:
-            bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-            self.fail(
-                name, value, f"a finite number in {bounds}" + (" or null" if optional else "")
-            )
+            bounds = f" in {'(' if open_low else '['}{low:g}, {high:g}]"
+            if math.isinf(low) and math.isinf(high):
+                bounds = ""
+            elif math.isinf(high):
+                bounds = f" {'>' if open_low else '>='} {low:g}"
+            self.fail(name, value, f"a finite number{bounds}" + (" or null" if optional else ""))
         return float(value)
 
     def shape(self, value, name: str, length: int | None = None) -> tuple[int, ...]:

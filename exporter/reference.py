@@ -6,7 +6,8 @@ from __future__ import annotations
 from .accuracy import EvalSet, check_eval_set, load_eval_set
 from .config import BuildSettings
 from .errors import InputError
-from .methods import ReducedModel, apply_method
+from .methods import apply_method
+from .methods.base import ReducedModel
 from .models import MODELS, create_model, entry_of
 
 
@@ -20,6 +21,18 @@ def patched_model(settings: BuildSettings) -> ReducedModel:
         raise InputError("--batch", settings.batch, "an integer >= 1")
     model = create_model(settings.model, seed=settings.seed)
     return apply_method(model, settings.method, settings.method_args)
+
+
+def check_own_count(entry, name: str, count: int) -> None:
+    """--eval-count within what the model's own evaluation set holds."""
+    held = entry.eval_size or count
+    if not 1 <= count <= held:
+        raise InputError(
+            "--eval-count",
+            count,
+            f"an integer in 1..{held}",
+            f"the {name} evaluation set holds {held} images",
+        )
 
 
 def eval_set(settings: BuildSettings, model) -> EvalSet | None:
@@ -45,8 +58,7 @@ def eval_set(settings: BuildSettings, model) -> EvalSet | None:
     if settings.eval_data is not None:
         return load_eval_set(settings.eval_data, model.num_classes, size, settings.eval_count)
     count = entry.eval_count if settings.eval_count is None else settings.eval_count
-    if count < 1:
-        raise InputError("--eval-count", count, "an integer >= 1")
+    check_own_count(entry, name, count)
     images, labels, source = entry.eval_set(count, size)
     return check_eval_set(
         images, labels, model.num_classes, size, None, f"{source} ({count} images)"

@@ -21,13 +21,13 @@ from .accuracy import evaluate_onnx
 from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
-from .methods import BASELINE, METHODS, reducing
-from .methods.expedite import default_alpha
-from .methods.base import flag_of
-from .models import weights_of
+from .methods import BASELINE, METHODS, apply_method, reducing
+from .methods.spec import SweepInput, flag_of
+from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import read_sweep, write_atomic, write_sweep
+from .paths import PREFIX, read_text, temporary
 from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
@@ -48,50 +48,20 @@ class Setting:
         return f"{self.method} {json.dumps(self.flags, sort_keys=True)}"
 
 
-def side(grid, share) -> str:
-    return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
-
-
-def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[Setting]:
-    """The grid: Expedite alpha x hw (paper 001 Table 2 sweeps h x w), pooling at the same
-    sizes (its Table 3), AiluRus at slight/mild/extreme (paper 002 Table 1), Token Adapter
-    ratios (paper 003), ToMe r, SViT capacity. `alpha`: Expedite's default cut for the model."""
-    grid, n, depth = layout.grid, layout.num_patches, layout.depth
+def settings_grid(
+    layout, tuned: dict | None = None, methods=None, full: bool = True
+) -> list[Setting]:
+    """Each registered method's rows (`MethodSpec.sweep`) for a model of `layout`, in registry
+    order; `tuned`: {method: the flags the model tunes for it} (e.g. Expedite's cut)."""
     out = []
-    hws = (0.7, 0.6, 0.5)
-    alphas = [a for a in (alpha - 1, alpha, alpha + 1) if 1 <= a < depth]
-    for a in alphas:
-        for share in hws if (full or a == alpha) else (0.6,):
-            out.append(
-                Setting(
-                    "expedite",
-                    {"hw": side(grid, share), "alpha": a},
-                    f"hw {side(grid, share)}, alpha {a}",
-                )
-            )
-    for share in (0.7, 0.5):
-        out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
-    for share, word in ((0.5, "slight"), (0.25, "mild"), (0.125, "extreme")):
-        m = max(1, round(n * share))
-        out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
-    for ratio in (0.3, 0.5):
-        out.append(
-            Setting(
-                "token-adapter",
-                {"rows_ratio": ratio, "cols_ratio": ratio},
-                f"rows/cols ratio {ratio}",
-            )
+    for name, spec in METHODS.items():
+        if spec.sweep is None or (methods is not None and name not in methods):
+            continue
+        at = SweepInput(
+            layout.grid, layout.num_patches, layout.depth, (tuned or {}).get(name, {}), full
         )
-    for share in (0.25, 0.5, 0.75):  # of the tokens merged away by the last block
-        r = max(1, round(n * share / depth))
-        out.append(Setting("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
-    for keep in (0.7, 0.5):
-        out.append(
-            Setting(
-                "svit", {"random_gates": True, "keep_ratio": keep}, f"keep {keep}, random gates"
-            )
-        )
-    unique = {s.key: s for s in out if methods is None or s.method in methods}
+        out.extend(Setting(name, flags, label) for flags, label in spec.sweep(at))
+    unique = {s.key: s for s in out}
     return list(unique.values())
 
 
@@ -200,14 +170,50 @@ class Sweep:
         plot(result, self.png)
 
 
+def _written_here(json_path: Path, md: Path) -> bool:
+    """Whether `md` is exactly what the sweep in `json_path` renders to: the tool's own file,
+    not one a user wrote or edited (which only --force may replace)."""
+    try:
+        result = json.loads(read_text(json_path, "--out"))
+        return read_text(md, "--out") == render(result, md.with_suffix(".png").name)
+    except Exception:  # noqa: BLE001 - any unreadable or foreign file is simply not ours
+        return False
+
+
 def check_out(out: Path, name: str, force: bool, resume: bool) -> None:
+    """Refuse to write over what the tool did not write: existing sweep files need --force,
+    or --resume where they are a sweep's own (its .json, and the .md rendered from it)."""
     files = [Path(out) / f"{name}.{e}" for e in ("json", "md", "png")]
-    if any(f.exists() for f in files) and not (force or resume):
+    for f in files:
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise InputError(
+                "--out", str(out), f"a folder where {f.name} is a plain file", f"{f} is not one"
+            )
+    present = [f for f in files if f.exists()]
+    if not present or force:
+        return
+    if not resume:
         raise InputError(
             "--out",
             str(out),
             "a folder without a sweep, or --resume to continue it, or --force to replace it",
-            f"{name}.json/.md/.png exist",
+            f"{' and '.join(f.name for f in present)} exist{'s' if len(present) == 1 else ''}",
+        )
+    json_path, md, png = files
+    if not json_path.exists():
+        raise InputError(
+            "--resume",
+            str(out),
+            f"a folder holding a sweep's {json_path.name} (or --force to replace the files)",
+            f"{' and '.join(f.name for f in present)} {'is' if len(present) == 1 else 'are'} "
+            f"there without {json_path.name}: not a sweep's",
+        )
+    if md.exists() and not _written_here(json_path, md):
+        raise InputError(
+            "--resume",
+            str(md),
+            f"the {md.name} the sweep wrote (or --force to replace it)",
+            f"it differs from what {json_path.name} renders to: edited or not a sweep's",
         )
 
 
@@ -250,10 +256,8 @@ def run_sweep(
         )
     shape = input_shape(base_settings, model)
     one = (1, *shape[1:])
-    alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
-    if alpha is None:
-        alpha = default_alpha(model.layout.depth)
-    grid = settings_grid(model.layout, alpha, chosen, full)
+    tuned = {m: method_defaults(spec.name, m) for m in METHODS}
+    grid = settings_grid(model.layout, tuned, chosen, full)
     defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
     out.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(out, name)
@@ -286,7 +290,7 @@ def run_sweep(
             )
         # rows of older sweeps carry no sha256: only sealed rows are trusted, others measured again
         done = {r.key: r.to_dict() for r in old.rows if r.sealed}
-    with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=f"{PREFIX}{name}-") as tmp:
         work = Path(tmp)
         progress("baseline: export" + ("" if data is None else f", evaluate on {len(data)} images"))
         base_path = work / "baseline.onnx"
@@ -308,7 +312,7 @@ def run_sweep(
             start = time.perf_counter()
             args = resolve(None, spec, s.method, dict(s.flags))[2]
             settings = replace(base_settings, method=s.method, method_args=args)
-            reduced = patched_model(settings)
+            reduced = apply_method(model, s.method, args)  # the loaded weights, not a reload
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
             check = validation_summary(
@@ -478,16 +482,6 @@ Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
 """
 
 
-MARKERS = {
-    "expedite": "o",
-    "pool": "s",
-    "ailurus": "^",
-    "token-adapter": "D",
-    "tome": "v",
-    "svit": "P",
-}
-
-
 def figure(result: dict):
     """Retention (or GFLOPs ratio without evaluation data) against speed-up: one marker per
     method, the Pareto front as a line, each method's default ringed, the build's labelled."""
@@ -508,7 +502,7 @@ def figure(result: dict):
         ax.scatter(
             [r["speedup"] for r in pts],
             [scale * r[y_key] for r in pts],
-            marker=MARKERS.get(method, "o"),
+            marker=METHODS[method].marker if method in METHODS else "o",
             s=46,
             label=method,
             alpha=0.85,
@@ -573,6 +567,11 @@ def figure(result: dict):
 
 def plot(result: dict, path: Path) -> None:
     """The figure as a PNG, written under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    figure(result).savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = temporary(path)
+    try:
+        figure(result).savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

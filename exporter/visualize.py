@@ -23,6 +23,7 @@ from .folder import read_record
 from .errors import InputError
 from .limits import open_image
 from .models import entry_of
+from .paths import note_written, out_dir, temporary
 from .reference import patched_model
 
 MIN_SIDE = 420  # token pictures are enlarged (nearest neighbour) to at least this side
@@ -204,9 +205,15 @@ def panels(count: int, title: str, inches: float = PANEL_INCHES, legend: bool = 
 
 def save_figure(fig, path: Path) -> None:
     """Write to a temporary name, then rename (no half-written picture)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    tmp = temporary(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    note_written(path)
 
 
 def tokens_figure(image: np.ndarray, ids: np.ndarray, title: str):
@@ -267,6 +274,8 @@ def visualize_folder(
     `record`: the folder's record as the caller read (and verified) it; else read here."""
     out = Path(out)
     settings = (record if record is not None else read_record(out, rehash)).settings
+    # a symlink or file at OUT/visualize is refused, never written through, before any work
+    out_dir(out, "visualize", "OUT/visualize", make=False)
     reduced = patched_model(settings)
     model, method = reduced.model, reduced.method
     size, lay = model.layout.image_size, model.layout
@@ -283,8 +292,7 @@ def visualize_folder(
     with torch.no_grad():
         base, red = model(x), reduced(x)
         ids = method.assignment(model, x)
-    folder = out / "visualize"
-    folder.mkdir(exist_ok=True)
+    folder = out_dir(out, "visualize", "OUT/visualize")  # made once every check has passed
     files, notes = [], [f"input: {source}"]
     name = f"{settings.model.name} + {settings.method}"
     if ids is None:

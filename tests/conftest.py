@@ -13,6 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest  # noqa: E402
 
 from tests.helpers import TINY, run  # noqa: E402
+from tests.retention import Retention  # noqa: E402
 
 
 class Built:
@@ -43,3 +44,10 @@ class Built:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     return Built(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def digits_retention():
+    """Retention on the shipped default model (tests/retention.py): the baseline is evaluated
+    once per session (once per xdist worker that runs a retention test)."""
+    return Retention()

@@ -12,7 +12,7 @@ import torch
 
 from exporter.errors import InputError
 from exporter.methods import apply_method, get_method
-from exporter.methods.ailurus import build
+from exporter.methods.ailurus.vit import build
 from exporter.models.base import TokenLayout
 from exporter.ops.density_peaks import (
     DensityPeaksSelection,
@@ -357,3 +357,14 @@ def test_exact_ties_differ_from_released_noise_only_within_bound():
         ours = cost(centers[b][assignment[b]])
         theirs = cost(r["centers"][r["assignment"]])
         assert ours <= 1.05 * theirs + 1e-6
+
+
+# ---- accuracy as evidence ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_retention_at_the_default_on_the_default_model(digits_retention):
+    """400 of 1,600 clusters after block 2 on the shipped digits model, first 40 validation
+    canvases (tests/retention.py): measured 100.1% (100 canvases: 99.5%, docs/accuracy.md).
+    Without the released distance scale it kept 55%; the issue that found this asks for 99%."""
+    assert digits_retention("ailurus") >= 0.99

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from exporter.timing import count_gflops, source_node
-from exporter.cli import main
+from tests.helpers import run
 from exporter.config import ModelSpec
 from exporter.models import create_model
 
@@ -37,9 +36,9 @@ def test_bench_reports_baseline_and_reduced(tmp_path):
     out = tmp_path / "out"
     # 12x12 tokens into 8x8 clusters: large enough that the windows leave clusters out
     args = ["--model", "segmenter_tiny", "--img-size", "192x192", "--num-classes", "5"]
-    result = CliRunner().invoke(main, ["build", *args, "--hw", "8x8", "--out", str(out)])
+    result = run(["build", *args, "--hw", "8x8", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--warmup", "1"])
+    result = run(["bench", str(out), "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     b = json.loads((out / "report.json").read_text())["bench"]
     assert b["gflops"]["baseline"] > b["gflops"]["reduced"] > 0
@@ -84,6 +83,6 @@ def test_build_bench_flag_runs_the_benchmark(built):
 )
 def test_bench_input_mistakes_exit_2_naming_the_flag(tmp_path, args, flag):
     args = [str(tmp_path / a) if a == "somewhere" else a for a in args]
-    result = CliRunner().invoke(main, ["bench", *args])
+    result = run(["bench", *args])
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {flag}") and "Traceback" not in result.output

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.paths import MARKER, recorded, write_marker
 from exporter.accuracy import load_eval_set
-from exporter.cli import main
+from tests.helpers import run
 from exporter.config import MAX_PAIR, parse_pair
 from exporter.errors import InputError
 from exporter.folder import OutputFolder
@@ -50,10 +50,6 @@ NUMBERS = st.one_of(
     st.text(alphabet="0123456789xX.-+eE naif", max_size=24),
     st.text(max_size=12),
 )
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tree(path: Path) -> dict:
@@ -141,7 +137,7 @@ def test_build_flags_never_break_the_contract(tmp_path_factory, flags, out):
         args = ["build", "--model", "segmenter_tiny", "--precision", "int8", "--out", out]
         for flag, value in flags:
             args += [flag, value]
-        result = cli(args)
+        result = run(args)
     finally:
         os.chdir(cwd)
     assert_contract(result)
@@ -173,6 +169,7 @@ def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail
         for name, data in old.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
+        write_marker(out)  # what a build leaves: the list of everything it wrote
     before = tree(out) if old is not None else None
     try:
         f = OutputFolder(out, force)
@@ -195,7 +192,9 @@ def test_out_is_intact_or_replaced_whole(tmp_path_factory, old, new, force, fail
     except (InputError, KeyboardInterrupt, OSError):
         assert (tree(out) if out.exists() else None) == before
     else:
-        assert tree(out) == {
+        after = tree(out)
+        assert after.pop(MARKER)  # the new folder's own list of what it holds
+        assert after == {
             **{str(Path(n).parent): None for n in new if "/" in n},
             **{n: d for n, d in new.items()},
         }
@@ -258,11 +257,13 @@ def test_edited_report_never_breaks_lint(base_folder, tmp_path_factory, edits):
         hashlib.sha256(text.encode()).hexdigest() + "  report.json\n"
     )
     before = tree(out)
-    result = cli(["lint", out])
+    result = run(["lint", out])
     assert_contract(result)
     after = tree(out)
     after.pop("lint.json", None)
+    after.pop(MARKER), before.pop(MARKER)  # the tool's list of its files may gain lint.json
     assert after == before
+    assert recorded(out) <= set(before) | {"lint.json"}
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 

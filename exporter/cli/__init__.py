@@ -1,27 +1,43 @@
 """The `vitexport` command: parse flags, call the library, print. No logic lives here.
 
 Each command group may live in a module of this package that attaches its commands to `main`
-(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them.
+(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them. A command imports
+its pipeline (torch, ONNX, timm) inside its function, when it runs: --help, --version,
+`methods` and `models` read only the registries' declarations and answer in about a second.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import importlib
+import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
-import click
 
-from ..errors import InputError
-from ..folder import read_record
-from ..progress import Ready, StepDone
-from ..record import BuildRecord
-from ..onnx.plugins import PluginSurgeryError
-from ..report import summary
+def _early_stop(signum, frame):
+    """SIGINT/SIGTERM while the heavy imports below load: one line, not a traceback."""
+    sys.stderr.write(
+        f"{signal.Signals(signum).name}: stopped during start-up; nothing was written\n"
+    )
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+# Only for the time of this module's imports (torch takes seconds); `main` installs its own.
+_EARLY = {}
+if threading.current_thread() is threading.main_thread():
+    _EARLY = {s: signal.signal(s, _early_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import importlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from ..errors import InputError, PluginSurgeryError  # noqa: E402
+from ..progress import Ready, StepDone  # noqa: E402
+from ..record import BuildRecord  # noqa: E402
 
 DEFAULT_OUT = Path("vitexport-out")
 
@@ -64,6 +80,70 @@ def stop_note(text: str):
     except (Stopped, KeyboardInterrupt) as err:
         err.note = text
         raise
+
+
+# What an OS error on a path means a user may do instead, by errno.
+_OS_ALLOWED = {
+    errno.ENOSPC: "a filesystem with free space",
+    errno.EDQUOT: "a filesystem with free space",
+    errno.EROFS: "a writable filesystem",
+    errno.EACCES: "a path you may read and write",
+    errno.EPERM: "a path you may read and write",
+    errno.ENOENT: "an existing path",
+    errno.ENOTDIR: "a path whose parents are folders",
+    errno.EISDIR: "a file, not a folder",
+    errno.ENAMETOOLONG: "a shorter path",
+    errno.ELOOP: "a path without a symlink loop",
+}
+
+
+def _flag_of(ctx: click.Context, filename) -> tuple[str, str] | None:
+    """The flag (or argument) whose path value holds `filename`: the longest that does."""
+    if not filename:
+        return None
+    try:
+        target = os.path.realpath(os.fsdecode(filename))
+    except (TypeError, ValueError):
+        return None
+    best = None
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(value, (str, Path)) or str(value) == "":
+            continue
+        try:
+            real = os.path.realpath(os.path.expanduser(str(value)))
+        except ValueError:
+            continue
+        if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
+            name = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
+            if best is None or len(real) > best[2]:
+                best = (name, str(value), len(real))
+    return None if best is None else best[:2]
+
+
+class Command(click.Command):
+    """A command whose OS errors (full disk, read-only folder, a device where a file belongs)
+    name the flag whose path they hit, the value and what is allowed."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as err:
+            found = _flag_of(ctx, err.filename)
+            if found is None:
+                raise
+            name = errno.errorcode.get(err.errno, type(err).__name__)
+            where = (
+                ""
+                if os.fsdecode(err.filename) == os.path.expanduser(found[1])
+                else (f"{os.fsdecode(err.filename)}: ")
+            )
+            raise InputError(
+                found[0],
+                found[1],
+                _OS_ALLOWED.get(err.errno, "a path the tool can use"),
+                f"{where}{err.strerror or err} ({name})",
+            ) from None
 
 
 class OneLineErrors(click.Group):
@@ -141,6 +221,8 @@ class _Held:
 def _verified(out: Path, rehash: bool) -> BuildRecord:
     """The folder's record; a folder whose files differ from their recorded sha256 is refused
     (--rehash: accept them)."""
+    from ..folder import read_record
+
     return read_record(out, rehash)
 
 
@@ -151,6 +233,8 @@ def main():
 
 
 def _print_summary(record: BuildRecord, out: Path) -> None:
+    from ..report import summary
+
     for line in summary(record, out):
         click.echo(line)
 
@@ -176,7 +260,17 @@ def _attach() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+class _Subgroup(click.Group):
+    """A command group under `main` (deploy): its commands name the flag of an OS error too."""
+
+    command_class = Command
+
+
+main.command_class = Command
+main.group_class = _Subgroup
 _attach()
+for _signum, _handler in _EARLY.items():  # start-up is over: main() handles signals from here
+    signal.signal(_signum, _handler)
 
 if __name__ == "__main__":
     main()

@@ -5,19 +5,46 @@ per flag, as polygraphy's argument groups do."""
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import click
 
-from ..config import ModelSpec, parse_pair
+from ..config import ModelSpec, parse_float, parse_int, parse_pair
 from ..methods import all_options
+from ..models import DEFAULT_MODEL, model_names_help
+
+
+class Integer(click.ParamType):
+    """An integer in low..high through the one strict parser (digits 0-9 only: click's own
+    int() takes "٣" and "1_000")."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        return parse_int(flag, value, self.low, self.high)
+
+
+class Number(click.ParamType):
+    """A finite number in a range through the one strict parser (ASCII digits only)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx):
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        return parse_float(flag, value, self.low, self.high, low_open=self.low_open)
 
 
 def count(flag: str, low: int, high: int, default: int | None = None, **options):
     """An integer option in low..high; its default, where it has one, shown in --help."""
     show = {"show_default": True} if default is not None else {}
-    return click.option(flag, type=click.IntRange(low, high), default=default, **show, **options)
+    return click.option(flag, type=Integer(low, high), default=default, **show, **options)
 
 
 def path_option(flag: str, help: str, default=None, **options):
@@ -49,18 +76,8 @@ def option_group(name: str, options: list, collect):
     return decorate
 
 
-class _Tolerance(click.FloatRange):
-    """A finite number > 0 (NaN compares false with every bound, so FloatRange alone lets it in)."""
-
-    def convert(self, value, param, ctx):
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value} is not a finite number", param, ctx)
-        return rv
-
-
-TOLERANCE = _Tolerance(min=0, min_open=True, max=1e6)
-SEED = click.IntRange(0, 2**32 - 1)
+TOLERANCE = Number(0, 1e6, low_open=True)
+SEED = Integer(0, 2**32 - 1)
 REHASH = switch(
     "--rehash",
     "Accept the folder's files as they are now and record their sha256 "
@@ -83,8 +100,8 @@ MODEL = option_group(
                 "--model",
                 "model_name",
                 default=None,
-                help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, a timm ViT "
-                "(vit_*, deit*) or Swin (swin_*) name. Default: segmenter_digits (shipped).",
+                help=f"{model_names_help()}, a timm ViT (vit_*, deit*) or Swin (swin_*) name. "
+                f"Default: {DEFAULT_MODEL} (shipped).",
             ),
         ),
         (
@@ -100,7 +117,7 @@ MODEL = option_group(
             click.option(
                 "--img-size",
                 default=None,
-                help="Input HxW (default: the model's, 64x64 for segmenter_digits, 512x512 for other "
+                help="Input HxW (default: the model's, 80x80 for segmenter_digits, 512x512 for other "
                 "Segmenters).",
             ),
         ),

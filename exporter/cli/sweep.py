@@ -8,8 +8,7 @@ import click
 
 from . import DEFAULT_OUT, _progress, main, stop_note
 from ..errors import InputError
-from ..sweep import best, parse_methods, run_sweep
-from .options import MODEL, count, path_option, switch, timing_options
+from .options import MODEL, Number, count, path_option, switch, timing_options
 
 
 @main.command()
@@ -41,13 +40,13 @@ from .options import MODEL, count, path_option, switch, timing_options
 )
 @click.option(
     "--target-speedup",
-    type=float,
+    type=Number(0, 1000, low_open=True),
     default=None,
     help="Print the setting with the most retention among those at least this fast.",
 )
 @click.option(
     "--min-retention",
-    type=float,
+    type=Number(0, 100, low_open=True),
     default=None,
     help="Print the fastest setting that keeps at least this share of the mIoU "
     "(0.97 or 97 for 97%).",
@@ -75,6 +74,8 @@ def sweep(
     force,
 ):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
+    from ..sweep import best, parse_methods, run_sweep
+
     if target_speedup is not None and not 0 < target_speedup < 1000:
         raise InputError("--target-speedup", target_speedup, "a speed-up > 0, e.g. 1.5")
     if min_retention is not None:

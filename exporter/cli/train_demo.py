@@ -7,14 +7,14 @@ import sys
 import click
 
 from . import _progress, main
-from ..demo import train
-from .options import SEED, count, path_option, switch
+from ..demo import DEFAULT_OUT as TRAIN_OUT
+from .options import SEED, Number, count, path_option, switch
 
 
 @main.command("train-demo")
 @path_option(
     "--out",
-    f"Folder for segmenter_digits.safetensors/.json (default: {train.DEFAULT_OUT}; never the "
+    f"Folder for segmenter_digits.safetensors/.json (default: {TRAIN_OUT}; never the "
     "package's shipped weights unless --into-package).",
 )
 @switch(
@@ -31,7 +31,7 @@ from .options import SEED, count, path_option, switch
 @count("--full-steps", 0, 10_000_000, help="Final steps on full 80x80 canvases (default 200).")
 @count("--crop", 2, 80, help="Crop size in pixels, even (default 32).")
 @count("--full-every", 0, 10_000_000, help="Every n-th crop step on a full canvas (0: none).")
-@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Peak learning rate.")
+@click.option("--lr", type=Number(0, 1, low_open=True), help="Peak learning rate.")
 @count("--warmup", 1, 10_000_000, help="Warm-up steps (default 200).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @count(
@@ -64,6 +64,8 @@ def train_demo(
     evaluate_only,
 ):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
+    from ..demo import train
+
     if out is not None and into_package:
         raise click.UsageError("--out and --into-package name two places; give one")
     config = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import _progress, _verified, main
-from ..visualize import visualize_folder
+from ..paths import out_dir
 from .options import REHASH, path_option
 
 
@@ -21,6 +21,9 @@ from .options import REHASH, path_option
 @REHASH
 def visualize(out, image, rehash):
     """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
+    out_dir(Path(out), "visualize", "OUT/visualize", make=False)  # before --rehash writes
+    from ..visualize import visualize_folder
+
     record = _verified(out, rehash)  # hashed once here; the pipeline trusts this record
     result = visualize_folder(out, image, progress=_progress, record=record)
     for note in result["notes"]:

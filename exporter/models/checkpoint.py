@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 
 from ..errors import InputError
+from ..paths import check_regular
 
 FLAG = "--checkpoint"
 
@@ -22,10 +23,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     p = Path(path)
     if p.is_dir():
         raise InputError(FLAG, path, "a .pth/.pt/.bin or .safetensors file", "is a folder")
-    if not p.is_file():
-        raise InputError(
-            FLAG, path, "an existing .pth/.pt/.bin or .safetensors file", "no such file"
-        )
+    check_regular(p, FLAG)  # /dev/zero or a FIFO would be read forever
     try:
         if p.suffix == ".safetensors":
             data = load_file(str(p))
@@ -120,4 +118,26 @@ def load_into(
             "a checkpoint with this model's shapes",
             f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})",
         )
+    # load_state_dict casts silently: int8 weights, booleans or complex numbers would become
+    # different floats. Float -> float (half, bfloat16) is a plain widening and is allowed.
+    kinds = [
+        f"{k} is {state[k].dtype}, the model's {v.dtype}"
+        for k, v in own.items()
+        if _kind(state[k].dtype) != _kind(v.dtype)
+    ]
+    if kinds:
+        raise InputError(
+            FLAG,
+            path,
+            "a checkpoint whose tensors have the model's kinds (floating weights as floats)",
+            f"{len(kinds)} differ (e.g. {kinds[0]})",
+        )
     module.load_state_dict(state, strict=True)
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "integer"

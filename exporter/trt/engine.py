@@ -22,6 +22,7 @@ from polygraphy.backend.trt import (
 )
 
 from ..errors import InputError
+from ..paths import note_written, write_text
 from ..models.base import INPUT_NAME
 
 PLUGIN_LIBRARY = "libvitexport_plugins.so"
@@ -123,8 +124,7 @@ def write_build_script(folder: Path, onnx_name: str, settings: EngineSettings, p
         trtexec_command(onnx_name, engine, settings, profile),
         "",
     ]
-    script.write_text("\n".join(lines))
-    script.chmod(0o755)
+    write_text(script, "\n".join(lines), mode=0o755)
     return script
 
 
@@ -163,4 +163,7 @@ def build_engine(
     )
     build = EngineFromNetwork(network, config=config, save_timing_cache=cache)
     SaveEngine(build, str(engine_path))()
+    for written in (Path(engine_path), Path(cache)):
+        if written.is_file():
+            note_written(written)
     return engine_path
