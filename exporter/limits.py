@@ -253,6 +253,7 @@ def open_image(path, flag: str = "--image"):
     path = Path(path)
     if path.is_dir():
         raise InputError(flag, str(path), "an image file", "is a folder")
+    check_regular(path, flag, limit=1 << 30)  # a FIFO would hang Pillow, /dev/zero feed it
     try:
         img = Image.open(path)
         w, h = img.size
