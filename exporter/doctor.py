@@ -27,6 +27,7 @@ from .record import BuildRecord
 from .errors import InputError
 from .folder import read_record, write_atomic, write_json
 from .models.base import INPUT_NAME
+from .methods import baseline_of
 from .presets import resolve
 from .reference import eval_set, patched_model
 from .runtime import tensorrt_runner
@@ -314,18 +315,22 @@ def engine_steps(
                 data={"validation": entry.to_dict()},
             )
         )
-    steps.append(timing_step(folder, record, built, shape, profile, progress))
+    base = baseline_of(reduced.model)  # from the loaded weights, not a second load
+    steps.append(timing_step(folder, record, built, shape, profile, progress, base))
     return steps
 
 
-def timing_step(folder: Path, record: BuildRecord, built: dict, shape, profile, progress) -> Step:
-    """Latency of each engine against the baseline engine (`--method none`), interleaved."""
+def timing_step(
+    folder: Path, record: BuildRecord, built: dict, shape, profile, progress, base=None
+) -> Step:
+    """Latency of each engine against the baseline engine (`--method none`, the model `base`
+    when given), interleaved."""
     if not built:
         return Step("timing", "skipped", "no engine was built")
     recorded = record.baseline
     baseline = folder / recorded.file if recorded else None
     if baseline is None or not baseline.is_file():
-        baseline = export_baseline(folder, record.settings, shape, record, progress=progress)
+        baseline = export_baseline(folder, record.settings, shape, record, base, progress=progress)
     try:
         build_engine(
             baseline,

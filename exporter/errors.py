@@ -8,3 +8,8 @@ class InputError(Exception):
         self.flag, self.value, self.allowed, self.reason = flag, value, allowed, reason
         text = f"{flag} {value}: {reason + '; ' if reason else ''}allowed: {allowed}"
         super().__init__(text)
+
+
+class PluginSurgeryError(Exception):
+    """--plugins on a graph without the shape the surgery expects; the message says what is
+    missing (the surgeries in onnx/plugins/ raise it, the CLI prints it as a --plugins error)."""

@@ -104,20 +104,7 @@ def estimate_bytes(model, batch: int, eval_images: int = 0) -> dict:
     """The parts of a build's peak memory for `model` at batch `batch`, in bytes."""
     layout = model.layout
     params = sum(p.numel() for p in model.parameters())
-    stages = getattr(model, "stages", None) or ()
-    if stages:  # windowed attention: each token attends to its window only
-        attention = (
-            max(
-                batch * s.num_heads * s.grid[0] * s.grid[1] * s.window[0] * s.window[1]
-                for s in stages
-            )
-            * FLOAT
-        )
-        activations = max(batch * s.grid[0] * s.grid[1] * s.dim for s in stages) * FLOAT
-    else:
-        n = layout.num_patches + layout.num_prefix
-        attention = batch * layout.num_heads * n * n * FLOAT
-        activations = batch * n * layout.dim * FLOAT
+    attention, activations = (FLOAT * n for n in model.peak_elements(batch))
     h, w = layout.image_size
     parts = {
         "attention": ATTENTION_COPIES * attention,
@@ -266,6 +253,7 @@ def open_image(path, flag: str = "--image"):
     path = Path(path)
     if path.is_dir():
         raise InputError(flag, str(path), "an image file", "is a folder")
+    check_regular(path, flag, limit=1 << 30)  # a FIFO would hang Pillow, /dev/zero feed it
     try:
         img = Image.open(path)
         w, h = img.size

@@ -101,7 +101,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _show(value) -> str:
-    text = repr(value)
+    inner = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (list, dict)) and any(isinstance(v, (list, dict)) for v in inner):
+        return f"a JSON {'list' if isinstance(value, list) else 'object'}"  # nested: its kind
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**60 else "a huge integer"
     return text if len(text) <= 60 else text[:60] + "..."
 
 
@@ -163,13 +166,16 @@ class Fields:
         if value is None and optional:
             return None
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and abs(value) < 1e300  # JSON integers of any size: beyond float's range
         ok = ok and math.isfinite(value) and low <= value <= high
         ok = ok and not (open_low and value == low)
         if not ok:
-            bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-            self.fail(
-                name, value, f"a finite number in {bounds}" + (" or null" if optional else "")
-            )
+            bounds = f" in {'(' if open_low else '['}{low:g}, {high:g}]"
+            if math.isinf(low) and math.isinf(high):
+                bounds = ""
+            elif math.isinf(high):
+                bounds = f" {'>' if open_low else '>='} {low:g}"
+            self.fail(name, value, f"a finite number{bounds}" + (" or null" if optional else ""))
         return float(value)
 
     def shape(self, value, name: str, length: int | None = None) -> tuple[int, ...]:
@@ -221,6 +227,8 @@ KINDS = {
     k.key: k
     for k in (
         Kind("onnx", "onnxruntime"),
+        # attention fused and graph optimisations applied for ONNX Runtime (`--optimize`)
+        Kind("onnx_optimized", "onnxruntime-optimized"),
         Kind("onnx_plugins", "onnxruntime+plugins", plugins=True),
         Kind("onnx_fp16", "onnxruntime-fp16", precision="fp16"),
         Kind("engine", "tensorrt"),  # its precision is the engine's (report's "engine" section)
@@ -617,6 +625,11 @@ class BuildRecord:
     def onnx(self) -> Artifact:
         """The build's model as a plain ONNX graph (every build has it)."""
         return self.artifacts["onnx"]
+
+    @property
+    def optimized(self) -> Artifact | None:
+        """The model optimised for ONNX Runtime (`--optimize`), when the build wrote it."""
+        return self.artifacts.get("onnx_optimized")
 
     @property
     def plugin_graph(self) -> Artifact | None:

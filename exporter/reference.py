@@ -6,7 +6,8 @@ from __future__ import annotations
 from .accuracy import EvalSet, check_eval_set, load_eval_set
 from .config import BuildSettings
 from .errors import InputError
-from .methods import ReducedModel, apply_method
+from .methods import apply_method
+from .methods.base import ReducedModel
 from .models import MODELS, create_model, entry_of
 
 

@@ -21,10 +21,9 @@ from .accuracy import evaluate_onnx
 from .build import run_validation
 from .config import BuildSettings, ModelSpec, format_pair
 from .errors import InputError
-from .methods import BASELINE, METHODS, reducing
-from .methods.expedite import default_alpha
-from .methods.base import flag_of
-from .models import weights_of
+from .methods import BASELINE, METHODS, apply_method, reducing
+from .methods.spec import SweepInput, flag_of
+from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import read_sweep, write_atomic, write_sweep
@@ -32,7 +31,8 @@ from .paths import PREFIX, read_text, temporary
 from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
-from .timing import compare, count_gflops
+from .onnx.fuse import optimize_onnx
+from .timing import compare, count_gflops, limit_of, timing_inputs
 
 NAME = "sweep"
 
@@ -48,54 +48,20 @@ class Setting:
         return f"{self.method} {json.dumps(self.flags, sort_keys=True)}"
 
 
-def side(grid, share) -> str:
-    return format_pair((max(1, round(grid[0] * share)), max(1, round(grid[1] * share))))
-
-
-def settings_grid(layout, alpha: int, methods=None, full: bool = True) -> list[Setting]:
-    """The grid: Expedite alpha x hw (paper 001 Table 2 sweeps h x w), pooling at the same
-    sizes (its Table 3), AiluRus at slight/mild/extreme (paper 002 Table 1), Token Adapter
-    ratios (paper 003), ToMe r, SViT capacity. `alpha`: Expedite's default cut for the model."""
-    grid, n, depth = layout.grid, layout.num_patches, layout.depth
+def settings_grid(
+    layout, tuned: dict | None = None, methods=None, full: bool = True
+) -> list[Setting]:
+    """Each registered method's rows (`MethodSpec.sweep`) for a model of `layout`, in registry
+    order; `tuned`: {method: the flags the model tunes for it} (e.g. Expedite's cut)."""
     out = []
-    hws = (0.7, 0.6, 0.5)
-    alphas = [a for a in (alpha - 1, alpha, alpha + 1) if 1 <= a < depth]
-    for a in alphas:
-        for share in hws if (full or a == alpha) else (0.6,):
-            out.append(
-                Setting(
-                    "expedite",
-                    {"hw": side(grid, share), "alpha": a},
-                    f"hw {side(grid, share)}, alpha {a}",
-                )
-            )
-    for share in (0.7, 0.5):
-        out.append(Setting("pool", {"hw": side(grid, share)}, f"hw {side(grid, share)}"))
-    # AiluRus at paper 002's three levels, plus as many clusters as Expedite's middle hw keeps
-    middle = side(grid, 0.6)
-    rows, cols = (int(v) for v in middle.split("x"))
-    counts = [(n * 0.5, "slight"), (rows * cols, f"as hw {middle}"), (n * 0.25, "mild")]
-    for count, word in [*counts, (n * 0.125, "extreme")]:
-        m = max(1, min(n - 1, round(count)))
-        out.append(Setting("ailurus", {"clusters": m}, f"clusters {m} ({word})"))
-    for ratio in (0.3, 0.5):
-        out.append(
-            Setting(
-                "token-adapter",
-                {"rows_ratio": ratio, "cols_ratio": ratio},
-                f"rows/cols ratio {ratio}",
-            )
+    for name, spec in METHODS.items():
+        if spec.sweep is None or (methods is not None and name not in methods):
+            continue
+        at = SweepInput(
+            layout.grid, layout.num_patches, layout.depth, (tuned or {}).get(name, {}), full
         )
-    for share in (0.25, 0.5, 0.75):  # of the tokens merged away by the last block
-        r = max(1, round(n * share / depth))
-        out.append(Setting("tome", {"r": r}, f"r {r} ({share:.0%} merged)"))
-    for keep in (0.7, 0.5):
-        out.append(
-            Setting(
-                "svit", {"random_gates": True, "keep_ratio": keep}, f"keep {keep}, random gates"
-            )
-        )
-    unique = {s.key: s for s in out if methods is None or s.method in methods}
+        out.extend(Setting(name, flags, label) for flags, label in spec.sweep(at))
+    unique = {s.key: s for s in out}
     return list(unique.values())
 
 
@@ -257,7 +223,7 @@ def run_sweep(
     eval_data=None,
     eval_count=None,
     methods=None,
-    runs: int = 5,
+    runs: int = 20,
     warmup: int = 1,
     threads=None,
     full: bool = True,
@@ -290,10 +256,8 @@ def run_sweep(
         )
     shape = input_shape(base_settings, model)
     one = (1, *shape[1:])
-    alpha = resolve(None, spec, "expedite", {})[2].get("alpha")
-    if alpha is None:
-        alpha = default_alpha(model.layout.depth)
-    grid = settings_grid(model.layout, alpha, chosen, full)
+    tuned = {m: method_defaults(spec.name, m) for m in METHODS}
+    grid = settings_grid(model.layout, tuned, chosen, full)
     defaults = {m: default_config(base_settings, m) for m in {s.method for s in grid}}
     out.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(out, name)
@@ -335,6 +299,10 @@ def run_sweep(
         base_eval = None if data is None else evaluate_onnx(base_path, data, classes, 1)
         result["baseline_miou"] = None if base_eval is None else base_eval["miou"]
         result["baseline_gflops"] = count_gflops(baseline, one)
+        base_opt = work / "baseline.optimized.onnx"
+        optimize_onnx(base_path, base_opt)
+        inputs, inputs_note = timing_inputs(shape, base_settings.seed, data, model.input_name)
+        result["inputs"] = inputs_note
         for i, s in enumerate(grid, 1):
             tag = f"[{i}/{len(grid)}] {s.method} {s.label}"
             if s.key in done:
@@ -344,7 +312,7 @@ def run_sweep(
             start = time.perf_counter()
             args = resolve(None, spec, s.method, dict(s.flags))[2]
             settings = replace(base_settings, method=s.method, method_args=args)
-            reduced = patched_model(settings)
+            reduced = apply_method(model, s.method, args)  # the loaded weights, not a reload
             path = work / f"{i:02d}-{s.method}.onnx"
             export_onnx(reduced, path, shape)
             check = validation_summary(
@@ -353,7 +321,7 @@ def run_sweep(
             ev = None if data is None else evaluate_onnx(path, data, classes, 1)
             gflops = {"baseline": result["baseline_gflops"], "reduced": count_gflops(reduced, one)}
             b = compare(
-                {"baseline": base_path, "reduced": path},
+                {"baseline": base_path, "reduced": path, "baseline_optimized": base_opt},
                 gflops,
                 shape,
                 {"full": reduced.method.full_tokens(), "reduced": reduced.method.reduced_tokens()},
@@ -361,6 +329,9 @@ def run_sweep(
                 warmup,
                 threads,
                 profile_runs=2,
+                inputs=inputs,
+                inputs_note=inputs_note,
+                limit=limit_of(settings, reduced.method.cut, one),
             )
             path.unlink()
             row = {
@@ -378,6 +349,13 @@ def run_sweep(
                 "reduced_ms": b["reduced_ms"],
                 "spread_ms": b["spread_ms"]["reduced"],
                 "speedup": b["speedup"],
+                "ratio": b["ratio"],
+                "speedup_plain": b["speedup_plain"],
+                "structural_limit": b["structural_limit"],
+                "suspect": b["suspect"],
+                "warnings": b["warnings"],
+                "load": b["load"],
+                "cpu_ms": b["cpu_ms"]["reduced_optimized"],
                 "token_ops_share": b["token_ops_share"],
                 "miou": None if ev is None else ev["miou"],
                 "retention": (ev["miou"] / base_eval["miou"] if ev and base_eval["miou"] else None),
@@ -392,7 +370,8 @@ def run_sweep(
             sweep.write(result)
             acc = "" if ev is None else f"retention {percent(row['retention'])}, "
             progress(
-                f"{tag}: {acc}speed-up {row['speedup']:.2f}x, GFLOPs ratio "
+                f"{tag}: {acc}speed-up {row['speedup']:.2f}x (plain {row['speedup_plain']:.2f}x)"
+                f"{' SUSPECT' if row['suspect'] else ''}, GFLOPs ratio "
                 f"{row['gflops_ratio']:.2f}x, token ops {percent(row['token_ops_share'])}"
                 f"{'' if row['validated'] else ', NOT validated'} "
                 f"({row['seconds']:.0f} s)"
@@ -404,6 +383,13 @@ def run_sweep(
 
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
+
+
+def _speedup(row: dict) -> str:
+    text = f"{row['speedup']:.2f}x"
+    if row.get("speedup_plain") is not None:
+        text += f" ({row['speedup_plain']:.2f}x)"
+    return text + (" SUSPECT" if row.get("suspect") else "")
 
 
 def render(result: dict, png: str) -> str:
@@ -427,9 +413,13 @@ def render(result: dict, png: str) -> str:
     threads = result.get("threads") or "ONNX Runtime's default number of"
     lines += [
         "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
-        "convention); speed-up: median ONNX Runtime CPU latency of the baseline over the "
-        f"reduced model, {result['runs']} interleaved runs after {result['warmup']} warm-up, "
-        f"batch 1, {threads} intra-op threads",
+        "convention); speed-up: the median over interleaved rounds of the baseline's ONNX "
+        "Runtime CPU latency over the reduced model's, both optimised for ONNX Runtime "
+        "(attention fused, graph optimisations on; plain exports in brackets), "
+        f"{result['runs']} rounds after {result['warmup']} warm-up on "
+        f"{result.get('inputs', 'seeded noise')}, batch 1, {threads} intra-op threads; "
+        "SUSPECT: above the structural limit (stem, blocks before the cut and head at full "
+        "size in both models) or more than 10% above the GFLOPs ratio",
         "- token ops: share of the reduced model's kernel time spent in the method's own "
         "modules; SViT rows use seeded random gates (cost of the capacity, not trained accuracy)",
         "- default: the setting `vitexport build --method M` uses with no other flag; Pareto: "
@@ -459,7 +449,7 @@ def render(result: dict, png: str) -> str:
             f"| {r['method']} | {r['setting']} | {'yes' if r['default'] else ''} | "
             f"{'-' if r['cut'] is None else r['cut']} | {r['tokens']} | "
             f"{r['gflops_ratio']:.2f}x | {r['reduced_ms']:.1f} ({lo:.1f}-{hi:.1f}) | "
-            f"{r['speedup']:.2f}x | {percent(r['token_ops_share'])} | {quality} | "
+            f"{_speedup(r)} | {percent(r['token_ops_share'])} | {quality} | "
             f"{'yes' if r['validated'] else 'NO'} | {'yes' if r.get('pareto') else ''} |"
         )
     lines += ["", "Reproduce a row with its command in the JSON file (`rows[].command`)."]
@@ -492,16 +482,6 @@ Paper 002, Table 1 (ADE20K; GFLOPs / mIoU / retention):
 """
 
 
-MARKERS = {
-    "expedite": "o",
-    "pool": "s",
-    "ailurus": "^",
-    "token-adapter": "D",
-    "tome": "v",
-    "svit": "P",
-}
-
-
 def figure(result: dict):
     """Retention (or GFLOPs ratio without evaluation data) against speed-up: one marker per
     method, the Pareto front as a line, each method's default ringed, the build's labelled."""
@@ -522,7 +502,7 @@ def figure(result: dict):
         ax.scatter(
             [r["speedup"] for r in pts],
             [scale * r[y_key] for r in pts],
-            marker=MARKERS.get(method, "o"),
+            marker=METHODS[method].marker if method in METHODS else "o",
             s=46,
             label=method,
             alpha=0.85,

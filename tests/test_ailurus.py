@@ -12,7 +12,7 @@ import torch
 
 from exporter.errors import InputError
 from exporter.methods import apply_method, get_method
-from exporter.methods.ailurus import build
+from exporter.methods.ailurus.vit import build
 from exporter.models.base import TokenLayout
 from exporter.ops.density_peaks import (
     DensityPeaksSelection,

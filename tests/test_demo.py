@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from exporter.cli import main
+from tests.helpers import run
 from exporter.config import ModelSpec
 from exporter.datasets import digits as data
 from exporter.demo import train as demo_train
@@ -96,18 +95,19 @@ def _shipped_miou(count: int) -> float:
     return data.miou(demo_train.predict(model, images), labels)
 
 
+@pytest.mark.slow  # the shipped model on 100 canvases
 def test_shipped_checkpoint_miou_on_test_subset():
     meta = metadata()
     assert abs(_shipped_miou(meta["test_count"]) - meta["test_miou"]) < 1e-3
 
 
 def test_train_demo_help():
-    res = CliRunner().invoke(main, ["train-demo", "--help"])
+    res = run(["train-demo", "--help"])
     assert res.exit_code == 0 and "--steps" in res.output
 
 
 def test_train_demo_refuses_bad_steps(tmp_path):
-    res = CliRunner().invoke(main, ["train-demo", "--steps", "0", "--out", str(tmp_path / "o")])
+    res = run(["train-demo", "--steps", "0", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "--steps" in res.output and "1<=x" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()

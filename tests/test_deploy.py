@@ -164,8 +164,9 @@ def test_not_a_build_and_existing_folders(built, tmp_path):
     # --force adds beside the user's model, never replaces it
     assert deploy(out, mine, "--force").exit_code == 0
     assert (mine / "my_model" / "config.pbtxt").read_text() == "keep me"
-    result = deploy(out, mine, "--force", "--name", "my_model")  # my_model_* is free, but ...
-    assert result.exit_code == 0, result.output
+    result = deploy(out, mine, "--force", "--name", "my_model")  # the ensemble's own name
+    assert result.exit_code == 2 and "my_model:" in result.output, result.output
+    assert (mine / "my_model" / "config.pbtxt").read_text() == "keep me"
     (mine / "taken_python").mkdir()  # a folder of the user's under a name we would write
     result = deploy(out, mine, "--force", "--name", "taken")
     assert result.exit_code == 2 and "taken_python" in result.output

@@ -9,12 +9,12 @@ import pytest
 
 from exporter.doctor import INSTALL_TRT, Step, engine_steps
 
-from .helpers import run
+from .helpers import EXPEDITE, run
 
 
 @pytest.fixture(scope="module")
 def folder(built):
-    return built("expedite", "--hw", "3x4", "--k", "6", "--plugins")
+    return built(*EXPEDITE, "--plugins")
 
 
 def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypatch):

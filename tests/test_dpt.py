@@ -10,22 +10,12 @@ import torch
 from exporter.config import ModelSpec
 from exporter.methods import apply_method
 from exporter.models import create_model
-from exporter.models.dpt import DPT, DPTConfig
-from tests.helpers import export_and_run, max_abs, vit_block_keys
+from exporter.models.dpt import DPT
+from tests.helpers import TINY_BASE, tiny_dpt, export_and_run, max_abs, vit_block_keys, run
+
 
 # The official ViT-B/16 layout at a tenth of the width and a third of the depth: same code
 # path (project readout, four ViT taps), exports in seconds instead of half a minute.
-TINY_BASE = DPTConfig(64, 4, 2, (0, 1, 2, 3), (16, 32, 64, 64))
-
-
-def tiny_dpt(img=(64, 96), seed=0) -> DPT:
-    torch.manual_seed(seed)
-    model = DPT(TINY_BASE, img, features=32).eval()
-    # random weights end in a ReLU that zeroes most pixels; a positive bias keeps them alive
-    torch.nn.init.constant_(model.scratch.output_conv[4].bias, 1.0)
-    return model
-
-
 def official_dpt_keys(backbone: str):
     """Key names and shapes of the official DPT depth checkpoints (isl-org/DPT dpt/vit.py,
     blocks.py, models.py), written out from that layout at 384x384 (24x24 grid)."""
@@ -304,13 +294,8 @@ def test_svit_keeps_every_token_for_the_reassembles_and_exports(tmp_path):
     ],
 )
 def test_cli_build_dpt_with_expedite(tmp_path, model, size, hw, alpha):
-    from click.testing import CliRunner
-
-    from exporter.cli import main
-
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
+    result = run(
         [
             "build",
             "--model",

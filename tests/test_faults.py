@@ -21,32 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from exporter.cli import main
 from exporter.errors import InputError
 from exporter.folder import STAGED, OutputFolder, read_record, write_report
 from exporter.paths import MARKER, PREFIX, recorded, write_marker
 
-from .helpers import TINY, copy_of
+from .helpers import TINY, copy_of, one_line, run
 
 # The cheapest build to stand for "an existing output folder" (method none: no token op).
 BASE = ("none",)
-
-
-def cli(args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def one_line(result, code: int, *words: str) -> str:
-    """The result exited with `code` and printed exactly one line, with every one of `words`."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in lines[0], result.output
-    return lines[0]
 
 
 def tree(path: Path) -> dict:
@@ -83,7 +66,7 @@ def folder(built, tmp_path):
 @pytest.mark.parametrize("out", [".", "d/inner/..", "..", "", "sub/..", "d/inner/../.."])
 def test_out_naming_the_working_directory_or_a_parent_is_refused(user_dir, out):
     before = tree(user_dir.parent)
-    one_line(cli(["build", *TINY, "--out", out, "--force"]), 2, "--out")
+    one_line(run(["build", *TINY, "--out", out, "--force"]), 2, "--out")
     assert tree(user_dir.parent) == before
 
 
@@ -92,13 +75,13 @@ def test_out_naming_the_working_directory_or_a_parent_is_refused(user_dir, out):
 )
 def test_out_that_cannot_be_a_folder_is_refused_before_any_work(user_dir, out, word):
     before = tree(user_dir)
-    one_line(cli(["build", *TINY, "--out", out, "--force"]), 2, "--out", word)
+    one_line(run(["build", *TINY, "--out", out, "--force"]), 2, "--out", word)
     assert tree(user_dir) == before
 
 
 def test_force_does_not_replace_a_folder_the_tool_did_not_write(user_dir):
     before = tree(user_dir)
-    one_line(cli(["build", *TINY, "--out", "sub", "--force"]), 2, "--out", "did not write")
+    one_line(run(["build", *TINY, "--out", "sub", "--force"]), 2, "--out", "did not write")
     assert tree(user_dir) == before
 
 
@@ -106,7 +89,7 @@ def test_source_tree_is_refused():
     import exporter
 
     src = Path(exporter.__file__).resolve().parent.parent
-    one_line(cli(["build", *TINY, "--out", src, "--force"]), 2, "--out", "source tree")
+    one_line(run(["build", *TINY, "--out", src, "--force"]), 2, "--out", "source tree")
 
 
 def test_folder_that_appears_during_a_build_is_kept(tmp_path):
@@ -127,7 +110,7 @@ def test_second_build_to_the_same_out_is_refused(tmp_path):
     first = OutputFolder(out)
     first.stage()
     try:
-        line = one_line(cli(["build", *TINY, "--out", out]), 2, "--out", "another vitexport build")
+        line = one_line(run(["build", *TINY, "--out", out]), 2, "--out", "another vitexport build")
         assert str(os.getpid()) in line
     finally:
         first.discard()
@@ -218,7 +201,7 @@ def test_sigint_is_one_line_and_exit_130(tmp_path, monkeypatch):
         time.sleep(5)  # the handler raises before this returns
 
     monkeypatch.setattr(OutputFolder, "__init__", interrupted)
-    one_line(cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 130, "SIGINT")
+    one_line(run(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 130, "SIGINT")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,8 +220,8 @@ def test_sigint_is_one_line_and_exit_130(tmp_path, monkeypatch):
 )
 def test_tolerances_must_be_finite_and_positive(folder, flags, flag):
     before = tree(folder)
-    one_line(cli(["validate", folder, *flags]), 2, flag)
-    one_line(cli(["build", *TINY, *flags, "--out", folder.parent / "new"]), 2, flag)
+    one_line(run(["validate", folder, *flags]), 2, flag)
+    one_line(run(["build", *TINY, *flags, "--out", folder.parent / "new"]), 2, flag)
     assert tree(folder) == before and not (folder.parent / "new").exists()
 
 
@@ -261,7 +244,7 @@ def test_changed_model_is_refused_naming_the_file(folder, command, change):
     else:
         path.unlink()
     before = tree(folder)
-    one_line(cli([command[0], folder, *command[1:]]), 2, "model.onnx")
+    one_line(run([command[0], folder, *command[1:]]), 2, "model.onnx")
     assert tree(folder) == before
 
 
@@ -269,7 +252,7 @@ def test_edited_report_is_refused(folder):
     report = json.loads((folder / "report.json").read_text())
     report["model"]["input_shape"] = [1, 3, 4096, 4096]  # an img_size edited by hand
     (folder / "report.json").write_text(json.dumps(report))
-    one_line(cli(["validate", folder]), 2, "report.json", "differs")
+    one_line(run(["validate", folder]), 2, "report.json", "differs")
 
 
 @pytest.mark.parametrize("text", ["{}", "[]", "{not json", "", "NaN", '{"a": NaN}'])
@@ -277,20 +260,20 @@ def test_corrupt_or_empty_report_is_one_line(folder, text):
     (folder / "report.json").write_text(text)
     for command in ("validate", "lint", "visualize"):
         for extra in ([], ["--rehash"]):
-            one_line(cli([command, folder, *extra]), 2, "report.json")
+            one_line(run([command, folder, *extra]), 2, "report.json")
 
 
 def test_unknown_model_in_report_is_one_line(folder):
     record = read_record(folder)
     record.settings.model.name = "no_such_model"
     write_report(folder, record)
-    one_line(cli(["validate", folder]), 2, "--model", "no_such_model")
+    one_line(run(["validate", folder]), 2, "--model", "no_such_model")
 
 
 def test_validate_and_lint_leave_the_report_as_built(folder):
     before = tree(folder)
-    assert cli(["validate", folder]).exit_code == 0
-    assert cli(["lint", folder]).exit_code == 0
+    assert run(["validate", folder]).exit_code == 0
+    assert run(["lint", folder]).exit_code == 0
     after = tree(folder)
     # the marker is the tool's record of what it wrote: it gains the two new names
     assert {k: v for k, v in after.items() if k in before and k != MARKER} == {
@@ -304,9 +287,9 @@ def test_validate_and_lint_leave_the_report_as_built(folder):
 def test_rehash_accepts_an_intended_change(folder):
     path = folder / "model.onnx"
     _flip_byte(path, path.stat().st_size - 100)  # inside the weights: the file still parses
-    assert cli(["lint", folder]).exit_code == 2
-    assert cli(["lint", folder, "--rehash"]).exit_code == 0
-    assert cli(["lint", folder]).exit_code == 0  # recorded now
+    assert run(["lint", folder]).exit_code == 2
+    assert run(["lint", folder, "--rehash"]).exit_code == 0
+    assert run(["lint", folder]).exit_code == 0  # recorded now
     record = read_record(folder)
     assert record.hashes["model.onnx"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record.onnx.sha256 == record.hashes["model.onnx"]
@@ -322,7 +305,7 @@ def test_rehash_of_a_broken_model_is_one_line(folder, change):
     else:
         path.write_bytes(path.read_bytes()[:1000])
     for command in ("validate", "lint", "bench"):
-        one_line(cli([command, folder, "--rehash"]), 2, "model.onnx")
+        one_line(run([command, folder, "--rehash"]), 2, "model.onnx")
 
 
 def test_report_with_nan_is_valid_json_and_flags_it(tmp_path, folder):
@@ -345,7 +328,7 @@ def _rss_mib() -> float:
 
 def test_img_size_500_on_the_default_model_is_refused_with_the_estimate(tmp_path):
     line = one_line(
-        cli(["build", "--img-size", "500", "--out", tmp_path / "o"]),
+        run(["build", "--img-size", "500", "--out", tmp_path / "o"]),
         2,
         "--img-size",
         "needs about",
@@ -371,14 +354,14 @@ def test_img_size_500_on_the_default_model_is_refused_with_the_estimate(tmp_path
 )
 def test_out_of_range_numbers_are_refused(tmp_path, flags, flag):
     start = _rss_mib()
-    one_line(cli(["build", "--model", "segmenter_tiny", *flags, "--out", tmp_path / "o"]), 2, flag)
+    one_line(run(["build", "--model", "segmenter_tiny", *flags, "--out", tmp_path / "o"]), 2, flag)
     assert _rss_mib() - start < 1024
     assert list(tmp_path.iterdir()) == []
 
 
 def test_max_memory_overrides_the_estimate(tmp_path):
     one_line(
-        cli(["build", *TINY, "--max-memory", "1M", "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--max-memory", "1M", "--out", tmp_path / "o"]),
         2,
         "needs about",
         "--max-memory",
@@ -400,7 +383,7 @@ def test_npz_whose_header_claims_a_million_images_is_refused_unread(tmp_path):
         zf.writestr("labels.npy", _npy_header((10**6, 64, 96), "<i8") + bytes(1000))
     start = _rss_mib()
     one_line(
-        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
         2,
         "--eval-data",
         "images.npy",
@@ -429,7 +412,7 @@ def test_zip_bomb_is_refused_before_unpacking(tmp_path, monkeypatch):
     monkeypatch.setattr(exporter.accuracy, "MAX_EVAL_BYTES", 64 << 20)
     start = _rss_mib()
     one_line(
-        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
         2,
         "--eval-data",
         "unpack to",
@@ -442,7 +425,7 @@ def test_npz_without_labels_is_refused_before_its_images_are_read(tmp_path):
     _zeros_npz(path, "images.npy", (1024, 3, 64, 96))
     start = _rss_mib()
     one_line(
-        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
         2,
         "--eval-data",
         "needs images and labels",
@@ -465,16 +448,16 @@ def _png_header(width: int, height: int) -> bytes:
 def test_decompression_bomb_image_is_one_line(folder, tmp_path):
     png = tmp_path / "huge.png"
     png.write_bytes(_png_header(20000, 20000))
-    one_line(cli(["visualize", folder, "--image", png]), 2, "--image", "pixels")
+    one_line(run(["visualize", folder, "--image", png]), 2, "--image", "pixels")
 
 
 @pytest.mark.parametrize("flag", ["--checkpoint", "--eval-data"])
 def test_folder_given_for_a_file_says_so(tmp_path, flag):
-    one_line(cli(["build", *TINY, flag, tmp_path, "--out", tmp_path / "o"]), 2, flag, "is a folder")
+    one_line(run(["build", *TINY, flag, tmp_path, "--out", tmp_path / "o"]), 2, flag, "is a folder")
 
 
 def test_folder_given_for_an_image_says_so(folder, tmp_path):
-    one_line(cli(["visualize", folder, "--image", tmp_path]), 2, "--image", "is a folder")
+    one_line(run(["visualize", folder, "--image", tmp_path]), 2, "--image", "is a folder")
 
 
 # ---- 4. filesystems and exit codes ------------------------------------------------------------
@@ -496,7 +479,7 @@ def test_full_or_read_only_filesystem_is_one_line(tmp_path, options, words):
     if not _mount_tmpfs(mnt, options):
         pytest.skip("mounting a tmpfs needs root and a mount command")
     try:
-        one_line(cli(["build", *TINY, "--method", "none", "--out", mnt / "o"]), 2, "--out", *words)
+        one_line(run(["build", *TINY, "--method", "none", "--out", mnt / "o"]), 2, "--out", *words)
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
@@ -509,7 +492,7 @@ def test_os_errors_during_a_build_are_one_line(tmp_path, monkeypatch, code):
 
     monkeypatch.setattr(OutputFolder, "__init__", failing)
     one_line(
-        cli(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2, errno.errorcode[code]
+        run(["build", *TINY, "--method", "none", "--out", tmp_path / "o"]), 2, errno.errorcode[code]
     )
 
 
@@ -520,7 +503,7 @@ def test_engine_without_tensorrt_exits_non_zero(folder):
         pytest.skip("TensorRT is installed: the engine is built")
     except ImportError:
         pass
-    one_line(cli(["engine", folder]), 2, "no engine built")
+    one_line(run(["engine", folder]), 2, "no engine built")
 
 
 # ---- 5. clear messages ------------------------------------------------------------------------
@@ -528,7 +511,7 @@ def test_engine_without_tensorrt_exits_non_zero(folder):
 
 def test_preset_conflict_names_the_preset(tmp_path):
     one_line(
-        cli(
+        run(
             [
                 "build",
                 "--preset",
@@ -553,7 +536,7 @@ def test_num_classes_on_the_digits_model_says_how_many_it_has(tmp_path):
     with torch.device("meta"):
         classes = entry_of("segmenter_digits").build(ModelSpec("segmenter_digits")).num_classes
     one_line(
-        cli(["build", "--num-classes", "5", "--out", tmp_path / "o"]),
+        run(["build", "--num-classes", "5", "--out", tmp_path / "o"]),
         2,
         "--num-classes",
         f"has {classes} fixed classes",
@@ -562,7 +545,7 @@ def test_num_classes_on_the_digits_model_says_how_many_it_has(tmp_path):
 
 def test_no_banner_before_an_input_error(tmp_path):
     line = one_line(
-        cli(["build", *TINY, "--eval-data", tmp_path / "none.npz", "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--eval-data", tmp_path / "none.npz", "--out", tmp_path / "o"]),
         2,
         "--eval-data",
     )
@@ -573,7 +556,7 @@ def test_npz_that_is_not_a_zip_is_one_line(tmp_path):
     path = tmp_path / "one.npy"
     np.save(path, np.zeros((2, 3, 64, 96), np.float32))
     one_line(
-        cli(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
+        run(["build", *TINY, "--eval-data", path, "--out", tmp_path / "o"]),
         2,
         "--eval-data",
         "not an .npz",

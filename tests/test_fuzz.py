@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.paths import MARKER, recorded, write_marker
 from exporter.accuracy import load_eval_set
-from exporter.cli import main
+from tests.helpers import run
 from exporter.config import MAX_PAIR, parse_pair
 from exporter.errors import InputError
 from exporter.folder import OutputFolder
@@ -51,10 +50,6 @@ NUMBERS = st.one_of(
     st.text(alphabet="0123456789xX.-+eE naif", max_size=24),
     st.text(max_size=12),
 )
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tree(path: Path) -> dict:
@@ -142,7 +137,7 @@ def test_build_flags_never_break_the_contract(tmp_path_factory, flags, out):
         args = ["build", "--model", "segmenter_tiny", "--precision", "int8", "--out", out]
         for flag, value in flags:
             args += [flag, value]
-        result = cli(args)
+        result = run(args)
     finally:
         os.chdir(cwd)
     assert_contract(result)
@@ -262,7 +257,7 @@ def test_edited_report_never_breaks_lint(base_folder, tmp_path_factory, edits):
         hashlib.sha256(text.encode()).hexdigest() + "  report.json\n"
     )
     before = tree(out)
-    result = cli(["lint", out])
+    result = run(["lint", out])
     assert_contract(result)
     after = tree(out)
     after.pop("lint.json", None)

@@ -220,6 +220,14 @@ def test_a_report_linked_to_dev_zero_is_refused(folder):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_an_image_that_is_a_special_file_is_refused(folder, tmp_path):
+    fifo = tmp_path / "in.png"
+    os.mkfifo(fifo)
+    for image in (fifo, "/dev/zero"):
+        one_line(cli(["visualize", folder, "--image", image]), 2, "--image")
+    assert not (folder / "visualize").exists()
+
+
 def test_bench_does_not_trust_a_planted_baseline(folder):
     (folder / "baseline.onnx").write_bytes((folder / "model.onnx").read_bytes())
     before = tree(folder.parent)

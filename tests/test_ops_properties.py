@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.errors import InputError
-from exporter.methods.expedite import check_cluster_hw
+from exporter.methods.expedite.vit import check_cluster_hw
 from exporter.ops import TokenClustering, TokenReconstruction
 from exporter.ops.clustering import WEIGHT_FLOOR, DenseClustering
 from exporter.ops.density_peaks import DensityPeaksSelection

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-EXPEDITE = ("expedite", "--hw", "3x4", "--k", "6")  # the build test_cli.py uses too
+from .helpers import EXPEDITE
 
 
 def printed_commands(folder: Path) -> list[str]:

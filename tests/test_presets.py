@@ -22,35 +22,6 @@ def test_every_preset_applies_to_its_model(name):
             assert cfg[key] == args[key]
 
 
-def test_segmenter_ade20k_is_the_papers_table_row():
-    spec, method, args = resolve("segmenter-ade20k", ModelSpec(None), None, {})
-    assert (spec.name, spec.img_size, spec.num_classes) == ("segmenter_large", (640, 640), 150)
-    assert (method, args["alpha"], args["hw"], args["tau"], args["k"]) == (
-        "expedite",
-        10,
-        "28x28",
-        50,
-        20,
-    )
-
-
-def test_mask2former_ade20k_is_the_papers_table_row():
-    """000 Table 2: alpha 8 of L = 24 Swin-L blocks (stage 3 begins after block 4), K 12 -> k 8,
-    lambda 5x5, kappa 5, tau 100, k 10; input 1152x1152 (Table 3)."""
-    spec, method, args = resolve("mask2former-ade20k", ModelSpec(None), None, {})
-    assert (spec.name, spec.img_size) == ("swin_large_patch4_window12_384", (1152, 1152))
-    assert (
-        method,
-        args["stage"],
-        args["alpha"],
-        args["window_hw"],
-        args["window"],
-        args["iters"],
-        args["tau"],
-        args["k"],
-    ) == ("expedite", 3, 8 - 4, "8x8", "5x5", 5, 100, 10)
-
-
 def test_explicit_flags_override_the_preset():
     spec, method, args = resolve(
         "segmenter-ade20k", ModelSpec(None, None, (512, 512)), None, {"hw": "24x24"}

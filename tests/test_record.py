@@ -21,7 +21,7 @@ from exporter.folder import read_record, read_sweep
 from exporter.paths import confine
 from exporter.record import Artifact, BuildRecord, Tolerances
 from exporter.sweep import Sweep
-from tests.helpers import assert_one_line_error, copy_of, run
+from tests.helpers import copy_of, one_line, run
 from tests.test_sweep import ROWS, result_of
 
 FEW = settings(
@@ -105,21 +105,21 @@ def test_edited_field_is_refused_naming_it(folder, path, value, field):
     with pytest.raises(InputError) as err:
         read_record(folder)
     assert field in str(err.value) and "\n" not in str(err.value)
-    assert_one_line_error(run(["lint", folder]), field)
+    one_line(run(["lint", folder]), 2, field)
 
 
 def test_tolerance_1e999_reads_as_infinity_and_is_refused(folder):
     text = (folder / "report.json").read_text().replace('"atol": 0.001', '"atol": 1e999', 1)
     assert "1e999" in text
     write_edited(folder, text)
-    assert_one_line_error(run(["validate", folder]), "settings.atol")
+    one_line(run(["validate", folder]), 2, "settings.atol")
 
 
 def test_engine_source_outside_the_folder_is_not_deployed(folder, tmp_path):
     report = edited(report_of(folder), ("engine", "source"), "/etc/hostname")
     write_edited(folder, json.dumps(report))
     result = run(["deploy", "triton", folder, "--repo", tmp_path / "repo"])
-    assert_one_line_error(result, "engine.source")
+    one_line(result, 2, "engine.source")
     assert not (tmp_path / "repo").exists()
 
 
@@ -129,7 +129,7 @@ def test_symlink_artifact_leaving_the_folder_is_refused(folder, tmp_path):
     os.symlink(outside, folder / "link.onnx")
     report = edited(report_of(folder), ("artifacts", "onnx"), "link.onnx")
     write_edited(folder, json.dumps(report))
-    assert_one_line_error(run(["lint", folder]), "artifacts.onnx")
+    one_line(run(["lint", folder]), 2, "artifacts.onnx")
 
 
 def test_confine_refuses_every_way_out(tmp_path):
@@ -152,6 +152,7 @@ VALUES = st.one_of(
     st.sampled_from(["abc", "", "../../x.onnx", "/etc/hostname", "model.onnx", "fp16", "x" * 300]),
     st.lists(st.integers(-5, 5), max_size=5),
     st.dictionaries(st.sampled_from(["a", "atol", "file"]), st.integers(), max_size=2),
+    st.sampled_from([10**400, -(10**400), [[[[[[[[[[1]]]]]]]]]], {"a": {"b": {"c": [None]}}}]),
 )
 
 
@@ -253,3 +254,72 @@ def test_corrupt_sweep_is_refused_not_ignored(sweep):
 def test_rows_of_older_sweeps_without_a_seal_read_unsealed(sweep):
     _edit_sweep(sweep, lambda d: [r.pop("sha256") for r in d["rows"]])
     assert not any(r.sealed for r in read_sweep(sweep.json).rows)
+
+
+# ---- the progress protocol is typed ------------------------------------------------------------
+
+
+def test_held_progress_is_released_by_events_not_by_wording(capsys):
+    from exporter.cli import _Held
+    from exporter.progress import Ready, StepDone
+
+    held = _Held("banner")
+    held("load done (1.0s)")  # a plain line that reads like a finished step
+    assert not held.open and capsys.readouterr().err == ""
+    held(StepDone("load done (1.0s)"))
+    assert held.open and "load done" in capsys.readouterr().err
+    ready = _Held("vitexport build", until_done=False)
+    ready("export ...")
+    ready(StepDone("export done (2.0s)"))
+    assert not ready.open
+    ready(Ready("/tmp/out"))
+    err = capsys.readouterr().err
+    assert ready.open and err.startswith("vitexport build -> /tmp/out") and "export done" in err
+
+
+# ---- the artifact keys live in the record ----------------------------------------------------
+
+
+def _conditional_strings(tree):
+    """(line, text) of each string constant compared, tested for membership or looked up with
+    .get() anywhere in a module: what a conditional on a key would use."""
+    import ast
+
+    for node in ast.walk(tree):
+        parts = []
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+        ):
+            parts = node.args[:1]
+        for part in parts:
+            for leaf in ast.walk(part):
+                if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str):
+                    yield leaf.lineno, leaf.value
+
+
+# Strings that spell a method's name but mean something else there.
+HOMONYMS = {("onnx/lint.py", "none")}  # ScatterElements' `reduction` attribute
+
+
+def test_no_artifact_key_or_method_name_in_a_conditional_outside_its_module():
+    import ast
+
+    import exporter
+    from exporter.methods import METHODS
+    from exporter.record import KINDS
+
+    root = Path(exporter.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text())
+        for line, text in _conditional_strings(tree):
+            if text in KINDS and rel != "record.py":
+                found.append(f"{rel}:{line}: artifact key {text!r}")
+            if text in METHODS and not rel.startswith("methods/") and (rel, text) not in HOMONYMS:
+                found.append(f"{rel}:{line}: method name {text!r}")
+    assert not found, found

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .helpers import EXPEDITE
 from .toolchain import WRAPPER_SKIP_REASON, can_compile_wrapper, compile_wrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-EXPEDITE = ("expedite", "--hw", "3x4", "--k", "6")  # the build test_cli.py uses too
 # Headers are never committed: fetched for local checks into the git-ignored .headers/.
 HEADERS = ROOT / ".headers"
 

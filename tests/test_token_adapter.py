@@ -9,7 +9,7 @@ from torch import nn
 
 from exporter.errors import InputError
 from exporter.methods import apply_method
-from exporter.methods import token_adapter as ta
+from exporter.methods.token_adapter import vit as ta
 from exporter.models.base import TokenLayout
 from exporter.ops.rows_cols import RowColEjector, RowColInjector, row_col_counts
 from tests.helpers import export_and_run, images_for, max_abs, tiny_segmenter, tiny_vit

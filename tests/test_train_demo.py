@@ -8,13 +8,12 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from exporter.cli import main
 from exporter.demo import train as demo_train
 from exporter.demo.weights import METADATA, WEIGHTS
 from exporter.errors import InputError
+from tests.helpers import run
 
 TINY = {"batch": 2, "full_batch": 1, "crop": 8, "crop_digits": [1, 1], "warmup": 2}
 QUIET = {"log": lambda _: None, "command": "test", "eval_count": 1, "check_count": 1}
@@ -112,14 +111,14 @@ def test_out_with_weights_is_refused_without_force(tmp_path):
     mine = out / "segmenter_digits.json"
     mine.write_text("my notes\n")
     (out / "keep.txt").write_text("x")
-    res = CliRunner().invoke(main, ["train-demo", "--out", str(out), *CLI_TINY])
+    res = run(["train-demo", "--out", str(out), *CLI_TINY])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "--out" in res.output and "--force" in res.output
     assert "segmenter_digits.json" in res.output
     assert mine.read_text() == "my notes\n"
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "segmenter_digits.json"]
 
-    res = CliRunner().invoke(main, ["train-demo", "--out", str(out), "--force", *CLI_TINY])
+    res = run(["train-demo", "--out", str(out), "--force", *CLI_TINY])
     assert res.exit_code == 0, res.output
     meta = json.loads(mine.read_text())
     assert meta["model"] == "segmenter_digits" and (out / "keep.txt").read_text() == "x"
@@ -128,14 +127,14 @@ def test_out_with_weights_is_refused_without_force(tmp_path):
 def test_default_out_is_a_new_folder_not_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = _shipped()
-    res = CliRunner().invoke(main, ["train-demo", *CLI_TINY])
+    res = run(["train-demo", *CLI_TINY])
     assert res.exit_code == 0, res.output
     assert _shipped() == before
     written = tmp_path / "vitexport-out" / "train-demo"
     assert (written / "segmenter_digits.safetensors").is_file()
     assert json.loads((written / "segmenter_digits.json").read_text())["steps"] == 1
     # a second run into the same default folder does not replace the first
-    res = CliRunner().invoke(main, ["train-demo", *CLI_TINY])
+    res = run(["train-demo", *CLI_TINY])
     assert res.exit_code == 2 and "--force" in res.output and _shipped() == before
 
 
@@ -150,7 +149,7 @@ def test_package_weights_need_an_explicit_flag(tmp_path, monkeypatch):
         (["--into-package"], "--force"),  # the shipped files exist
         (["--into-package", "--out", str(tmp_path / "x")], "--into-package"),
     ):
-        res = CliRunner().invoke(main, ["train-demo", *args, *CLI_TINY])
+        res = run(["train-demo", *args, *CLI_TINY])
         assert res.exit_code == 2, (args, res.output)
         assert flag in res.output and "Traceback" not in res.output
     assert _shipped() == before and not (tmp_path / "x").exists()
@@ -162,7 +161,7 @@ def test_package_weights_need_an_explicit_flag(tmp_path, monkeypatch):
 
 def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
-    res = CliRunner().invoke(main, ["train-demo", "--out", str(tmp_path / "f"), *CLI_TINY])
+    res = run(["train-demo", "--out", str(tmp_path / "f"), *CLI_TINY])
     assert res.exit_code == 2 and "is a file" in res.output
     assert (tmp_path / "f").read_text() == "x"
 
@@ -182,8 +181,7 @@ def test_evaluate_only_records_a_stopped_stage_s_miou(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         demo_train.train(tmp_path / "run", steps=4, full_steps=0, config=TINY, every=2, **QUIET)
     monkeypatch.setattr(demo_train, "_save", save)
-    res = CliRunner().invoke(
-        main,
+    res = run(
         ["train-demo", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "stage")]
         + ["--evaluate-only", "--eval-count", "3", "--threads", "1"],
     )
@@ -199,5 +197,5 @@ def test_evaluate_only_records_a_stopped_stage_s_miou(tmp_path, monkeypatch):
         pred = model(data.to_input(images)).argmax(1).numpy()
     assert meta["val_miou"] == pytest.approx(data.miou(pred, labels), abs=1e-6)
     # without --resume it is refused, naming the flag
-    res = CliRunner().invoke(main, ["train-demo", "--evaluate-only", "--out", str(tmp_path / "x")])
+    res = run(["train-demo", "--evaluate-only", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--resume" in res.output

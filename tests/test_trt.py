@@ -5,12 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from exporter.cli import main
 from exporter.errors import InputError
 from exporter.trt.engine import EngineSettings, shapes_of, tensorrt_version, trtexec_command
-from tests.helpers import TINY
+from tests.helpers import TINY, run
 
 
 def test_trtexec_command_has_plugins_and_profile():
@@ -76,9 +74,7 @@ def test_build_with_plugins_and_engine(built):
 
 
 def test_plugins_refused_for_a_method_without_plugin_op(tmp_path):
-    result = CliRunner().invoke(
-        main, ["build", *TINY, "--method", "none", "--plugins", "--out", str(tmp_path / "o")]
-    )
+    result = run(["build", *TINY, "--method", "none", "--plugins", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--plugins" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -91,10 +87,8 @@ def test_engine_is_built_and_validated_with_tensorrt(tmp_path):
         "no GPU); this runs where it is",
     )
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
+    result = run(
         ["build", *TINY, "--hw", "3x4", "--k", "6", "--engine", "--out", str(out)],
-        catch_exceptions=False,
     )
     report = json.loads((out / "report.json").read_text())
     assert report["engine"]["built"] and (out / "model.engine").is_file()
@@ -143,7 +137,7 @@ def test_fp16_onnx_and_engine_are_validated_at_fp16_tolerances(tmp_path, monkeyp
     trt = StandInEngine(monkeypatch, exporter.build, exporter.doctor)
     out = tmp_path / "out"
     args = ["build", *TINY, "--hw", "3x4", "--k", "6", "--precision", "fp16", "--engine"]
-    result = CliRunner().invoke(main, [*args, "--out", str(out)], catch_exceptions=False)
+    result = run([*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     (half,) = [v for v in report["validation"] if v["runtime"] == "onnxruntime-fp16"]

@@ -1,17 +1,12 @@
 """`vitexport visualize`: the method assignment hooks, the pictures and their sizes."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from exporter.cli import main
 from exporter.config import BuildSettings, ModelSpec
-from exporter.methods import apply_method
+from exporter.methods import METHODS, apply_method
 from exporter.visualize import (
     EDGE,
     enlarge,
@@ -20,7 +15,10 @@ from exporter.visualize import (
     tokens_picture,
 )
 
-from .helpers import images_for, tiny_segmenter
+from exporter.folder import file_hashes, write_report
+from exporter.record import BuildRecord, ModelInfo
+
+from .helpers import images_for, run, tiny_segmenter
 
 
 def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
@@ -31,20 +29,26 @@ def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
     )
     out = tmp_path / f"out-{method}"
     out.mkdir()
-    text = json.dumps(
-        {
-            "settings": settings.to_dict(),
-            "artifacts": {},
-            "hashes": {},
-            "model": {},
-            "method": {},
-            "tokens": {},
-        }
+    grid = [max(1, size[0] // 16), max(1, size[1] // 16)]
+    record = BuildRecord(
+        model=ModelInfo(
+            name,
+            "random",
+            (1, 3, *size),
+            False,
+            {"grid": grid, "num_prefix": 1, "dim": 192, "depth": 12},
+            "segmentation",
+            ["logits"],
+        ),
+        method=method,
+        method_config={},
+        tokens={"full": grid[0] * grid[1], "reduced": 1},
+        settings=settings,
     )
-    (out / "report.json").write_text(text)  # with its sha256, which visualize checks first
-    (out / "report.sha256").write_text(
-        f"{hashlib.sha256(text.encode()).hexdigest()}  report.json\n"
-    )
+    (out / "model.onnx").write_bytes(b"a stand-in: visualize rebuilds the PyTorch model")
+    record.add("onnx", "model.onnx")
+    record.set_hashes(file_hashes(out, record.files()))
+    write_report(out, record)  # with report.sha256 and the file's hash, which visualize checks
     return out
 
 
@@ -59,20 +63,13 @@ PREDICTION = {3: (840, 410), 4: (1120, 410)}
 ALL = {"tokens.png": TOKENS, "prediction.png": PREDICTION[3]}
 
 
+# every method that reduces (has sweep rows), at its tiny settings
 @pytest.mark.parametrize(
-    "method,args",
-    [
-        ("expedite", {"hw": "2x3"}),
-        ("ailurus", {"clusters": 6}),
-        ("tome", {}),
-        ("token-adapter", {}),
-        ("pool", {"hw": "2x3"}),
-        ("svit", {"random_gates": True}),
-    ],
+    "method,args", [(name, spec.tiny) for name, spec in METHODS.items() if spec.sweep]
 )
 def test_pictures_written_with_their_sizes(tmp_path, method, args):
     out = folder(tmp_path, method, args)
-    result = CliRunner().invoke(main, ["visualize", str(out)])
+    result = run(["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert sizes(out) == ALL
     assert "synthetic" in result.output
@@ -83,7 +80,7 @@ def test_pictures_written_with_their_sizes(tmp_path, method, args):
 
 def test_method_without_assignment_still_pictures_predictions(tmp_path):
     out = folder(tmp_path, "none")
-    result = CliRunner().invoke(main, ["visualize", str(out)])
+    result = run(["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert "no token assignment" in result.output
     assert sizes(out) == {"prediction.png": PREDICTION[3]}
@@ -93,12 +90,12 @@ def test_given_image_is_resized_and_bad_image_refused(tmp_path):
     out = folder(tmp_path, "expedite", {"hw": "2x3"})
     png = tmp_path / "photo.png"
     Image.fromarray(np.full((50, 30, 3), 200, np.uint8)).save(png)
-    result = CliRunner().invoke(main, ["visualize", str(out), "--image", str(png)])
+    result = run(["visualize", str(out), "--image", str(png)])
     assert result.exit_code == 0, result.output
     assert sizes(out) == ALL
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
-    result = CliRunner().invoke(main, ["visualize", str(out), "--image", str(bad)])
+    result = run(["visualize", str(out), "--image", str(bad)])
     assert result.exit_code == 2 and "--image" in result.output
     assert "Traceback" not in result.output
 
@@ -106,7 +103,7 @@ def test_given_image_is_resized_and_bad_image_refused(tmp_path):
 def test_feature_model_pictures(tmp_path):
     # timm ViT-Ti/16 at 64x64: features [1, 192, 4, 4] shown as principal components
     out = folder(tmp_path, "pool", {"hw": "2x2"}, ("vit_tiny_patch16_224", (64, 64), None))
-    result = CliRunner().invoke(main, ["visualize", str(out)])
+    result = run(["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert sizes(out) == ALL
 
@@ -161,7 +158,7 @@ def test_reconstruction_paints_each_token_with_its_mean_colour():
 
 def test_digits_model_pictures_its_first_validation_image(tmp_path):
     out = folder(tmp_path, "ailurus", {}, ("segmenter_digits", None, None))
-    result = CliRunner().invoke(main, ["visualize", str(out)])
+    result = run(["visualize", str(out)])
     assert result.exit_code == 0, result.output
     assert "first image of the digits val split" in result.output
     # its labels come with it: input | ground truth | baseline | reduced

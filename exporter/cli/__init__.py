@@ -1,7 +1,9 @@
 """The `vitexport` command: parse flags, call the library, print. No logic lives here.
 
 Each command group may live in a module of this package that attaches its commands to `main`
-(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them.
+(`from . import main` then `@main.command()`); `COMMAND_MODULES` lists them. A command imports
+its pipeline (torch, ONNX, timm) inside its function, when it runs: --help, --version,
+`methods` and `models` read only the registries' declarations and answer in about a second.
 """
 
 from __future__ import annotations
@@ -33,12 +35,9 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
-from ..errors import InputError  # noqa: E402
-from ..folder import read_record  # noqa: E402
-from ..onnx.plugins import PluginSurgeryError  # noqa: E402
+from ..errors import InputError, PluginSurgeryError  # noqa: E402
 from ..progress import Ready, StepDone  # noqa: E402
 from ..record import BuildRecord  # noqa: E402
-from ..report import summary  # noqa: E402
 
 DEFAULT_OUT = Path("vitexport-out")
 
@@ -222,6 +221,8 @@ class _Held:
 def _verified(out: Path, rehash: bool) -> BuildRecord:
     """The folder's record; a folder whose files differ from their recorded sha256 is refused
     (--rehash: accept them)."""
+    from ..folder import read_record
+
     return read_record(out, rehash)
 
 
@@ -232,6 +233,8 @@ def main():
 
 
 def _print_summary(record: BuildRecord, out: Path) -> None:
+    from ..report import summary
+
     for line in summary(record, out):
         click.echo(line)
 

@@ -7,15 +7,13 @@ from pathlib import Path
 import click
 
 from . import _progress, _verified, main
-from ..bench import bench_folder
 from ..errors import InputError
-from ..report import format_bench
 from .options import REHASH, timing_options
 
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@timing_options(10, 2, "Timed runs of each model, interleaved.")
+@timing_options(20, 2, "Timed rounds of each model, interleaved (>= 20 for a headline).")
 @click.option(
     "--model",
     "model_name",
@@ -27,6 +25,9 @@ from .options import REHASH, timing_options
 def bench(out, runs, warmup, threads, model_name, rehash):
     """Time a build against its --method none baseline side by side (OUT: an output folder);
     `vitexport sweep` times every method on a model."""
+    from ..bench import bench_folder
+    from ..report import format_bench
+
     if model_name is not None:
         raise InputError(
             "--model",

@@ -8,13 +8,8 @@ import time
 import click
 
 from . import DEFAULT_OUT, _echo_err, _Held, _print_summary, _progress, main
-from ..bench import bench_folder
-from ..build import ExportRuleError, passed
-from ..build import build as run_build
 from ..config import BuildSettings
-from ..limits import parse_size
 from ..presets import named_preset, resolve
-from ..report import format_bench
 from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE, count, path_option, switch
 
 
@@ -45,6 +40,11 @@ from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE, count, path_o
 @click.option("--rtol", type=TOLERANCE, default=None, help="Relative tolerance (default 1e-3).")
 @switch(
     "--plugins", "Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU)."
+)
+@switch(
+    "--optimize",
+    "Also write model.optimized.onnx for ONNX Runtime: attention fused into its "
+    "MultiHeadAttention op and its graph optimisations applied (validated like model.onnx).",
 )
 @switch("--engine", "Also build a TensorRT engine (needs TensorRT).")
 @ENGINE
@@ -96,6 +96,12 @@ def build(
     **settings,
 ):
     """Patch a model with a token-reduction method, export ONNX, validate, write a report."""
+    from ..bench import bench_folder
+    from ..build import ExportRuleError, passed
+    from ..build import build as run_build
+    from ..limits import parse_size
+    from ..report import format_bench
+
     spec, chosen, args = resolve(preset, model, method, method_args)
     config = BuildSettings(
         model=spec, method=chosen, method_args=args, **engine_options, **settings

@@ -9,12 +9,8 @@ from pathlib import Path
 import click
 
 from . import main, stop_note
-from ..api import deploy as run_deploy
 from ..config import parse_pair
-from ..deploy.load import measure
-from ..deploy.server import serve_models
 from ..errors import InputError
-from ..folder import write_json
 from .options import count, path_option, switch
 
 
@@ -84,6 +80,8 @@ def _stride(ctx, param, value):
 def triton(out, repo, **options):
     """Write a Triton model repository for OUT: an ensemble (image in, class map out) and the
     python, onnxruntime and TensorRT models."""
+    from ..api import deploy as run_deploy
+
     result = run_deploy(out, repo, **options)
     for model, kind in result.models.items():
         click.echo(f"{model:40} {kind}")
@@ -107,6 +105,8 @@ def triton(out, repo, **options):
 def serve(repo, models, workdir, timeout):
     """Serve REPO on this host with the Triton server of nvidia-pytriton (CPU, python backend)
     on free loopback ports, until Ctrl-C."""
+    from ..deploy.server import serve_models
+
     with stop_note("the server was stopped; REPO is unchanged"):
         for line in serve_models(repo, list(models) or None, workdir, timeout):
             click.echo(line)
@@ -146,6 +146,9 @@ def _levels(ctx, param, value):
 def load(repo, model, concurrency, seconds, image, protocol, url, json, force, workdir):
     """Measure throughput and latency of MODEL at each concurrency level (the bundled
     tritonserver on loopback, or --url)."""
+    from ..deploy.load import measure
+    from ..folder import write_json
+
     path = json or Path(f"load-{model}.json")
     if path.exists() and not force:
         raise InputError("--json", str(path), "a new file, or --force to overwrite it", "exists")

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ..config import parse_pair
-from ..doctor import check_report_dir, run_doctor, write_doctor_report
 from . import DEFAULT_OUT, _progress, main
 from .options import path_option, switch
 
@@ -44,6 +43,8 @@ def doctor(out, model_name, img_size, plugin_lib, report_dir, force, build):
     folder, made only where a GPU and TensorRT can build its engines, or with --build):
     plugin library, kernel harness, engines built, validated and timed. Missing pieces are
     skipped with the reason and the command that would fix them."""
+    from ..doctor import check_report_dir, run_doctor, write_doctor_report
+
     size = parse_pair("--img-size", img_size) if img_size is not None else None
     check_report_dir(report_dir, force)  # before the slow steps
     result = run_doctor(out, model_name, size, plugin_lib, progress=_progress, build=build)

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from . import _echo_err, _Held, _print_summary, main
-from ..build import engine_for_folder, passed
 from .options import ENGINE, REHASH
 
 
@@ -19,6 +18,8 @@ from .options import ENGINE, REHASH
 def engine(out, engine_options, rehash):
     """Build the TensorRT engine of an output folder and validate it (exit 2 when no engine
     could be built; build_engine.sh is written either way)."""
+    from ..build import engine_for_folder, passed
+
     e = engine_options
     record = engine_for_folder(
         out,

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from . import main
-from ..build import lint_existing
 from .options import REHASH
 
 
@@ -18,6 +17,8 @@ from .options import REHASH
 def lint(out, rehash):
     """Check an output folder's ONNX files against the export rules and TensorRT's parser.
     The findings go to OUT/lint.json; report.json stays as the build wrote it."""
+    from ..build import lint_existing
+
     record = lint_existing(out, rehash)
     for f in record.lint:
         click.echo(

@@ -11,6 +11,7 @@ import click
 
 from ..config import ModelSpec, parse_float, parse_int, parse_pair
 from ..methods import all_options
+from ..models import DEFAULT_MODEL, model_names_help
 
 
 class Integer(click.ParamType):
@@ -99,8 +100,8 @@ MODEL = option_group(
                 "--model",
                 "model_name",
                 default=None,
-                help="segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid, a timm ViT "
-                "(vit_*, deit*) or Swin (swin_*) name. Default: segmenter_digits (shipped).",
+                help=f"{model_names_help()}, a timm ViT (vit_*, deit*) or Swin (swin_*) name. "
+                f"Default: {DEFAULT_MODEL} (shipped).",
             ),
         ),
         (

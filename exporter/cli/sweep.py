@@ -8,7 +8,6 @@ import click
 
 from . import DEFAULT_OUT, _progress, main, stop_note
 from ..errors import InputError
-from ..sweep import best, parse_methods, run_sweep
 from .options import MODEL, Number, count, path_option, switch, timing_options
 
 
@@ -36,7 +35,9 @@ from .options import MODEL, Number, count, path_option, switch, timing_options
     show_default=True,
     help="small: Expedite's hw sweep at its default cut only (3 rows fewer per other cut).",
 )
-@timing_options(5, 1, "Timed runs of each model, interleaved with the baseline's.")
+@timing_options(
+    20, 1, "Timed rounds of each model, interleaved with the baseline's (>= 20 for a headline)."
+)
 @click.option(
     "--target-speedup",
     type=Number(0, 1000, low_open=True),
@@ -73,6 +74,8 @@ def sweep(
     force,
 ):
     """Every method at a grid of settings: retention against speed-up (table, JSON, plot)."""
+    from ..sweep import best, parse_methods, run_sweep
+
     if target_speedup is not None and not 0 < target_speedup < 1000:
         raise InputError("--target-speedup", target_speedup, "a speed-up > 0, e.g. 1.5")
     if min_retention is not None:

@@ -7,14 +7,14 @@ import sys
 import click
 
 from . import _progress, main
-from ..demo import train
+from ..demo import DEFAULT_OUT as TRAIN_OUT
 from .options import SEED, Number, count, path_option, switch
 
 
 @main.command("train-demo")
 @path_option(
     "--out",
-    f"Folder for segmenter_digits.safetensors/.json (default: {train.DEFAULT_OUT}; never the "
+    f"Folder for segmenter_digits.safetensors/.json (default: {TRAIN_OUT}; never the "
     "package's shipped weights unless --into-package).",
 )
 @switch(
@@ -64,6 +64,8 @@ def train_demo(
     evaluate_only,
 ):
     """Train the digits Segmenter (the default model) and write its weights and metadata."""
+    from ..demo import train
+
     if out is not None and into_package:
         raise click.UsageError("--out and --into-package name two places; give one")
     config = {

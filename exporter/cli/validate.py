@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from . import _echo_err, _Held, _print_summary, main
-from ..build import passed, revalidate
 from .options import REHASH, TOLERANCE
 
 
@@ -24,6 +23,8 @@ from .options import REHASH, TOLERANCE
 def validate(out, atol, rtol, rehash):
     """Re-run validation of every artifact in an output folder (after checking their sha256).
     The result goes to OUT/validation.json; report.json stays as the build wrote it."""
+    from ..build import passed, revalidate
+
     report = revalidate(out, progress=_Held(), atol=atol, rtol=rtol, rehash=rehash)
     _print_summary(report, out)
     if getattr(report, "unsaved", None):  # the verdict stands; only its copy on disk is missing

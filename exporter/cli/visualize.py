@@ -8,7 +8,6 @@ import click
 
 from . import _progress, _verified, main
 from ..paths import out_dir
-from ..visualize import visualize_folder
 from .options import REHASH, path_option
 
 
@@ -23,6 +22,8 @@ from .options import REHASH, path_option
 def visualize(out, image, rehash):
     """Draw the token assignment, the reduced picture and baseline vs reduced predictions."""
     out_dir(Path(out), "visualize", "OUT/visualize", make=False)  # before --rehash writes
+    from ..visualize import visualize_folder
+
     record = _verified(out, rehash)  # hashed once here; the pipeline trusts this record
     result = visualize_folder(out, image, progress=_progress, record=record)
     for note in result["notes"]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
+
+if TYPE_CHECKING:
+    import torch
 
 NUM_CLASSES = 11
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
@@ -40,6 +42,8 @@ DEFAULT_COUNT = {"train": 4000, "val": 500}
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits  # deferred: the model registry reads the constants
+
     d = load_digits()
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
 
@@ -139,6 +143,8 @@ def make_split(
 
 def to_input(images) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] normalised as the model was trained."""
+    import torch  # deferred: the model registry reads this module's constants
+
     x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
     return (x / 255.0 - MEAN) / STD
 

@@ -53,11 +53,10 @@ from .. import paths
 from ..errors import InputError
 from ..models.digits import build_model
 from ..models.segmenter import Segmenter
-from . import data
+from . import DEFAULT_OUT, data
 
 NAME = "segmenter_digits"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_OUT = Path("vitexport-out") / "train-demo"
 FILES = (f"{NAME}.safetensors", f"{NAME}.json", f"{NAME}.optim.safetensors")
 CONFIG = {
     "dim": 192,

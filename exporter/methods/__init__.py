@@ -1,7 +1,10 @@
 """Token-reduction methods and their registry: `--method name` -> `MethodSpec`.
 
-Every module or subpackage here that defines `SPEC` (a `MethodSpec`) is registered, so adding
-a method touches one new file (a method with several forms is a subpackage).
+A method is a subpackage here whose `__init__` defines `SPEC` (a `MethodSpec`): its config
+and flags, the forms it has for each model capability, its sweep grid, plot marker, plugin and
+tiny test settings. Those declarations import no torch (the CLI's --help reads them); a form's
+module (the torch code) is imported when a model is patched. Adding a method touches its own
+package only (docs/architecture.md, "Adding a method").
 """
 
 from __future__ import annotations
@@ -10,25 +13,28 @@ import importlib
 import pkgutil
 
 from ..errors import InputError
-from ..models.base import DenseModel
-from .base import MethodSpec, Option, ReducedModel, TokenMethod
+from .spec import MethodSpec, Option
 
 METHODS: dict[str, MethodSpec] = {}
 ORDER = ("none", "expedite", "ailurus", "token-adapter", "tome", "svit", "pool")
 
 
-def register(spec: MethodSpec) -> MethodSpec:
+def register(spec: MethodSpec, package: str | None = None) -> MethodSpec:
+    """Add `spec` (forms given as "module:function" are found relative to `package`)."""
+    if package is not None:
+        spec.package = package
     METHODS[spec.name] = spec
     return spec
 
 
 def _discover() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base":
+        if not info.ispkg:  # the shared modules (base, spec, checks, swin_window)
             continue
-        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        package = f"{__name__}.{info.name}"
+        spec = getattr(importlib.import_module(package), "SPEC", None)
         if isinstance(spec, MethodSpec):
-            register(spec)
+            register(spec, package)
     order = {n: i for i, n in enumerate(ORDER)}
     for name in sorted(METHODS, key=lambda n: order.get(n, len(order))):
         METHODS[name] = METHODS.pop(name)
@@ -61,13 +67,16 @@ def reducing() -> list[str]:
     return [name for name in METHODS if name != BASELINE]
 
 
-def baseline_of(model: DenseModel) -> ReducedModel:
+def baseline_of(model):
     """The baseline of `model` (the same loaded weights, not a second load): `--method none`."""
     return apply_method(model, BASELINE, {})
 
 
-def apply_method(model: DenseModel, name: str, args: dict) -> ReducedModel:
-    """Patch `model` with method `name`; `args` holds only the flags the user gave."""
+def apply_method(model, name: str, args: dict):
+    """Patch `model` (a DenseModel) with method `name`; `args` holds only the flags the user
+    gave. Returns the `ReducedModel`."""
+    from .base import ReducedModel  # deferred: torch, which the registry itself does not need
+
     spec = get_method(name)
     build = spec.builder(model)
     args = {k: v for k, v in args.items() if v is not None and v is not False}
@@ -82,8 +91,6 @@ __all__ = [
     "reducing",
     "MethodSpec",
     "Option",
-    "ReducedModel",
-    "TokenMethod",
     "all_options",
     "apply_method",
     "get_method",

@@ -7,116 +7,29 @@ they implement `reduce` and `restore`; others override `run`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..config import format_pair, parse_float, parse_int, parse_pair
-from ..errors import InputError
 from ..models.base import DenseModel, TokenLayout
-
-
-@dataclass(frozen=True)
-class Option:
-    """One method flag: its CLI name, config key and help, and its default: the value the
-    method's config takes when the flag is not given, or, where the default depends on the
-    model (default None), `rule` saying how the builder computes it."""
-
-    key: str
-    help: str
-    default: Any = None
-    rule: str = ""
-    is_flag: bool = False  # a switch without a value (e.g. --random-gates)
-
-    @property
-    def flag(self) -> str:
-        return flag_of(self.key)
-
-    @property
-    def default_text(self) -> str:
-        if self.rule:
-            return self.rule
-        if isinstance(self.default, tuple):
-            return format_pair(self.default)
-        if isinstance(self.default, float):
-            return f"{self.default:g}"
-        return str(self.default)
-
-
-def flag_of(key: str) -> str:
-    """The CLI flag of a config key: alpha -> --alpha, keep_ratio -> --keep-ratio."""
-    return "--" + key.replace("_", "-")
-
-
-def flag(help: str, default: Any = None, rule: str = "", is_flag: bool = False) -> Any:
-    """A config field that is also a method flag, named after the field (`options_of` reads
-    it back)."""
-    return field(default=default, metadata={"help": help, "rule": rule, "is_flag": is_flag})
-
-
-def options_of(config: type) -> tuple[Option, ...]:
-    """The flags of a method's config dataclass, in field order."""
-    return tuple(
-        Option(f.name, f.metadata["help"], f.default, f.metadata["rule"], f.metadata["is_flag"])
-        for f in fields(config)
-        if "help" in f.metadata
-    )
-
-
-def entries(config, *names: str) -> dict:
-    """{name: value} of some config fields as report.json writes them (pairs as "HxW")."""
-    values = {n: getattr(config, n) for n in names}
-    return {n: format_pair(v) if isinstance(v, tuple) else v for n, v in values.items()}
-
-
-@dataclass(frozen=True)
-class NoConfig:
-    """The config of a method without flags."""
-
-
-@dataclass
-class MethodSpec:
-    """A registry entry: `--method name` -> a builder of the method for each model family."""
-
-    name: str
-    description: str
-    # the method's frozen config dataclass: its fields with `flag` metadata are its flags
-    config: type
-    # DenseModel.family -> builder of the method's form for that family
-    builders: dict[str, Callable[[DenseModel, dict], "TokenMethod"]]
-    # flags that switch to the authors' own formulation (same result), timed beside ours by bench
-    authors_form: dict | None = None
-
-    @property
-    def options(self) -> tuple[Option, ...]:
-        return options_of(self.config)
-
-    @property
-    def families(self) -> tuple[str, ...]:
-        return tuple(self.builders)
-
-    def builder(self, model: DenseModel) -> Callable[[DenseModel, dict], "TokenMethod"]:
-        """The builder for `model`'s family, or an InputError when the method has no such form."""
-        family = getattr(model, "family", "vit")
-        if family not in self.builders:
-            raise InputError(
-                "--method",
-                self.name,
-                f"a model family in {'|'.join(self.families)}",
-                f"{self.name} has no {family} form",
-            )
-        return self.builders[family]
-
-    def check_args(self, args: dict) -> None:
-        """Refuse flags that this method does not use."""
-        keys = {o.key for o in self.options}
-        for key, value in args.items():
-            if key not in keys:
-                flag = flag_of(key)
-                allowed = ", ".join(o.flag for o in self.options) or "no method flags"
-                raise InputError(flag, value, allowed, f"does not apply to --method {self.name}")
+from .checks import (  # noqa: F401  (the methods' modules import them from here)
+    check_alpha,
+    check_choice,
+    check_hw,
+    check_int,
+    check_positive,
+    check_restore,
+)
+from .spec import (  # noqa: F401
+    MethodSpec,
+    NoConfig,
+    Option,
+    entries,
+    flag,
+    flag_of,
+    options_of,
+)
 
 
 class TokenMethod(nn.Module):
@@ -210,56 +123,3 @@ class ReducedModel(nn.Module):
 
 def split_prefix(x: torch.Tensor, num_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:, :num_prefix], x[:, num_prefix:]
-
-
-def check_int(flag: str, value, low: int, high: int) -> int:
-    """An integer in low..high, or an `InputError` naming the flag."""
-    return parse_int(flag, value, low, high)
-
-
-def check_alpha(args: dict, depth: int, default) -> int:
-    """--alpha: the blocks run at full resolution first, 1..depth-1; `default(depth)` when
-    the flag is not given. A model of one block has no place to reduce."""
-    if depth < 2:
-        raise InputError(
-            "--model",
-            f"depth {depth}",
-            "a model with at least 2 blocks",
-            "the reduction needs a block before and after it",
-        )
-    alpha = args.get("alpha")
-    return default(depth) if alpha is None else check_int("--alpha", alpha, 1, depth - 1)
-
-
-def check_positive(flag: str, value) -> float:
-    """A finite number > 0."""
-    return parse_float(flag, value, 0, 1e30, low_open=True)
-
-
-def check_choice(flag: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InputError(flag, value, "|".join(choices))
-    return value
-
-
-def check_hw(value, grid: tuple[int, int]) -> tuple[int, int]:
-    """--hw as a pair no larger than the token grid."""
-    hw = parse_pair("--hw", value)
-    if hw[0] > grid[0] or hw[1] > grid[1]:
-        raise InputError(
-            "--hw",
-            format_pair(hw),
-            f"1..{grid[0]} x 1..{grid[1]}",
-            f"larger than the token grid {format_pair(grid)}",
-        )
-    return hw
-
-
-def check_restore(value, model: DenseModel) -> str:
-    """--restore output|backbone, by default the model's; output needs a per-token head."""
-    if value is None:
-        return "output" if model.restore_at_output else "backbone"
-    check_choice("--restore", value, ("output", "backbone"))
-    if value == "output" and not model.per_token_head:
-        raise InputError("--restore", value, "backbone", "this model's head is not per token")
-    return value

@@ -2,7 +2,7 @@
 stage after `alpha` of its blocks, run the following blocks of that stage on the reduced
 windows (window size k instead of K, shift k//2), restore every window at the end.
 
-A method sees the backbone only through `DenseModel.family == "swin"`, `stages`
+A method sees the backbone only through its WINDOWS capability: `stages`
 (`WindowStage`: grid, window, first step, depth), the flat `blocks` and `window_block`, which
 copies a block for a reduced grid and window.
 """

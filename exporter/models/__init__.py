@@ -1,27 +1,29 @@
-"""Model adapters and their registry: a name maps to a builder of a `DenseModel`."""
+"""Model adapters and their registry: a name maps to a builder of a `DenseModel`.
+
+A model family with built-in names is a subpackage here whose `__init__` declares `ENTRIES`
+(`ModelEntry`s) without importing torch (the CLI's --help and `vitexport models` read them);
+its model code is imported when a model is built. Any timm ViT or Swin name works too
+(`entry_of`).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
-
-import timm
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import ModelSpec
 from ..errors import InputError
-from . import digits
-from .base import INPUT_NAME, DenseModel, TokenLayout, WindowStage
-from .checkpoint import load_into
-from .dpt import CONFIGS as DPT_CONFIGS
-from .dpt import create_dpt
-from .entry import EvalData, ModelEntry
-from .segmenter import DEFAULT_CLASSES, DEFAULT_IMG_SIZE, SIZES, create_segmenter
-from .swin import convert_state as swin_convert_state
-from .swin import create_swin, is_timm_swin
-from .vit import create_timm_vit
+from .entry import INPUT_NAME, EvalData, ModelEntry
 
+if TYPE_CHECKING:
+    from .base import DenseModel
 
 MODELS: dict[str, ModelEntry] = {}
+# `vitexport models` and --model's help list the built-in names in this order of families,
+# then any other family's
+ORDER = ("segmenter", "digits", "dpt")
 
 
 def method_defaults(model: str, method: str) -> dict:
@@ -34,36 +36,33 @@ def register(entry: ModelEntry) -> None:
     MODELS[entry.name] = entry
 
 
-for _size, (_dim, _depth, _heads) in SIZES.items():
-    register(
-        ModelEntry(
-            f"segmenter_{_size}",
-            lambda spec, s=_size: create_segmenter(s, spec.img_size, spec.num_classes),
-            f"Segmenter ViT-{_size[0].upper()}/16 ({_depth} blocks, dim {_dim}) + mask transformer",
-            pos_embed_key="encoder.pos_embed",
-            takes_classes=True,
-            input_size=DEFAULT_IMG_SIZE,
-            num_classes=DEFAULT_CLASSES,
-        )
-    )
+def _discover() -> None:
+    order = {n: i for i, n in enumerate(ORDER)}
+    found = [m.name for m in pkgutil.iter_modules(__path__) if m.ispkg]
+    for name in sorted(found, key=lambda n: (order.get(n, len(order)), n)):
+        for entry in getattr(importlib.import_module(f"{__name__}.{name}"), "ENTRIES", ()):
+            register(entry)
 
 
-register(digits.ENTRY)
+_discover()
 
-_DPT_BACKBONES = {"base": "ViT-B/16", "large": "ViT-L/16", "hybrid": "ResNet-50 stem + ViT-B/16"}
-for _size, _cfg in DPT_CONFIGS.items():
-    # The position embedding keeps the checkpoint's 24x24 grid and is resized in the forward,
-    # so no resize at load time.
-    register(
-        ModelEntry(
-            f"dpt_{_size}",
-            lambda spec, s=_size: create_dpt(s, spec.img_size),
-            f"DPT {_DPT_BACKBONES[_size]} (taps {list(_cfg.taps)}) + reassemble/fusion depth head",
-        )
-    )
+# The model the CLI builds when no --model is given
+DEFAULT_MODEL = ModelSpec().name
+
+
+def model_names_help() -> str:
+    """The built-in names as --model's help lists them: one group per prefix, the default
+    model first, e.g. "segmenter_digits|tiny|small|base|large, dpt_base|large|hybrid"."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(MODELS, key=lambda n: n != DEFAULT_MODEL):
+        prefix, _, rest = name.partition("_")
+        groups.setdefault(prefix, []).append(rest)
+    return ", ".join(f"{p}_{'|'.join(rest)}" for p, rest in groups.items())
 
 
 def _is_timm_vit(name: str) -> bool:
+    import timm  # deferred: a long import that only an unknown name needs
+
     return name in timm.list_models("vit_*") or name in timm.list_models("deit*")
 
 
@@ -80,6 +79,10 @@ def weights_of(spec: ModelSpec) -> str:
 
 def entry_of(name: str) -> ModelEntry:
     """The entry of a built-in model, or of a timm ViT or Swin name."""
+    from .swin import convert_state as swin_convert_state
+    from .swin import create_swin, is_timm_swin
+    from .vit import create_timm_vit
+
     entry = MODELS.get(name)
     if entry is None and is_timm_swin(name):
         entry = ModelEntry(
@@ -107,6 +110,10 @@ def entry_of(name: str) -> ModelEntry:
 
 def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     """Build the model named by `spec` (random weights seeded by `seed`, or the checkpoint)."""
+    import torch
+
+    from .checkpoint import load_into
+
     entry = entry_of(spec.name)
     if spec.num_classes is not None and not entry.takes_classes:
         with torch.device("meta"):  # shapes only: how many classes its head has
@@ -132,7 +139,17 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
     return model.eval()
 
 
+def __getattr__(name: str):
+    # the torch-side interface names, imported when first used
+    if name in ("DenseModel", "TokenLayout", "WindowStage"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "DEFAULT_MODEL",
     "DenseModel",
     "EvalData",
     "INPUT_NAME",

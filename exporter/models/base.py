@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# The name of every model's image input in the exported graphs (and their feed dicts).
-INPUT_NAME = "images"
+from .capabilities import CLASS_TOKEN, DECODER, TOKEN_GRID, WINDOWS
+from .entry import INPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,13 @@ class DenseModel(nn.Module):
       the per-token outputs afterwards.
     - `restore_at_output`: the default placement of restoration for such models.
     - `output_kind`: "segmentation" (per-class logits, argmax over dim 1) or "features".
-    - `family`: "vit" (a plain token sequence [B, prefix + H*W, C] between blocks) or "swin"
-      (a [B, H, W, C] map per stage, described by `stages`); methods check it.
+    - `capabilities`: what methods and plugins may ask of the model
+      (exporter.models.capabilities): a plain token grid [B, prefix + H*W, C] between blocks,
+      or windowed stages (a [B, H, W, C] map per stage: the model sets `stages` and implements
+      `window_block`); prefix tokens; a per-token decoder.
     - `num_classes`: classes of a segmentation model's logits, None for features.
     """
 
-    family: str = "vit"
     input_name: str = INPUT_NAME
     num_classes: int | None = None
 
@@ -75,6 +76,30 @@ class DenseModel(nn.Module):
     restore_at_output: bool = False
     output_kind: str = "features"
     output_names: tuple[str, ...] = ("output",)
+
+    # WINDOWS models: one WindowStage per stage, in order
+    stages: tuple[WindowStage, ...] = ()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        own = {WINDOWS} if self.stages else {TOKEN_GRID}
+        if self.layout.num_prefix > 0:
+            own.add(CLASS_TOKEN)
+        if self.per_token_head:
+            own.add(DECODER)
+        return frozenset(own)
+
+    def peak_elements(self, batch: int) -> tuple[int, int]:
+        """Elements of the largest attention-score tensor and of the largest token tensor one
+        block makes at `batch` (the memory estimate of a build reads them)."""
+        lay = self.layout
+        n = lay.num_patches + lay.num_prefix
+        return batch * lay.num_heads * n * n, batch * n * lay.dim
+
+    def window_block(self, index: int, grid: tuple[int, int], window: tuple[int, int]) -> nn.Module:
+        """WINDOWS models: a copy of block `index` (same weights) for a stage of `grid` tokens
+        in `window` windows, as a method that reduces each window runs it."""
+        raise NotImplementedError
 
     @property
     def blocks(self) -> nn.ModuleList:

@@ -5,22 +5,25 @@ method flags tuned for its weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ModelSpec
-from .base import INPUT_NAME, DenseModel
 
-# (images float32 [N, 3, H, W] normalised, labels int64 [N, H, W], the data set's name)
-EvalData = tuple[np.ndarray, np.ndarray, str]
+if TYPE_CHECKING:
+    import torch
+
+# The name of every model's image input in the exported graphs (and their feed dicts).
+INPUT_NAME = "images"
+
+# (images float32 [N, 3, H, W] normalised, labels int64 [N, H, W], the data set's name); numpy
+# arrays (no numpy import here: --help reads the entries)
+EvalData = tuple[Any, Any, str]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    build: Callable[[ModelSpec], DenseModel]
+    build: Callable[[ModelSpec], Any]  # -> the DenseModel
     description: str
     pos_embed_key: str | None = None
     weights_root: str = ""  # submodule whose state dict a checkpoint holds
@@ -44,5 +47,8 @@ class ModelEntry:
 
     def to_input(self, images) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] normalised as the model expects."""
+        import numpy as np
+        import torch
+
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
         return (x / 255.0 - self.mean) / self.std

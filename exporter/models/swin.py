@@ -52,7 +52,6 @@ def resize_bias_table(
 
 
 class Swin(DenseModel):
-    family = "swin"
     output_kind = "features"
     output_names = ("stage1", "stage2", "stage3", "stage4")
 
@@ -105,6 +104,14 @@ class Swin(DenseModel):
 
     def head_map(self, tokens, image_size):
         return tokens
+
+    def peak_elements(self, batch: int) -> tuple[int, int]:
+        # windowed attention: each token attends to its window only
+        attention = max(
+            batch * s.num_heads * s.grid[0] * s.grid[1] * s.window[0] * s.window[1]
+            for s in self.stages
+        )
+        return attention, max(batch * s.grid[0] * s.grid[1] * s.dim for s in self.stages)
 
     def window_block(self, index: int, grid: tuple[int, int], window: tuple[int, int]) -> nn.Module:
         """A copy of block `index` (flat) for a `grid` token map with windows of `window`.

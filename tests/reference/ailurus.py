@@ -1,5 +1,5 @@
 """AiluRus written out literally: dense, slow, float64, one token at a time. The export form in
-exporter/ops/density_peaks.py and exporter/methods/ailurus.py must equal it.
+exporter/ops/density_peaks.py and exporter/methods/ailurus/ must equal it.
 
 The clustering is the paper's spatial-aware DPC (Eq. 1-3, its spatial weight s of Eq. 2) with
 the distance convention of the released DPC-kNN code it builds on (TCFormer's

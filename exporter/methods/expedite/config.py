@@ -7,12 +7,22 @@ from dataclasses import dataclass, replace
 
 from ...config import format_pair, parse_pair
 from ...errors import InputError
-from ...ops.clustering import DenseClustering, TokenClustering
-from ...ops.density_peaks import TOPK_LIMIT
-from ..base import check_choice, check_int, check_positive, flag
+from ..checks import check_choice, check_int, check_positive
+from ..spec import flag
 
-# Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison.
-CLUSTERING = {"tiled": TokenClustering, "dense": DenseClustering}
+# Both give the same centers; "dense" is the authors' [N, h*w] formulation, kept for comparison
+# (the forms map each name to its op: `clustering_op`).
+CLUSTERING_FORMS = ("tiled", "dense")
+
+
+def default_alpha(depth: int) -> int:
+    """alpha = 10 of 24 blocks for Segmenter ViT-L/16 on ADE20K, scaled to the model's depth."""
+    return max(1, min(depth - 1, round(depth * 10 / 24)))
+
+
+def default_hw(grid: tuple[int, int]) -> tuple[int, int]:
+    """About 0.7 of each side (40x40 -> 28x28, the paper's Segmenter default: ~N/2 tokens)."""
+    return (max(1, round(grid[0] * 0.7)), max(1, round(grid[1] * 0.7)))
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,8 @@ def check_lambda(args: dict, default) -> tuple[int, int]:
 def check_steps(args: dict, defaults: ExpediteConfig, clusters: int, lam: tuple[int, int]) -> dict:
     """--iters, --tau, --norm, --neighbours, --k (bounded by the clusters it may pick from)
     and --clustering, as keyword arguments of the config."""
+    from ...ops.density_peaks import TOPK_LIMIT  # deferred: the ops need torch, --help does not
+
     neighbours = check_choice(
         "--neighbours", args.get("neighbours", defaults.neighbours), ("all", "window")
     )
@@ -76,6 +88,6 @@ def check_steps(args: dict, defaults: ExpediteConfig, clusters: int, lam: tuple[
         "norm": check_choice("--norm", args.get("norm", defaults.norm), ("sum", "l2")),
         "neighbours": neighbours,
         "clustering": check_choice(
-            "--clustering", args.get("clustering", defaults.clustering), tuple(CLUSTERING)
+            "--clustering", args.get("clustering", defaults.clustering), CLUSTERING_FORMS
         ),
     }

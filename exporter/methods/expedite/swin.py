@@ -22,7 +22,8 @@ from ...ops import TokenReconstruction
 from ...ops.windows import window_merge, window_partition
 from ..base import check_alpha, entries
 from ..swin_window import WindowReduction, check_stage, check_window_hw, refuse_flags
-from .config import CLUSTERING, SWIN_DEFAULTS, ExpediteConfig, check_lambda, check_steps
+from .config import SWIN_DEFAULTS, ExpediteConfig, check_lambda, check_steps
+from .vit import clustering_op
 
 VIT_ONLY = {"hw": "--hw", "restore": "--restore"}
 
@@ -44,7 +45,7 @@ class WindowExpedite(WindowReduction):
         st = model.stages[cfg.stage - 1]
         super().__init__(model, cfg.stage, cfg.alpha, st.depth, cfg.window_hw)
         self.cfg = cfg
-        self.clustering = CLUSTERING[cfg.clustering](
+        self.clustering = clustering_op(cfg.clustering)(
             st.window, cfg.window_hw, cfg.window, cfg.iters, cfg.tau
         )
         self.reconstruction = TokenReconstruction.for_grid(

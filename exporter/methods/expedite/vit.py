@@ -15,11 +15,12 @@ from ...config import format_pair, parse_pair
 from ...errors import InputError
 from ...models.base import DenseModel
 from ...ops import TokenReconstruction
+from ...ops.clustering import DenseClustering, TokenClustering
 from ...ops.distance import squared_distance
 from ...ops.grid import cell_of, window_mask
 from ..base import TokenMethod, check_alpha, check_restore, entries, split_prefix
 from ..swin_window import refuse_swin_flags
-from .config import CLUSTERING, ExpediteConfig, check_lambda, check_steps
+from .config import ExpediteConfig, check_lambda, check_steps, default_alpha, default_hw
 
 REPORTED = (
     "alpha",
@@ -35,14 +36,9 @@ REPORTED = (
 )
 
 
-def default_alpha(depth: int) -> int:
-    """alpha = 10 of 24 blocks for Segmenter ViT-L/16 on ADE20K, scaled to the model's depth."""
-    return max(1, min(depth - 1, round(depth * 10 / 24)))
-
-
-def default_hw(grid: tuple[int, int]) -> tuple[int, int]:
-    """About 0.7 of each side (40x40 -> 28x28, the paper's Segmenter default: ~N/2 tokens)."""
-    return (max(1, round(grid[0] * 0.7)), max(1, round(grid[1] * 0.7)))
+def clustering_op(name: str):
+    """The op of a --clustering value (config.CLUSTERING_FORMS)."""
+    return {"tiled": TokenClustering, "dense": DenseClustering}[name]
 
 
 class Expedite(TokenMethod):
@@ -53,7 +49,7 @@ class Expedite(TokenMethod):
         self.cfg = cfg
         self.cut, self.hw, self.window = cfg.alpha, cfg.hw, cfg.window
         self.restore_at_output = cfg.restore == "output"
-        self.clustering = CLUSTERING[cfg.clustering](
+        self.clustering = clustering_op(cfg.clustering)(
             layout.grid, cfg.hw, cfg.window, cfg.iters, cfg.tau
         )
         self.reconstruction = TokenReconstruction.for_grid(

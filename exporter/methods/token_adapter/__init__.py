@@ -3,16 +3,21 @@ window form (`swin`), with one config and flag set (`config`)."""
 
 from __future__ import annotations
 
-__all__ = ["SPEC", "TokenAdapter", "TokenAdapterConfig", "build", "default_alpha"]
-
-from ..base import MethodSpec
+from ...models.capabilities import TOKEN_GRID, WINDOWS
+from ..spec import MethodSpec, SweepInput
 from .config import TokenAdapterConfig
-from .swin import build_swin
-from .vit import TokenAdapter, build, default_alpha
+
+
+def sweep(at: SweepInput) -> list[tuple[dict, str]]:
+    """The rows and columns merged (paper 003)."""
+    return [({"rows_ratio": r, "cols_ratio": r}, f"rows/cols ratio {r}") for r in (0.3, 0.5)]
+
 
 SPEC = MethodSpec(
     "token-adapter",
     "merge the least important rows and columns of tokens, restore by matching (Su et al. 2024)",
     TokenAdapterConfig,
-    {"vit": build, "swin": build_swin},
+    {TOKEN_GRID: ".vit:build", WINDOWS: ".swin:build_swin"},
+    sweep=sweep,
+    marker="D",
 )

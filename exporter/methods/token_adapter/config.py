@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InputError
-from ..base import check_choice, flag
+from ..checks import check_choice
+from ..spec import flag
 
 EJECT_MODES = ("max", "m-threshold")
 

@@ -1,47 +1,20 @@
-"""AiluRus (Li et al., NeurIPS 2023): adaptive resolution by spatial-aware density peaks.
-
-After block alpha the N patch tokens are reduced to M representative tokens: M centers are
-chosen by rho * delta (Eq. 1-3, `DensityPeaksSelection`), every token joins a center and each
-cluster is averaged (center included). The later blocks attend with log(cluster size) added
-to the logits of each key (Eq. 5); prefix tokens (class, register) are carried, size 1, never
-merged. At the output every original position takes its cluster's token: after the decoder
-for Segmenter (the paper, section 4.1), after the last block otherwise.
-
-Defaults follow the paper's reference configuration: clustering after block 2 with 400 of
-1600 tokens (section 3.3, Figure 4, Tables 5-6, for ViT-L and ViT-B alike), i.e. alpha = 2
-and M = N/4; a = 0.9, lambda = 50, k = 1 (Table 7).
-"""
+"""AiluRus's plain-token-grid form (see the package for the method)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
-from ..models.base import DenseModel
-from ..ops import run_block
-from ..ops.density_peaks import TOPK_LIMIT, DensityPeaksSelection, merge_clusters, unfold_clusters
-from .base import MethodSpec, TokenMethod, check_alpha, check_int, entries, flag, split_prefix
+from ...errors import InputError
+from ...models.base import DenseModel
+from ...ops import run_block
+from ...ops.density_peaks import TOPK_LIMIT, DensityPeaksSelection, merge_clusters, unfold_clusters
+from ..base import TokenMethod, check_alpha, check_int, entries, split_prefix
+from . import AiluRusConfig
 
 PAPER_ALPHA = 2  # the block after which the paper clusters
 CLUSTER_SHARE = 0.25  # M = N/4
 SPATIAL_NEIGHBOURS = 50  # lambda
-
-
-@dataclass(frozen=True)
-class AiluRusConfig:
-    alpha: int | None = flag(
-        "blocks run at full resolution before clustering", rule="2 (the paper's location)"
-    )
-    clusters: int | None = flag(
-        "M: representative tokens kept (1..N-1)", rule="round(N/4) (400 of 1600 in the paper)"
-    )
-    spatial_alpha: float = flag("a: spatial weight floor of Eq. 2, in (0, 1]", 0.9)
-    spatial_neighbours: int | None = flag(
-        "lambda: spatial neighbours per token (1..N-1)", rule="50, at most N-1"
-    )
-    knn: int = flag("k: neighbours averaged in the density (1..lambda)", 1)
 
 
 def default_alpha(depth: int) -> int:
@@ -147,12 +120,3 @@ def build(model: DenseModel, args: dict) -> AiluRus:
     at_output = model.restore_at_output and model.per_token_head
     cfg = AiluRusConfig(alpha, clusters, spatial_alpha, neighbours, knn)
     return AiluRus(lay, cfg, at_output)
-
-
-SPEC = MethodSpec(
-    "ailurus",
-    "spatial-aware density peaks clustering after block alpha, unfold at the output "
-    "(Li et al. 2023)",
-    AiluRusConfig,
-    {"vit": build},
-)

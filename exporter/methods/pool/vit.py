@@ -1,43 +1,22 @@
-"""Pool baseline (paper 001, Tables 3-4): average-pool the token grid, upsample it back.
-
-After block alpha the H x W patch tokens are replaced by their adaptive average pool to
-h x w; the remaining blocks run on [prefix; pooled]; at the restore point the pooled tokens
-are upsampled back to H x W bilinearly (align_corners=False). Prefix tokens are carried
-through and never pooled. It has Expedite's shape (reduce once, restore once, same restore
-placements) and the same defaults, so the two compare at equal token counts.
-"""
+"""The pool baseline's plain-token-grid form (see the package for the method)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..models.base import DenseModel
-from ..ops.grid import own_cell
-from ..ops.pooling import GridPooling, GridUpsampling
-from .base import (
-    MethodSpec,
+from ...models.base import DenseModel
+from ...ops.grid import own_cell
+from ...ops.pooling import GridPooling, GridUpsampling
+from ..base import (
     TokenMethod,
     check_alpha,
     check_hw,
     check_restore,
     entries,
-    flag,
     split_prefix,
 )
-from .expedite import default_alpha, default_hw
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    alpha: int | None = flag(
-        "blocks run at full resolution before pooling", rule="round(depth*10/24)"
-    )
-    hw: tuple[int, int] | None = flag("pooled grid h x w", rule="0.7 x grid per side")
-    restore: str | None = flag(
-        "where to upsample: output | backbone", rule="output for Segmenter, else backbone"
-    )
+from ..expedite.config import default_alpha, default_hw
+from . import PoolConfig
 
 
 class GridPool(TokenMethod):
@@ -76,11 +55,3 @@ def build(model: DenseModel, args: dict) -> GridPool:
     alpha = check_alpha(args, lay.depth, default_alpha)
     hw = default_hw(lay.grid) if args.get("hw") is None else check_hw(args["hw"], lay.grid)
     return GridPool(lay, PoolConfig(alpha, tuple(hw), check_restore(args.get("restore"), model)))
-
-
-SPEC = MethodSpec(
-    "pool",
-    "average-pool the token grid after block alpha, bilinear upsampling back (paper 001 baseline)",
-    PoolConfig,
-    {"vit": build},
-)

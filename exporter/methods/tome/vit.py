@@ -1,49 +1,21 @@
-"""ToMe (Bolya et al., ICLR 2023): bipartite soft matching merges r tokens in every block.
-
-Placement: timm's Block cannot change the token count between its attention and its MLP,
-so instead of forking it, the merge of block i runs just before block i, matched on block
-i's own attention keys (computed from its qkv projection on norm1(x), mean over heads: the
-metric ToMe uses in block i). Block i's attention then already sees the merged tokens; in
-ToMe it sees them unmerged and only the MLP runs merged. This costs one key projection (a
-third of qkv) per merging block and saves the attention on the r merged tokens.
-
-Proportional attention adds log(size) to the attention logits (timm's attn_mask). Dense
-tokens come back by gathering through the position map: at the taps for backbones, or, for
-models whose head works per token (Segmenter), after the decoder has run on the merged tokens,
-as Expedite restores the mask logits.
-"""
+"""ToMe's plain-token-grid form (see the package for the method)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from ..config import parse_int
-from ..models.base import DenseModel, TokenLayout
-from ..ops import run_block
-from ..ops.bipartite import BipartiteSoftMatching, mergeable, unmerge
-from .base import MethodSpec, TokenMethod, check_int, check_restore, flag
+from ...config import parse_int
+from ...errors import InputError
+from ...models.base import DenseModel, TokenLayout
+from ...ops import run_block
+from ...ops.bipartite import BipartiteSoftMatching, mergeable, unmerge
+from ..base import TokenMethod, check_int, check_restore
+from . import ToMeConfig
 
 DEFAULT_SHARE = 0.5  # default r removes this share of the patch tokens by the last block
-
-
-@dataclass(frozen=True)
-class ToMeConfig:
-    """Resolved: r is the schedule (tokens merged before each block), alpha its first merging
-    block (None: r is 0 everywhere)."""
-
-    r: tuple[int, ...] | None = flag(
-        "tokens merged per block, or one count per block (comma-separated)",
-        rule="N/(2 x merging blocks): half the tokens merged by the end",
-    )
-    alpha: int | None = flag("blocks run at full resolution before merging starts", rule="0")
-    restore: str | None = flag(
-        "where to unmerge: output | backbone", rule="output for Segmenter, else backbone"
-    )
 
 
 def default_r(num_patches: int, merging_blocks: int) -> int:
@@ -221,11 +193,3 @@ def build(model: DenseModel, args: dict) -> ToMe:
         )
     merged = [i for i, ri in enumerate(schedule) if ri > 0]
     return ToMe(lay, ToMeConfig(tuple(schedule), merged[0] if merged else None, restore))
-
-
-SPEC = MethodSpec(
-    "tome",
-    "bipartite soft matching merges r tokens per block, proportional attention (Bolya et al. 2023)",
-    ToMeConfig,
-    {"vit": build},
-)

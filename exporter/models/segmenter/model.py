@@ -14,21 +14,11 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from .vit import ViTBackbone, check_img_size, layout_of, timm_vit
+from ..vit import ViTBackbone, check_img_size, layout_of, timm_vit
+from . import DEFAULT_CLASSES, DEFAULT_IMG_SIZE, PATCH, SIZES
 
 # Segmenter uses torch's LayerNorm default eps, not timm's 1e-6.
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
-
-# name -> (embed dim, depth, heads); all use patch 16 and a 2-layer mask transformer.
-SIZES = {
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-    "large": (1024, 24, 16),
-}
-DEFAULT_IMG_SIZE = (512, 512)
-DEFAULT_CLASSES = 150  # ADE20K
-PATCH = 16
 
 
 class MaskTransformer(nn.Module):

@@ -7,14 +7,13 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from ..datasets import digits as data
-from ..errors import InputError
-from .entry import EvalData, ModelEntry
-from .segmenter import Segmenter, create_segmenter
+from ...datasets import digits as data
+from ...errors import InputError
+from ..entry import EvalData, ModelEntry
 
 NAME = "segmenter_digits"
 # Written by the training script (exporter/demo/train.py), read here as data.
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "demo" / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "demo" / "weights"
 WEIGHTS = WEIGHTS_DIR / f"{NAME}.safetensors"
 METADATA = WEIGHTS_DIR / f"{NAME}.json"
 # The first 100 of the 500 validation canvases: a build stays within a minute or two on a
@@ -33,9 +32,11 @@ def config() -> dict:
     return {**meta["config"], "num_classes": meta["num_classes"]}
 
 
-def build_model(config: dict, img_size=None) -> Segmenter:
+def build_model(config: dict, img_size=None):
     """The digits Segmenter of `config` (train-demo's or the shipped metadata's), for canvases
     of `img_size` (default: the training canvas)."""
+    from ..segmenter import create_segmenter  # deferred: torch
+
     size = img_size or (config["canvas"], config["canvas"])
     options = {k: config[k] for k in ("patch", "decoder_layers", "decoder", "stem", "stem_width")}
     dims = (config["dim"], config["depth"], config["heads"])
@@ -52,21 +53,23 @@ def eval_set(count: int, size: tuple[int, int]) -> EvalData:
     return data.to_input(images).numpy(), labels.astype("int64"), "digits val split"
 
 
-ENTRY = ModelEntry(
-    NAME,
-    lambda spec: build_model(config(), spec.img_size),
-    "Segmenter trained on handwritten digits (80x80 canvases, conv stem to a 40x40 token grid, "
-    "dim 192, 8 blocks, linear decoder, 11 classes; vitexport train-demo)",
-    pos_embed_key="encoder.pos_embed",
-    default_weights=lambda: str(WEIGHTS),
-    # alpha 3 of 8 blocks (the paper's 10 of 24, scaled), kept explicit: Expedite 24x24 there
-    # keeps 97.9% of the baseline mIoU at 3.1x the speed (docs/accuracy.md).
-    method_defaults={"expedite": {"alpha": 3}},
-    mean=data.MEAN,
-    std=data.STD,
-    num_classes=data.NUM_CLASSES,
-    class_names=data.CLASS_NAMES,
-    eval_set=eval_set,
-    eval_count=EVAL_COUNT,
-    eval_size=data.DEFAULT_COUNT["val"],
+ENTRIES = (
+    ModelEntry(
+        NAME,
+        lambda spec: build_model(config(), spec.img_size),
+        "Segmenter trained on handwritten digits (80x80 canvases, conv stem to a 40x40 token grid, "
+        "dim 192, 8 blocks, linear decoder, 11 classes; vitexport train-demo)",
+        pos_embed_key="encoder.pos_embed",
+        default_weights=lambda: str(WEIGHTS),
+        # alpha 3 of 8 blocks (the paper's 10 of 24, scaled), kept explicit: Expedite 24x24 there
+        # keeps 97.9% of the baseline mIoU at 3.1x the speed (docs/accuracy.md).
+        method_defaults={"expedite": {"alpha": 3}},
+        mean=data.MEAN,
+        std=data.STD,
+        num_classes=data.NUM_CLASSES,
+        class_names=data.CLASS_NAMES,
+        eval_set=eval_set,
+        eval_count=EVAL_COUNT,
+        eval_size=data.DEFAULT_COUNT["val"],
+    ),
 )

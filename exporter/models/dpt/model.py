@@ -1,20 +1,9 @@
-"""DPT (Ranftl et al., ICCV 2021): a ViT whose tapped blocks are reassembled into four scales,
-fused by RefineNet-style blocks and decoded into a dense depth map.
-
-State-dict keys follow the official release (isl-org/DPT) so its checkpoints load as they are:
-`pretrained.model.*` is the timm ViT (or R50+ViT hybrid), `pretrained.act_postprocess1..4`
-the reassemble stages, `scratch.layer1_rn..layer4_rn` the 3x3 projections to the fusion width,
-`scratch.refinenet1..4` the fusion blocks and `scratch.output_conv` the depth head.
-
-The position embedding keeps the checkpoint's 24x24 grid (384x384 training size) and is
-resized to the input's grid in every forward, as the official model does; so any input whose
-sides are multiples of 16 (e.g. KITTI's 1216x352) runs with an unchanged checkpoint.
-"""
+"""DPT's model code: the ViT (or ResNet-50 + ViT) backbone, readouts, reassemble and fusion
+stages and the depth head (the family and its checkpoints' layout: see the package)."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,33 +11,16 @@ from timm.layers import StdConv2dSame
 from timm.models.resnetv2 import ResNetV2
 from torch import nn
 
-from ..errors import InputError
-from .base import DenseModel, TokenLayout
-from .vit import check_img_size, timm_vit
+from ...errors import InputError
+from ..base import DenseModel, TokenLayout
+from ..vit import check_img_size, timm_vit
+from . import CONFIGS, DPTConfig
 
 PATCH = 16
 TRAIN_SIZE = (384, 384)  # the official checkpoints' position-embedding grid is 24x24
 DEFAULT_IMG_SIZE = (384, 384)
 FUSION_FEATURES = 256
 READOUTS = ("ignore", "add", "project")
-
-
-class DPTConfig(NamedTuple):
-    dim: int
-    depth: int
-    heads: int
-    taps: tuple[int, ...]  # 0-based blocks feeding the reassemble stages
-    widths: tuple[int, int, int, int]  # channels of the four reassembled scales
-    hybrid: bool = False  # ResNet-50 stem; its stages 0 and 1 are the first two scales
-
-
-# From the official backbones: ViT-B/16 hooks [2, 5, 8, 11], ViT-L/16 [5, 11, 17, 23],
-# R50+ViT-B/16 ResNet stages 0 and 1 then ViT blocks [8, 11].
-CONFIGS = {
-    "base": DPTConfig(768, 12, 12, (2, 5, 8, 11), (96, 192, 384, 768)),
-    "large": DPTConfig(1024, 24, 16, (5, 11, 17, 23), (256, 512, 1024, 1024)),
-    "hybrid": DPTConfig(768, 12, 12, (8, 11), (256, 512, 768, 768), hybrid=True),
-}
 
 
 class ProjectReadout(nn.Module):
