@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from exporter.methods import METHODS
+from exporter.paths import PREFIX
 from tests.helpers import EXPEDITE, TINY, one_line, copy_of, run, tiny_flags
 
 
@@ -172,7 +173,7 @@ def test_terminated_build_leaves_nothing_behind(tmp_path):
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir()):
+    while not any(p.name.startswith(f"{PREFIX}out.tmp") for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.time() < deadline, "the build ended before its export"
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)

@@ -1,8 +1,5 @@
 """`vitexport visualize`: the method assignment hooks, the pictures and their sizes."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +15,10 @@ from exporter.visualize import (
     tokens_picture,
 )
 
-from .helpers import images_for, tiny_segmenter, run
+from exporter.folder import file_hashes, write_report
+from exporter.record import BuildRecord, ModelInfo
+
+from .helpers import images_for, run, tiny_segmenter
 
 
 def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
@@ -29,20 +29,26 @@ def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
     )
     out = tmp_path / f"out-{method}"
     out.mkdir()
-    text = json.dumps(
-        {
-            "settings": settings.to_dict(),
-            "artifacts": {},
-            "hashes": {},
-            "model": {},
-            "method": {},
-            "tokens": {},
-        }
+    grid = [max(1, size[0] // 16), max(1, size[1] // 16)]
+    record = BuildRecord(
+        model=ModelInfo(
+            name,
+            "random",
+            (1, 3, *size),
+            False,
+            {"grid": grid, "num_prefix": 1, "dim": 192, "depth": 12},
+            "segmentation",
+            ["logits"],
+        ),
+        method=method,
+        method_config={},
+        tokens={"full": grid[0] * grid[1], "reduced": 1},
+        settings=settings,
     )
-    (out / "report.json").write_text(text)  # with its sha256, which visualize checks first
-    (out / "report.sha256").write_text(
-        f"{hashlib.sha256(text.encode()).hexdigest()}  report.json\n"
-    )
+    (out / "model.onnx").write_bytes(b"a stand-in: visualize rebuilds the PyTorch model")
+    record.add("onnx", "model.onnx")
+    record.set_hashes(file_hashes(out, record.files()))
+    write_report(out, record)  # with report.sha256 and the file's hash, which visualize checks
     return out
 
 
