@@ -15,8 +15,8 @@ from .methods import BASELINE, METHODS, apply_method, baseline_of
 from .onnx.export import export_onnx
 from .paths import PREFIX, note_written
 from .record import BuildRecord, Timing
-from .reference import patched_model
-from .timing import compare, count_gflops, token_ops_share
+from .reference import eval_set, patched_model
+from .timing import compare, count_gflops, limit_of, timing_inputs, token_ops_share
 
 
 def baseline_settings(settings):
@@ -88,7 +88,7 @@ def authors_settings(settings):
 
 def bench_folder(
     out: Path,
-    runs: int = 10,
+    runs: int = 20,
     warmup: int = 2,
     threads: int | None = None,
     progress=lambda text: None,
@@ -118,6 +118,11 @@ def bench_folder(
         for name in variants
     }
     paths["reduced"] = out / record.onnx.file
+    if record.optimized is not None:
+        paths["reduced_optimized"] = out / record.optimized.file
+    inputs, note = timing_inputs(
+        shape, settings.seed, eval_set(settings, reduced.model), reduced.model.input_name
+    )
     progress("count GFLOPs ...")
     one = (1, *shape[1:])
     gflops = {
@@ -134,11 +139,16 @@ def bench_folder(
         threads,
         settings.seed,
         progress=progress,
+        inputs=inputs,
+        inputs_note=note,
+        limit=limit_of(settings, reduced.method.cut, one),
     )
     lat = bench["latency"]
     if authors is not None:
         progress("profile the token operations of the authors' formulation ...")
-        a_share = token_ops_share(paths["authors_form"], shape, threads=threads, seed=settings.seed)
+        a_share = token_ops_share(
+            paths["authors_form"], shape, threads=threads, seed=settings.seed, inputs=inputs
+        )
         bench["authors_form"] = {
             "flags": variants["authors_form"].method_args,
             "ms": lat["authors_form"]["median_ms"],

@@ -31,6 +31,7 @@ from .methods import baseline_of
 from .methods.base import ReducedModel
 from .models import weights_of
 from .onnx.export import export_onnx, save_onnx
+from .onnx.fuse import optimize_onnx
 from .onnx.lint import errors_of, lint, lint_folder
 from .onnx.plugins import PLUGIN_METHODS, check_family, use_plugins
 from .polygraphy_data import write_comparison_data
@@ -131,6 +132,10 @@ def build(
             with _step(progress, "replace irregular subgraphs by TensorRT plugin nodes"):
                 write_plugin_graph(proto, tmp / "model.plugins.onnx", settings.method)
             record.add("onnx_plugins", "model.plugins.onnx")
+        if settings.optimize:
+            with _step(progress, "fuse attention and optimise for ONNX Runtime"):
+                optimize_onnx(tmp / "model.onnx", tmp / "model.optimized.onnx")
+            record.add("onnx_optimized", "model.optimized.onnx")
         if settings.precision == "fp16":
             with _step(progress, "export the half-precision model (token ops stay float32)"):
                 export_half(reduced, tmp / "model.fp16.onnx", shape, settings)
@@ -149,7 +154,7 @@ def build(
             )
         if bench and record.baseline is not None:
             with _step(progress, "time model.onnx against baseline.onnx"):
-                timing = speed_stage(settings, tmp, record, progress)
+                timing = speed_stage(settings, tmp, record, progress, data, reduced.method.cut)
                 record.timing = None if timing is None else Timing.of(timing)
         record.set_hashes(file_hashes(tmp, record.files()))
         write_report(tmp, record)

@@ -118,6 +118,7 @@ class BuildSettings:
     error_quantile: float = 0.99  # share of elements that must be within atol/rtol
     min_argmax: float = 0.999  # segmentation: pixels whose argmax class must agree
     plugins: bool = False  # also write model.plugins.onnx with TensorRT plugin nodes
+    optimize: bool = False  # also write model.optimized.onnx (attention fused, for ONNX Runtime)
     engine: bool = False  # also build a TensorRT engine (when TensorRT is importable)
     precision: str = "fp32"
     workspace_mib: int | None = None

@@ -227,6 +227,8 @@ KINDS = {
     k.key: k
     for k in (
         Kind("onnx", "onnxruntime"),
+        # attention fused and graph optimisations applied for ONNX Runtime (`--optimize`)
+        Kind("onnx_optimized", "onnxruntime-optimized"),
         Kind("onnx_plugins", "onnxruntime+plugins", plugins=True),
         Kind("onnx_fp16", "onnxruntime-fp16", precision="fp16"),
         Kind("engine", "tensorrt"),  # its precision is the engine's (report's "engine" section)
@@ -623,6 +625,11 @@ class BuildRecord:
     def onnx(self) -> Artifact:
         """The build's model as a plain ONNX graph (every build has it)."""
         return self.artifacts["onnx"]
+
+    @property
+    def optimized(self) -> Artifact | None:
+        """The model optimised for ONNX Runtime (`--optimize`), when the build wrote it."""
+        return self.artifacts.get("onnx_optimized")
 
     @property
     def plugin_graph(self) -> Artifact | None:

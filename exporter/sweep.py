@@ -31,7 +31,8 @@ from .paths import PREFIX, read_text, temporary
 from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
-from .timing import compare, count_gflops
+from .onnx.fuse import optimize_onnx
+from .timing import compare, count_gflops, limit_of, timing_inputs
 
 NAME = "sweep"
 
@@ -222,7 +223,7 @@ def run_sweep(
     eval_data=None,
     eval_count=None,
     methods=None,
-    runs: int = 5,
+    runs: int = 20,
     warmup: int = 1,
     threads=None,
     full: bool = True,
@@ -298,6 +299,10 @@ def run_sweep(
         base_eval = None if data is None else evaluate_onnx(base_path, data, classes, 1)
         result["baseline_miou"] = None if base_eval is None else base_eval["miou"]
         result["baseline_gflops"] = count_gflops(baseline, one)
+        base_opt = work / "baseline.optimized.onnx"
+        optimize_onnx(base_path, base_opt)
+        inputs, inputs_note = timing_inputs(shape, base_settings.seed, data, model.input_name)
+        result["inputs"] = inputs_note
         for i, s in enumerate(grid, 1):
             tag = f"[{i}/{len(grid)}] {s.method} {s.label}"
             if s.key in done:
@@ -316,7 +321,7 @@ def run_sweep(
             ev = None if data is None else evaluate_onnx(path, data, classes, 1)
             gflops = {"baseline": result["baseline_gflops"], "reduced": count_gflops(reduced, one)}
             b = compare(
-                {"baseline": base_path, "reduced": path},
+                {"baseline": base_path, "reduced": path, "baseline_optimized": base_opt},
                 gflops,
                 shape,
                 {"full": reduced.method.full_tokens(), "reduced": reduced.method.reduced_tokens()},
@@ -324,6 +329,9 @@ def run_sweep(
                 warmup,
                 threads,
                 profile_runs=2,
+                inputs=inputs,
+                inputs_note=inputs_note,
+                limit=limit_of(settings, reduced.method.cut, one),
             )
             path.unlink()
             row = {
@@ -341,6 +349,13 @@ def run_sweep(
                 "reduced_ms": b["reduced_ms"],
                 "spread_ms": b["spread_ms"]["reduced"],
                 "speedup": b["speedup"],
+                "ratio": b["ratio"],
+                "speedup_plain": b["speedup_plain"],
+                "structural_limit": b["structural_limit"],
+                "suspect": b["suspect"],
+                "warnings": b["warnings"],
+                "load": b["load"],
+                "cpu_ms": b["cpu_ms"]["reduced_optimized"],
                 "token_ops_share": b["token_ops_share"],
                 "miou": None if ev is None else ev["miou"],
                 "retention": (ev["miou"] / base_eval["miou"] if ev and base_eval["miou"] else None),
@@ -355,7 +370,8 @@ def run_sweep(
             sweep.write(result)
             acc = "" if ev is None else f"retention {percent(row['retention'])}, "
             progress(
-                f"{tag}: {acc}speed-up {row['speedup']:.2f}x, GFLOPs ratio "
+                f"{tag}: {acc}speed-up {row['speedup']:.2f}x (plain {row['speedup_plain']:.2f}x)"
+                f"{' SUSPECT' if row['suspect'] else ''}, GFLOPs ratio "
                 f"{row['gflops_ratio']:.2f}x, token ops {percent(row['token_ops_share'])}"
                 f"{'' if row['validated'] else ', NOT validated'} "
                 f"({row['seconds']:.0f} s)"
@@ -367,6 +383,13 @@ def run_sweep(
 
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
+
+
+def _speedup(row: dict) -> str:
+    text = f"{row['speedup']:.2f}x"
+    if row.get("speedup_plain") is not None:
+        text += f" ({row['speedup_plain']:.2f}x)"
+    return text + (" SUSPECT" if row.get("suspect") else "")
 
 
 def render(result: dict, png: str) -> str:
@@ -390,9 +413,13 @@ def render(result: dict, png: str) -> str:
     threads = result.get("threads") or "ONNX Runtime's default number of"
     lines += [
         "- GFLOPs: multiply-accumulates of matrix products and convolutions (the papers' "
-        "convention); speed-up: median ONNX Runtime CPU latency of the baseline over the "
-        f"reduced model, {result['runs']} interleaved runs after {result['warmup']} warm-up, "
-        f"batch 1, {threads} intra-op threads",
+        "convention); speed-up: the median over interleaved rounds of the baseline's ONNX "
+        "Runtime CPU latency over the reduced model's, both optimised for ONNX Runtime "
+        "(attention fused, graph optimisations on; plain exports in brackets), "
+        f"{result['runs']} rounds after {result['warmup']} warm-up on "
+        f"{result.get('inputs', 'seeded noise')}, batch 1, {threads} intra-op threads; "
+        "SUSPECT: above the structural limit (stem, blocks before the cut and head at full "
+        "size in both models) or more than 10% above the GFLOPs ratio",
         "- token ops: share of the reduced model's kernel time spent in the method's own "
         "modules; SViT rows use seeded random gates (cost of the capacity, not trained accuracy)",
         "- default: the setting `vitexport build --method M` uses with no other flag; Pareto: "
@@ -422,7 +449,7 @@ def render(result: dict, png: str) -> str:
             f"| {r['method']} | {r['setting']} | {'yes' if r['default'] else ''} | "
             f"{'-' if r['cut'] is None else r['cut']} | {r['tokens']} | "
             f"{r['gflops_ratio']:.2f}x | {r['reduced_ms']:.1f} ({lo:.1f}-{hi:.1f}) | "
-            f"{r['speedup']:.2f}x | {percent(r['token_ops_share'])} | {quality} | "
+            f"{_speedup(r)} | {percent(r['token_ops_share'])} | {quality} | "
             f"{'yes' if r['validated'] else 'NO'} | {'yes' if r.get('pareto') else ''} |"
         )
     lines += ["", "Reproduce a row with its command in the JSON file (`rows[].command`)."]

@@ -11,6 +11,8 @@ attention switched off during the count so that the attention matrix products ar
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -20,20 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .methods import BASELINE, apply_method
 from .models import create_model
+from .models.base import INPUT_NAME
+from .onnx.fuse import count_fused, optimize_onnx
 from .onnx.lint import module_of
 from .runtime import input_name, onnx_session
+from .validate import feeds_for
 
 GFLOPS_CONVENTION = "multiply-accumulates of matmul/conv counted as FLOPs (mmcv/fvcore)"
-# The build's own timing: few runs, so that it stays a small part of a default build; `vitexport
-# bench OUT --runs N` measures longer.
-BUILD_RUNS = 7
-BUILD_WARMUP = 1
+# At least 20 interleaved rounds for every headline figure (the build's, bench's, sweep's).
+BUILD_RUNS = 20
+BUILD_WARMUP = 2
 BUILD_PROFILE_RUNS = 2
 
 
@@ -80,30 +83,118 @@ def random_feed(session, input_shape, seed: int = 0) -> dict:
     }
 
 
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], statistics.median(values), q[2]
+
+
 def interleaved_latency(
-    sessions: dict, input_shape, runs: int = 10, warmup: int = 2, seed: int = 0
+    sessions: dict,
+    input_shape,
+    runs: int = 10,
+    warmup: int = 2,
+    seed: int = 0,
+    inputs: list | None = None,
 ) -> dict:
-    """Median and spread (ms) per session, runs interleaved so that noise hits all alike."""
-    feeds = {name: random_feed(sess, input_shape, seed) for name, sess in sessions.items()}
+    """Median and spread (ms) per session, runs interleaved so that noise hits all alike.
+
+    `inputs`: arrays fed in turn (round r takes inputs[r % len]; every session of a round gets
+    the same one); seeded standard-normal noise when None. Each run's wall time and the
+    process's CPU time (all of the runtime's threads) are kept per round, so that ratios can be
+    taken round by round and contention shows as CPU time below wall time x threads."""
+    if inputs is None:
+        inputs = [np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)]
+    names = {name: input_name(sess) for name, sess in sessions.items()}
     for name, sess in sessions.items():
-        for _ in range(warmup):
-            sess.run(None, feeds[name])
+        for i in range(warmup):
+            sess.run(None, {names[name]: inputs[i % len(inputs)]})
     times = {name: [] for name in sessions}
-    for _ in range(runs):
+    cpu = {name: [] for name in sessions}
+    for r in range(runs):
+        x = inputs[r % len(inputs)]
         for name, sess in sessions.items():
-            start = time.perf_counter()
-            sess.run(None, feeds[name])
+            start, start_cpu = time.perf_counter(), time.process_time()
+            sess.run(None, {names[name]: x})
             times[name].append((time.perf_counter() - start) * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) * 1e3)
     out = {}
     for name, t in times.items():
-        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+        lo, mid, hi = _quartiles(t)
         out[name] = {
-            "median_ms": statistics.median(t),
-            "p25_ms": q[0],
-            "p75_ms": q[2],
+            "median_ms": mid,
+            "p25_ms": lo,
+            "p75_ms": hi,
             "min_ms": min(t),
+            "cpu_ms": statistics.median(cpu[name]),
             "runs": len(t),
+            "times_ms": t,
         }
+    return out
+
+
+def round_ratio(latency: dict, slow: str, fast: str) -> dict:
+    """slow/fast latency taken round by round (each round runs both back to back): median and
+    p25-p75 of the per-round ratios, less sensitive to slow drifts of the machine than the
+    ratio of medians."""
+    ratios = [a / b for a, b in zip(latency[slow]["times_ms"], latency[fast]["times_ms"])]
+    lo, mid, hi = _quartiles(ratios)
+    return {"median": mid, "p25": lo, "p75": hi}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_load() -> dict:
+    """Load averages (1, 5, 15 min) and cores now; `busy` when the 1-minute load exceeds the
+    cores (a ratio measured under contention is not the quiet ratio)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # not on every platform
+        return {"load_average": None, "cores": cores, "busy": None}
+    return {"load_average": load, "cores": cores, "busy": load[0] > cores}
+
+
+def structural_limit(baseline_gflops: float, block_gflops: float, depth: int, cut) -> float | None:
+    """The largest speed-up a method that runs the first `cut` blocks at full size can show:
+    even if every block after the cut were free, the reduced model still runs the stem, the
+    first `cut` blocks and the head at full size. Everything but the blocks after the cut is
+    counted as shared (an upper bound). None when the method has no single cut."""
+    if cut is None or not block_gflops or depth <= 0:
+        return None
+    shared = baseline_gflops - (depth - cut) * block_gflops
+    return baseline_gflops / shared if shared > 0 else None
+
+
+# A CPU speed-up above the GFLOPs ratio by more than this is flagged: on a CPU latency follows
+# the multiply-accumulates within a few percent (cache effects measured 6-9% on the digits
+# model's 1601-token attention).
+GFLOPS_MARGIN = 1.10
+
+
+def suspects(speedup: float, gflops_ratio: float, limit: float | None) -> list[str]:
+    """Why a speed-up cannot be taken at face value (empty when it can)."""
+    out = []
+    if limit is not None and speedup > limit:
+        out.append(
+            f"speed-up {speedup:.2f}x above the structural limit {limit:.2f}x (the stem, the "
+            "blocks before the cut and the head run at full size in both models)"
+        )
+    if gflops_ratio and speedup > GFLOPS_MARGIN * gflops_ratio:
+        out.append(
+            f"speed-up {speedup:.2f}x more than {GFLOPS_MARGIN - 1:.0%} above the GFLOPs ratio "
+            f"{gflops_ratio:.2f}x"
+        )
     return out
 
 
@@ -120,33 +211,35 @@ def source_node(name: str, known) -> str | None:
 
 
 def token_ops_share(
-    onnx_path: Path, input_shape, runs: int = 3, threads: int | None = None, seed: int = 0
+    onnx_path: Path,
+    input_shape,
+    runs: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+    inputs: list | None = None,
 ) -> dict:
     """Share of ONNX Runtime's kernel time spent in the method's own modules.
 
     Token operations are the nodes traced inside the method's submodules (scope `method.*`:
     clustering, reconstruction weights and gather, density-peaks selection, pooling, ...),
     told apart by the exporter's name-scope metadata. The graph is profiled with the same
-    optimisations as it is timed with; a fused kernel is credited to the module of the node
+    session settings as it is timed with; a fused kernel is credited to the module of the node
     it is named after (`source_node`). Kernels that keep no source name (layout transposes
     the runtime inserts, some normalisation fusions) count in the total only, as does glue
     traced at the top level (slicing, concatenation of prefix tokens), so the share is a
-    lower bound; `unattributed` says how much kernel time that is.
+    lower bound; `unattributed` says how much kernel time that is. `by_op`: the token
+    operations' kernel time per op type (ms a run), largest first.
     """
     proto = onnx.load(str(onnx_path), load_external_data=False)
     scope = {n.name: module_of(n) for n in proto.graph.node}
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     with tempfile.TemporaryDirectory() as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        feed = random_feed(sess, input_shape, seed)
+        sess = onnx_session(onnx_path, threads, flush_denormals=True, profile=Path(tmp) / "p")
+        x = inputs[0] if inputs else random_feed(sess, input_shape, seed)[input_name(sess)]
         for _ in range(runs + 1):
-            sess.run(None, feed)
+            sess.run(None, {input_name(sess): x})
         events = json.loads(Path(sess.end_profiling()).read_text())
     token = total = unknown = 0.0
+    by_op: dict[str, float] = {}
     suffix = "_kernel_time"
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith(suffix):
@@ -156,6 +249,8 @@ def token_ops_share(
                 unknown += e["dur"]
             elif scope[node].startswith("method."):
                 token += e["dur"]
+                op = e.get("args", {}).get("op_name", "?")
+                by_op[op] = by_op.get(op, 0.0) + e["dur"]
     n = runs + 1
     return {
         "share": token / total if total else None,
@@ -163,7 +258,34 @@ def token_ops_share(
         "kernel_ms_per_run": total / 1e3 / n,
         "unattributed": unknown / total if total else None,
         "token_nodes": sum(s.startswith("method.") for s in scope.values()),
+        "by_op": {op: us / 1e3 / n for op, us in sorted(by_op.items(), key=lambda kv: -kv[1])},
     }
+
+
+# The names under which `compare` times each form of the two models.
+FORMS = {
+    "optimized": ("baseline_optimized", "reduced_optimized"),
+    "plain": ("baseline", "reduced"),
+}
+FLUSH_NOTE = (
+    "denormal floats flushed to zero in every timed session (ONNX Runtime's "
+    "session.set_denormal_as_zero), so that a CPU's slow path for them cannot favour either side"
+)
+
+
+def optimized_forms(paths: dict, folder: Path) -> dict:
+    """`paths` with an optimised form (`optimize_onnx`) of its baseline and reduced model
+    added where it lacks one, written into `folder`; the number of attention nodes fused in
+    each, under "fused"."""
+    paths, fused = dict(paths), {}
+    for name in ("baseline", "reduced"):
+        key = f"{name}_optimized"
+        if key not in paths:
+            paths[key] = Path(folder) / f"{name}.optimized.onnx"
+            fused[name] = optimize_onnx(paths[name], paths[key])
+        else:
+            fused[name] = count_fused(paths[key])
+    return paths, fused
 
 
 def compare(
@@ -171,35 +293,93 @@ def compare(
     gflops: dict,
     input_shape,
     tokens: dict,
-    runs: int = 10,
+    runs: int = 20,
     warmup: int = 2,
     threads: int | None = None,
     seed: int = 0,
     profile_runs: int = 3,
     progress=lambda text: None,
+    inputs: list | None = None,
+    inputs_note: str | None = None,
+    limit: float | None = None,
 ) -> dict:
-    """Time the ONNX files `paths` ({"baseline": ..., "reduced": ..., more}) interleaved and
-    profile the reduced one's token operations: the report's "bench" entry."""
-    progress(f"time them in ONNX Runtime, {runs} interleaved runs ...")
-    sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
-    lat = interleaved_latency(sessions, input_shape, runs, warmup, seed)
-    base_ms, red_ms = lat["baseline"]["median_ms"], lat["reduced"]["median_ms"]
-    progress("profile the token operations ...")
-    share = token_ops_share(paths["reduced"], input_shape, profile_runs, threads, seed)
+    """Time the ONNX files `paths` ({"baseline": ..., "reduced": ..., more}) interleaved, each
+    model in its plain export and in its optimised form (attention fused, ONNX Runtime's graph
+    optimisations applied: what a user would deploy), and profile the reduced one's token
+    operations: the report's "bench" entry.
+
+    The headline `speedup` is the optimised baseline against the optimised reduced model,
+    the median of the per-round ratios (p25-p75 in `ratio`); the plain exports' ratio is
+    beside it. `inputs`: the arrays to feed (real images; seeded noise when None). `limit`:
+    the structural limit of the speed-up; a speed-up above it, or more than 10% above the
+    GFLOPs ratio, is listed in `suspect`. The machine's load before and after, its CPU model,
+    the threads and the CPU time of each run are recorded: a ratio measured on a busy machine
+    says so in `warnings`."""
+    load_before = machine_load()
+    with tempfile.TemporaryDirectory() as tmp:
+        progress("fuse attention and optimise both models for ONNX Runtime ...")
+        paths, fused = optimized_forms(paths, Path(tmp))
+        progress(f"time them in ONNX Runtime, {runs} interleaved runs ...")
+        sessions = {
+            name: onnx_session(path, threads, flush_denormals=True) for name, path in paths.items()
+        }
+        lat = interleaved_latency(sessions, input_shape, runs, warmup, seed, inputs)
+        del sessions
+        progress("profile the token operations ...")
+        share = token_ops_share(paths["reduced"], input_shape, profile_runs, threads, seed, inputs)
+        share_opt = token_ops_share(
+            paths["reduced_optimized"], input_shape, profile_runs, threads, seed, inputs
+        )
+    load_after = machine_load()
     ratio = gflops["baseline"] / gflops["reduced"]
+    forms = {}
+    for form, (base, red) in FORMS.items():
+        r = round_ratio(lat, base, red)
+        forms[form] = {
+            "baseline_ms": lat[base]["median_ms"],
+            "reduced_ms": lat[red]["median_ms"],
+            "speedup": r["median"],
+            "ratio": r,
+            "suspect": suspects(r["median"], ratio, limit),
+        }
+    mixed = round_ratio(lat, "baseline_optimized", "reduced")
+    best = forms["optimized"]
+    warnings = [f"{form}: {text}" for form, f in forms.items() for text in f["suspect"]]
+    busy = [x for x in (load_before, load_after) if x["busy"]]
+    if busy:
+        warnings.append(
+            f"machine busy while timing (load average {busy[0]['load_average'][0]:.2f} on "
+            f"{busy[0]['cores']} cores): the ratio is not the quiet one"
+        )
     return {
         "runtime": "onnxruntime-cpu",
         "threads": threads,
-        "baseline_ms": base_ms,
-        "reduced_ms": red_ms,
-        "speedup": base_ms / red_ms,
+        "threads_used": threads or f"ONNX Runtime's default (one per core; {os.cpu_count()} cores)",
+        "cpu": cpu_model(),
+        "load": {"before": load_before, "after": load_after},
+        "inputs": inputs_note or f"seeded standard-normal noise (seed {seed})",
+        "denormals": FLUSH_NOTE,
+        "baseline_ms": best["baseline_ms"],
+        "reduced_ms": best["reduced_ms"],
+        "speedup": best["speedup"],
+        "ratio": best["ratio"],
+        "speedup_plain": forms["plain"]["speedup"],
+        "speedup_plain_reduced_vs_optimized_baseline": mixed["median"],
+        "forms": forms,
+        "attention_fused": fused,
+        "structural_limit": limit,
+        "suspect": best["suspect"] + forms["plain"]["suspect"],
+        "warnings": warnings,
         "spread_ms": {name: [v["p25_ms"], v["p75_ms"]] for name, v in lat.items()},
+        "cpu_ms": {name: v["cpu_ms"] for name, v in lat.items()},
         "gflops": dict(gflops),
         "gflops_ratio": ratio,
-        "speedup_vs_gflops_ratio": (base_ms / red_ms) / ratio,
+        "speedup_vs_gflops_ratio": best["speedup"] / ratio,
         "gflops_convention": GFLOPS_CONVENTION,
         "token_ops_share": share["share"],
         "token_ops": share,
+        "token_ops_share_optimized": share_opt["share"],
+        "token_ops_optimized": share_opt,
         "tokens": tokens,
         "latency": lat,
         "runs": runs,
@@ -207,10 +387,35 @@ def compare(
     }
 
 
-def speed_stage(settings, folder: Path, record, progress=lambda text: None) -> dict | None:
-    """The build's own speed-up: its model.onnx against the baseline.onnx the accuracy stage
-    exported, timed in the same run (BUILD_RUNS interleaved runs), GFLOPs counted on the
-    weightless models; None when the folder has no baseline to time against."""
+def block_gflops(model, input_shape) -> float:
+    """GFLOPs of one full-size block of a plain ViT `model` (0 for other families)."""
+    lay = model.layout
+    if getattr(model, "family", "vit") != "vit":
+        return 0.0
+    n = lay.num_patches + lay.num_prefix
+    return count_gflops(model.blocks[0], (input_shape[0], n, lay.dim))
+
+
+def limit_of(settings, cut, input_shape) -> float | None:
+    """The structural limit of a build's speed-up (`structural_limit`), from GFLOPs counted on
+    the weightless baseline."""
+    if cut is None:
+        return None
+    base = replace(settings, model=replace(settings.model, checkpoint=None), method=BASELINE)
+    with torch.device("meta"):
+        model = create_model(base.model, settings.seed)
+    whole = count_gflops(model, input_shape)
+    return structural_limit(whole, block_gflops(model, input_shape), model.layout.depth, cut)
+
+
+def speed_stage(
+    settings, folder: Path, record, progress=lambda text: None, data=None, cut=None
+) -> dict | None:
+    """The build's own speed-up: its model against the baseline.onnx the accuracy stage
+    exported, both also in their optimised forms, timed in the same run (BUILD_RUNS
+    interleaved rounds on the build's evaluation images `data` when it has some), GFLOPs
+    counted on the weightless models; `cut`: the method's first reduced block (for the
+    structural limit). None when the folder has no baseline to time against."""
     if record.baseline is None:
         return None
     shape = record.model.input_shape
@@ -224,6 +429,9 @@ def speed_stage(settings, folder: Path, record, progress=lambda text: None) -> d
         "baseline": Path(folder) / record.baseline.file,
         "reduced": Path(folder) / record.onnx.file,
     }
+    if record.optimized is not None:
+        paths["reduced_optimized"] = Path(folder) / record.optimized.file
+    inputs, note = timing_inputs(shape, settings.seed, data)
     return compare(
         paths,
         gflops,
@@ -234,4 +442,18 @@ def speed_stage(settings, folder: Path, record, progress=lambda text: None) -> d
         seed=settings.seed,
         profile_runs=BUILD_PROFILE_RUNS,
         progress=progress,
+        inputs=inputs,
+        inputs_note=note,
+        limit=limit_of(settings, cut, one),
     )
+
+
+# Real images fed in turn while timing (as many as there are, up to this).
+TIMING_IMAGES = 8
+
+
+def timing_inputs(shape, seed: int, data=None, name: str = INPUT_NAME) -> tuple[list, str]:
+    """The arrays to time on and their description: the build's first evaluation images when
+    it has an evaluation set, else one seeded noise input."""
+    feeds, note = feeds_for(shape, seed, TIMING_IMAGES if data is not None else 1, data, name)
+    return [f[name] for f in feeds], note

@@ -78,4 +78,4 @@ def test_plugins_refused_for_swin_before_export(tmp_path):
         ]
     )
     one_line(result, 2, "--plugins")
-    assert "swin" in result.output and not (tmp_path / "swin").exists()
+    assert "windowed stages" in result.output and not (tmp_path / "swin").exists()

@@ -205,7 +205,8 @@ def test_sweep_end_to_end_interrupted_and_resumed(tmp_path):
     ]
     for r in done["rows"]:
         assert r["validated"] and r["tokens"] < 16 and r["gflops_ratio"] > 1
-        assert r["speedup"] == pytest.approx(r["baseline_ms"] / r["reduced_ms"])
+        assert r["ratio"]["p25"] <= r["speedup"] == r["ratio"]["median"] <= r["ratio"]["p75"]
+        assert r["speedup_plain"] > 0 and isinstance(r["suspect"], list)
         assert 0 < r["retention"] and 0 <= r["token_ops_share"] < 1
         assert r["command"].startswith("vitexport build --model segmenter_tiny --img-size 64x64")
     assert any(r["pareto"] for r in done["rows"])

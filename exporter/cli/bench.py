@@ -13,7 +13,7 @@ from .options import REHASH, timing_options
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path), required=False)
-@timing_options(10, 2, "Timed runs of each model, interleaved.")
+@timing_options(20, 2, "Timed rounds of each model, interleaved (>= 20 for a headline).")
 @click.option(
     "--model",
     "model_name",

@@ -41,6 +41,11 @@ from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE, count, path_o
 @switch(
     "--plugins", "Also write model.plugins.onnx with TensorRT plugin nodes (validated on the CPU)."
 )
+@switch(
+    "--optimize",
+    "Also write model.optimized.onnx for ONNX Runtime: attention fused into its "
+    "MultiHeadAttention op and its graph optimisations applied (validated like model.onnx).",
+)
 @switch("--engine", "Also build a TensorRT engine (needs TensorRT).")
 @ENGINE
 @click.option(

@@ -35,7 +35,9 @@ from .options import MODEL, Number, count, path_option, switch, timing_options
     show_default=True,
     help="small: Expedite's hw sweep at its default cut only (3 rows fewer per other cut).",
 )
-@timing_options(5, 1, "Timed runs of each model, interleaved with the baseline's.")
+@timing_options(
+    20, 1, "Timed rounds of each model, interleaved with the baseline's (>= 20 for a headline)."
+)
 @click.option(
     "--target-speedup",
     type=Number(0, 1000, low_open=True),

@@ -80,11 +80,19 @@ def _constants(graph: onnx.GraphProto) -> dict:
     return values
 
 
-def lint(proto: onnx.ModelProto, plugins: tuple[str, ...] = ()) -> list[Finding]:
+# Domains an artifact made for one runtime may use: the optimised ONNX Runtime graph
+# (`--optimize`) holds that runtime's own fused ops; it is not meant for TensorRT.
+RUNTIME_DOMAINS = {"onnx_optimized": ("com.microsoft",)}
+
+
+def lint(
+    proto: onnx.ModelProto, plugins: tuple[str, ...] = (), domains: tuple[str, ...] = ()
+) -> list[Finding]:
     """Return every rule violation found in `proto` (empty when it is clean).
 
     `plugins`: op types of the TensorRT plugins this graph may hold (custom-domain nodes of
-    other types are errors: the parser would find no plugin for them).
+    other types are errors: the parser would find no plugin for them). `domains`: further op
+    domains the graph may use (a runtime's own ops); the other rules still apply to them.
     """
     findings = []
     consts = _constants(proto.graph)
@@ -94,7 +102,7 @@ def lint(proto: onnx.ModelProto, plugins: tuple[str, ...] = ()) -> list[Finding]
 
     for node in proto.graph.node:
         op = node.op_type
-        if node.domain not in STANDARD_DOMAINS:
+        if node.domain not in STANDARD_DOMAINS and node.domain not in domains:
             if op not in plugins:
                 add("error", node, f"custom op in domain '{node.domain}' with no vitexport plugin")
             for attr in node.attribute:
@@ -147,5 +155,6 @@ def lint_folder(folder, graphs) -> dict[str, list[Finding]]:
     out = {}
     for art in graphs:
         proto = onnx.load(str(Path(folder) / art.file), load_external_data=False)
-        out[art.file] = lint(proto, plugins=plugin_names() if art.plugins else ())
+        plugins = plugin_names() if art.plugins else ()
+        out[art.file] = lint(proto, plugins, RUNTIME_DOMAINS.get(art.kind, ()))
     return out
