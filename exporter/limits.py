@@ -159,14 +159,7 @@ def check_eval_count(settings) -> int:
         if getattr(entry, "eval_set", None) is None:
             return 0
         count = entry.eval_count if count is None else count
-        held = entry.eval_size or count
-        if not 1 <= count <= held:
-            raise InputError(
-                "--eval-count",
-                count,
-                f"an integer in 1..{held}",
-                f"the {settings.model.name} evaluation set holds {held} images",
-            )
+        entry.check_eval_count(count)
         return count
     path = Path(settings.eval_data)
     check_regular(path, "--eval-data")  # never open a FIFO or a device

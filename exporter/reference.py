@@ -23,18 +23,6 @@ def patched_model(settings: BuildSettings) -> ReducedModel:
     return apply_method(model, settings.method, settings.method_args)
 
 
-def check_own_count(entry, name: str, count: int) -> None:
-    """--eval-count within what the model's own evaluation set holds."""
-    held = entry.eval_size or count
-    if not 1 <= count <= held:
-        raise InputError(
-            "--eval-count",
-            count,
-            f"an integer in 1..{held}",
-            f"the {name} evaluation set holds {held} images",
-        )
-
-
 def eval_set(settings: BuildSettings, model) -> EvalSet | None:
     """The eval set of this build (--eval-data, or the model's own evaluation set where its
     entry has one), checked against the model; None when there is nothing to evaluate on."""
@@ -58,7 +46,7 @@ def eval_set(settings: BuildSettings, model) -> EvalSet | None:
     if settings.eval_data is not None:
         return load_eval_set(settings.eval_data, model.num_classes, size, settings.eval_count)
     count = entry.eval_count if settings.eval_count is None else settings.eval_count
-    check_own_count(entry, name, count)
+    entry.check_eval_count(count)
     images, labels, source = entry.eval_set(count, size)
     return check_eval_set(
         images, labels, model.num_classes, size, None, f"{source} ({count} images)"

@@ -165,44 +165,24 @@ def format_bench(b: dict) -> str:
     forms = "forms" in b
     base_key = "baseline_optimized" if forms else "baseline"
     lat = b.get("latency", {})
-    rows = [
-        (
-            "baseline (`--method none`)",
-            "baseline",
-            b["gflops"]["baseline"],
-            b["tokens"]["full"],
-            None,
-        )
-    ]
-    if forms:
-        rows.append(
-            (
-                "baseline, optimised",
-                "baseline_optimized",
-                b["gflops"]["baseline"],
-                b["tokens"]["full"],
-                None,
+    rows = []
+    for side, label, tokens in (
+        ("baseline", "baseline (`--method none`)", "full"),
+        ("reduced", "reduced", "reduced"),
+    ):
+        share = None if side == "baseline" else b.get("token_ops_share")
+        rows.append((label, side, b["gflops"][side], b["tokens"][tokens], share))
+        if forms:
+            share = None if side == "baseline" else b.get("token_ops_share_optimized")
+            rows.append(
+                (
+                    f"{side}, optimised",
+                    f"{side}_optimized",
+                    b["gflops"][side],
+                    b["tokens"][tokens],
+                    share,
+                )
             )
-        )
-    rows.append(
-        (
-            "reduced",
-            "reduced",
-            b["gflops"]["reduced"],
-            b["tokens"]["reduced"],
-            b.get("token_ops_share"),
-        )
-    )
-    if forms:
-        rows.append(
-            (
-                "reduced, optimised",
-                "reduced_optimized",
-                b["gflops"]["reduced"],
-                b["tokens"]["reduced"],
-                b.get("token_ops_share_optimized"),
-            )
-        )
     a = b.get("authors_form")
     if a:
         flags = " ".join(f"--{k} {v}" for k, v in a["flags"].items() if k not in ("hw",))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ModelSpec
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,17 @@ class ModelEntry:
     eval_set: Callable[[int, tuple[int, int]], EvalData] | None = None
     eval_count: int = 0  # images of `eval_set` a build evaluates unless told otherwise
     eval_size: int = 0  # images `eval_set` holds: the bound of --eval-count
+
+    def check_eval_count(self, count: int) -> None:
+        """--eval-count within what the model's own evaluation set holds."""
+        held = self.eval_size or count
+        if not 1 <= count <= held:
+            raise InputError(
+                "--eval-count",
+                count,
+                f"an integer in 1..{held}",
+                f"the {self.name} evaluation set holds {held} images",
+            )
 
     def to_input(self, images) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] normalised as the model expects."""
