@@ -168,7 +168,7 @@ def test_swin_flags_refused_on_plain_vit():
 def test_methods_without_swin_form_are_refused(method):
     with pytest.raises(InputError) as err:
         apply_method(tiny_swin(), method, {})
-    assert err.value.flag == "--method" and "swin" in str(err.value)
+    assert err.value.flag == "--method" and "windowed stages" in str(err.value)
 
 
 def test_none_on_swin_is_the_model():

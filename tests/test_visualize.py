@@ -18,7 +18,7 @@ from exporter.visualize import (
 from exporter.folder import file_hashes, write_report
 from exporter.record import BuildRecord, ModelInfo
 
-from .helpers import images_for, run, tiny_segmenter
+from .helpers import EXPEDITE, copy_of, images_for, run, tiny_segmenter
 
 
 def folder(tmp_path, method, args=None, model=("segmenter_tiny", (64, 96), 5)):
@@ -87,13 +87,18 @@ def test_method_without_assignment_still_pictures_predictions(tmp_path):
     assert sizes(out) == {"prediction.png": PREDICTION[3]}
 
 
-def test_given_image_is_resized_and_bad_image_refused(tmp_path):
-    out = folder(tmp_path, "expedite", {"hw": "2x3"})
+def test_given_image_of_another_size_and_bad_image_refused(tmp_path, built):
+    # a real build: an image of another size than the model's is also run through model.onnx
+    # by sliding windows (windows.png, classes.png), which the stand-in folders cannot do
+    out = copy_of(built(*EXPEDITE), tmp_path)
     png = tmp_path / "photo.png"
     Image.fromarray(np.full((50, 30, 3), 200, np.uint8)).save(png)
     result = run(["visualize", str(out), "--image", str(png)])
     assert result.exit_code == 0, result.output
-    assert sizes(out) == ALL
+    drawn = sizes(out)
+    assert {k: drawn[k] for k in ALL} == ALL
+    assert set(drawn) == set(ALL) | {"windows.png", "classes.png"}
+    assert drawn["classes.png"] == (30, 50)  # the class map at the image's own size
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
     result = run(["visualize", str(out), "--image", str(bad)])
