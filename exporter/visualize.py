@@ -355,9 +355,15 @@ def windows_pictures(out, image: np.ndarray, names, folder: Path, title: str, no
         f"model.onnx, sliding windows at stride {p.stride[0]}x{p.stride[1]}", fontsize=9
     )
     save_figure(fig, folder / "windows.png")
-    tmp = folder / f".classes.png.tmp-{os.getpid()}"
-    Image.fromarray(p.classes).save(tmp, format="png")
-    os.replace(tmp, folder / "classes.png")
+    tmp = temporary(folder / "classes.png")
+    try:
+        Image.fromarray(p.classes).save(tmp, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / "classes.png")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    note_written(folder / "classes.png")
     notes.append(
         f"sliding windows: {p.windows} windows of {p.window[0]}x{p.window[1]} over the "
         f"{image.shape[1]}x{image.shape[0]} image, as the deploy triton ensemble answers"

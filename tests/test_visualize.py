@@ -16,6 +16,7 @@ from exporter.visualize import (
 )
 
 from exporter.folder import file_hashes, write_report
+from exporter.paths import foreign
 from exporter.record import BuildRecord, ModelInfo
 
 from .helpers import EXPEDITE, copy_of, images_for, run, tiny_segmenter
@@ -99,6 +100,7 @@ def test_given_image_of_another_size_and_bad_image_refused(tmp_path, built):
     assert {k: drawn[k] for k in ALL} == ALL
     assert set(drawn) == set(ALL) | {"windows.png", "classes.png"}
     assert drawn["classes.png"] == (30, 50)  # the class map at the image's own size
+    assert foreign(out) == []  # every picture is in the folder's marker: --force may replace it
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
     result = run(["visualize", str(out), "--image", str(bad)])
