@@ -193,21 +193,30 @@ def temporary(path: Path) -> Path:
     return Path(name)
 
 
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write to an exclusive temporary beside `path`, flush, then rename: readers never see
-    half a file, and no file but `path` is ever replaced. Recorded in the folder's marker."""
+def write_file(path: Path, fill, mode: int = 0o644) -> None:
+    """`fill(tmp)` writes an exclusive temporary beside `path`, which is then renamed onto it:
+    readers never see half a file, and no file but `path` is ever replaced."""
     path = Path(path)
     tmp = temporary(path)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        fill(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """`text` written whole (flushed to disk) by `write_file`; recorded in the folder's marker."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_file(path, fill, mode)
     note_written(path)
 
 

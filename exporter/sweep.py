@@ -11,7 +11,6 @@ and depth, so any model fits.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ from .models import method_defaults, weights_of
 from .onnx.export import export_onnx
 from .presets import DEFAULT_METHOD, resolve
 from .folder import read_sweep, write_atomic, write_sweep
-from .paths import PREFIX, read_text, temporary
+from .paths import PREFIX, read_text, write_file
 from .record import Artifact
 from .reference import eval_set, input_shape, patched_model
 from .report import percent
@@ -567,11 +566,4 @@ def figure(result: dict):
 
 def plot(result: dict, path: Path) -> None:
     """The figure as a PNG, written under a temporary name and renamed."""
-    tmp = temporary(path)
-    try:
-        figure(result).savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: figure(result).savefig(tmp, format="png"))

@@ -12,7 +12,6 @@ Predictions come from the PyTorch reference, which the build validated the ONNX 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from .folder import read_record
 from .errors import InputError
 from .limits import open_image
 from .models import entry_of
-from .paths import note_written, out_dir, temporary
+from .paths import note_written, out_dir, write_file
 from .reference import patched_model
 
 MIN_SIDE = 420  # token pictures are enlarged (nearest neighbour) to at least this side
@@ -205,14 +204,7 @@ def panels(count: int, title: str, inches: float = PANEL_INCHES, legend: bool = 
 
 def save_figure(fig, path: Path) -> None:
     """Write to a temporary name, then rename (no half-written picture)."""
-    tmp = temporary(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     note_written(path)
 
 
@@ -355,14 +347,9 @@ def windows_pictures(out, image: np.ndarray, names, folder: Path, title: str, no
         f"model.onnx, sliding windows at stride {p.stride[0]}x{p.stride[1]}", fontsize=9
     )
     save_figure(fig, folder / "windows.png")
-    tmp = temporary(folder / "classes.png")
-    try:
-        Image.fromarray(p.classes).save(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, folder / "classes.png")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(
+        folder / "classes.png", lambda tmp: Image.fromarray(p.classes).save(tmp, format="png")
+    )
     note_written(folder / "classes.png")
     notes.append(
         f"sliding windows: {p.windows} windows of {p.window[0]}x{p.window[1]} over the "
