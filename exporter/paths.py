@@ -46,7 +46,11 @@ def confine(folder: Path, rel: str, field: str) -> Path:
     step = Path(folder)
     for part in Path(rel).parts:
         step = step / part
-        if step.is_symlink():
+        try:
+            link = step.is_symlink()
+        except OSError as e:  # a name too long for the file system, among others
+            raise InputError(field, repr(rel), INSIDE, e.strerror or str(e)) from None
+        if link:
             raise InputError(field, repr(rel), INSIDE, f"{step} is a symlink")
     root = os.path.realpath(folder)
     real = os.path.realpath(path)

@@ -22,6 +22,7 @@ from exporter.paths import confine, out_dir, read_bytes, read_text
         " ",
         "a\x00b",
         ".",
+        "x" * 400,  # longer than a file name may be: one line, not an OSError (found by fuzzing)
     ],
 )
 def test_confine_refuses_names_that_leave_the_folder(tmp_path, rel):
