@@ -8,11 +8,11 @@ import click
 
 from . import _progress, _verified, main
 from ..errors import InputError
-from .options import REHASH, timing_options
+from .options import REHASH, timing_options, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path), required=False)
+@click.argument("out", type=PATH, required=False)
 @timing_options(20, 2, "Timed rounds of each model, interleaved (>= 20 for a headline).")
 @click.option(
     "--model",

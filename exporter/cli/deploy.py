@@ -11,7 +11,7 @@ import click
 from . import main, stop_note
 from ..config import parse_pair
 from ..errors import InputError
-from .options import count, path_option, switch
+from .options import count, path_option, switch, PATH
 
 
 @main.group()
@@ -24,7 +24,7 @@ def _stride(ctx, param, value):
 
 
 @deploy.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PATH)
 @path_option(
     "--repo",
     "Model repository folder to write (new or empty; with --force an existing one, where only "
@@ -91,7 +91,7 @@ def triton(out, repo, **options):
 
 
 @deploy.command()
-@click.argument("repo", type=click.Path(path_type=Path))
+@click.argument("repo", type=PATH)
 @click.option(
     "--model",
     "models",
@@ -121,7 +121,7 @@ def _levels(ctx, param, value):
 
 
 @deploy.command()
-@click.argument("repo", type=click.Path(path_type=Path))
+@click.argument("repo", type=PATH)
 @click.option("--model", required=True, help="Model folder of REPO to load and send to.")
 @click.option(
     "--concurrency",

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from ..config import parse_pair
 from . import DEFAULT_OUT, _progress, main
-from .options import path_option, switch
+from .options import path_option, switch, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path), required=False)
+@click.argument("out", type=PATH, required=False)
 @click.option(
     "--model",
     "model_name",

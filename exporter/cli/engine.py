@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from . import _echo_err, _Held, _print_summary, main
-from .options import ENGINE, REHASH
+from .options import ENGINE, REHASH, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PATH)
 @ENGINE
 @REHASH
 def engine(out, engine_options, rehash):

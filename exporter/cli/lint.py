@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from . import main
-from .options import REHASH
+from .options import REHASH, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PATH)
 @REHASH
 def lint(out, rehash):
     """Check an output folder's ONNX files against the export rules and TensorRT's parser.

@@ -47,11 +47,22 @@ def count(flag: str, low: int, high: int, default: int | None = None, **options)
     return click.option(flag, type=Integer(low, high), default=default, **show, **options)
 
 
+class PathType(click.Path):
+    """click's Path, refusing a NUL byte in one line (os.stat raises ValueError on it, which
+    click does not catch)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "\0" in value:
+            self.fail("holds a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+PATH = PathType(path_type=Path)  # every file or folder a command takes
+
+
 def path_option(flag: str, help: str, default=None, **options):
     """An option naming a file or folder (a Path)."""
-    return click.option(
-        flag, type=click.Path(path_type=Path), default=default, help=help, **options
-    )
+    return click.option(flag, type=PATH, default=default, help=help, **options)
 
 
 def switch(flag: str, help: str):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from . import _echo_err, _Held, _print_summary, main
-from .options import REHASH, TOLERANCE
+from .options import REHASH, TOLERANCE, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PATH)
 @click.option(
     "--atol", type=TOLERANCE, default=None, help="Absolute tolerance (default: the build's)."
 )

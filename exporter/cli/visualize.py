@@ -8,11 +8,11 @@ import click
 
 from . import _progress, _verified, main
 from ..paths import out_dir
-from .options import REHASH, path_option
+from .options import REHASH, path_option, PATH
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PATH)
 @path_option(
     "--image",
     "Picture to run (resized to the model's input). Default: the first image of "
