@@ -5,11 +5,12 @@ unmodified model once and each method once per setting, in PyTorch (the export e
 each method's own tests hold that), on the first COUNT validation canvases of the digits set.
 
 COUNT is 40 of the 100 canvases that docs/accuracy.md reports. A retention on 40 canvases is
-not the 100-canvas one: measured side by side at every method's default they differ by up to
-two points (Expedite 100.0% on 40 against 98.0% on 100, Token Adapter 95.3% against 96.6%;
-20 canvases differ more), so each test asserts what its 40 canvases measure, with about a
-point of margin for rounding (a few pixels' classes may change with the CPU), and names the
-100-canvas value beside it. 40 canvases cost about 20 s per method on one core, 100 about 50 s.
+not the 100-canvas one: measured side by side at every method's default (stage-0 weights) they
+differ by up to two points (Expedite 100.0% on 40 against 98.0% on 100, Token Adapter 95.3%
+against 96.6%; 20 canvases differ more), so each test asserts what its 40 canvases measure,
+with about a point of margin for rounding (a few pixels' classes may change with the CPU), and
+names the value the earlier (stage-0) weights measured beside it. 40 canvases cost about 20 s
+per method on one core, 100 about 50 s.
 """
 
 from __future__ import annotations

@@ -318,5 +318,5 @@ def test_selection_equals_released_gate_at_the_released_count(seed):
 def test_retention_at_the_default_on_the_default_model(digits_retention):
     """Keep ratio 0.7 with the seeded random gates (no trained gates exist for this model: the
     number shows what the capacity costs, not what trained gates keep) on the first 40
-    validation canvases: measured 95.3% (100 canvases: 96.5%); about one point of margin."""
-    assert digits_retention("svit", random_gates=True) >= 0.94
+    validation canvases: measured 97.1% (stage-0 weights: 95.3%); about one point of margin."""
+    assert digits_retention("svit", random_gates=True) >= 0.96

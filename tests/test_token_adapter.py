@@ -317,6 +317,6 @@ def test_defaults():
 
 @pytest.mark.slow
 def test_retention_at_the_default_on_the_default_model(digits_retention):
-    """Rows/cols ratio 0.3 on the first 40 validation canvases: measured 95.3% (100 canvases:
-    96.6%); about one point of margin."""
-    assert digits_retention("token-adapter") >= 0.94
+    """Rows/cols ratio 0.3 on the first 40 validation canvases: measured 97.9% (stage-0
+    weights: 95.3%); about one point of margin."""
+    assert digits_retention("token-adapter") >= 0.97

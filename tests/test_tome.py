@@ -328,5 +328,5 @@ def test_merge_and_unmerge_equal_released_tome(n, prefix, r):
 @pytest.mark.slow
 def test_retention_at_the_default_on_the_default_model(digits_retention):
     """Half the patch tokens merged by the last block on the first 40 validation canvases:
-    measured 100.0% (100 canvases: 100.0%); one point of margin."""
+    measured 100.0% (stage-0 weights: 100.0%); one point of margin."""
     assert digits_retention("tome") >= 0.99
