@@ -96,6 +96,12 @@ def load_into(
         state = convert(state, module)
     if pos_embed_key is not None:
         fit_pos_embed(state, module, pos_embed_key, layout.num_prefix, layout.grid)
+    load_checked(module, state, path)
+
+
+def load_checked(module: torch.nn.Module, state: dict, path: str, flag: str = FLAG) -> None:
+    """Load `state` (read from `path`) into `module` strictly: the same keys, shapes and kinds
+    of tensors, or one `InputError` naming `flag` and what differs."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -105,7 +111,7 @@ def load_into(
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise InputError(FLAG, path, "a checkpoint with this model's keys", "; ".join(parts))
+        raise InputError(flag, path, "a checkpoint with this model's keys", "; ".join(parts))
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in own.items()
@@ -113,7 +119,7 @@ def load_into(
     ]
     if wrong:
         raise InputError(
-            FLAG,
+            flag,
             path,
             "a checkpoint with this model's shapes",
             f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})",
@@ -127,7 +133,7 @@ def load_into(
     ]
     if kinds:
         raise InputError(
-            FLAG,
+            flag,
             path,
             "a checkpoint whose tensors have the model's kinds (floating weights as floats)",
             f"{len(kinds)} differ (e.g. {kinds[0]})",
