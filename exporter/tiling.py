@@ -59,16 +59,17 @@ def tile(
     image: np.ndarray,
     window: tuple[int, int],
     stride: tuple[int, int],
-    mean: float,
-    std: float,
+    mean: float | tuple[float, ...],
+    std: float | tuple[float, ...],
     max_windows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [H, W, 3] -> (float32 windows [N, 3, h, w] normalised as (x/255 - mean)/std,
-    int32 origins [N, 2] (top, left))."""
+    mean and std one number or one per channel; int32 origins [N, 2] (top, left))."""
     check_image(image, window, stride, max_windows)
     H, W = image.shape[:2]
     h, w = window
-    x = (image.astype(np.float32) / np.float32(255.0) - np.float32(mean)) / np.float32(std)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    x = (image.astype(np.float32) / np.float32(255.0) - mean) / std
     x = x.transpose(2, 0, 1)
     if H < h or W < w:
         x = np.pad(x, ((0, 0), (0, max(0, h - H)), (0, max(0, w - W))))
@@ -103,3 +104,16 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     """[C, H, W] logits -> per-class confidences, float32, summing to 1 over C."""
     e = np.exp(scores - scores.max(0, keepdims=True))
     return (e / e.sum(0, keepdims=True)).astype(np.float32)
+
+
+def norm_text(value) -> str:
+    """A mean or std as one text: "0.5", or "0.485,0.456,0.406" with one value per channel
+    (Triton's parameters carry it so; `norm_value` reads it back)."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return ",".join(repr(float(v)) for v in values)
+
+
+def norm_value(text: str) -> float | tuple[float, ...]:
+    """`norm_text` read back: a float, or a tuple of one float per channel."""
+    values = tuple(float(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values

@@ -106,7 +106,7 @@ def default_sample(model_name: str, size: tuple[int, int]):
     if entry.eval_set is not None and size[0] == size[1]:
         images, labels, source = entry.eval_set(1, size)
         # back from the model's normalisation to uint8 pixels
-        pixels = images[0].transpose(1, 2, 0) * entry.std + entry.mean
+        pixels = images[0].transpose(1, 2, 0) * np.asarray(entry.std) + np.asarray(entry.mean)
         image = (pixels * 255.0).round().clip(0, 255).astype(np.uint8)
         return image, labels[0], f"the first image of the {source}"
     return synthetic_image(size), None, "a synthetic image"

@@ -9,6 +9,7 @@ import click
 
 from . import DEFAULT_OUT, _echo_err, _Held, _print_summary, _progress, main
 from ..config import BuildSettings
+from ..models import label_of
 from ..presets import named_preset, resolve
 from .options import ENGINE, METHOD_FLAGS, MODEL, SEED, TOLERANCE, count, path_option, switch
 
@@ -110,7 +111,7 @@ def build(
         config.atol = atol
     if rtol is not None:
         config.rtol = rtol
-    out = out or DEFAULT_OUT / f"{spec.name}-{chosen}"
+    out = out or DEFAULT_OUT / f"{label_of(spec.name)}-{chosen}"
     limit = parse_size("--max-memory", max_memory) if max_memory is not None else None
     start = time.perf_counter()
     try:

@@ -6,7 +6,7 @@ import click
 
 from . import main
 from ..methods import METHODS
-from ..models import MODELS
+from ..models import MODELS, hf
 from ..presets import PRESETS
 
 
@@ -43,4 +43,8 @@ def models():
     click.echo(
         f"{'<timm swin name>':20} any timm SwinTransformer, e.g. "
         "swin_tiny_patch4_window7_224 (outputs: the four stage maps)"
+    )
+    click.echo(
+        f"{'hf:FOLDER':20} a local transformers folder: {', '.join(hf.supported())} "
+        "(docs/models.md)"
     )

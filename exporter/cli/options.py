@@ -111,7 +111,8 @@ MODEL = option_group(
                 "--model",
                 "model_name",
                 default=None,
-                help=f"{model_names_help()}, a timm ViT (vit_*, deit*) or Swin (swin_*) name. "
+                help=f"{model_names_help()}, a timm ViT (vit_*, deit*) or Swin (swin_*) name, "
+                "or hf:FOLDER (a transformers model folder; docs/models.md). "
                 f"Default: {DEFAULT_MODEL} (shipped).",
             ),
         ),

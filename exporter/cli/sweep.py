@@ -8,6 +8,7 @@ import click
 
 from . import DEFAULT_OUT, _progress, main, stop_note
 from ..errors import InputError
+from ..models import label_of
 from .options import MODEL, Number, count, path_option, switch, timing_options
 
 
@@ -86,7 +87,7 @@ def sweep(
         raise InputError("--name", name, "a file name stem without '/'")
     chosen = parse_methods(methods)
     spec = model
-    out = out or DEFAULT_OUT / f"sweep-{spec.name}"
+    out = out or DEFAULT_OUT / f"sweep-{label_of(spec.name)}"
     command = " ".join(["vitexport sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else ""
     kept = f"the rows finished so far are in {out / f'{name}.json'}; --resume goes on from them"
     with stop_note(kept):

@@ -24,9 +24,9 @@ import onnx
 
 from ..errors import InputError
 from ..folder import read_record
-from ..models import entry_of
+from ..models import entry_of, label_of
 from ..paths import check_regular, confine, not_ancestor
-from ..tiling import default_stride
+from ..tiling import default_stride, norm_text
 from ..trt.engine import PLUGIN_LIBRARY, engine_settings, shapes_of, trtexec_command
 
 # ONNX TensorProto element types -> Triton's model-config data types.
@@ -301,7 +301,7 @@ def write_repository(out, repo, **options) -> Repository:
     record = _read_build(out)  # every build has model.onnx (the record refuses one without)
     onnx_file, plugin_graph = record.onnx.file, record.plugin_graph
     check_validation(out, record, opts.allow_failed)
-    name = name or f"{record.model.name}_{record.method}".replace("-", "_")
+    name = name or f"{label_of(record.model.name)}_{record.method}".replace("-", "_")
     if not NAME.fullmatch(name):
         raise InputError("--name", name, "letters, digits, '_', '-', '.' (a Triton model name)")
     inputs, outputs = graph_io(confined(out, onnx_file, "OUT"))
@@ -515,8 +515,8 @@ def _ensemble(tmp, result, name, model, record, inputs, outputs, limit, opts: Op
     params = {
         "window": f"{window[0]}x{window[1]}",
         "stride": f"{stride[0]}x{stride[1]}",
-        "mean": repr(float(entry.mean)),
-        "std": repr(float(entry.std)),
+        "mean": norm_text(entry.mean),
+        "std": norm_text(entry.std),
         "max_windows": str(limit),
     }
     tiles = Tensor("tiles", x.dtype, [-1, *x.shape[1:]])

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiling.py, triton_io.py beside
 
 import numpy as np  # noqa: E402
-from tiling import TilingError, count, tile  # noqa: E402
+from tiling import TilingError, count, norm_value, tile  # noqa: E402
 from triton_io import error_response, to_numpy, to_tensor  # noqa: E402
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
@@ -30,7 +30,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         self.window, self.stride = pair(params["window"]), pair(params["stride"])
-        self.mean, self.std = float(params["mean"]), float(params["std"])
+        self.mean, self.std = norm_value(params["mean"]), norm_value(params["std"])
         self.max_windows = int(params["max_windows"])
 
     def check_size(self, shape) -> None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from ..config import ModelSpec
 from ..errors import InputError
 from .entry import INPUT_NAME, EvalData, ModelEntry
+from .hf import entry_for as hf_entry
+from .hf import label_of
 
 if TYPE_CHECKING:
     from .base import DenseModel
@@ -68,9 +70,11 @@ def _is_timm_vit(name: str) -> bool:
 
 def weights_of(spec: ModelSpec) -> str:
     """What a build of `spec` loads: the --checkpoint, the model's shipped weights, or "random"."""
-    entry = MODELS.get(spec.name)
     if spec.checkpoint:
         return spec.checkpoint
+    entry = MODELS.get(spec.name) or hf_entry(spec.name)
+    if entry is not None and entry.weights_text is not None:
+        return entry.weights_text
     if entry is not None and entry.default_weights is not None:
         # the file name, not this install's path: reports and docs read the same everywhere
         return f"{Path(entry.default_weights()).name} (shipped)"
@@ -84,6 +88,8 @@ def entry_of(name: str) -> ModelEntry:
     from .vit import create_timm_vit
 
     entry = MODELS.get(name)
+    if entry is None:
+        entry = hf_entry(name)  # a transformers model folder
     if entry is None and is_timm_swin(name):
         entry = ModelEntry(
             name,
@@ -94,7 +100,8 @@ def entry_of(name: str) -> ModelEntry:
         )
     if entry is None and not _is_timm_vit(name):
         allowed = (
-            ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*) or a timm Swin name (swin_*)"
+            ", ".join(MODELS) + ", a timm ViT name (vit_*, deit*), a timm Swin name (swin_*) "
+            "or hf:FOLDER (a transformers model folder)"
         )
         raise InputError("--model", name, allowed, "unknown model")
     if entry is None:
@@ -158,6 +165,7 @@ __all__ = [
     "MODELS",
     "create_model",
     "entry_of",
+    "label_of",
     "ModelEntry",
     "register",
     "weights_of",

@@ -30,15 +30,19 @@ class ModelEntry:
     weights_root: str = ""  # submodule whose state dict a checkpoint holds
     takes_classes: bool = False  # whether --num-classes applies
     default_weights: Callable[[], str] | None = None  # path of weights used without --checkpoint
+    # what reports call the weights a build loads without --checkpoint, where the builder loads
+    # them itself (a model folder); None: `default_weights`' file name, "(shipped)", or "random"
+    weights_text: str | None = None
     convert_state: Callable | None = None  # checkpoint layout -> the module's names
     # Method flags tuned for this model's shipped weights, used where neither the user nor a
     # preset set them: {method: {flag dest: value}}.
     method_defaults: dict = field(default_factory=dict)
     input_name: str = INPUT_NAME
     input_size: tuple[int, int] | None = None  # None: the builder's own default
-    # uint8 pixels -> model input: (x / 255 - mean) / std; 0.5/0.5 as Segmenter's checkpoints
-    mean: float = 0.5
-    std: float = 0.5
+    # uint8 pixels -> model input: (x / 255 - mean) / std; 0.5/0.5 as Segmenter's checkpoints.
+    # One number for every channel, or one per channel (R, G, B) as a model folder states them.
+    mean: float | tuple[float, float, float] = 0.5
+    std: float | tuple[float, float, float] = 0.5
     num_classes: int | None = None  # None: set by --num-classes or the builder
     class_names: tuple[str, ...] | None = None
     # The model's own evaluation data, evaluated on every build: (count, (H, W)) -> EvalData.
@@ -63,4 +67,8 @@ class ModelEntry:
         import torch
 
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
+        if isinstance(self.mean, tuple) or isinstance(self.std, tuple):
+            mean = torch.tensor(self.mean, dtype=torch.float32).reshape(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).reshape(-1, 1, 1)
+            return (x / 255.0 - mean) / std
         return (x / 255.0 - self.mean) / self.std

@@ -176,7 +176,13 @@ class DPT(DenseModel):
         img_size=DEFAULT_IMG_SIZE,
         readout: str = "project",
         features: int = FUSION_FEATURES,
+        patch: int = PATCH,
+        pos_grid: tuple[int, int] | None = None,
+        **vit_options,
     ):
+        """`pos_grid`: the grid of the position embedding the weights hold (default: the
+        official checkpoints' 24x24), resized to the input's grid in the forward;
+        `vit_options`: more of timm's VisionTransformer arguments (norm_layer, mlp_layer)."""
         super().__init__()
         if readout not in READOUTS:
             raise InputError("readout", readout, "|".join(READOUTS))
@@ -185,15 +191,20 @@ class DPT(DenseModel):
         # num_classes=1000: the official backbones keep timm's classifier, so its keys exist.
         # weight_init="skip": these are random weights until a checkpoint loads; PyTorch's
         # seeded default init is enough and timm's full init costs seconds for ViT-L.
-        self.pretrained.model = timm_vit(TRAIN_SIZE, PATCH, dim, depth, heads, weight_init="skip")
+        self.patch = patch
+        self.pos_grid = tuple(pos_grid or (TRAIN_SIZE[0] // PATCH, TRAIN_SIZE[1] // PATCH))
+        train_size = (self.pos_grid[0] * patch, self.pos_grid[1] * patch)
+        self.pretrained.model = timm_vit(
+            train_size, patch, dim, depth, heads, weight_init="skip", **vit_options
+        )
         if self.hybrid:
             self.pretrained.model.patch_embed = resnet50_embed(dim)
         # "skip" leaves these two uninitialised (torch.empty)
         nn.init.normal_(self.pretrained.model.cls_token, std=0.02)
         nn.init.normal_(self.pretrained.model.pos_embed, std=0.02)
-        grid = (img_size[0] // PATCH, img_size[1] // PATCH)
+        grid = (img_size[0] // patch, img_size[1] // patch)
         self.layout = TokenLayout(
-            grid=grid, num_prefix=1, dim=dim, depth=depth, num_heads=heads, patch=(PATCH, PATCH)
+            grid=grid, num_prefix=1, dim=dim, depth=depth, num_heads=heads, patch=(patch, patch)
         )
         self.taps = taps
         self.readout = readout
@@ -224,7 +235,7 @@ class DPT(DenseModel):
     def _pos_embed(self) -> torch.Tensor:
         """The checkpoint's position embedding, resized bilinearly to the input grid."""
         pos = self.pretrained.model.pos_embed
-        base = (TRAIN_SIZE[0] // PATCH, TRAIN_SIZE[1] // PATCH)
+        base = self.pos_grid
         if tuple(self.layout.grid) == base:
             return pos
         grid = pos[:, 1:].reshape(1, base[0], base[1], -1).permute(0, 3, 1, 2)
@@ -269,7 +280,7 @@ class DPT(DenseModel):
             maps.append(getattr(self.pretrained, f"act_postprocess{i + 1}")(tokens, grid))
         scratch = self.scratch
         layers = [getattr(scratch, f"layer{i + 1}_rn")(m) for i, m in enumerate(maps)]
-        half = (grid[0] * PATCH // 2, grid[1] * PATCH // 2)
+        half = (grid[0] * self.patch // 2, grid[1] * self.patch // 2)
         size = [tuple(int(s) for s in m.shape[-2:]) for m in layers]
         x = scratch.refinenet4(layers[3], None, size[2])
         x = scratch.refinenet3(x, layers[2], size[1])
