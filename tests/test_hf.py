@@ -5,6 +5,7 @@ whose needs they meet, and build through the CLI and the API."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -267,3 +268,20 @@ def test_api_build_of_a_dpt_segmentation_folder(folders, tmp_path):
     )
     assert result.passed
     assert result.report["model"]["output_kind"] == "segmentation"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("exporter.models.eomt") is None, reason="no EoMT family here"
+)
+def test_an_eomt_folder_goes_to_its_family(tmp_path):
+    config = transformers.EomtConfig(
+        **BLOCKS, image_size=32, patch_size=8, num_blocks=1, num_queries=3, num_labels=2
+    )
+    model = transformers.EomtForUniversalSegmentation(config)
+    model.attn_mask_probs.zero_()  # annealed off, as in a trained one
+    model.save_pretrained(tmp_path)
+    entry = entry_of(f"hf:{tmp_path}")
+    assert "EomtForUniversalSegmentation" in entry.description
+    model = create_model(ModelSpec(f"hf:{tmp_path}"))
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)

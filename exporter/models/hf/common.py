@@ -1,5 +1,5 @@
-"""What the transformers-folder loaders share: the config as transformers reads it, the
-folder's weights, and loading them into a project model with every key accounted for."""
+"""What the transformers-folder loaders share: the config as transformers reads it and the
+folder's weights (loaded with `checkpoint.load_checked`: every key, shape and kind)."""
 
 from __future__ import annotations
 
@@ -85,26 +85,3 @@ def strip_prefix(state: dict, marker: str) -> dict:
 def is_meta(model: torch.nn.Module) -> bool:
     """Built on the meta device (shapes only: the memory estimate): no weights to load."""
     return next(model.parameters()).device.type == "meta"
-
-
-def load_checked(model: torch.nn.Module, state: dict, source: str) -> None:
-    """Load `state` into `model`: every key of each, with its shape, or one line saying which
-    differ (a folder whose config does not match its weights)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} not used (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} shapes differ (e.g. {'; '.join(wrong[:2])})")
-        raise InputError(FLAG, source, "weights that match the folder's config", "; ".join(parts))
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

@@ -25,7 +25,9 @@ from ...config import ModelSpec
 from ..dpt import DPTConfig
 from ..dpt.model import DPT, READOUTS
 from ..vit import check_img_size
-from .common import is_meta, load_checked, read_weights, transformers_config, unsupported
+from ..checkpoint import load_checked
+from . import FLAG
+from .common import is_meta, read_weights, transformers_config, unsupported
 from .vit import ACTIVATIONS, VIT, _mlp, backbone_state
 
 FACTORS = [4, 2, 1, 0.5]  # the reassemble resamplers the project's DPT has
@@ -168,7 +170,7 @@ def _load(folder: Path, config: dict, spec: ModelSpec, segmentation: bool) -> DP
     else:
         model = DPT(dpt_config, img_size, **options)
     if not is_meta(model):
-        load_checked(model, convert_state(read_weights(folder), model), f"hf:{folder}")
+        load_checked(model, convert_state(read_weights(folder), model), f"hf:{folder}", FLAG)
     return model.eval()
 
 

@@ -25,7 +25,9 @@ from torch import nn
 from ...config import ModelSpec
 from ..segmenter.model import LinearDecoder
 from ..vit import TimmViT, check_img_size, layout_of
-from .common import is_meta, load_checked, read_weights, strip_prefix, transformers_config
+from ..checkpoint import load_checked
+from . import FLAG
+from .common import is_meta, read_weights, strip_prefix, transformers_config
 from .common import unsupported
 
 ACTIVATIONS = {"gelu": nn.GELU, "gelu_pytorch_tanh": partial(nn.GELU, approximate="tanh")}
@@ -228,7 +230,7 @@ def _load(folder: Path, config: dict, spec: ModelSpec, family: Family, layerscal
     model.hf_family = family
     if not is_meta(model):
         state = convert_state(read_weights(folder), model)
-        load_checked(model, state, f"hf:{folder}")
+        load_checked(model, state, f"hf:{folder}", FLAG)
     return model.eval()
 
 
