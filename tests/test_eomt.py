@@ -16,11 +16,11 @@ from transformers import EomtConfig, EomtForUniversalSegmentation  # noqa: E402
 from exporter import api  # noqa: E402
 from exporter.config import ModelSpec  # noqa: E402
 from exporter.errors import InputError  # noqa: E402
-from exporter.methods import apply_method  # noqa: E402
-from exporter.models import MODELS, ModelEntry  # noqa: E402
+from exporter.methods import METHODS, apply_method  # noqa: E402
 from exporter.models.eomt import from_hf  # noqa: E402
 from exporter.models.eomt.model import convert_state  # noqa: E402
 from exporter.timing import count_gflops  # noqa: E402
+from tests.helpers import run  # noqa: E402
 
 SIZE = 48
 # 4 blocks, the queries join before the last; a 6x6 patch grid
@@ -35,7 +35,6 @@ TINY = dict(
     num_register_tokens=2,
     num_labels=3,
 )
-NAME = "eomt_hf_tiny"  # the folder's name in the model registry for the builds below
 
 
 def semantic(out) -> torch.Tensor:
@@ -59,29 +58,26 @@ def hf_eomt(tmp_path_factory):
     return folder, model
 
 
-def load(folder, spec=ModelSpec(NAME)):
+def load(folder, spec=ModelSpec("hf:tiny")):
     return from_hf(folder, json.loads((folder / "config.json").read_text()), spec)
 
 
 @pytest.fixture(scope="session")
 def eomt_built(hf_eomt, tmp_path_factory):
-    """`eomt_built(setting)` -> the folder of `build --method expedite --restore SETTING` of the
-    tiny EoMT, registered under NAME for the session; each setting built once per session."""
-    folder = hf_eomt[0]
-    entry = ModelEntry(NAME, lambda spec: load(folder, spec), "tiny EoMT", input_size=(SIZE, SIZE))
-    patch = pytest.MonkeyPatch()
-    patch.setitem(MODELS, NAME, entry)
+    """`eomt_built(setting)` -> the folder of `vitexport build --model hf:FOLDER --method
+    expedite --restore SETTING` of the tiny EoMT, each setting built once per session."""
     outs = {}
 
     def built(setting: str):
         if setting not in outs:
             out = tmp_path_factory.mktemp("eomt-build") / setting
-            api.build(out, NAME, "expedite", progress=None, restore=setting, hw="4x4", k=6)
+            args = ["--restore", setting, "--hw", "4x4", "--k", "6", "--out", out]
+            result = run(["build", "--model", f"hf:{hf_eomt[0]}", "--method", "expedite", *args])
+            assert result.exit_code == 0, result.output
             outs[setting] = out
         return outs[setting]
 
-    yield built
-    patch.undo()
+    return built
 
 
 def test_unreduced_model_equals_transformers(hf_eomt):
@@ -96,8 +92,11 @@ def test_unreduced_model_equals_transformers(hf_eomt):
 
 @pytest.mark.parametrize("setting", ["backbone", "output"])
 def test_expedite_builds_and_validates_in_both_settings(eomt_built, setting):
-    result = api.validate(eomt_built(setting), progress=None)
+    out = eomt_built(setting)
+    assert run(["validate", out]).exit_code == 0
+    result = api.validate(out, progress=None)
     assert result.passed, result.validation
+    assert result.report["model"]["name"].startswith("hf:")
     assert result.report["method"]["config"]["restore"] == setting
     assert result.report["tokens"] == {"full": 36, "reduced": 16}
 
@@ -118,8 +117,21 @@ def test_masked_attention_and_other_sizes_are_refused(hf_eomt):
         convert_state({"attn_mask_probs": torch.ones(1)})
     assert err.value.flag == "--model"
     with pytest.raises(InputError) as err:
-        load(folder, ModelSpec(NAME, None, (64, 64)))
+        load(folder, ModelSpec("hf:tiny", None, (64, 64)))
     assert err.value.flag == "--img-size"
     with pytest.raises(InputError) as err:
-        load(folder, ModelSpec(NAME, None, None, 7))
+        load(folder, ModelSpec("hf:tiny", None, None, 7))
     assert err.value.flag == "--num-classes"
+
+
+def test_every_method_runs_on_eomt_in_the_settings_it_takes(hf_eomt):
+    model = load(hf_eomt[0])
+    images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(images)
+        for name, spec in METHODS.items():
+            settings = ("backbone", "output") if "restore" in {o.key for o in spec.options} else ()
+            for setting in settings or (None,):
+                args = dict(spec.tiny, **({"restore": setting} if setting else {}))
+                out = apply_method(model, name, args)(images)
+                assert out.shape == full.shape and torch.isfinite(out).all(), (name, setting)
