@@ -30,6 +30,7 @@ transformers = pytest.importorskip(
 # Tiny configurations of each architecture: 4 blocks of width 32, 4x4 to 4x6 token grids.
 BLOCKS = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2)
 PREPROCESSORS = {
+    "dpt-segmentation": {"image_mean": [0.3, 0.4, 0.5], "image_std": [0.2, 0.3, 0.4]},
     # a non-square input (the position embedding resized) and per-channel normalisation
     "vit": {
         "size": {"height": 32, "width": 48},
@@ -163,7 +164,9 @@ def test_folder_settings_come_from_the_folder(folders):
     seg, _ = folders["dpt-segmentation"]
     entry = entry_of(f"hf:{seg}")
     assert entry.class_names == ("sky", "road", "car") and entry.num_classes == 3
-    assert entry.mean == (0.5, 0.5, 0.5) and not entry.takes_classes  # DPT's processor default
+    assert entry.mean == (0.3, 0.4, 0.5) and not entry.takes_classes
+    depth, _ = folders["dpt-depth"]
+    assert entry_of(f"hf:{depth}").std == (0.5, 0.5, 0.5)  # no processor file: DPT's default
     dino, _ = folders["dinov2-registers"]
     model = create_model(ModelSpec(f"hf:{dino}"))
     assert model.layout.num_prefix == 3 and CLASS_TOKEN in model.capabilities
@@ -268,6 +271,35 @@ def test_api_build_of_a_dpt_segmentation_folder(folders, tmp_path):
     )
     assert result.passed
     assert result.report["model"]["output_kind"] == "segmentation"
+    # the folder's per-channel normalisation, in the sliding-window prediction and in Triton's
+    # pre-processing: one window of the input size predicts as the PyTorch model does
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    model = create_model(ModelSpec(f"hf:{folder}", img_size=(64, 96)))
+    model = apply_method(model, "tome", dict(METHODS["tome"].tiny))  # the build's reference
+    with torch.no_grad():
+        expected = model(entry_of(f"hf:{folder}").to_input(image[None]))[0].argmax(0).numpy()
+    assert (api.predict(tmp_path / "out", image).classes == expected).mean() > 0.999
+    repo = api.deploy(tmp_path / "out", tmp_path / "repo")
+    pre = (repo.path / f"{repo.ensemble}_pre" / "config.pbtxt").read_text()
+    assert '"0.3,0.4,0.5"' in pre and '"0.2,0.3,0.4"' in pre
+    assert repo.ensemble == "hf_dpt_segmentation_tome"  # named after the folder, not its path
+
+
+def test_unsupported_dpt_and_checkpoint_in_the_folder_layout(folders, tmp_path):
+    folder, hf_model = folders["dpt-depth"]
+    config = json.loads((folder / "config.json").read_text())
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "reassemble_factors": [4, 2, 1, 1]})
+    )
+    with pytest.raises(InputError, match=r"reassemble_factors = \[4, 2, 1, 1\]"):
+        create_model(ModelSpec(f"hf:{tmp_path}"))
+    # --checkpoint in the folder's own layout (another fine-tune of the same architecture)
+    vit, _ = folders["vit"]
+    spec = ModelSpec(f"hf:{vit}")
+    model = create_model(ModelSpec(spec.name, checkpoint=str(vit / "model.safetensors")))
+    images = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(images), create_model(spec)(images))
 
 
 @pytest.mark.skipif(

@@ -130,7 +130,8 @@ def create_model(spec: ModelSpec, seed: int = 0) -> DenseModel:
         raise InputError(
             "--num-classes",
             spec.num_classes,
-            "only with segmenter_tiny/small/base/large",
+            f"only with {', '.join(n for n, e in MODELS.items() if e.takes_classes)} "
+            "or hf:FOLDER of a ViT or DINOv2 backbone",
             f"{spec.name} has {fixed} fixed classes" if fixed else f"{spec.name} has no classes",
         )
     if spec.num_classes is not None and spec.num_classes <= 0:
