@@ -25,7 +25,8 @@ from .build import build, run_validation
 from .config import BuildSettings, ModelSpec
 from .record import BuildRecord
 from .errors import InputError
-from .folder import read_record, write_atomic, write_json
+from .folder import read_record, write_atomic, write_json, write_report
+from .gpu_speed import INSTALL_ORT_GPU, cuda_backend, measure, ort_providers, speed_text
 from .models.base import INPUT_NAME
 from .methods import baseline_of
 from .presets import resolve
@@ -201,9 +202,15 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 5) -> str:
     return " | ".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
 
 
+# The headline's clusters (`vitexport build --method expedite --hw 24x24`) on the default model.
+HEADLINE_ARGS = {"hw": "24x24"}
+
+
 def default_settings(model: str | None, img_size) -> BuildSettings:
-    """The default model's Expedite build, with the plugin graph and the fp16 model."""
-    spec, method, args = resolve(None, ModelSpec(model, None, img_size, None), "expedite", {})
+    """The default model's Expedite build (the headline's clusters when neither a model nor a
+    size is given), with the plugin graph and the fp16 model."""
+    given = HEADLINE_ARGS if model is None and img_size is None else {}
+    spec, method, args = resolve(None, ModelSpec(model, None, img_size, None), "expedite", given)
     return BuildSettings(
         model=spec, method=method, method_args=args, plugins=True, precision="fp16"
     )
@@ -331,6 +338,7 @@ def timing_step(
     baseline = folder / recorded.file if recorded else None
     if baseline is None or not baseline.is_file():
         baseline = export_baseline(folder, record.settings, shape, record, base, progress=progress)
+        write_report(folder, record)  # recorded, so that a later bench trusts the file
     try:
         build_engine(
             baseline,
@@ -352,6 +360,25 @@ def timing_step(
     return Step("timing", "done", f"baseline.engine {base:.3f} ms; {text}", data=latency)
 
 
+def gpu_speed_step(
+    folder: Path, record: BuildRecord, facts: dict, scratch: Path, progress, wanted: bool = True
+) -> Step:
+    """The folder's model against its baseline on the GPU, beside the GFLOPs ratio, the
+    structural limit and the paper estimate (exporter.gpu_speed); a skip says why not."""
+    if not wanted:
+        return Step("gpu speed", "skipped", "left out (--no-gpu-speed)", "vitexport doctor")
+    backend, why = cuda_backend(facts["gpu"], facts["tensorrt"], ort_providers())
+    if backend is None:
+        fix = GPU_HOST if facts["gpu"] is None else INSTALL_ORT_GPU
+        return Step("gpu speed", "skipped", f"{why}: the GPU speed-up was not measured", fix)
+    try:
+        device = facts["gpu"].get("name") or "GPU"
+        result = measure(folder, record, backend, device, scratch, progress)
+    except Exception as err:  # noqa: BLE001 - the runtime's own errors; reported, then on
+        return Step("gpu speed", "failed", f"{backend}: {type(err).__name__}: {err}")
+    return Step("gpu speed", "done", speed_text(result), data=result)
+
+
 def run_doctor(
     out: Path | None = None,
     model: str | None = None,
@@ -359,15 +386,19 @@ def run_doctor(
     plugin_library: str | None = None,
     progress=lambda text: None,
     build: bool = False,
+    gpu_speed: bool = True,
 ) -> dict:
     """Every step in order; returns {"host": facts, "steps": [...]} (each step a dict).
 
     The host facts come first (seconds). Without OUT the default build (minutes) is made
-    only where an engine can be built (a GPU and TensorRT) or with `build`."""
+    only where an engine can be built or the GPU speed measured (a GPU with TensorRT or
+    ONNX Runtime's CUDA provider), or with `build`. `gpu_speed`: time the model against its
+    baseline on the GPU (the "gpu speed" step)."""
     facts = host_facts()
     for key, value in facts.items():
         progress(f"{key}: {value if value else 'not found'}")
-    if out is None and not build and not (facts["gpu"] and facts["tensorrt"]):
+    usable, _ = cuda_backend(facts["gpu"], facts["tensorrt"], ort_providers())
+    if out is None and not build and not (facts["gpu"] and (facts["tensorrt"] or usable)):
         missing = " and ".join(k for k in ("gpu", "tensorrt") if not facts[k])
         step = Step(
             "build folder",
@@ -376,7 +407,13 @@ def run_doctor(
             "vitexport doctor --build (the default build and its CPU checks, minutes), or "
             "vitexport doctor OUT for a build folder you have",
         )
-        return {"host": facts, "folder": "none (no build made)", "steps": [asdict(step)]}
+        # here no runtime can use a GPU (or there is none): the step says which in one line
+        steps = [step, gpu_speed_step(None, None, facts, None, progress, gpu_speed)]
+        return {
+            "host": facts,
+            "folder": "none (no build made)",
+            "steps": [asdict(s) for s in steps],
+        }
     with tempfile.TemporaryDirectory(prefix="vitexport-doctor-") as scratch:
         scratch = Path(scratch)
         build_dir = scratch / "plugins-build"
@@ -389,6 +426,10 @@ def run_doctor(
         steps.append(step)
         lib = library.data.get("path")
         steps += engine_steps(folder, record, facts, lib, progress)
+        progress("gpu speed")
+        speed_scratch = scratch / "gpu-speed"
+        speed_scratch.mkdir()
+        steps.append(gpu_speed_step(folder, record, facts, speed_scratch, progress, gpu_speed))
     return {
         "host": facts,
         "folder": str(out) if out else "a temporary default build",

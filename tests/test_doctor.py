@@ -1,5 +1,6 @@
 """`vitexport doctor` on a host without GPU and TensorRT: every GPU step is a skip with its
-reason and fix, nothing is claimed, the report is written; an earlier report needs --force."""
+reason and fix (the GPU speed-up in one line), nothing is claimed, the report is written, the
+exit status is 0; an earlier report needs --force."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def test_doctor_reports_each_missing_piece_as_a_skip(folder, tmp_path, monkeypat
     )
     assert "| engine model.plugins.engine | skipped |" in (tmp_path / "r" / "doctor.md").read_text()
     assert "skipped  kernel harness: no CUDA GPU" in result.output
+    # the GPU speed-up: one line saying it was not measured and why
+    assert steps["gpu speed"]["status"] == "skipped"
+    (line,) = [x for x in result.output.splitlines() if "gpu speed:" in x]
+    assert line.startswith("skipped  gpu speed: no CUDA device") and "not measured" in line
 
     again = run(["doctor", str(folder), "--report-dir", str(tmp_path / "r")])
     assert again.exit_code == 2 and "--force" in again.output
@@ -66,3 +71,7 @@ def test_doctor_without_out_checks_the_host_in_seconds_and_builds_nothing(tmp_pa
     assert time.monotonic() - start < 60  # the host facts only (the build takes minutes)
     assert "gpu: not found" in result.output
     assert "skipped  build folder: no gpu" in result.output and "--build" in result.output
+    (line,) = [x for x in result.output.splitlines() if "gpu speed:" in x]
+    assert line.startswith("skipped  gpu speed: no CUDA device") and "not measured" in line
+    off = run(["doctor", "--report-dir", str(tmp_path / "off"), "--no-gpu-speed"])
+    assert off.exit_code == 0 and "skipped  gpu speed: left out (--no-gpu-speed)" in off.output
