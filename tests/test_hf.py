@@ -63,6 +63,8 @@ def configs():
             t.Dinov2WithRegistersModel,
             t.Dinov2WithRegistersConfig(**dinov2, num_register_tokens=2),
         ),
+        # DINOv2-giant's MLP: SwiGLU
+        "dinov2-swiglu": (t.Dinov2Model, t.Dinov2Config(**dinov2, use_swiglu_ffn=True)),
         "dpt-depth": (t.DPTForDepthEstimation, t.DPTConfig(**dpt)),
         "dpt-segmentation": (
             t.DPTForSemanticSegmentation,
@@ -130,6 +132,7 @@ def transformers_output(model, images: torch.Tensor, num_prefix: int) -> torch.T
         ("vit", None),  # 32x48 from the folder's preprocessor: position embedding resized
         ("dinov2", None),
         ("dinov2", (42, 70)),  # a grid other than the embedding's: resized as transformers does
+        ("dinov2-swiglu", None),
         ("dinov2-registers", None),
         ("dinov2-registers", (70, 42)),
         ("dpt-depth", None),
@@ -207,19 +210,20 @@ def test_every_method_meets_the_folder_models(folders, name):
 
 
 @pytest.mark.slow
-def test_every_method_exports_and_validates_with_register_tokens(folders, tmp_path):
-    """The folder model with the most prefix tokens (class + 2 registers), every method
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_exports_and_validates_with_register_tokens(folders, tmp_path, method):
+    """The folder model with the most prefix tokens (class + 2 registers) under each method,
     exported to ONNX and validated against its PyTorch reference, decisions included."""
     folder, _ = folders["dinov2-registers"]
     model = create_model(ModelSpec(f"hf:{folder}"))
+    assert method in applicable(model)  # a plain token grid with prefix tokens: every method
     shape = (1, 3, *model.layout.image_size)
     data, text = feeds_for(shape, 0, 1)
-    for method in applicable(model):
-        reduced = apply_method(model, method, dict(METHODS[method].tiny))
-        path = tmp_path / f"{method}.onnx"
-        export_onnx(reduced, path, shape)
-        result = validate_artifact(reduced, path, data, text, Tolerances(), 0)
-        assert result.passed, (method, result.to_dict())
+    reduced = apply_method(model, method, dict(METHODS[method].tiny))
+    path = tmp_path / f"{method}.onnx"
+    export_onnx(reduced, path, shape)
+    result = validate_artifact(reduced, path, data, text, Tolerances(), 0)
+    assert result.passed, result.to_dict()
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):
