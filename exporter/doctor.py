@@ -32,7 +32,7 @@ from .methods import baseline_of
 from .presets import resolve
 from .reference import eval_set, patched_model
 from .runtime import tensorrt_runner
-from .timing import interleaved_latency
+from .timing import interleaved_latency, round_ratio
 from .trt.engine import (
     PLUGIN_LIBRARY,
     EngineSettings,
@@ -351,13 +351,22 @@ def timing_step(
     sessions = {"baseline.engine": EngineSession(folder / "baseline.engine", INPUT_NAME)}
     sessions.update({name: EngineSession(path, INPUT_NAME) for name, path in built.items()})
     latency = interleaved_latency(sessions, shape, runs=20, warmup=3, seed=record.settings.seed)
+    return Step("timing", "done", engine_timing_text(latency), data=latency)
+
+
+def engine_timing_text(latency: dict) -> str:
+    """Each engine's median and its speed-up over baseline.engine: the median of the per-round
+    ratios with p25-p75, as exporter.timing reports a speed-up."""
     base = latency["baseline.engine"]["median_ms"]
-    text = ", ".join(
-        f"{name} {v['median_ms']:.3f} ms ({base / v['median_ms']:.2f}x)"
-        for name, v in latency.items()
-        if name != "baseline.engine"
-    )
-    return Step("timing", "done", f"baseline.engine {base:.3f} ms; {text}", data=latency)
+    parts = []
+    for name, v in latency.items():
+        if name != "baseline.engine":
+            r = round_ratio(latency, "baseline.engine", name)
+            parts.append(
+                f"{name} {v['median_ms']:.3f} ms ({r['median']:.2f}x, "
+                f"p25-p75 {r['p25']:.2f}-{r['p75']:.2f})"
+            )
+    return f"baseline.engine {base:.3f} ms; " + ", ".join(parts)
 
 
 def gpu_speed_step(

@@ -176,3 +176,12 @@ def test_gpu_speed_measured_on_a_cuda_device(folder, tmp_path):
     for form in step.data["forms"].values():
         assert form["speedup"] > 0 and form["ratio"]["p25"] <= form["ratio"]["p75"]
     shutil.rmtree(scratch)
+
+
+def test_engine_timing_line_gives_the_per_round_ratio():
+    from exporter.doctor import engine_timing_text
+
+    text = engine_timing_text(
+        latency({"baseline.engine": [2.0, 2.0, 4.0], "model.engine": [1.0, 1.0, 1.0]})
+    )
+    assert text == "baseline.engine 2.000 ms; model.engine 1.000 ms (2.00x, p25-p75 2.00-4.00)"
