@@ -237,6 +237,8 @@ def test_unsupported_architecture_is_one_line(tmp_path):
 def test_missing_folder_and_missing_transformers_are_one_line(folders, tmp_path, monkeypatch):
     result = run(["build", "--model", f"hf:{tmp_path / 'none'}", "--out", tmp_path / "a"])
     one_line(result, 2, "no such folder")
+    result = run(["build", "--model", "hf:" + "x" * 5000, "--out", tmp_path / "a"])
+    one_line(result, 2, "--model hf:xxx")  # a name too long to look up: the same one line
     folder, _ = folders["vit"]
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
     with pytest.raises(InputError, match=r"pip install 'vitexport\[hf\]'"):

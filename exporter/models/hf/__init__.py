@@ -107,23 +107,24 @@ def supported() -> list[str]:
 def folder_of(name: str) -> Path | None:
     """The folder `name` names as a transformers model (hf:FOLDER, or a folder holding a
     config.json), or None when `name` is not such a source."""
+    allowed = "hf:FOLDER, a local transformers model folder"
     if name.startswith(PREFIX):
         folder = Path(name[len(PREFIX) :]).expanduser()
-        if not folder.is_dir():
-            raise InputError(
-                FLAG, name, "hf:FOLDER, a local transformers model folder", "no such folder"
-            )
-        if not (folder / CONFIG).is_file():
-            raise InputError(
-                FLAG, name, "hf:FOLDER, a local transformers model folder", f"no {CONFIG} in it"
-            )
+        if not _is(folder.is_dir):
+            raise InputError(FLAG, name, allowed, "no such folder")
+        if not _is((folder / CONFIG).is_file):
+            raise InputError(FLAG, name, allowed, f"no {CONFIG} in it")
         return folder
     folder = Path(name).expanduser()
+    return folder if _is(folder.is_dir) and _is((folder / CONFIG).is_file) else None
+
+
+def _is(check) -> bool:
+    """A path check that says no where the name cannot be looked up (too long, a NUL byte)."""
     try:
-        found = folder.is_dir() and (folder / CONFIG).is_file()
+        return check()
     except (OSError, ValueError):
-        return None
-    return folder if found else None
+        return False
 
 
 def label_of(name: str) -> str:
