@@ -14,12 +14,12 @@ pytest.importorskip("transformers", reason="EoMT folders are written with transf
 from transformers import EomtConfig, EomtForUniversalSegmentation  # noqa: E402
 
 from exporter import api  # noqa: E402
-from exporter.config import ModelSpec  # noqa: E402
+from exporter.config import BuildSettings, ModelSpec  # noqa: E402
 from exporter.errors import InputError  # noqa: E402
 from exporter.methods import METHODS, apply_method  # noqa: E402
 from exporter.models.eomt import from_hf  # noqa: E402
 from exporter.models.eomt.model import convert_state  # noqa: E402
-from exporter.timing import count_gflops  # noqa: E402
+from exporter.timing import count_gflops, count_settings_gflops  # noqa: E402
 from tests.helpers import run  # noqa: E402
 
 SIZE = 48
@@ -135,3 +135,18 @@ def test_every_method_runs_on_eomt_in_the_settings_it_takes(hf_eomt):
                 args = dict(spec.tiny, **({"restore": setting} if setting else {}))
                 out = apply_method(model, name, args)(images)
                 assert out.shape == full.shape and torch.isfinite(out).all(), (name, setting)
+
+
+def test_eomt_large_gflops_in_both_settings():
+    """The figures docs/performance.md states for EoMT-L at 640 (counted without weights)."""
+    counts = {
+        setting: count_settings_gflops(
+            BuildSettings(
+                model=ModelSpec("eomt_large"),
+                method="none" if setting is None else "expedite",
+                method_args={} if setting is None else {"restore": setting},
+            )
+        )
+        for setting in (None, "backbone", "output")
+    }
+    assert [round(g, 1) for g in counts.values()] == [678.9, 509.7, 449.9]
