@@ -4,23 +4,21 @@ for the family and the two places a method may rebuild the token grid)."""
 
 from __future__ import annotations
 
-import json
 import re
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from timm.layers import SwiGLU
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ...config import format_pair
 from ...errors import InputError
-from ...paths import check_regular, confine, read_text
 from ..base import TokenLayout
 from ..checkpoint import load_checked
+from ..hf.common import read_weights
 from ..vit import ViTBackbone, check_img_size
 from . import CONFIGS, DEFAULT_CLASSES, DEFAULT_IMG_SIZE, FLAG, EoMTConfig
 
@@ -311,44 +309,11 @@ def config_of(config: dict) -> tuple[EoMTConfig, tuple[int, int], int, str]:
     return shape, _pair(config, "image_size", 640), classes, act
 
 
-def read_state(folder: Path) -> dict:
-    """The weights of a save_pretrained folder: model.safetensors, or the shards its
-    model.safetensors.index.json names (each confined to the folder)."""
-    folder = Path(folder)
-    single = folder / "model.safetensors"
-    index = folder / "model.safetensors.index.json"
-    if single.exists():
-        files = [single]
-    elif index.exists():
-        try:
-            shards = json.loads(read_text(index, FLAG))["weight_map"].values()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise InputError(FLAG, str(index), "a safetensors index with a weight_map") from None
-        files = [confine(folder, str(name), FLAG) for name in dict.fromkeys(shards)]
-    else:
-        raise InputError(
-            FLAG,
-            str(folder),
-            "a folder with model.safetensors (or its shards), as save_pretrained writes",
-            "has no safetensors weights",
-        )
-    state = {}
-    for path in files:
-        check_regular(path, FLAG)
-        try:
-            state.update(load_file(str(path)))
-        except Exception as err:  # corrupt or truncated files raise many types
-            raise InputError(
-                FLAG, str(path), "a readable safetensors file", f"({type(err).__name__})"
-            ) from None
-    return state
-
-
 def from_hf(folder: Path, config: dict, spec) -> EoMT:
     """The EoMT of a Hugging Face folder (save_pretrained layout: config.json `config`, the
-    safetensors weights) at its config's image size; `spec` (a ModelSpec) may name the same
-    size and class count, not others: the position embedding is the training grid's. Built
-    on the meta device (shapes only), it reads no weights."""
+    weights as `hf.common.read_weights` finds them) at its config's image size; `spec` (a
+    ModelSpec) may name the same size and class count, not others: the position embedding is
+    the training grid's. Built on the meta device (shapes only), it reads no weights."""
     shape, img_size, classes, act = config_of(config)
     if spec.img_size is not None and tuple(spec.img_size) != img_size:
         raise InputError(
@@ -364,5 +329,5 @@ def from_hf(folder: Path, config: dict, spec) -> EoMT:
     check_img_size(img_size, shape.patch)
     model = EoMT(shape, img_size, classes, act)
     if next(model.parameters()).device.type != "meta":
-        load_checked(model, convert_state(read_state(folder)), str(folder), FLAG)
+        load_checked(model, convert_state(read_weights(Path(folder))), str(folder), FLAG)
     return model.eval()
