@@ -17,6 +17,7 @@ from exporter import api  # noqa: E402
 from exporter.config import BuildSettings, ModelSpec  # noqa: E402
 from exporter.errors import InputError  # noqa: E402
 from exporter.methods import METHODS, apply_method  # noqa: E402
+from exporter.models import create_model  # noqa: E402
 from exporter.models.eomt import from_hf  # noqa: E402
 from exporter.models.eomt.model import convert_state  # noqa: E402
 from exporter.timing import count_gflops, count_settings_gflops  # noqa: E402
@@ -150,3 +151,12 @@ def test_eomt_large_gflops_in_both_settings():
         for setting in (None, "backbone", "output")
     }
     assert [round(g, 1) for g in counts.values()] == [678.9, 509.7, 449.9]
+
+
+def test_checkpoint_in_the_folders_layout_loads(hf_eomt):
+    folder = hf_eomt[0]
+    weights = folder / "model.safetensors"
+    model = create_model(ModelSpec(f"hf:{folder}", checkpoint=str(weights)))
+    images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), load(folder)(images), atol=0, rtol=0)
