@@ -78,22 +78,29 @@ class TokenClustering(DenseClustering):
 
     Each EM step scores, per tile, its K clusters against the P pixels that may join them in
     one [P, K] product, completes each pixel's softmax over the tiles it appears in, and
-    forms the tile's new centers in a second [K, P] product. Both products take the tile's
-    pixel block, gathered once before the steps; the centers stay tile by tile between steps,
-    so no per-step gather of feature vectors is needed (only of per-pixel scalars). The cost
-    is about (tile + lambda - 1)^2 / (h w) of the dense form's.
+    forms the tile's new sums in a second product. Both products take the tile's pixel block
+    [P, C], gathered once before the steps; the clusters stay tile by tile between steps, so
+    no per-step gather of feature vectors is needed (only of per-pixel scalars). The cost is
+    about (tile + lambda - 1)^2 / (h w) of the dense form's.
 
-    Rewrites: -d/tau = (2 z.c - |c|^2)/tau - |z|^2/tau, and |z|^2 cancels in the softmax; [z, 1]
-    weighted by the assignment gives each cluster's weighted sum S and total weight w at once,
-    and the next step's scores come from one product of [z, 1] with [S, w] and per-cluster
-    scalars, so the centers S / w are only formed at the end.
+    Layout: the pixel block is the products' large operand and the clusters their narrow one
+    (scores [P, K] = block [P, C] x S^T; sums [K, C] = q^T x block), the form ONNX Runtime's
+    CPU products run fastest on, with no transpose of the block (measured in
+    docs/performance.md, "Token operations").
+
+    Rewrites: -d/tau = (2 z.c - |c|^2)/tau - |z|^2/tau, and |z|^2 cancels in the softmax; a
+    cluster's weighted sum S and total weight w give the next step's scores from one product
+    of the block with S and per-cluster scalars, so the centers S / w are only formed at the
+    end.
     """
 
     def __init__(self, grid, cells, window, iters: int, tau: float, tile: int | None = None):
         super().__init__(grid, cells, window, iters, tau)
         tile = best_tile(grid, cells, window) if tile is None else tile
-        self.tile = tile if tile_cost(grid, cells, window, tile) < dense_cost(grid, cells) else None
-        if self.tile is None:  # windows that cover (nearly) every cluster: tiles cannot save
+        # windows that cover (nearly) every cluster: tiles cannot save multiply-accumulates
+        saves = tile_cost(grid, cells, window, tile, columns=1) < dense_cost(grid, cells)
+        self.tile = tile if saves else None
+        if self.tile is None:
             return
         del self.allowed, self.own  # the dense tables are not used
         tiles = ClusterTiles(grid, cells, window, tile)
@@ -108,35 +115,37 @@ class TokenClustering(DenseClustering):
         B, N, C = z.shape
         T, P = self.pixels.shape
         K = self.clusters.shape[1]
-        centers = self.initial_centers(z).index_select(1, self.clusters.reshape(-1))
-        # part = [S, w]: a cluster's weighted pixel sum and total weight (center c = S / w)
-        part = torch.cat([centers, centers.new_ones(B, T * K, 1)], dim=2).reshape(B * T, K, C + 1)
-        zt = torch.cat([z, z.new_ones(B, N, 1)], dim=2).index_select(1, self.pixels.reshape(-1))
-        zt = zt.reshape(B * T, P, C + 1)
-        # Blocks are [K, P] (clusters x pixels): both products then write wide rows, and the
-        # pixel block, constant over the steps, is transposed and sliced once.
-        zs_t = zt.transpose(1, 2)[:, :C]  # [B*T, C, P]: the pixel block without the ones
-        allowed = self.allowed.transpose(1, 2)  # [T, K, P]
+        # S: each cluster's weighted pixel sum, w its total weight (center c = S / w); the
+        # initial centers are S with w = 1.
+        S = self.initial_centers(z).index_select(1, self.clusters.reshape(-1))
+        S = S.reshape(B * T, K, C)
+        w = None
+        block = z.index_select(1, self.pixels.reshape(-1)).reshape(B * T, P, C)
         low = z.new_full((B, 1), LOWEST)
         zero, one = z.new_zeros(B, 1), z.new_ones(B, 1)
         for _ in range(self.iters):
             # With c = S / max(w, floor) (for a near-empty cluster S / floor, near the origin,
             # as in the dense form): z.c = (S.z) / max(w, floor), |c|^2 = |S|^2 / max(w, floor)^2,
             # so the score 2 z.c - |c|^2 (-d plus |z|^2, which cancels in the softmax) is read
-            # off `part` without forming c. S.z uses the features without the column of ones,
-            # whose constant would swamp z.c at small feature norms.
-            g = torch.matmul(part[..., :C], zs_t)  # [B*T, K, P]
-            inv = 1.0 / part[..., C:].clamp_min(WEIGHT_FLOOR)  # [B*T, K, 1]
-            sq = part[..., :C].pow(2).sum(-1, keepdim=True)
-            s = ((g * (inv * 2.0) - sq * (inv * inv)) / self.tau).reshape(B, T, K, P)
+            # off S and w without forming c.
+            g = torch.matmul(block, S.transpose(1, 2))  # [B*T, P, K]
+            sq = S.pow(2).sum(-1).unsqueeze(1)  # [B*T, 1, K]
+            # per-cluster factors first: two passes over the [P, K] scores instead of three
+            if w is None:
+                s = g * (2.0 / self.tau) - sq / self.tau
+            else:
+                inv = 1.0 / w.clamp_min(WEIGHT_FLOOR)
+                s = g * (inv * (2.0 / self.tau)) - sq * (inv * inv) / self.tau
+            s = s.reshape(B, T, P, K)
             # each pixel's largest allowed score over all its tiles: the softmax shift
-            top = torch.where(allowed, s, LOWEST).amax(2).reshape(B, T * P)
+            top = torch.where(self.allowed, s, LOWEST).amax(3).reshape(B, T * P)
             top = self._per_pixel(top, low, torch.amax)
-            e = torch.where(allowed, torch.exp(s - self._per_slot(top, zero)), 0.0)
-            mass = self._per_pixel(e.sum(2).reshape(B, T * P), zero, torch.sum)
-            q = (e / self._per_slot(mass, one)).reshape(B * T, K, P)
-            part = torch.matmul(q, zt)  # [B*T, K, C+1]
-        centers = part[..., :C] / part[..., C:].clamp_min(WEIGHT_FLOOR)
+            e = torch.where(self.allowed, torch.exp(s - self._per_slot(top, zero)), 0.0)
+            mass = self._per_pixel(e.sum(3).reshape(B, T * P), zero, torch.sum)
+            q = (e / self._per_slot(mass, one)).reshape(B * T, P, K)
+            S = torch.matmul(q.transpose(1, 2), block)  # [B*T, K, C]
+            w = q.sum(1).unsqueeze(1)  # [B*T, 1, K]
+        centers = S / w.transpose(1, 2).clamp_min(WEIGHT_FLOOR)
         centers = centers.reshape(B, T * K, C).index_select(1, self.order)
         return centers.to(dtype)
 
@@ -147,7 +156,7 @@ class TokenClustering(DenseClustering):
         return reduce(picked.reshape(B, -1, A), dim=2)
 
     def _per_slot(self, pixels: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """[B, N] per-pixel values -> [B, T, 1, P] at each slot (pad at padding slots)."""
+        """[B, N] per-pixel values -> [B, T, P, 1] at each slot (pad at padding slots)."""
         T, P = self.pixels.shape
         picked = torch.cat([pixels, pad], dim=1).index_select(1, self.owner)
-        return picked.reshape(-1, T, 1, P)
+        return picked.reshape(-1, T, P, 1)

@@ -65,18 +65,23 @@ def _layout(grid, cells, window, tile):
 
 
 # Cost of streaming one pixel row of a tile through a product, in multiply-accumulates: a
-# rough figure, not a fit. On 32x32 -> 24x24 clusters at C = 768 (ONNX Runtime, 2 threads)
-# the clustering's kernel time for tiles of 3, 4 and 6 cells differs by less than the
-# run-to-run noise (about 20-33 ms each), tiles of 2 and 8 are about a third slower, and the
-# dense form is 4-5x slower; the model picks 3 there.
+# rough figure, not a fit.
 ROW_COST = 8
+# Clusters per tile below which a tile's products run no faster: ONNX Runtime's CPU products
+# (block [P, C] times the tile's K clusters) fill vector registers 16 columns at a time, so 4 or
+# 9 clusters a tile cost about what 16 do. Measured on one thread (process CPU time, the
+# clustering op alone, 5 EM steps): 40x40 -> 24x24 at C = 192 about 21 ms with tiles of 4 cells
+# against 40-45 ms with tiles of 2; 32x32 -> 24x24 at C = 768 about 53 ms with tiles of 4 or 6
+# against 60 ms with 3 (see docs/performance.md, "Token operations").
+MIN_COLUMNS = 16
 
 
-def tile_cost(grid, cells, window, tile: int) -> int:
-    """Work per channel of one tiled EM step: two [P, K] products per tile and the reads of
-    the tile's pixel block (pixels near a tile border are read by each tile they see)."""
+def tile_cost(grid, cells, window, tile: int, columns: int = MIN_COLUMNS) -> int:
+    """Work per channel of one tiled EM step: two [P, K] products per tile (K counted as at
+    least `columns`) and the reads of the tile's pixel block (pixels near a tile border are
+    read by each tile they see). `columns` 1: the multiply-accumulates alone."""
     rows, cols, K, P = _layout(grid, cells, window, tile)
-    return len(rows) * len(cols) * P * (2 * K + ROW_COST)
+    return len(rows) * len(cols) * P * (2 * max(K, columns) + ROW_COST)
 
 
 def dense_cost(grid, cells) -> int:
