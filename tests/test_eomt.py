@@ -160,3 +160,14 @@ def test_checkpoint_in_the_folders_layout_loads(hf_eomt):
     images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(model(images), load(folder)(images), atol=0, rtol=0)
+
+
+def test_a_swiglu_eomt_equals_transformers(tmp_path):
+    torch.manual_seed(4)
+    hf = EomtForUniversalSegmentation(EomtConfig(**TINY, use_swiglu_ffn=True)).eval()
+    hf.attn_mask_probs.zero_()
+    hf.save_pretrained(tmp_path)
+    images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected, got = semantic(hf(pixel_values=images)), load(tmp_path)(images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
