@@ -57,14 +57,14 @@ ESTIMATES = (
         (80, 80),
         "expedite",
         {"alpha": 3, "hw": (24, 24)},
-        {1: "0.5-0.9x (kernel launches bound it)", 64: "1.1-1.4x"},
+        {1: "0.5-0.9x (kernel launches bound it)", 64: "1.3-1.55x"},
     ),
     Estimate(
         "segmenter_large",
         (640, 640),
         "expedite",
         {"alpha": 10, "hw": (28, 28)},
-        {1: "1.15-1.3x (1.44-1.49x with the token ops in a few kernels)"},
+        {1: "1.15-1.35x (1.48-1.52x with the token ops in a few kernels)"},
     ),
 )
 

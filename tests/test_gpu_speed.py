@@ -52,12 +52,12 @@ def settings_of(preset=None, **args):
 def test_paper_estimate_per_setting_and_batch():
     headline = settings_of(hw="24x24")
     assert paper_estimate(headline, (1, 3, 80, 80)).startswith("0.5-0.9x")
-    assert paper_estimate(headline, (64, 3, 80, 80)) == "1.1-1.4x"
+    assert paper_estimate(headline, (64, 3, 80, 80)) == "1.3-1.55x"
     assert paper_estimate(headline, (8, 3, 80, 80)) is None  # no estimate at that batch
     assert paper_estimate(settings_of(), (1, 3, 80, 80)) is None  # default 28x28: another setting
     assert paper_estimate(settings_of(hw="24x24", alpha=4), (1, 3, 80, 80)) is None
     large = settings_of("segmenter-ade20k")
-    assert paper_estimate(large, (1, 3, 640, 640)).startswith("1.15-1.3x")
+    assert paper_estimate(large, (1, 3, 640, 640)).startswith("1.15-1.35x")
     assert paper_estimate(large, (1, 3, 512, 512)) is None
 
 
