@@ -132,6 +132,18 @@ def test_tiles_are_skipped_when_they_cost_more_than_dense():
     assert TokenClustering((32, 32), (24, 24), (5, 5), iters=1, tau=1.0).tile is not None
 
 
+def test_default_tiles_of_the_headline_and_segmenter_b_builds():
+    """The cost model counts a product's narrow side as at least 16 clusters (what ONNX
+    Runtime's CPU products take as long over), so both builds get 4x4-cell tiles; the tiles'
+    result still equals the dense form at feature norms where the shifts matter."""
+    for grid, channels in (((40, 40), 24), ((32, 32), 16)):
+        layer = TokenClustering(grid, (24, 24), (5, 5), iters=3, tau=50.0)
+        assert layer.tile == 4
+        z = features(1, grid[0] * grid[1], channels, seed=5) * 10
+        dense = DenseClustering(grid, (24, 24), (5, 5), iters=3, tau=50.0)
+        assert (layer(z) - dense(z)).abs().max() <= 1e-4 * z.abs().max()
+
+
 @pytest.mark.parametrize("grid,cells", [((8, 8), (4, 4)), ((7, 5), (3, 4))])
 def test_dense_clustering_equals_reference(grid, cells):
     z = features(1, grid[0] * grid[1], 16, seed=5)
