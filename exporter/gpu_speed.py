@@ -170,18 +170,12 @@ def trt_sessions(paths: dict, scratch: Path, profile) -> dict:
 def summarise(latency: dict, pairs: dict, gflops: dict, limit, estimate) -> dict:
     """The per-round ratio of each timed pair, with the GFLOPs ratio, the structural limit and
     the paper estimate beside them (`latency`: exporter.timing.interleaved_latency's)."""
-    from .timing import round_ratio
+    from .timing import form_speed
 
     out = {}
     for form, (base, red) in pairs.items():
         if base in latency and red in latency:
-            r = round_ratio(latency, base, red)
-            out[form] = {
-                "baseline_ms": latency[base]["median_ms"],
-                "reduced_ms": latency[red]["median_ms"],
-                "speedup": r["median"],
-                "ratio": r,
-            }
+            out[form] = form_speed(latency, base, red)
     return {
         "forms": out,
         "gflops": dict(gflops),

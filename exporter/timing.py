@@ -143,6 +143,17 @@ def round_ratio(latency: dict, slow: str, fast: str) -> dict:
     return {"median": mid, "p25": lo, "p75": hi}
 
 
+def form_speed(latency: dict, slow: str, fast: str) -> dict:
+    """One form's figures: both medians and the speed-up as the per-round ratio's median."""
+    r = round_ratio(latency, slow, fast)
+    return {
+        "baseline_ms": latency[slow]["median_ms"],
+        "reduced_ms": latency[fast]["median_ms"],
+        "speedup": r["median"],
+        "ratio": r,
+    }
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo; the platform's processor string elsewhere)."""
     try:
@@ -334,14 +345,8 @@ def compare(
     ratio = gflops["baseline"] / gflops["reduced"]
     forms = {}
     for form, (base, red) in FORMS.items():
-        r = round_ratio(lat, base, red)
-        forms[form] = {
-            "baseline_ms": lat[base]["median_ms"],
-            "reduced_ms": lat[red]["median_ms"],
-            "speedup": r["median"],
-            "ratio": r,
-            "suspect": suspects(r["median"], ratio, limit),
-        }
+        speed = form_speed(lat, base, red)
+        forms[form] = {**speed, "suspect": suspects(speed["speedup"], ratio, limit)}
     mixed = round_ratio(lat, "baseline_optimized", "reduced")
     best = forms["optimized"]
     warnings = [f"{form}: {text}" for form, f in forms.items() for text in f["suspect"]]

@@ -23,7 +23,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ...config import ModelSpec
-from ..segmenter.model import LinearDecoder
+from ..segmenter.model import LinearDecoder, grid_to_image
 from ..vit import TimmViT, check_img_size, layout_of
 from ..checkpoint import load_checked
 from . import FLAG
@@ -74,10 +74,7 @@ class LinearSegmentation(TimmViT):
         return self.decoder(self.patch_tokens(feats))
 
     def head_map(self, tokens, image_size):
-        B, _, K = tokens.shape
-        H, W = self.layout.grid
-        masks = tokens.transpose(1, 2).reshape(B, K, H, W)
-        return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
+        return grid_to_image(tokens, self.layout.grid, image_size)
 
 
 def _mlp(hidden: int, act, glu: bool):

@@ -141,10 +141,14 @@ class Segmenter(ViTBackbone):
         return self.decoder(self.patch_tokens(feats))
 
     def head_map(self, tokens, image_size):
-        B, _, K = tokens.shape
-        H, W = self.layout.grid
-        masks = tokens.transpose(1, 2).reshape(B, K, H, W)
-        return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
+        return grid_to_image(tokens, self.layout.grid, image_size)
+
+
+def grid_to_image(tokens: torch.Tensor, grid, image_size) -> torch.Tensor:
+    """Per-token class scores [B, H*W, K] -> [B, K, *image_size], bilinear from the token grid."""
+    B, _, K = tokens.shape
+    masks = tokens.transpose(1, 2).reshape(B, K, *grid)
+    return F.interpolate(masks, size=tuple(int(s) for s in image_size), mode="bilinear")
 
 
 def create_segmenter(size, img_size=None, num_classes=None, **options) -> Segmenter:
