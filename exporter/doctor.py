@@ -31,7 +31,7 @@ from .models.base import INPUT_NAME
 from .methods import baseline_of
 from .presets import resolve
 from .reference import eval_set, patched_model
-from .runtime import tensorrt_runner
+from .runtime import EngineSession
 from .timing import interleaved_latency, round_ratio
 from .trt.engine import (
     PLUGIN_LIBRARY,
@@ -237,20 +237,6 @@ def folder_step(
         folder,
         record,
     )
-
-
-class EngineSession:
-    """A TensorRT engine with the two calls of an ONNX Runtime session that timing uses."""
-
-    def __init__(self, path: Path, input_name: str):
-        self.runner, self.name = tensorrt_runner(path, path.name), input_name
-        self.runner.activate()
-
-    def get_inputs(self):
-        return [type("Input", (), {"name": self.name})()]
-
-    def run(self, _outputs, feed):
-        return self.runner.infer(feed)
 
 
 def engine_steps(

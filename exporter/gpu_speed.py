@@ -150,7 +150,7 @@ def ort_sessions(paths: dict, scratch: Path) -> dict:
 
 def trt_sessions(paths: dict, scratch: Path, profile) -> dict:
     """Sessions of fp32 TensorRT engines of both models (TensorRT fuses attention itself)."""
-    from .doctor import EngineSession
+    from .runtime import EngineSession
     from .models.base import INPUT_NAME
     from .trt.engine import EngineSettings, build_engine
 
