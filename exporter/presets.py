@@ -1,7 +1,7 @@
 """The papers' hyper-parameter tables as named presets (`--preset NAME`).
 
 A preset fills in the model, input size, method and method flags; any flag given explicitly
-on the command line wins. Sources: supplementary of paper 001 (file 000) Tables 1-3, and the
+on the command line wins. Sources: the Expedite paper's supplementary material Tables 1-3, and the
 AiluRus and Token Adapter defaults. SwinV2-L + HTC++ (Table 2) has no preset: SwinV2's
 attention has no bias table to resize, and vitexport has no SwinV2 adapter.
 """

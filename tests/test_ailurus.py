@@ -265,7 +265,7 @@ def test_flags_of_other_methods_are_refused():
 
 
 def test_defaults_are_the_papers_configuration():
-    """400 of 1600 tokens after block 2, a = 0.9, lambda = 50, k = 1 (paper 002, Table 7)."""
+    """400 of 1600 tokens after block 2, a = 0.9, lambda = 50, k = 1 (the AiluRus paper, Table 7)."""
     assert get_method("ailurus").name == "ailurus"
     method = build(fake_model((40, 40), depth=24), {})
     assert method.config() == {

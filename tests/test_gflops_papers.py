@@ -1,9 +1,9 @@
 """GFLOPs counted by vitexport reproduce the papers' published numbers (within 2%).
 
-The expected values are typed from the papers: paper 002 Table 1 (Segmenter ViT-L/16
+The expected values are typed from the papers: the AiluRus paper Table 1 (Segmenter ViT-L/16
 baselines on ADE20K 640x640 with 150 classes, Cityscapes 768x768 with 19 classes,
-PASCAL-Context 480x480 with 60 classes), paper 001 Table 2 (Expedite on Segmenter ViT-L/16
-640, alpha 10) and supplementary Table 1 of paper 000 (SWAG ViT-L/16 at 512x512). Models are
+PASCAL-Context 480x480 with 60 classes), the Expedite paper Table 2 (Expedite on Segmenter ViT-L/16
+640, alpha 10) and supplementary Table 1 of the Expedite paper (SWAG ViT-L/16 at 512x512). Models are
 built on the "meta" device: only shapes matter for a count.
 """
 

@@ -101,7 +101,7 @@ def test_patch14_registers_non_square_export_matches_pytorch(tmp_path):
     assert np.abs(ref).max() > 0.1  # not a trivially small output
 
 
-# Supplementary of paper 001 (file 000): Table 1 (alpha, h x w, lambda, kappa, tau, k, grid,
+# The Expedite paper's supplementary material: Table 1 (alpha, h x w, lambda, kappa, tau, k, grid,
 # depth L) and Table 3 (input resolution), rows "SWAG ViT-H/14" and "SWAG ViT-L/16".
 SWAG = {
     "swag-vit-h14": dict(

@@ -1,4 +1,4 @@
-"""Expedite's token clustering layer (paper 001, Eq. 2-3) as fixed-shape tensor operations."""
+"""Expedite's token clustering layer (the Expedite paper, Eq. 2-3) as fixed-shape tensor operations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learned token gating with a fixed capacity (SViT, paper 004) as fixed-shape operations.
+"""Learned token gating with a fixed capacity (SViT, SViT's supplementary material) as fixed-shape operations.
 
 A gate scores every patch token; the `capacity` best are gathered, run through the block with
 the prefix tokens, and written back to their positions; the rest pass through unchanged.

@@ -1,4 +1,4 @@
-"""Grid pooling and bilinear upsampling of patch tokens: the pool baseline of paper 001.
+"""Grid pooling and bilinear upsampling of patch tokens: the pool baseline of the Expedite paper.
 
 Pooling is a pair of constant averaging matrices (rows, then columns) instead of
 `F.adaptive_avg_pool2d`, which torch.onnx cannot export when the grid is not a multiple of

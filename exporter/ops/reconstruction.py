@@ -1,4 +1,4 @@
-"""Expedite's token reconstruction layer (paper 001, Eq. 4) as fixed-shape tensor operations."""
+"""Expedite's token reconstruction layer (the Expedite paper, Eq. 4) as fixed-shape tensor operations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token Adapter's row/column token injector and ejector (paper 003, section 3.2) at fixed shape.
+"""Token Adapter's row/column token injector and ejector (the Token Adapter paper, section 3.2) at fixed shape.
 
 Every count depends only on (H, W, r_h, r_w, unique_ratio), so the reduced sequence has a
 static length. Selection is done with integer ranks (ties broken by index) and TopK on

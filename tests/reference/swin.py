@@ -5,7 +5,7 @@ Swin (Liu et al. 2021): a block attends inside K x K windows with a learned bias
 relative position of the two tokens; every other block first rolls the map by K//2 up and left,
 and tokens that the roll brought together from different image regions do not attend to each
 other (logit -100, as the official code). Windows as large as the map are neither shifted nor
-masked. Expedite's Swin variant (paper 001, Figure 3) runs the blocks after the cut with window
+masked. Expedite's Swin variant (the Expedite paper, Figure 3) runs the blocks after the cut with window
 k x k and the bias table bilinearly resized from (2K-1)^2 to (2k-1)^2 entries.
 """
 

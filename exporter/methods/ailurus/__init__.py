@@ -35,7 +35,7 @@ class AiluRusConfig:
 
 
 def sweep(at: SweepInput) -> list[tuple[dict, str]]:
-    """The paper's slight, mild and extreme reductions (paper 002 Table 1), plus as many
+    """The paper's slight, mild and extreme reductions (the AiluRus paper Table 1), plus as many
     clusters as Expedite's middle hw keeps."""
     n, middle = at.num_patches, side(at.grid, 0.6)
     rows, cols = (int(v) for v in middle.split("x"))

@@ -9,7 +9,7 @@ from .config import ExpediteConfig, default_alpha
 
 
 def sweep(at: SweepInput) -> list[tuple[dict, str]]:
-    """alpha around the model's cut x hw (paper 001 Table 2 sweeps h x w); the quick grid
+    """alpha around the model's cut x hw (the Expedite paper Table 2 sweeps h x w); the quick grid
     keeps the other cuts at one size."""
     alpha = at.tuned.get("alpha") or default_alpha(at.depth)
     rows = []

@@ -1,4 +1,4 @@
-"""Expedite's Swin form (paper 001, "Extension to Swin Transformer", Figure 3): the window token
+"""Expedite's Swin form (the Expedite paper, "Extension to Swin Transformer", Figure 3): the window token
 clustering layer and the window token reconstruction layer.
 
 Inside each K x K attention window of one stage, after `alpha` of its blocks, the tokens are

@@ -1,4 +1,4 @@
-"""Pool baseline (paper 001, Tables 3-4): average-pool the token grid, upsample it back.
+"""Pool baseline (the Expedite paper, Tables 3-4): average-pool the token grid, upsample it back.
 
 After block alpha the H x W patch tokens are replaced by their adaptive average pool to
 h x w; the remaining blocks run on [prefix; pooled]; at the restore point the pooled tokens
@@ -26,13 +26,13 @@ class PoolConfig:
 
 
 def sweep(at: SweepInput) -> list[tuple[dict, str]]:
-    """Pooling at Expedite's cluster grids (paper 001 Table 3)."""
+    """Pooling at Expedite's cluster grids (the Expedite paper Table 3)."""
     return [({"hw": side(at.grid, s)}, f"hw {side(at.grid, s)}") for s in (0.7, 0.5)]
 
 
 SPEC = MethodSpec(
     "pool",
-    "average-pool the token grid after block alpha, bilinear upsampling back (paper 001 baseline)",
+    "average-pool the token grid after block alpha, bilinear upsampling back (the Expedite paper's baseline)",
     PoolConfig,
     sweep=sweep,
     marker="s",

@@ -1,12 +1,12 @@
-"""SViT (Liu et al., WACV 2024; supplementary = paper 004): learned gates, pruned tokens kept.
+"""SViT (Liu et al., WACV 2024; with its supplementary material): learned gates, pruned tokens kept.
 
 In every block from alpha to the last, a small gating MLP scores the patch tokens; the block
 runs on the prefix tokens and the best-scored patch tokens only, and writes them back in
 place. The others pass through unchanged, stay in the feature map, and may be chosen again by
-a later block (reactivation, paper 004 section C).
+a later block (reactivation, SViT's supplementary material section C).
 
 Export form: the paper lets the number of kept tokens vary per image and batches the
-variable-length sequences as nested tensors (paper 004 section B). Here every gated block
+variable-length sequences as nested tensors (SViT's supplementary material section B). Here every gated block
 keeps a fixed capacity, round(keep_ratio * N) of the N patch tokens, chosen by score (ties by
 lower index), so a batch has static shapes and exports to ONNX / TensorRT.
 

@@ -9,7 +9,7 @@ from .config import TokenAdapterConfig
 
 
 def sweep(at: SweepInput) -> list[tuple[dict, str]]:
-    """The rows and columns merged (paper 003)."""
+    """The rows and columns merged (the Token Adapter paper)."""
     return [({"rows_ratio": r, "cols_ratio": r}, f"rows/cols ratio {r}") for r in (0.3, 0.5)]
 
 

@@ -1,4 +1,4 @@
-"""Token Adapter's Swin form (paper 003, Table 2: MaskDINO + Swin-L, "we reduce the tokens within
+"""Token Adapter's Swin form (the Token Adapter paper, Table 2: MaskDINO + Swin-L, "we reduce the tokens within
 each window instead of the entire token sequence").
 
 Inside each K x K attention window of one stage, after `alpha` of its blocks, the injector
